@@ -1,0 +1,77 @@
+"""What a layer holds at a path.
+
+A layer maps normalised paths to *nodes* [ENTRY-1]:
+
+- ``Dir``: a directory, with its attributes and its ``opaque`` flag. An
+  opaque directory hides every same-named directory in the layers below it
+  [OPAQUE-1].
+- ``Name``: one name of a non-directory inode of the same layer. Several
+  names of one inode are hardlinks [ENTRY-2]; the inode holds the data and
+  the attributes, so a change through one name shows through all of them.
+- ``Whiteout``: the name is deleted; whatever the layers below hold there is
+  hidden [WHITEOUT-1].
+
+A path a layer does not map is *absent* from that layer: lookup goes on to
+the layer below. That is the difference between an absent path and a
+whiteout: absence lets the lower layers show, a whiteout stops them.
+
+Inodes are ``FileInode`` (bytes) or ``SymlinkInode`` (a target). Modes are
+the permission bits ``st_mode & 0o7777`` [ENTRY-3]; a symlink has no mode of
+its own.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Dir:
+    """A directory node; ``opaque`` hides the layers below [OPAQUE-1]."""
+
+    mode: int
+    uid: int
+    gid: int
+    opaque: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """A name of the non-directory inode ``ino`` of the same layer."""
+
+    ino: int
+
+
+@dataclass(frozen=True, slots=True)
+class Whiteout:
+    """A deleted name: hides the layers below, and is itself invisible."""
+
+
+Node = Dir | Name | Whiteout
+
+
+@dataclass(frozen=True, slots=True)
+class FileInode:
+    """A regular file's data and attributes; ``nlink`` counts its names."""
+
+    data: bytes
+    mode: int
+    uid: int
+    gid: int
+    nlink: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SymlinkInode:
+    """A symbolic link's target and owner; ``nlink`` counts its names."""
+
+    target: str
+    uid: int
+    gid: int
+    nlink: int = 1
+
+
+Inode = FileInode | SymlinkInode
+
+WHITEOUT = Whiteout()
+DEFAULT_DIR_MODE = 0o755
+DEFAULT_FILE_MODE = 0o644
+SETUID, SETGID, STICKY = 0o4000, 0o2000, 0o1000

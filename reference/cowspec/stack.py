@@ -1,0 +1,200 @@
+"""The container: read-only layers under one writable layer, and lookup.
+
+Layers are numbered from the top: 0 is the writable (upper) layer, 1 the
+topmost image layer, and so on down. Lookup of a name in a directory scans
+the layers in which that directory was found, from the top [LOOKUP-1]:
+
+- the first layer that holds the name decides: a whiteout means the name is
+  absent [WHITEOUT-1]; a non-directory is the object, and everything below
+  is hidden [LOOKUP-2];
+- a directory starts a collection of same-named directories from the layers
+  below, which stops at a non-directory, a whiteout, or after an opaque
+  directory [LOOKUP-3][OPAQUE-1]. Several collected directories make a
+  *merged* directory; one makes a plain (real) one.
+
+A merged directory's attributes are its top copy's [LOOKUP-4]; its entries
+are the union of its copies' entries without the hidden ones [READDIR-1].
+"""
+
+from dataclasses import dataclass
+
+from .entries import Dir, Inode, Name, Node, Whiteout
+from .features import DOCKER_OVERLAY2, Features
+from .layers import Layer, empty_layer
+from .paths import ROOT, join
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """One container: image layers (bottom first) and its writable layer."""
+
+    lowers: tuple[Layer, ...]
+    upper: Layer
+    features: Features = DOCKER_OVERLAY2
+
+    def layer(self, index: int) -> Layer:
+        """Layer ``index`` counted from the top (0 is the writable layer)."""
+        return self.upper if index == 0 else self.lowers[-index]
+
+    @property
+    def depth(self) -> int:
+        """How many layers, the writable one included."""
+        return len(self.lowers) + 1
+
+
+def new_container(lowers: tuple[Layer, ...], features: Features = DOCKER_OVERLAY2) -> Container:
+    """A container over ``lowers`` (bottom first) with an empty writable layer."""
+    return Container(lowers=lowers, upper=empty_layer(), features=features)
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A visible object of the merged view.
+
+    ``stack`` lists where it lives, top first, as (layer index, path in that
+    layer). A non-directory has one place; a directory has one per collected
+    copy, and is merged when it has more than one.
+    """
+
+    path: str
+    node: Dir | Name
+    stack: tuple[tuple[int, str], ...]
+
+    @property
+    def layer(self) -> int:
+        """The layer of the top copy."""
+        return self.stack[0][0]
+
+    @property
+    def in_upper(self) -> bool:
+        """True if the top copy is in the writable layer."""
+        return self.layer == 0
+
+    @property
+    def is_dir(self) -> bool:
+        """True for a directory."""
+        return isinstance(self.node, Dir)
+
+    @property
+    def merged(self) -> bool:
+        """True for a directory collected from more than one layer."""
+        return len(self.stack) > 1
+
+    @property
+    def has_lower(self) -> bool:
+        """True if any copy lives in an image layer."""
+        return any(index > 0 for index, _ in self.stack)
+
+
+def root_of(container: Container) -> Found:
+    """The root directory: every layer contributes its root [LOOKUP-4]."""
+    top = container.upper.get(ROOT)
+    assert isinstance(top, Dir)
+    return Found(ROOT, top, tuple((index, ROOT) for index in range(container.depth)))
+
+
+def inode_of(container: Container, found: Found) -> Inode:
+    """The inode behind a non-directory."""
+    assert isinstance(found.node, Name)
+    return container.layer(found.layer).inode(found.node.ino)
+
+
+def lookup_child(container: Container, parent: Found, name: str) -> Found | None:
+    """The object ``name`` inside the directory ``parent``, or None if absent.
+
+    [LOOKUP-1][LOOKUP-2][LOOKUP-3][WHITEOUT-1][OPAQUE-1]
+    """
+    path = join(parent.path, name)
+    top: Dir | None = None
+    collected: list[tuple[int, str]] = []
+    for index, where in parent.stack:
+        here = join(where, name)
+        node: Node | None = container.layer(index).get(here)
+        if node is None:
+            continue
+        if top is None:
+            if isinstance(node, Whiteout):
+                return None
+            if isinstance(node, Name):
+                return Found(path, node, ((index, here),))
+            top = node
+        elif not isinstance(node, Dir):
+            break
+        collected.append((index, here))
+        if node.opaque:
+            break
+    if top is None:
+        return None
+    return Found(path, top, tuple(collected))
+
+
+def lookup(container: Container, path: str) -> Found | None:
+    """The object at the normalised ``path``, without following symlinks."""
+    current: Found | None = root_of(container)
+    if path == ROOT:
+        return current
+    for name in path[1:].split("/"):
+        if current is None or not current.is_dir:
+            return None
+        current = lookup_child(container, current, name)
+    return current
+
+
+def child_names(container: Container, directory: Found) -> frozenset[str]:
+    """Every name stored in any copy of ``directory``, hidden ones included."""
+    names: set[str] = set()
+    for index, where in directory.stack:
+        names.update(container.layer(index).names_in(where))
+    return frozenset(names)
+
+
+def visible_children(container: Container, directory: Found) -> dict[str, Found]:
+    """The objects the merged view shows inside ``directory`` [READDIR-1]."""
+    shown: dict[str, Found] = {}
+    for name in sorted(child_names(container, directory)):
+        found = lookup_child(container, directory, name)
+        if found is not None:
+            shown[name] = found
+    return shown
+
+
+def listed_names(container: Container, directory: Found) -> list[str]:
+    """What ``readdir`` returns for ``directory``, sorted.
+
+    A merged directory lists its visible entries [READDIR-1]. A directory
+    that lives in one layer only is read straight from that layer, so a
+    whiteout stored there is listed although lookup says it is absent
+    [READDIR-2] (see docs/rationale/readdir-lists-whiteouts.md).
+    """
+    if directory.merged:
+        return sorted(visible_children(container, directory))
+    index, where = directory.stack[0]
+    return sorted(container.layer(index).names_in(where))
+
+
+def is_empty_dir(container: Container, directory: Found) -> bool:
+    """True if the merged view shows nothing inside ``directory`` [RMDIR-2]."""
+    return not any(
+        lookup_child(container, directory, name) is not None
+        for name in child_names(container, directory)
+    )
+
+
+def lower_positive(container: Container, parent: Found, found: Found) -> bool:
+    """True if removing ``found`` from the merged view needs a whiteout.
+
+    An object that is not in the writable layer needs one. One that is
+    needs one if the first image layer below that has its name, among the
+    layers the parent directory was collected from, holds something other
+    than a whiteout [WHITEOUT-2].
+    """
+    if not found.in_upper:
+        return True
+    name = found.path.rsplit("/", 1)[1]
+    for index, where in parent.stack:
+        if index == 0:
+            continue
+        node = container.layer(index).get(join(where, name))
+        if node is not None:
+            return not isinstance(node, Whiteout)
+    return False
