@@ -12,6 +12,7 @@ exactly as Docker does. Closing the session unmounts and removes it all.
 """
 
 import base64
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -25,8 +26,24 @@ from typing import IO, cast
 from cowspec.features import Features
 from cowspec.observe import Entry
 from cowspec.ops import (
-    Append, Chmod, Chown, Create, Link, Mkdir, Op, Open, Read, Readdir, Readlink,
-    Rename, Rmdir, Stat, Symlink, Truncate, Unlink, Write,
+    Append,
+    Chmod,
+    Chown,
+    Create,
+    Link,
+    Mkdir,
+    Op,
+    Open,
+    Read,
+    Readdir,
+    Readlink,
+    Rename,
+    Rmdir,
+    Stat,
+    Symlink,
+    Truncate,
+    Unlink,
+    Write,
 )
 from cowspec.paths import ROOT, ancestors
 from cowspec.trace import LayerEntry, decode_op, encode_op, hardlink_origin
@@ -329,19 +346,13 @@ class KernelSession:
     def close(self) -> None:
         """Stop the container process, unmount, remove the session's files."""
         if self.pid:
-            try:
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
                 self._ask("exit")
-            except (OSError, RuntimeError, ValueError):
-                pass
             for stream in (self._requests, self._replies):
-                try:
+                with contextlib.suppress(OSError):
                     stream.close()
-                except OSError:
-                    pass
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
             self.pid = 0
         if self.mounted:
             umount(self.merged_dir)

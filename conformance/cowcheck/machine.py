@@ -91,7 +91,10 @@ def machine_for(driver: Driver, tally: Tally | None = None, features: Features =
         @rule(drawn=ops())
         def act(self, drawn: Op) -> None:
             assert self.session is not None
-            op = fill_known(drawn, tuple(str(entry["path"]) for entry in merged_tree(self.container)))
+            tree = merged_tree(self.container)
+            known = tuple(str(entry["path"]) for entry in tree)
+            dirs = ("/", *(str(entry["path"]) for entry in tree if entry["type"] == "dir"))
+            op = fill_known(drawn, known, dirs)
             note(f"op {len(self.done)}: {op}")
             transition = step(self.container, op)
             expected = encode_outcome(transition.outcome)

@@ -1,13 +1,18 @@
 """Running a whole trace on a real implementation."""
 
 from cowspec.observe import Entry
-from cowspec.trace import RESULT_FORMAT, Trace
+from cowspec.trace import RESULT_FORMAT, Trace, build_layers
 
 from .driver import Driver
 
 
 def run_real(driver: Driver, trace: Trace) -> Entry:
-    """The result document ``driver`` gives for ``trace``."""
+    """The result document ``driver`` gives for ``trace``.
+
+    The layers are checked by the model first, so a malformed trace is
+    rejected the same way whichever driver runs it.
+    """
+    build_layers(trace)
     session = driver.open(trace.layers, trace.features)
     try:
         results = [session.perform(op) for op in trace.ops]

@@ -7,12 +7,29 @@ exists below.
 """
 
 from dataclasses import replace
+from typing import Any, cast
 
 from hypothesis import strategies as st
 
 from cowspec.ops import (
-    Append, Chmod, Chown, Create, Link, Mkdir, Op, Open, Read, Readdir, Readlink,
-    Rename, Rmdir, Stat, Symlink, Truncate, Unlink, Write,
+    Append,
+    Chmod,
+    Chown,
+    Create,
+    Link,
+    Mkdir,
+    Op,
+    Open,
+    Read,
+    Readdir,
+    Readlink,
+    Rename,
+    Rmdir,
+    Stat,
+    Symlink,
+    Truncate,
+    Unlink,
+    Write,
 )
 from cowspec.paths import ROOT, ancestors
 from cowspec.trace import LayerEntry
@@ -70,11 +87,11 @@ def layer_entries(draw: st.DrawFn) -> tuple[LayerEntry, ...]:
         elif kind == "file":
             entry = LayerEntry(path, "file", draw(modes), draw(ids), draw(ids), data=draw(data))
         elif kind == "symlink":
-            entry = LayerEntry(path, "symlink", 0o777, draw(ids), draw(ids), target=draw(targets))
+            entry = LayerEntry(path, "symlink", 0, draw(ids), draw(ids), target=draw(targets))
         elif kind == "hardlink":
-            entry = LayerEntry(path, "hardlink", 0o644, target=draw(st.sampled_from(files)).path)
+            entry = LayerEntry(path, "hardlink", 0, target=draw(st.sampled_from(files)).path)
         else:
-            entry = LayerEntry(path, "whiteout", 0o644)
+            entry = LayerEntry(path, "whiteout", 0)
         entries[path] = entry
     return tuple(entries.values())
 
@@ -83,8 +100,10 @@ layer_stacks = st.lists(layer_entries(), min_size=1, max_size=4).map(tuple)
 
 
 KNOWN = "\0known:"
-"""Prefix of a placeholder path: ``KNOWN + "3"`` stands for the fourth path
-the model's merged view shows when the op runs (see ``fill_known``)."""
+KNOWN_DIR = "\0dir:"
+"""Prefixes of placeholder paths: ``KNOWN + "3"`` stands for the fourth path
+the model's merged view shows when the op runs, ``KNOWN_DIR + "1/b"`` for
+the name ``b`` inside its second directory (see ``fill_known``)."""
 
 
 def op_paths() -> st.SearchStrategy[str]:
@@ -95,20 +114,24 @@ def op_paths() -> st.SearchStrategy[str]:
 
 def new_paths() -> st.SearchStrategy[str]:
     """A path for a creating call: mostly a new name in an existing directory."""
-    inside = st.tuples(st.integers(0, 63), names).map(lambda pair: f"{KNOWN}{pair[0]}/{pair[1]}")
+    inside = st.tuples(st.integers(0, 63), names).map(lambda pair: f"{KNOWN_DIR}{pair[0]}/{pair[1]}")
     return st.one_of(inside, inside, op_paths())
 
 
-def fill_known(op: Op, known: tuple[str, ...]) -> Op:
-    """``op`` with each placeholder replaced by a path of ``known``."""
+def fill_known(op: Op, known: tuple[str, ...], dirs: tuple[str, ...]) -> Op:
+    """``op`` with each placeholder replaced by a path of ``known`` or ``dirs``."""
     changes: dict[str, str] = {}
     for key in ("path", "src", "dst"):
         value = getattr(op, key, None)
-        if isinstance(value, str) and value.startswith(KNOWN):
-            index, _, name = value[len(KNOWN) :].partition("/")
-            chosen = known[int(index) % len(known)] if known else ROOT
-            changes[key] = (chosen.rstrip("/") + "/" + name) if name else chosen
-    return replace(op, **changes) if changes else op
+        if not isinstance(value, str):
+            continue
+        if value.startswith(KNOWN):
+            changes[key] = known[int(value[len(KNOWN) :]) % len(known)] if known else ROOT
+        elif value.startswith(KNOWN_DIR):
+            number, _, name = value[len(KNOWN_DIR) :].partition("/")
+            directory = dirs[int(number) % len(dirs)] if dirs else ROOT
+            changes[key] = (directory if directory != ROOT else "") + "/" + name
+    return cast(Op, replace(cast(Any, op), **changes)) if changes else op
 
 
 def ops() -> st.SearchStrategy[Op]:

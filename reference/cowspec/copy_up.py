@@ -42,7 +42,8 @@ def copy_up_parents(container: Container, path: str) -> Container:
 def copy_up(container: Container, found: Found) -> tuple[Container, Found]:
     """``container`` with ``found`` in the writable layer, and its new place.
 
-    An object already there is returned unchanged. [COPYUP-1]..[COPYUP-5]
+    An object already there is returned unchanged.
+    [COPYUP-1][COPYUP-3][COPYUP-4][COPYUP-5]
     """
     if found.in_upper:
         return container, found

@@ -51,7 +51,10 @@ class Layer:
         return self.children.get(directory, EMPTY_NAMES)
 
 
-def empty_layer(root: Dir = Dir(DEFAULT_DIR_MODE, 0, 0)) -> Layer:
+DEFAULT_ROOT = Dir(DEFAULT_DIR_MODE, 0, 0)
+
+
+def empty_layer(root: Dir = DEFAULT_ROOT) -> Layer:
     """A layer holding only its root directory."""
     return Layer(entries=pmap({ROOT: root}), children=pmap(), inodes=pmap())
 

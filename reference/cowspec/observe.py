@@ -42,9 +42,7 @@ def merged_tree(container: Container) -> list[Entry]:
         for found in visible_children(container, directory).values():
             node = found.node
             if isinstance(node, Dir):
-                entries.append(
-                    {"path": found.path, "type": "dir", "mode": node.mode, "uid": node.uid, "gid": node.gid}
-                )
+                entries.append({"path": found.path, "type": "dir", "mode": node.mode, "uid": node.uid, "gid": node.gid})
                 pending.append(found)
             else:
                 entries.append({"path": found.path, **_inode_fields(inode_of(container, found), nlink=True)})

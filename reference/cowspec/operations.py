@@ -9,26 +9,51 @@ Each operation follows the same phases, marked in the code:
 
 ``step`` is the one entry point: it takes a container and an op and gives
 the new container and the outcome. A failed call leaves the container
-unchanged [OP-1]. The caller is root with umask 0, so permission checks
-never fail and modes are taken as given (``& 0o7777``) [OP-2].
+unchanged [OP-1], with the one exception the kernel makes (RENAME-7). The
+caller is root with umask 0, so permission checks never fail and modes are taken as given (``& 0o7777``) [OP-2].
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+
 from .copy_up import copy_up, copy_up_parents
 from .entries import SETGID, SETUID, Dir, FileInode, Name, SymlinkInode, Whiteout
 from .errors import Errno, ModelError
 from .layers import link, move, new_name, put, remove, set_inode
 from .ops import (
-    Append, Chmod, Chown, Create, Link, Mkdir, Ok, Op, Open, Outcome, Read,
-    Readdir, Readlink, Rename, Rmdir, Stat, StatValue, Symlink, Truncate,
-    Unlink, Write,
+    Append,
+    Chmod,
+    Chown,
+    Create,
+    Link,
+    Mkdir,
+    Ok,
+    Op,
+    Open,
+    Outcome,
+    Read,
+    Readdir,
+    Readlink,
+    Rename,
+    Rmdir,
+    Stat,
+    StatValue,
+    Symlink,
+    Truncate,
+    Unlink,
+    Write,
 )
 from .paths import is_inside
 from .resolve import Resolved, resolve, resolve_final, symlink_target
 from .stack import (
-    Container, Found, inode_of, is_empty_dir, listed_names, lookup, lower_positive,
+    Container,
+    Found,
+    inode_of,
+    is_empty_dir,
+    listed_names,
+    lookup,
 )
+from .whiteouts import lower_positive, remove_visible
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,22 +274,6 @@ def do_mkdir(container: Container, op: Mkdir) -> Transition:
     return done(replace(container, upper=upper))
 
 
-def remove_visible(container: Container, parent: Found, found: Found) -> Container:
-    """``container`` without ``found`` in the merged view [WHITEOUT-2].
-
-    The writable layer's copy goes; a whiteout takes its place when the
-    name would otherwise show from an image layer.
-    """
-    needs_whiteout = lower_positive(container, parent, found)
-    container = copy_up_parents(container, found.path)
-    upper = container.upper
-    if upper.get(found.path) is not None:
-        upper = remove(upper, found.path)
-    if needs_whiteout:
-        upper = put(upper, found.path, Whiteout())
-    return replace(container, upper=upper)
-
-
 def do_rmdir(container: Container, op: Rmdir) -> Transition:
     """``rmdir`` [RMDIR-1][RMDIR-2][WHITEOUT-2]."""
     resolved = resolve(container, op.path, follow=False)
@@ -391,7 +400,7 @@ def set_attributes(
 
 
 def do_rename(container: Container, op: Rename) -> Transition:
-    """``rename`` [RENAME-1]..[RENAME-6][COPYUP-6][WHITEOUT-2]."""
+    """``rename`` [RENAME-1][RENAME-2][RENAME-3][RENAME-4][RENAME-5][RENAME-6][RENAME-7]."""
     # RESOLVE
     source = resolve(container, op.src, follow=False)
     if isinstance(source, str):
@@ -399,7 +408,7 @@ def do_rename(container: Container, op: Rename) -> Transition:
     target = resolve(container, op.dst, follow=False)
     if isinstance(target, str):
         return failed(container, target)
-    # CHECK
+    # CHECK: the walk's own errors, then the ancestry traps [RENAME-1]
     if source.name == "" or target.name == "":
         return failed(container, "EBUSY")
     moving = source.found
@@ -409,6 +418,7 @@ def do_rename(container: Container, op: Rename) -> Transition:
         return failed(container, "EINVAL")
     if is_inside(source.parent.path, target.path) or source.parent.path == target.path:
         return failed(container, "ENOTEMPTY")
+    # CHECK: the kinds of source and target [RENAME-2][RENAME-4]
     replaced = target.found
     if replaced is not None:
         if same_inode(moving, replaced):
@@ -417,25 +427,36 @@ def do_rename(container: Container, op: Rename) -> Transition:
             return failed(container, "ENOTDIR")
         if not moving.is_dir and replaced.is_dir:
             return failed(container, "EISDIR")
+    # CHECK: overlayfs's own refusals [RENAME-3]
     if moving.is_dir and moving.has_lower and not container.features.redirect_dir:
         return failed(container, "EXDEV")
     if replaced is not None and replaced.is_dir and not is_empty_dir(container, replaced):
-        return failed(container, "ENOTEMPTY")
-    # COPY-UP
+        if replaced.has_lower:
+            return failed(container, "ENOTEMPTY")
+        # The writable layer's own rename refuses, after overlayfs has
+        # already marked the moving directory opaque [RENAME-7].
+        return Transition(mark_moving_opaque(container, moving, target), "ENOTEMPTY")
+    # COPY-UP [RENAME-6]
     needs_whiteout = lower_positive(container, source.parent, moving)
     container, moving = copy_up(container, moving)
     container = copy_up_parents(container, target.path)
-    # APPLY
+    # APPLY [RENAME-5][RENAME-6]
     upper = container.upper
     if upper.get(target.path) is not None:
         upper = remove(upper, target.path)
-    node = upper.get(moving.path)
-    if isinstance(node, Dir) and not node.opaque and target_parent_merged(container, target):
-        upper = put(upper, moving.path, replace(node, opaque=True))
+    upper = mark_moving_opaque(replace(container, upper=upper), moving, target).upper
     upper = move(upper, moving.path, target.path)
     if needs_whiteout:
         upper = put(upper, moving.path, Whiteout())
     return done(replace(container, upper=upper))
+
+
+def mark_moving_opaque(container: Container, moving: Found, target: Resolved) -> Container:
+    """``container`` with a moving directory made opaque if RENAME-5 asks."""
+    node = container.upper.get(moving.path)
+    if isinstance(node, Dir) and not node.opaque and target_parent_merged(container, target):
+        return replace(container, upper=put(container.upper, moving.path, replace(node, opaque=True)))
+    return container
 
 
 def target_parent_merged(container: Container, target: Resolved) -> bool:
@@ -454,15 +475,12 @@ def same_inode(one: Found, other: Found) -> bool:
     With ``index`` off, names of one image-layer inode are distinct objects
     in the merged view [RENAME-4].
     """
-    return (
-        one.path == other.path
-        or (
-            one.in_upper
-            and other.in_upper
-            and isinstance(one.node, Name)
-            and isinstance(other.node, Name)
-            and one.node.ino == other.node.ino
-        )
+    return one.path == other.path or (
+        one.in_upper
+        and other.in_upper
+        and isinstance(one.node, Name)
+        and isinstance(other.node, Name)
+        and one.node.ino == other.node.ino
     )
 
 

@@ -143,15 +143,42 @@ class Chown:
 
 
 Op = (
-    Create | Open | Write | Append | Truncate | Read | Stat | Readdir | Readlink
-    | Mkdir | Rmdir | Unlink | Rename | Symlink | Link | Chmod | Chown
+    Create
+    | Open
+    | Write
+    | Append
+    | Truncate
+    | Read
+    | Stat
+    | Readdir
+    | Readlink
+    | Mkdir
+    | Rmdir
+    | Unlink
+    | Rename
+    | Symlink
+    | Link
+    | Chmod
+    | Chown
 )
 
 OP_NAMES: dict[type, str] = {
-    Create: "create", Open: "open", Write: "write", Append: "append",
-    Truncate: "truncate", Read: "read", Stat: "stat", Readdir: "readdir",
-    Readlink: "readlink", Mkdir: "mkdir", Rmdir: "rmdir", Unlink: "unlink",
-    Rename: "rename", Symlink: "symlink", Link: "link", Chmod: "chmod",
+    Create: "create",
+    Open: "open",
+    Write: "write",
+    Append: "append",
+    Truncate: "truncate",
+    Read: "read",
+    Stat: "stat",
+    Readdir: "readdir",
+    Readlink: "readlink",
+    Mkdir: "mkdir",
+    Rmdir: "rmdir",
+    Unlink: "unlink",
+    Rename: "rename",
+    Symlink: "symlink",
+    Link: "link",
+    Chmod: "chmod",
     Chown: "chown",
 }
 

@@ -1,10 +1,10 @@
 """The oracle: what the reference model says a trace must give."""
 
 from .layers import Layer
+from .observe import Entry
 from .operations import step
 from .ops import Outcome
 from .stack import Container, new_container
-from .observe import Entry
 from .trace import Trace, build_layers, encode_result
 
 

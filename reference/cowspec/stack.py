@@ -174,27 +174,4 @@ def listed_names(container: Container, directory: Found) -> list[str]:
 
 def is_empty_dir(container: Container, directory: Found) -> bool:
     """True if the merged view shows nothing inside ``directory`` [RMDIR-2]."""
-    return not any(
-        lookup_child(container, directory, name) is not None
-        for name in child_names(container, directory)
-    )
-
-
-def lower_positive(container: Container, parent: Found, found: Found) -> bool:
-    """True if removing ``found`` from the merged view needs a whiteout.
-
-    An object that is not in the writable layer needs one. One that is
-    needs one if the first image layer below that has its name, among the
-    layers the parent directory was collected from, holds something other
-    than a whiteout [WHITEOUT-2].
-    """
-    if not found.in_upper:
-        return True
-    name = found.path.rsplit("/", 1)[1]
-    for index, where in parent.stack:
-        if index == 0:
-            continue
-        node = container.layer(index).get(join(where, name))
-        if node is not None:
-            return not isinstance(node, Whiteout)
-    return False
+    return not any(lookup_child(container, directory, name) is not None for name in child_names(container, directory))

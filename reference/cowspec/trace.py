@@ -17,9 +17,26 @@ from .features import Features, features_from
 from .layers import Layer, empty_layer, link, new_name, put
 from .observe import Entry, layer_tree, merged_tree
 from .ops import (
-    Append, Chmod, Chown, Create, Link, Mkdir, Op, Open, Outcome, Read,
-    Readdir, Readlink, Rename, Rmdir, Stat, StatValue, Symlink, Truncate,
-    Unlink, Write,
+    Append,
+    Chmod,
+    Chown,
+    Create,
+    Link,
+    Mkdir,
+    Op,
+    Open,
+    Outcome,
+    Read,
+    Readdir,
+    Readlink,
+    Rename,
+    Rmdir,
+    Stat,
+    StatValue,
+    Symlink,
+    Truncate,
+    Unlink,
+    Write,
 )
 from .paths import ROOT, ancestors, is_normalised
 from .sizes import container_sizes
@@ -131,6 +148,10 @@ def decode_entry(value: object, where: str) -> LayerEntry:
     target = _str(fields, "target", where) if kind in ("symlink", "hardlink") else ""
     if kind == "symlink" and target == "":
         raise SpecError(f"{where}: a symlink needs a non-empty target")
+    if kind not in ("dir", "file"):
+        mode = 0  # a symlink, hardlink or whiteout has no mode of its own
+    if kind in ("hardlink", "whiteout"):
+        uid = gid = 0  # a hardlink shares its target's owner; a whiteout has none
     return LayerEntry(path, kind, mode, uid, gid, data, target, opaque)
 
 
@@ -208,11 +229,23 @@ def _op_path(fields: dict[str, object], key: str, where: str) -> str:
 
 
 OP_FIELDS: dict[str, set[str]] = {
-    "create": {"path", "mode"}, "open": {"path", "flags"}, "write": {"path", "offset", "data"},
-    "append": {"path", "data"}, "truncate": {"path", "size"}, "read": {"path"}, "stat": {"path"},
-    "readdir": {"path"}, "readlink": {"path"}, "mkdir": {"path", "mode"}, "rmdir": {"path"},
-    "unlink": {"path"}, "rename": {"src", "dst"}, "symlink": {"target", "path"},
-    "link": {"src", "dst"}, "chmod": {"path", "mode"}, "chown": {"path", "uid", "gid"},
+    "create": {"path", "mode"},
+    "open": {"path", "flags"},
+    "write": {"path", "offset", "data"},
+    "append": {"path", "data"},
+    "truncate": {"path", "size"},
+    "read": {"path"},
+    "stat": {"path"},
+    "readdir": {"path"},
+    "readlink": {"path"},
+    "mkdir": {"path", "mode"},
+    "rmdir": {"path"},
+    "unlink": {"path"},
+    "rename": {"src", "dst"},
+    "symlink": {"target", "path"},
+    "link": {"src", "dst"},
+    "chmod": {"path", "mode"},
+    "chown": {"path", "uid", "gid"},
 }
 MAX_OFFSET = 2**31
 
@@ -232,11 +265,13 @@ def decode_op(value: object, where: str) -> Op:
     match name:
         case "create" | "mkdir" | "chmod":
             mode = _int(fields, "mode", where, 0, 0o7777)
-            return Create(path, mode) if name == "create" else Mkdir(path, mode) if name == "mkdir" else Chmod(path, mode)
+            return (
+                Create(path, mode) if name == "create" else Mkdir(path, mode) if name == "mkdir" else Chmod(path, mode)
+            )
         case "open":
             flags = fields.get("flags")
             if flags not in ("r", "w", "rw"):
-                raise SpecError(f"{where}: flags must be \"r\", \"w\" or \"rw\"")
+                raise SpecError(f'{where}: flags must be "r", "w" or "rw"')
             return Open(path, flags)
         case "write":
             return Write(path, _int(fields, "offset", where, 0, MAX_OFFSET), _data(fields, "data", where))
@@ -249,7 +284,12 @@ def decode_op(value: object, where: str) -> Op:
         case "chown":
             return Chown(path, _int(fields, "uid", where, 0, MAX_ID), _int(fields, "gid", where, 0, MAX_ID))
     simple: dict[str, type[Read | Stat | Readdir | Readlink | Rmdir | Unlink]] = {
-        "read": Read, "stat": Stat, "readdir": Readdir, "readlink": Readlink, "rmdir": Rmdir, "unlink": Unlink,
+        "read": Read,
+        "stat": Stat,
+        "readdir": Readdir,
+        "readlink": Readlink,
+        "rmdir": Rmdir,
+        "unlink": Unlink,
     }
     return simple[name](path)
 
@@ -263,7 +303,10 @@ def decode_trace(document: object) -> Trace:
     flags = _object(fields.get("features", {}), "trace features")
     features = features_from(cast(dict[str, bool], flags))
     layers = tuple(
-        tuple(decode_entry(entry, f"layer {index} entry {number}") for number, entry in enumerate(_list(layer, f"layer {index}")))
+        tuple(
+            decode_entry(entry, f"layer {index} entry {number}")
+            for number, entry in enumerate(_list(layer, f"layer {index}"))
+        )
         for index, layer in enumerate(_list(fields.get("layers", []), "trace layers"))
     )
     ops = tuple(decode_op(op, f"op {index}") for index, op in enumerate(_list(fields.get("ops", []), "trace ops")))
@@ -351,4 +394,3 @@ def encode_trace(trace: Trace) -> Entry:
         "layers": [[encode_entry(entry) for entry in layer] for layer in trace.layers],
         "ops": [encode_op(op) for op in trace.ops],
     }
-

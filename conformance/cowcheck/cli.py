@@ -1,0 +1,169 @@
+"""The ``cowspec`` command: the oracle, real runs, and conformance checks.
+
+    cowspec oracle TRACE.json...                 what the model says must happen
+    cowspec run --driver NAME TRACE.json...      what a real implementation did
+    cowspec check --driver NAME [TRACE.json...]  both, compared
+
+With several traces each prints one JSON result per line. A trace the spec
+rejects gives a one-line reason on stderr and exit status 2; with several,
+its line is ``{"error": ...}`` and the others still run. ``check`` exits 1
+when the real system diverges from the model. ``check`` without traces
+generates cases with the state machine and prints a report.
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from cowspec.errors import SpecError
+from cowspec.observe import Entry
+from cowspec.oracle import oracle
+from cowspec.trace import Trace, decode_trace, encode_trace
+
+from .compare import result_differences
+from .driver import Driver, DriverUnavailable
+from .drivers import DRIVERS
+from .runner import run_real
+
+EXIT_DIVERGED, EXIT_REJECTED, EXIT_UNAVAILABLE = 1, 2, 3
+
+
+class UsageError(Exception):
+    """A command line that cannot run; the message is one line."""
+
+
+def load_trace(name: str) -> Trace:
+    """Read and decode one trace file (``-`` is standard input)."""
+    try:
+        if name == "-":
+            text = sys.stdin.read()
+        else:
+            with open(name, encoding="utf-8") as handle:
+                text = handle.read()
+    except OSError as error:
+        raise SpecError(f"cannot read: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError("not UTF-8 text") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SpecError(f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    return decode_trace(document)
+
+
+def emit(document: object) -> None:
+    """Print one JSON document on one line."""
+    sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def for_each_trace(files: Sequence[str], handle: Callable[[Trace], tuple[Entry, int]]) -> int:
+    """Run ``handle`` on each trace file; the worst exit status."""
+    status = 0
+    for name in files:
+        try:
+            trace = load_trace(name)
+            document, code = handle(trace)
+        except SpecError as error:
+            print(f"cowspec: {name}: {error}", file=sys.stderr)
+            if len(files) > 1:
+                emit({"error": f"{name}: {error}"})
+            status = max(status, EXIT_REJECTED)
+            continue
+        emit(document)
+        status = max(status, code)
+    return status
+
+
+def pick_driver(name: str) -> Driver:
+    """The driver called ``name``."""
+    if name not in DRIVERS:
+        raise UsageError(f"unknown driver {name!r} (known: {', '.join(sorted(DRIVERS))})")
+    return DRIVERS[name]()
+
+
+def command_oracle(arguments: argparse.Namespace) -> int:
+    return for_each_trace(arguments.traces, lambda trace: (oracle(trace), 0))
+
+
+def command_run(arguments: argparse.Namespace) -> int:
+    driver = pick_driver(arguments.driver)
+    return for_each_trace(arguments.traces, lambda trace: (run_real(driver, trace), 0))
+
+
+def command_check(arguments: argparse.Namespace) -> int:
+    driver = pick_driver(arguments.driver)
+    if not arguments.traces:
+        from .generate import generated_check
+
+        return generated_check(driver, arguments)
+
+    def check_one(trace: Trace) -> tuple[Entry, int]:
+        expected = oracle(trace)
+        observed = run_real(driver, trace)
+        differences = result_differences(expected, observed)
+        for line in differences:
+            print(f"cowspec: diverges: {line}", file=sys.stderr)
+        return {**observed, "agrees": not differences, "differences": differences}, (
+            EXIT_DIVERGED if differences else 0
+        )
+
+    return for_each_trace(arguments.traces, check_one)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    top = argparse.ArgumentParser(prog="cowspec", description="Executable spec of layered copy-on-write storage.")
+    commands = top.add_subparsers(dest="command", required=True)
+    sub = commands.add_parser("oracle", help="what the reference model says a trace must give")
+    sub.add_argument("traces", nargs="+", metavar="TRACE.json")
+    sub.set_defaults(handler=command_oracle)
+    sub = commands.add_parser("run", help="run traces on a real implementation")
+    sub.add_argument("--driver", required=True)
+    sub.add_argument("traces", nargs="+", metavar="TRACE.json")
+    sub.set_defaults(handler=command_run)
+    sub = commands.add_parser("check", help="run traces on a real implementation and on the model, and compare")
+    sub.add_argument("--driver", required=True)
+    sub.add_argument("traces", nargs="*", metavar="TRACE.json")
+    sub.add_argument("--profile", choices=("dev", "ci", "nightly"), default="ci", help="budget of generated cases")
+    sub.add_argument("--examples", type=int, help="override the profile's number of examples")
+    sub.add_argument("--steps", type=int, help="override the profile's ops per example")
+    sub.add_argument("--save", default="cowspec-divergences", help="directory for minimal traces of divergences")
+    sub.set_defaults(handler=command_check)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cowspec`` command."""
+    arguments = parser().parse_args(argv)
+    try:
+        status: int = arguments.handler(arguments)
+    except UsageError as error:
+        print(f"cowspec: {error}", file=sys.stderr)
+        return EXIT_REJECTED
+    except DriverUnavailable as error:
+        print(f"cowspec: driver {arguments.driver} cannot run here: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        print("cowspec: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return status
+
+
+def save_trace(directory: str, name: str, trace: Trace) -> str:
+    """Write ``trace`` as ``directory/name``; the path written."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(encode_trace(trace), handle, indent=1)
+        handle.write("\n")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

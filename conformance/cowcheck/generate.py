@@ -1,0 +1,73 @@
+"""``cowspec check`` without traces: generated cases and a readable report."""
+
+import argparse
+import sys
+import time
+
+from hypothesis import settings
+from hypothesis.errors import HypothesisException
+from hypothesis.reporting import with_reporter
+from hypothesis.stateful import run_state_machine_as_test
+
+from . import profiles  # noqa: F401  (registers the settings profiles)
+from .driver import Driver, DriverUnavailable
+from .machine import Divergence, Tally, machine_for
+
+
+def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
+    """Run the state machine against ``driver``; print a report; 1 on divergence."""
+    from .cli import EXIT_DIVERGED, UsageError, save_trace
+
+    chosen = settings.get_profile(arguments.profile)
+    overrides: dict[str, int] = {}
+    for name, key in (("examples", "max_examples"), ("steps", "stateful_step_count")):
+        value = getattr(arguments, name)
+        if value is not None:
+            if value < 1:
+                raise UsageError(f"--{name} must be at least 1")
+            overrides[key] = value
+    budget = settings(chosen, database=None, print_blob=False, **overrides)  # type: ignore[arg-type]
+    tally = Tally()
+    started = time.monotonic()
+    failure: BaseException | None = None
+    with with_reporter(lambda _message: None):
+        try:
+            run_state_machine_as_test(machine_for(driver, tally), settings=budget)
+        except DriverUnavailable:
+            raise
+        except (AssertionError, HypothesisException, OSError, RuntimeError) as error:
+            failure = error
+    elapsed = time.monotonic() - started
+    out = sys.stdout
+    print(f"cowspec check --driver {driver.name} (profile {arguments.profile})", file=out)
+    print(
+        f"  {tally.examples} examples, {tally.ops} ops, "
+        f"{budget.stateful_step_count} ops at most per example, {elapsed:.1f} s",
+        file=out,
+    )
+    print("  results: " + _mix(tally.results, tally.ops), file=out)
+    names = sorted({key.split()[0] for key in tally.by_op})
+    for name in names:
+        row = {key.split()[1]: count for key, count in tally.by_op.items() if key.split()[0] == name}
+        print(f"    {name:<9} " + ", ".join(f"{result} {count}" for result, count in sorted(row.items())), file=out)
+    divergence = tally.last_divergence
+    if failure is None:
+        print("  divergences: none: every result, merged tree, upper layer and size agreed", file=out)
+        return 0
+    if isinstance(failure, Divergence) or divergence is not None:
+        found = failure if isinstance(failure, Divergence) else divergence
+        assert found is not None
+        path = save_trace(arguments.save, "divergence-1.json", found.trace)
+        print(f"  divergence 1: {found}", file=out)
+        print(f"    minimal trace ({len(found.trace.ops)} ops) saved to {path}", file=out)
+        print(f"    replay: cowspec check --driver {driver.name} {path}", file=out)
+        return EXIT_DIVERGED
+    print(f"  the run stopped with an error: {type(failure).__name__}: {failure}", file=out)
+    return EXIT_DIVERGED
+
+
+def _mix(counter: "dict[str, int]", total: int) -> str:
+    if not total:
+        return "none"
+    ordered = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{name} {count} ({100 * count / total:.1f}%)" for name, count in ordered)

@@ -1,0 +1,32 @@
+"""Shared fixtures: Hypothesis profiles and the kernel driver.
+
+Tests that need the kernel's overlayfs take the ``kernel`` fixture. Where it
+cannot run (not root, no overlay), the test is skipped on a developer's
+machine and *fails* in CI (``CI=true``), so a green CI always means the
+kernel was exercised.
+"""
+
+import os
+
+import pytest
+from hypothesis import settings
+
+from cowcheck import profiles  # noqa: F401  (registers the profiles)
+from cowcheck.driver import DriverUnavailable
+from cowcheck.kernel_overlay import KernelOverlay
+from cowcheck.namespace import scratch_root
+
+pytest.register_assert_rewrite("tests.support")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev"))
+
+
+@pytest.fixture(scope="session")
+def kernel() -> KernelOverlay:
+    """The kernel overlay driver, or a loud failure in CI when it cannot run."""
+    try:
+        scratch_root()
+    except DriverUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"kernel overlay tests cannot run in CI: {error}")
+        pytest.skip(f"kernel overlay unavailable: {error}")
+    return KernelOverlay()

@@ -1,0 +1,30 @@
+"""Chapter 8: overlay features are configuration."""
+
+import pytest
+
+from cowspec.errors import SpecError
+from cowspec.features import DOCKER_OVERLAY2, features_from
+from cowspec.trace import decode_trace
+
+
+def test_docker_configuration_is_the_default() -> None:
+    """[FEATURE-1]"""
+    assert DOCKER_OVERLAY2.enabled() == ()
+    assert features_from({}) == DOCKER_OVERLAY2
+    assert features_from({"index": False, "redirect_dir": False, "metacopy": False}) == DOCKER_OVERLAY2
+    assert decode_trace({"format": "cowspec-trace/1", "layers": [], "ops": []}).features == DOCKER_OVERLAY2
+
+
+@pytest.mark.parametrize("name", ["redirect_dir", "index", "metacopy"])
+def test_unmodelled_feature_is_refused(name: str) -> None:
+    """[FEATURE-2]"""
+    with pytest.raises(SpecError, match=f"feature '{name}' is not modelled"):
+        features_from({name: True})
+
+
+def test_unknown_or_malformed_feature() -> None:
+    """[FEATURE-2][TRACE-1]"""
+    with pytest.raises(SpecError, match="unknown feature 'xino'"):
+        features_from({"xino": True})
+    with pytest.raises(SpecError, match="true or false"):
+        features_from({"index": "off"})  # type: ignore[dict-item]

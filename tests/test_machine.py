@@ -1,0 +1,96 @@
+"""The state machine: the model held against the kernel on random stacks.
+
+The budget comes from the Hypothesis profile (``dev`` by default, ``ci`` in
+CI: at least 500 examples of 30 steps, derandomized).
+"""
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from cowcheck.compare import result_differences
+from cowcheck.kernel_overlay import KernelOverlay, KernelSession
+from cowcheck.machine import Divergence, Tally, machine_for
+from cowcheck.runner import run_real
+from cowspec.features import Features
+from cowspec.observe import Entry
+from cowspec.ops import Op, Rename, Rmdir, Unlink
+from cowspec.oracle import oracle
+from cowspec.trace import LayerEntry
+
+
+@pytest.mark.kernel
+def test_model_agrees_with_the_kernel(kernel: KernelOverlay) -> None:
+    """[OBSERVE-1][LOOKUP-1][COPYUP-6][WHITEOUT-2][RENAME-6] every result, tree and size, after every step."""
+    tally = Tally()
+    run_state_machine_as_test(machine_for(kernel, tally), settings=settings())
+    current = settings()
+    assert tally.examples >= current.max_examples
+    assert tally.ops > tally.examples
+    # The generated mix reaches successes and the errnos of the issue.
+    assert tally.results["ok"] > tally.ops // 10
+    if current.max_examples >= 500:
+        for name in (
+            "ENOENT",
+            "ENOTDIR",
+            "EEXIST",
+            "EISDIR",
+            "ENOTEMPTY",
+            "EXDEV",
+            "ELOOP",
+            "EINVAL",
+            "EPERM",
+            "EBUSY",
+        ):
+            assert tally.results[name] > 0, name
+
+
+@dataclass
+class LyingSession:
+    """A kernel session whose ``unlink`` never leaves a whiteout behind."""
+
+    real: KernelSession
+
+    def perform(self, op: Op) -> Entry:
+        return self.real.perform(op)
+
+    def merged(self) -> list[Entry]:
+        return self.real.merged()
+
+    def upper(self) -> list[Entry]:
+        return [entry for entry in self.real.upper() if entry["type"] != "whiteout"]
+
+    def sizes(self) -> Entry:
+        return self.real.sizes()
+
+    def close(self) -> None:
+        self.real.close()
+
+
+class LyingDriver:
+    name = "lying"
+
+    def __init__(self, kernel: KernelOverlay) -> None:
+        self.kernel = kernel
+
+    def open(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features) -> LyingSession:
+        return LyingSession(self.kernel.open(layers, features))
+
+
+@pytest.mark.kernel
+def test_the_machine_catches_a_divergence(kernel: KernelOverlay) -> None:
+    """[WHITEOUT-2] A driver that hides whiteouts is caught, with a small trace."""
+    tally = Tally()
+    with pytest.raises(Divergence) as raised:
+        run_state_machine_as_test(
+            machine_for(LyingDriver(kernel), tally),
+            settings=settings(max_examples=300, stateful_step_count=20, database=None, deadline=None),
+        )
+    trace = raised.value.trace
+    assert "upper" in str(raised.value) and "whiteout" in str(raised.value)
+    assert any(isinstance(each, (Unlink, Rmdir, Rename)) for each in trace.ops)
+    # The kept trace reproduces the divergence on its own, and only against the liar.
+    assert result_differences(oracle(trace), run_real(LyingDriver(kernel), trace)) != []
+    assert result_differences(oracle(trace), run_real(kernel, trace)) == []
