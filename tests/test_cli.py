@@ -17,8 +17,11 @@ from .support import d, f, op
 TRACE = {
     "format": "cowspec-trace/1",
     "layers": [[d("/etc"), f("/etc/hosts", "hello\n")], [{"path": "/etc/hosts", "type": "whiteout"}]],
-    "ops": [op("create", path="/etc/motd", mode=0o644), op("write", path="/etc/motd", offset=0, data="hi\n"),
-            op("rename", src="/etc", dst="/usr/etc")],
+    "ops": [
+        op("create", path="/etc/motd", mode=0o644),
+        op("write", path="/etc/motd", offset=0, data="hi\n"),
+        op("rename", src="/etc", dst="/usr/etc"),
+    ],
 }
 
 
@@ -53,7 +56,10 @@ def test_several_traces_give_json_lines(tmp_path: Path, capsys: pytest.CaptureFi
     ("content", "message"),
     [
         ("{", "not valid JSON"),
-        ('{"format": "cowspec-trace/1", "layers": [[{"path": "/a/../b", "type": "file"}]]}', "not absolute and normalised"),
+        (
+            '{"format": "cowspec-trace/1", "layers": [[{"path": "/a/../b", "type": "file"}]]}',
+            "not absolute and normalised",
+        ),
         ('{"format": "cowspec-trace/1", "features": {"metacopy": true}}', "feature 'metacopy' is not modelled"),
     ],
 )
@@ -90,8 +96,21 @@ def test_run_and_check_on_the_kernel(tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.mark.kernel
 def test_generated_check_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str], kernel: KernelOverlay) -> None:
     """[OBSERVE-1] Generated cases: examples, ops, the mix of results, no divergence."""
-    status = main(["check", "--driver", "kernel-overlay", "--profile", "dev", "--examples", "20", "--steps", "10",
-                   "--save", str(tmp_path / "out")])
+    status = main(
+        [
+            "check",
+            "--driver",
+            "kernel-overlay",
+            "--profile",
+            "dev",
+            "--examples",
+            "20",
+            "--steps",
+            "10",
+            "--save",
+            str(tmp_path / "out"),
+        ]
+    )
     report = capsys.readouterr().out
     assert status == 0, report
     assert "examples" in report and "results: " in report and "divergences: none" in report
@@ -104,8 +123,21 @@ def test_generated_check_saves_a_minimal_trace(
 ) -> None:
     """[WHITEOUT-2] A diverging driver: exit 1, the divergence named, its trace saved and replayable."""
     monkeypatch.setitem(drivers.DRIVERS, "lying", lambda: LyingDriver(kernel))
-    status = main(["check", "--driver", "lying", "--profile", "dev", "--examples", "200", "--steps", "10",
-                   "--save", str(tmp_path / "out")])
+    status = main(
+        [
+            "check",
+            "--driver",
+            "lying",
+            "--profile",
+            "dev",
+            "--examples",
+            "200",
+            "--steps",
+            "10",
+            "--save",
+            str(tmp_path / "out"),
+        ]
+    )
     report = capsys.readouterr().out
     assert status == 1, report
     saved = tmp_path / "out" / "divergence-1.json"

@@ -1,7 +1,6 @@
 """One layer: an immutable changeset over the layers below it.
 
-A ``Layer`` keeps three persistent maps, so that an update costs a few map
-insertions and never a copy of the whole layer:
+A ``Layer`` keeps three maps:
 
 - ``entries``: normalised path to node; the root ``"/"`` is always a ``Dir``;
 - ``children``: directory path to the set of names stored directly inside
@@ -11,28 +10,46 @@ insertions and never a copy of the whole layer:
 
 Every entry's parent is a ``Dir`` of the same layer [ENTRY-4]. The functions
 below keep that invariant and raise ``ModelError`` when asked to break it.
+
+An image layer is built once (``frozen_layer``) and never changes: its maps
+are read-only views of plain dictionaries, the fastest to read. The
+writable layer changes at every step: its maps are persistent (pyrsistent's
+``PMap`` and ``PSet``), so an update costs a few insertions and shares the
+rest with the layer before it; no update copies a whole layer.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import TypeVar
 
-from pyrsistent import pmap, pset
-from pyrsistent.typing import PMap, PSet
+from pyrsistent import PMap, PSet, pmap, pset
 
 from .entries import DEFAULT_DIR_MODE, Dir, Inode, Name, Node, Whiteout
 from .errors import ModelError
 from .paths import ROOT, join, name_of, parent_of, rebase
 
 EMPTY_NAMES: PSet[str] = pset()
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _persistent(mapping: Mapping[K, V]) -> "PMap[K, V]":
+    """The map as a ``PMap``; a frozen layer's map is converted once (O(n))."""
+    return mapping if isinstance(mapping, PMap) else pmap(mapping)
+
+
+def _names(names: Set[str]) -> "PSet[str]":
+    return names if isinstance(names, PSet) else pset(names)
 
 
 @dataclass(frozen=True, slots=True)
 class Layer:
     """An immutable layer; build one with ``empty_layer`` and the updates."""
 
-    entries: PMap[str, Node]
-    children: PMap[str, PSet[str]]
-    inodes: PMap[int, Inode]
+    entries: Mapping[str, Node]
+    children: Mapping[str, Set[str]]
+    inodes: Mapping[int, Inode]
     next_ino: int = 1
 
     def get(self, path: str) -> Node | None:
@@ -46,7 +63,7 @@ class Layer:
             raise ModelError(f"inode {ino} is not in the layer")
         return found
 
-    def names_in(self, directory: str) -> PSet[str]:
+    def names_in(self, directory: str) -> Set[str]:
         """Names stored directly inside ``directory`` in this layer."""
         return self.children.get(directory, EMPTY_NAMES)
 
@@ -55,8 +72,33 @@ DEFAULT_ROOT = Dir(DEFAULT_DIR_MODE, 0, 0)
 
 
 def empty_layer(root: Dir = DEFAULT_ROOT) -> Layer:
-    """A layer holding only its root directory."""
+    """A layer holding only its root directory, ready for updates."""
     return Layer(entries=pmap({ROOT: root}), children=pmap(), inodes=pmap())
+
+
+def frozen_layer(entries: dict[str, Node], inodes: dict[int, Inode]) -> Layer:
+    """An image layer from complete maps, which the caller gives up.
+
+    ``entries`` must hold the root and every parent [ENTRY-4]; every inode's
+    ``nlink`` must count the names that point to it [ENTRY-2].
+    """
+    children: dict[str, set[str]] = {}
+    for path, node in entries.items():
+        if path == ROOT:
+            continue
+        parent = parent_of(path)
+        if not isinstance(entries.get(parent), Dir):
+            raise ModelError(f"parent of {path} is not a directory in the layer")
+        children.setdefault(parent, set()).add(name_of(path))
+        if isinstance(node, Name) and node.ino not in inodes:
+            raise ModelError(f"{path} names a missing inode")
+    frozen = {path: frozenset(names) for path, names in children.items()}
+    return Layer(
+        entries=MappingProxyType(entries),
+        children=MappingProxyType(frozen),
+        inodes=MappingProxyType(inodes),
+        next_ino=max(inodes, default=0) + 1,
+    )
 
 
 def put(layer: Layer, path: str, node: Node) -> Layer:
@@ -68,7 +110,7 @@ def put(layer: Layer, path: str, node: Node) -> Layer:
     if path == ROOT:
         if not isinstance(node, Dir):
             raise ModelError("the root of a layer must be a directory")
-        return replace(layer, entries=layer.entries.set(ROOT, node))
+        return replace(layer, entries=_persistent(layer.entries).set(ROOT, node))
     parent = parent_of(path)
     if not isinstance(layer.get(parent), Dir):
         raise ModelError(f"parent of {path} is not a directory in the layer")
@@ -78,22 +120,22 @@ def put(layer: Layer, path: str, node: Node) -> Layer:
             raise ModelError(f"replacing non-empty directory {path}")
         if isinstance(old, Name) and old != node:
             layer = _unlink_inode(layer, old.ino)
-    children = layer.children.set(parent, layer.names_in(parent).add(name_of(path)))
+    children = _persistent(layer.children).set(parent, _names(layer.names_in(parent)).add(name_of(path)))
     if isinstance(old, Dir) and not isinstance(node, Dir):
         children = children.discard(path)
-    return replace(layer, entries=layer.entries.set(path, node), children=children)
+    return replace(layer, entries=_persistent(layer.entries).set(path, node), children=children)
 
 
 def add_inode(layer: Layer, inode: Inode) -> tuple[Layer, int]:
     """``layer`` with a new inode (not yet named by any path), and its number."""
     ino = layer.next_ino
-    return replace(layer, inodes=layer.inodes.set(ino, inode), next_ino=ino + 1), ino
+    return replace(layer, inodes=_persistent(layer.inodes).set(ino, inode), next_ino=ino + 1), ino
 
 
 def set_inode(layer: Layer, ino: int, inode: Inode) -> Layer:
     """``layer`` with inode ``ino`` replaced (data or attributes changed)."""
     layer.inode(ino)
-    return replace(layer, inodes=layer.inodes.set(ino, inode))
+    return replace(layer, inodes=_persistent(layer.inodes).set(ino, inode))
 
 
 def link(layer: Layer, path: str, ino: int) -> Layer:
@@ -112,7 +154,7 @@ def new_name(layer: Layer, path: str, inode: Inode) -> Layer:
 def _unlink_inode(layer: Layer, ino: int) -> Layer:
     inode = layer.inode(ino)
     if inode.nlink <= 1:
-        return replace(layer, inodes=layer.inodes.discard(ino))
+        return replace(layer, inodes=_persistent(layer.inodes).discard(ino))
     return set_inode(layer, ino, replace(inode, nlink=inode.nlink - 1))
 
 
@@ -134,7 +176,7 @@ def remove(layer: Layer, path: str) -> Layer:
     doomed = list(subtree(layer, path))
     if not doomed:
         return layer
-    entries, children = layer.entries, layer.children
+    entries, children = _persistent(layer.entries), _persistent(layer.children)
     for each in doomed:
         node = entries[each]
         if isinstance(node, Name):
@@ -142,7 +184,7 @@ def remove(layer: Layer, path: str) -> Layer:
         entries = entries.discard(each)
         children = children.discard(each)
     parent = parent_of(path)
-    remaining = layer.names_in(parent).discard(name_of(path))
+    remaining = _names(layer.names_in(parent)).discard(name_of(path))
     children = children.set(parent, remaining) if remaining else children.discard(parent)
     return replace(layer, entries=entries, children=children)
 
@@ -154,18 +196,18 @@ def move(layer: Layer, src: str, dst: str) -> Layer:
     """
     moved = [(each, layer.entries[each]) for each in subtree(layer, src)]
     names = {each: layer.names_in(each) for each, node in moved if isinstance(node, Dir)}
-    entries, children = layer.entries, layer.children
+    entries, children = _persistent(layer.entries), _persistent(layer.children)
     for each, _ in moved:
         entries = entries.discard(each)
         children = children.discard(each)
     for each, node in moved:
         entries = entries.set(rebase(each, src, dst), node)
         if names.get(each):
-            children = children.set(rebase(each, src, dst), names[each])
+            children = children.set(rebase(each, src, dst), _names(names[each]))
     src_parent, dst_parent = parent_of(src), parent_of(dst)
-    left = children.get(src_parent, EMPTY_NAMES).discard(name_of(src))
+    left = _names(children.get(src_parent, EMPTY_NAMES)).discard(name_of(src))
     children = children.set(src_parent, left) if left else children.discard(src_parent)
-    children = children.set(dst_parent, children.get(dst_parent, EMPTY_NAMES).add(name_of(dst)))
+    children = children.set(dst_parent, _names(children.get(dst_parent, EMPTY_NAMES)).add(name_of(dst)))
     if not isinstance(entries.get(dst_parent), Dir):
         raise ModelError(f"parent of {dst} is not a directory in the layer")
     return replace(layer, entries=entries, children=children)

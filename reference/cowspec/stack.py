@@ -16,7 +16,7 @@ A merged directory's attributes are its top copy's [LOOKUP-4]; its entries
 are the union of its copies' entries without the hidden ones [READDIR-1].
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .entries import Dir, Inode, Name, Node, Whiteout
 from .features import DOCKER_OVERLAY2, Features
@@ -31,10 +31,15 @@ class Container:
     lowers: tuple[Layer, ...]
     upper: Layer
     features: Features = DOCKER_OVERLAY2
+    top_down: tuple[Layer, ...] = field(init=False, repr=False, compare=False)
+    """Every layer from the top, derived: index 0 is the writable layer."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "top_down", (self.upper, *reversed(self.lowers)))
 
     def layer(self, index: int) -> Layer:
         """Layer ``index`` counted from the top (0 is the writable layer)."""
-        return self.upper if index == 0 else self.lowers[-index]
+        return self.top_down[index]
 
     @property
     def depth(self) -> int:
@@ -107,9 +112,10 @@ def lookup_child(container: Container, parent: Found, name: str) -> Found | None
     path = join(parent.path, name)
     top: Dir | None = None
     collected: list[tuple[int, str]] = []
+    layers = container.top_down
     for index, where in parent.stack:
-        here = join(where, name)
-        node: Node | None = container.layer(index).get(here)
+        here = where + name if where == ROOT else where + "/" + name
+        node: Node | None = layers[index].entries.get(here)
         if node is None:
             continue
         if top is None:

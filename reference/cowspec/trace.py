@@ -8,13 +8,13 @@ files is the caller's business.
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, cast
 
-from .entries import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Dir, FileInode, SymlinkInode, Whiteout
+from .entries import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, Dir, FileInode, Inode, Name, Node, SymlinkInode, Whiteout
 from .errors import SpecError
 from .features import Features, features_from
-from .layers import Layer, empty_layer, link, new_name, put
+from .layers import Layer, frozen_layer
 from .observe import Entry, layer_tree, merged_tree
 from .ops import (
     Append,
@@ -172,30 +172,35 @@ def build_layer(entries: tuple[LayerEntry, ...], where: str) -> Layer:
             above = by_path.get(ancestor)
             if above is not None and above.type != "dir":
                 raise SpecError(f"{where}: {entry.path!r} lies below the {above.type} {ancestor!r}")
-    layer = empty_layer()
-    for path in sorted(by_path, key=lambda each: each.count("/") if each != ROOT else 0):
-        entry = by_path[path]
-        for ancestor in ancestors(path):
-            if layer.get(ancestor) is None:
-                layer = put(layer, ancestor, Dir(DEFAULT_DIR_MODE, 0, 0))
+    nodes: dict[str, Node] = {ROOT: Dir(DEFAULT_DIR_MODE, 0, 0)}
+    inodes: dict[int, Inode] = {}
+    links: dict[str, int] = {}
+    for entry in entries:
+        for ancestor in ancestors(entry.path):
+            nodes.setdefault(ancestor, Dir(DEFAULT_DIR_MODE, 0, 0))
         if entry.type == "dir":
-            layer = put(layer, path, Dir(entry.mode, entry.uid, entry.gid, entry.opaque))
-        elif entry.type == "file":
-            layer = new_name(layer, path, FileInode(entry.data, entry.mode, entry.uid, entry.gid))
-        elif entry.type == "symlink":
-            layer = new_name(layer, path, SymlinkInode(entry.target, entry.uid, entry.gid))
+            nodes[entry.path] = Dir(entry.mode, entry.uid, entry.gid, entry.opaque)
         elif entry.type == "whiteout":
-            layer = put(layer, path, Whiteout())
+            nodes[entry.path] = Whiteout()
+        elif entry.type in ("file", "symlink"):
+            ino = len(inodes) + 1
+            inodes[ino] = (
+                FileInode(entry.data, entry.mode, entry.uid, entry.gid)
+                if entry.type == "file"
+                else SymlinkInode(entry.target, entry.uid, entry.gid)
+            )
+            nodes[entry.path] = Name(ino)
+            links[entry.path] = ino
+    counts: dict[int, int] = dict.fromkeys(inodes, 1)
     for entry in entries:
         if entry.type == "hardlink":
-            origin = hardlink_origin(by_path, entry, where)
-            node = layer.get(origin.path)
-            assert node is not None and not isinstance(node, (Dir, Whiteout))
-            for ancestor in ancestors(entry.path):
-                if layer.get(ancestor) is None:
-                    layer = put(layer, ancestor, Dir(DEFAULT_DIR_MODE, 0, 0))
-            layer = link(layer, entry.path, node.ino)
-    return layer
+            ino = links[hardlink_origin(by_path, entry, where).path]
+            nodes[entry.path] = Name(ino)
+            counts[ino] += 1
+    for ino, count in counts.items():
+        if count > 1:
+            inodes[ino] = replace(inodes[ino], nlink=count)
+    return frozen_layer(nodes, inodes)
 
 
 def hardlink_origin(by_path: dict[str, LayerEntry], entry: LayerEntry, where: str) -> LayerEntry:
