@@ -15,11 +15,16 @@ def test_docker_configuration_is_the_default() -> None:
     assert decode_trace({"format": "cowspec-trace/1", "layers": [], "ops": []}).features == DOCKER_OVERLAY2
 
 
-@pytest.mark.parametrize("name", ["redirect_dir", "index", "metacopy"])
+@pytest.mark.parametrize("name", ["index", "metacopy"])
 def test_unmodelled_feature_is_refused(name: str) -> None:
     """[FEATURE-2]"""
     with pytest.raises(SpecError, match=f"feature '{name}' is not modelled"):
         features_from({name: True})
+
+
+def test_redirect_dir_is_modelled() -> None:
+    """[FEATURE-2][REDIRECT-1]"""
+    assert features_from({"redirect_dir": True}).enabled() == ("redirect_dir",)
 
 
 def test_unknown_or_malformed_feature() -> None:

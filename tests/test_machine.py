@@ -20,31 +20,26 @@ from cowspec.ops import Op, Rename, Rmdir, Unlink
 from cowspec.oracle import oracle
 from cowspec.trace import LayerEntry
 
+ERRNOS = ("ENOENT", "ENOTDIR", "EEXIST", "EISDIR", "ENOTEMPTY", "ELOOP", "EINVAL", "EPERM", "EBUSY")
+
 
 @pytest.mark.kernel
-def test_model_agrees_with_the_kernel(kernel: KernelOverlay) -> None:
-    """[OBSERVE-1][LOOKUP-1][COPYUP-6][WHITEOUT-2][RENAME-6] every result, tree and size, after every step."""
+@pytest.mark.parametrize("features", [Features(), Features(redirect_dir=True)], ids=["docker", "redirect_dir"])
+def test_model_agrees_with_the_kernel(kernel: KernelOverlay, features: Features) -> None:
+    """[OBSERVE-1][LOOKUP-1][COPYUP-6][WHITEOUT-2][RENAME-6][REDIRECT-2] every result, tree and size, every step."""
     tally = Tally()
-    run_state_machine_as_test(machine_for(kernel, tally), settings=settings())
+    run_state_machine_as_test(machine_for(kernel, tally, features), settings=settings())
     current = settings()
     assert tally.examples >= current.max_examples
     assert tally.ops > tally.examples
     # The generated mix reaches successes and the errnos of the issue.
     assert tally.results["ok"] > tally.ops // 10
     if current.max_examples >= 500:
-        for name in (
-            "ENOENT",
-            "ENOTDIR",
-            "EEXIST",
-            "EISDIR",
-            "ENOTEMPTY",
-            "EXDEV",
-            "ELOOP",
-            "EINVAL",
-            "EPERM",
-            "EBUSY",
-        ):
+        expected = ERRNOS if features.redirect_dir else (*ERRNOS, "EXDEV")
+        for name in expected:
             assert tally.results[name] > 0, name
+        if features.redirect_dir:
+            assert tally.results["EXDEV"] == 0
 
 
 @dataclass

@@ -27,6 +27,8 @@ BASE = {"format": "cowspec-trace/1", "layers": [], "ops": []}
         ({"ops": [{"op": "write", "path": "/a", "offset": 0, "data": "!!"}]}, "not valid base64"),
         ({"ops": [{"op": "open", "path": "/a", "flags": "x"}]}, "flags must be"),
         ({"ops": [{"op": "stat", "path": "/a\u0000"}]}, "NUL byte"),
+        ({"ops": [{"op": "stat", "path": "/a\ud800"}]}, "not valid Unicode"),
+        ({"ops": [{"op": "truncate", "path": "/a", "size": 2**24 + 1}]}, "'size' must be an integer"),
         ({"layers": [[{"path": "/a", "type": "file"}, {"path": "/a", "type": "dir"}]]}, "duplicate path"),
         ({"layers": [[{"path": "a", "type": "file"}]]}, "not absolute and normalised"),
         ({"layers": [[{"path": "/a", "type": "fifo"}]]}, "type must be one of"),

@@ -131,6 +131,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--examples", type=int, help="override the profile's number of examples")
     sub.add_argument("--steps", type=int, help="override the profile's ops per example")
     sub.add_argument("--save", default="cowspec-divergences", help="directory for minimal traces of divergences")
+    sub.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an overlay feature to turn on for generated cases (redirect_dir)",
+    )
     sub.set_defaults(handler=command_check)
     return top
 

@@ -9,6 +9,9 @@ from hypothesis.errors import HypothesisException
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
+from cowspec.errors import SpecError
+from cowspec.features import features_from
+
 from . import profiles  # noqa: F401  (registers the settings profiles)
 from .driver import Driver, DriverUnavailable
 from .machine import Divergence, Tally, machine_for
@@ -26,20 +29,25 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
             if value < 1:
                 raise UsageError(f"--{name} must be at least 1")
             overrides[key] = value
+    try:
+        features = features_from(dict.fromkeys(arguments.feature, True))
+    except SpecError as error:
+        raise UsageError(str(error)) from None
     budget = settings(chosen, database=None, print_blob=False, **overrides)  # type: ignore[arg-type]
     tally = Tally()
     started = time.monotonic()
     failure: BaseException | None = None
     with with_reporter(lambda _message: None):
         try:
-            run_state_machine_as_test(machine_for(driver, tally), settings=budget)
+            run_state_machine_as_test(machine_for(driver, tally, features), settings=budget)
         except DriverUnavailable:
             raise
         except (AssertionError, HypothesisException, OSError, RuntimeError) as error:
             failure = error
     elapsed = time.monotonic() - started
     out = sys.stdout
-    print(f"cowspec check --driver {driver.name} (profile {arguments.profile})", file=out)
+    enabled = ", ".join(features.enabled()) or "Docker's overlay2 configuration"
+    print(f"cowspec check --driver {driver.name} (profile {arguments.profile}; features: {enabled})", file=out)
     print(
         f"  {tally.examples} examples, {tally.ops} ops, "
         f"{budget.stateful_step_count} ops at most per example, {elapsed:.1f} s",

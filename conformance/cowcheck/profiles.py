@@ -1,8 +1,8 @@
 """Hypothesis settings profiles: budgets live here, not in the strategies.
 
 - ``dev``: quick, for a developer's loop;
-- ``ci``: at least 500 examples of 30 steps against the kernel, derandomized
-  so a CI failure reproduces;
+- ``ci``: 1500 examples of 30 steps against the kernel (the issue asks for at
+  least 500), derandomized so a CI failure reproduces;
 - ``nightly``: a long run with fresh randomness.
 """
 
@@ -18,7 +18,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "ci",
-    max_examples=500,
+    max_examples=1500,
     stateful_step_count=30,
     deadline=None,
     derandomize=True,

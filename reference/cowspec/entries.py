@@ -25,12 +25,19 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Dir:
-    """A directory node; ``opaque`` hides the layers below [OPAQUE-1]."""
+    """A directory node; ``opaque`` hides the layers below [OPAQUE-1].
+
+    ``redirect`` is set only in the writable layer, on a directory that was
+    renamed while it had image-layer copies, with ``redirect_dir`` on: it
+    names where those copies are, relative to the parent (a bare name) or
+    from the root (a path starting with ``/``) [REDIRECT-1].
+    """
 
     mode: int
     uid: int
     gid: int
     opaque: bool = False
+    redirect: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@
 The kernel's overlayfs changes behaviour with mount options. The model takes
 them as a value rather than guessing [FEATURE-1]. Docker's overlay2 driver
 mounts with all three off; that configuration is the default and every
-implementation must support it. A feature the model does not state yet is
-refused with a clear error rather than answered wrongly [FEATURE-2].
+implementation must support it. ``redirect_dir`` is modelled (the REDIRECT
+rules of chapter 8). A feature the model does not state yet (``index``,
+``metacopy``) is refused with a clear error rather than answered wrongly
+[FEATURE-2].
 """
 
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from .errors import SpecError
 
 KNOWN = ("redirect_dir", "index", "metacopy")
-MODELLED: frozenset[str] = frozenset()
+MODELLED = frozenset({"redirect_dir"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from .ops import (
     Unlink,
     Write,
 )
-from .paths import is_inside
+from .paths import ROOT, is_inside, name_of, parent_of
 from .resolve import Resolved, resolve, resolve_final, symlink_target
 from .stack import (
     Container,
@@ -262,7 +262,7 @@ def do_readlink(container: Container, op: Readlink) -> Transition:
 
 
 def do_mkdir(container: Container, op: Mkdir) -> Transition:
-    """``mkdir``; over a whiteout the new directory is opaque [MKDIR-1][WHITEOUT-4]."""
+    """``mkdir``; over a whiteout the new directory is opaque [MKDIR-1][WHITEOUT-4][REDIRECT-4]."""
     point = creation_point(container, op.path)
     if isinstance(point, str):
         return failed(container, point)
@@ -270,7 +270,10 @@ def do_mkdir(container: Container, op: Mkdir) -> Transition:
     # APPLY
     mode, gid = inherited(point.parent, op.mode & 0o1777, is_dir=True)
     over_whiteout = isinstance(container.upper.get(point.path), Whiteout)
-    upper = put(container.upper, point.path, Dir(mode, 0, gid, opaque=over_whiteout))
+    # With redirect_dir on, a new directory inside one that has image-layer
+    # copies is made opaque at once [REDIRECT-4].
+    in_merged = container.features.redirect_dir and point.parent.has_lower
+    upper = put(container.upper, point.path, Dir(mode, 0, gid, opaque=over_whiteout or in_merged))
     return done(replace(container, upper=upper))
 
 
@@ -400,7 +403,7 @@ def set_attributes(
 
 
 def do_rename(container: Container, op: Rename) -> Transition:
-    """``rename`` [RENAME-1][RENAME-2][RENAME-3][RENAME-4][RENAME-5][RENAME-6][RENAME-7]."""
+    """``rename`` [RENAME-1][RENAME-2][RENAME-3][RENAME-4][RENAME-5][RENAME-6][RENAME-7][REDIRECT-3]."""
     # RESOLVE
     source = resolve(container, op.src, follow=False)
     if isinstance(source, str):
@@ -430,33 +433,74 @@ def do_rename(container: Container, op: Rename) -> Transition:
     # CHECK: overlayfs's own refusals [RENAME-3]
     if moving.is_dir and moving.has_lower and not container.features.redirect_dir:
         return failed(container, "EXDEV")
-    if replaced is not None and replaced.is_dir and not is_empty_dir(container, replaced):
-        if replaced.has_lower:
-            return failed(container, "ENOTEMPTY")
-        # The writable layer's own rename refuses, after overlayfs has
-        # already marked the moving directory opaque [RENAME-7].
-        return Transition(mark_moving_opaque(container, moving, target), "ENOTEMPTY")
+    if replaced is not None and replaced.is_dir and replaced.has_lower and not is_empty_dir(container, replaced):
+        return failed(container, "ENOTEMPTY")
     # COPY-UP [RENAME-6]
     needs_whiteout = lower_positive(container, source.parent, moving)
+    had_lower = moving.is_dir and moving.has_lower
     container, moving = copy_up(container, moving)
     container = copy_up_parents(container, target.path)
-    # APPLY [RENAME-5][RENAME-6]
+    container = mark_moving_dir(container, moving.path, had_lower, source, target)
+    # CHECK: the writable layer's own rename refuses a non-empty directory,
+    # after the copy-up and the marks above [RENAME-7]
+    if replaced is not None and replaced.is_dir and not is_empty_dir(container, replaced):
+        return Transition(container, "ENOTEMPTY")
+    # APPLY [RENAME-6]
     upper = container.upper
     if upper.get(target.path) is not None:
         upper = remove(upper, target.path)
-    upper = mark_moving_opaque(replace(container, upper=upper), moving, target).upper
     upper = move(upper, moving.path, target.path)
     if needs_whiteout:
         upper = put(upper, moving.path, Whiteout())
     return done(replace(container, upper=upper))
 
 
-def mark_moving_opaque(container: Container, moving: Found, target: Resolved) -> Container:
-    """``container`` with a moving directory made opaque if RENAME-5 asks."""
-    node = container.upper.get(moving.path)
-    if isinstance(node, Dir) and not node.opaque and target_parent_merged(container, target):
-        return replace(container, upper=put(container.upper, moving.path, replace(node, opaque=True)))
-    return container
+def mark_moving_dir(container: Container, path: str, had_lower: bool, source: Resolved, target: Resolved) -> Container:
+    """``container`` with the directory about to move marked as it must be.
+
+    One that had image-layer copies gets a redirect to them [REDIRECT-3]; one
+    that lives only in the writable layer becomes opaque when it moves into a
+    directory with image-layer copies, so that a same-named directory below
+    cannot show through it [RENAME-5].
+    """
+    node = container.upper.get(path)
+    if not isinstance(node, Dir):
+        return container
+    if had_lower:
+        redirect = redirect_for(container, path, same_dir=source.parent.path == target.parent.path)
+        changed = replace(node, redirect=redirect)
+    elif not node.opaque and target_parent_merged(container, target):
+        changed = replace(node, opaque=True)
+    else:
+        return container
+    return replace(container, upper=put(container.upper, path, changed))
+
+
+def redirect_for(container: Container, path: str, *, same_dir: bool) -> str:
+    """Where the image-layer copies of the directory at ``path`` are [REDIRECT-3].
+
+    A rename within one directory records the old name; any other records
+    the path from the root, composed through the redirects of the
+    directories above. A redirect already recorded is kept, unless it is a
+    bare name and a path from the root is now needed.
+    """
+    node = container.upper.get(path)
+    assert isinstance(node, Dir)
+    existing = node.redirect
+    if existing is not None and (existing.startswith("/") or same_dir):
+        return existing
+    if same_dir:
+        return name_of(path)
+    parts: list[str] = []
+    current = path
+    while current != ROOT:
+        above = container.upper.get(current)
+        step_name = above.redirect if isinstance(above, Dir) and above.redirect else name_of(current)
+        if step_name.startswith("/"):
+            return step_name + "".join("/" + part for part in parts)
+        parts.insert(0, step_name)
+        current = parent_of(current)
+    return "/" + "/".join(parts)
 
 
 def target_parent_merged(container: Container, target: Resolved) -> bool:

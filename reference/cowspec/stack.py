@@ -107,31 +107,80 @@ def inode_of(container: Container, found: Found) -> Inode:
 def lookup_child(container: Container, parent: Found, name: str) -> Found | None:
     """The object ``name`` inside the directory ``parent``, or None if absent.
 
-    [LOOKUP-1][LOOKUP-2][LOOKUP-3][WHITEOUT-1][OPAQUE-1]
+    [LOOKUP-1][LOOKUP-2][LOOKUP-3][WHITEOUT-1][OPAQUE-1][REDIRECT-2]
     """
     path = join(parent.path, name)
-    top: Dir | None = None
-    collected: list[tuple[int, str]] = []
     layers = container.top_down
-    for index, where in parent.stack:
+    stack = parent.stack
+    for position, (index, where) in enumerate(stack):
         here = where + name if where == ROOT else where + "/" + name
         node: Node | None = layers[index].entries.get(here)
         if node is None:
             continue
-        if top is None:
-            if isinstance(node, Whiteout):
-                return None
-            if isinstance(node, Name):
-                return Found(path, node, ((index, here),))
-            top = node
-        elif not isinstance(node, Dir):
+        if isinstance(node, Whiteout):
+            return None
+        if isinstance(node, Name):
+            return Found(path, node, ((index, here),))
+        collected = [(index, here)]
+        if not node.opaque:
+            below = stack[position + 1 :]
+            if node.redirect is None:
+                collected += collect_dirs(layers, [(each, join(at, name)) for each, at in below])
+            elif node.redirect.startswith("/"):
+                collected += collect_from_roots(layers, index + 1, node.redirect)
+            else:
+                collected += collect_dirs(layers, [(each, join(at, node.redirect)) for each, at in below])
+        return Found(path, node, tuple(collected))
+    return None
+
+
+def collect_dirs(layers: tuple[Layer, ...], places: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The directories at ``places`` that merge below a directory [LOOKUP-3].
+
+    Collection skips a layer without the name and stops at a non-directory,
+    a whiteout, or after an opaque directory.
+    """
+    collected: list[tuple[int, str]] = []
+    for index, here in places:
+        node = layers[index].entries.get(here)
+        if node is None:
+            continue
+        if not isinstance(node, Dir):
             break
         collected.append((index, here))
         if node.opaque:
             break
-    if top is None:
-        return None
-    return Found(path, top, tuple(collected))
+    return collected
+
+
+def collect_from_roots(layers: tuple[Layer, ...], start: int, path: str) -> list[tuple[int, str]]:
+    """The directories an absolute redirect names, in layers ``start`` and below.
+
+    Each layer is walked from its root along ``path`` [REDIRECT-2]: a missing
+    component means this layer has nothing; a whiteout or a non-directory on
+    the way stops the collection; an opaque directory on the way lets this
+    layer count and stops the ones below.
+    """
+    collected: list[tuple[int, str]] = []
+    parts = path[1:].split("/")
+    for index in range(start, len(layers)):
+        entries = layers[index].entries
+        current, found, stop = "", True, False
+        for part in parts:
+            current += "/" + part
+            node = entries.get(current)
+            if node is None:
+                found = False
+                break
+            if not isinstance(node, Dir):
+                found, stop = False, True
+                break
+            stop = stop or node.opaque
+        if found:
+            collected.append((index, path))
+        if stop:
+            break
+    return collected
 
 
 def lookup(container: Container, path: str) -> Found | None:

@@ -102,6 +102,10 @@ def _str(fields: dict[str, object], key: str, where: str) -> str:
         raise SpecError(f"{where}: field {key!r} must be a string")
     if "\0" in value:
         raise SpecError(f"{where}: field {key!r} contains a NUL byte")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(f"{where}: field {key!r} is not valid Unicode text") from None
     return value
 
 
@@ -252,7 +256,9 @@ OP_FIELDS: dict[str, set[str]] = {
     "chmod": {"path", "mode"},
     "chown": {"path", "uid", "gid"},
 }
-MAX_OFFSET = 2**31
+MAX_OFFSET = 2**24
+"""The largest offset or size a trace may name (16 MiB): the model keeps a
+file's bytes in memory, and a sparse file of gigabytes is outside its scope."""
 
 
 def decode_op(value: object, where: str) -> Op:
