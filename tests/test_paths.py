@@ -72,6 +72,14 @@ SCENARIOS = [
         results=[val("SA=="), val("SA=="), val("SA=="), val("SA=="), err("ENOTDIR")],
     ),
     Scenario(
+        "trailing-slash-survives-a-chain-of-links",
+        "[PATH-3]",
+        [[d("/a"), f("/a/a", "A"), s("/a/b", "a"), s("/c", "a/b/")]],
+        [op("write", path="//c", offset=0, data="x"), op("read", path="/c"), op("read", path="/a/b"),
+         op("readlink", path="/c")],
+        results=[err("ENOTDIR"), err("ENOTDIR"), val("QQ=="), val("a/b/")],
+    ),
+    Scenario(
         "symlink-loops",
         "[PATH-4]",
         [[s("/a", "b"), s("/b", "a"), s("/self", "self/x")]],

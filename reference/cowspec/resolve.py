@@ -91,7 +91,9 @@ def resolve(container: Container, path: str, *, follow: bool) -> Resolved | Errn
             if target.startswith("/"):
                 del chain[1:]
             if last:
-                must_be_dir = target.endswith("/")
+                # A trailing slash anywhere along the chain of final links
+                # asks for a directory at its end.
+                must_be_dir = must_be_dir or target.endswith("/")
             parts = _components(target)
             if not parts:
                 # The target names a directory itself ("/", "." and the like).
