@@ -144,3 +144,18 @@ def test_generated_check_saves_a_minimal_trace(
     assert "divergence 1:" in report and str(saved) in report
     assert main(["check", "--driver", "lying", str(saved)]) == 1
     assert main(["check", "--driver", "kernel-overlay", str(saved)]) == 0
+
+
+def test_not_root_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    """[TRACE-1] A driver that cannot run says so in one line, exit 3."""
+    path = write(tmp_path, "t.json", TRACE)
+    script = (
+        "import os, sys; os.geteuid = lambda: 1000; from cowcheck.cli import main; "
+        f"sys.exit(main(['run', '--driver', 'kernel-overlay', {path!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 3
+    assert (
+        done.stderr
+        == "cowspec: driver kernel-overlay cannot run here: the kernel overlay driver needs root (mount -t overlay)\n"
+    )

@@ -12,7 +12,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from cowcheck.compare import result_differences
 from cowcheck.kernel_overlay import KernelOverlay, KernelSession
-from cowcheck.machine import Divergence, Tally, machine_for
+from cowcheck.machine import Divergence, Tally, first_divergence, machine_for, minimise
 from cowcheck.runner import run_real
 from cowspec.features import Features
 from cowspec.observe import Entry
@@ -83,9 +83,13 @@ def test_the_machine_catches_a_divergence(kernel: KernelOverlay) -> None:
             machine_for(LyingDriver(kernel), tally),
             settings=settings(max_examples=300, stateful_step_count=20, database=None, deadline=None),
         )
-    trace = raised.value.trace
     assert "upper" in str(raised.value) and "whiteout" in str(raised.value)
-    assert any(isinstance(each, (Unlink, Rmdir, Rename)) for each in trace.ops)
+    trace, reason = minimise(LyingDriver(kernel), raised.value.trace)
+    assert "whiteout" in reason
+    # One removing op over one entry is all it takes to make a whiteout.
+    assert len(trace.ops) == 1 and isinstance(trace.ops[0], (Unlink, Rmdir, Rename))
+    assert sum(len(layer) for layer in trace.layers) == 1
     # The kept trace reproduces the divergence on its own, and only against the liar.
     assert result_differences(oracle(trace), run_real(LyingDriver(kernel), trace)) != []
     assert result_differences(oracle(trace), run_real(kernel, trace)) == []
+    assert first_divergence(kernel, trace) is None

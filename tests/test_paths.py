@@ -75,8 +75,12 @@ SCENARIOS = [
         "trailing-slash-survives-a-chain-of-links",
         "[PATH-3]",
         [[d("/a"), f("/a/a", "A"), s("/a/b", "a"), s("/c", "a/b/")]],
-        [op("write", path="//c", offset=0, data="x"), op("read", path="/c"), op("read", path="/a/b"),
-         op("readlink", path="/c")],
+        [
+            op("write", path="//c", offset=0, data="x"),
+            op("read", path="/c"),
+            op("read", path="/a/b"),
+            op("readlink", path="/c"),
+        ],
         results=[err("ENOTDIR"), err("ENOTDIR"), val("QQ=="), val("a/b/")],
     ),
     Scenario(

@@ -23,7 +23,7 @@ from cowspec.oracle import oracle
 from cowspec.trace import Trace, decode_trace, encode_trace
 
 from .compare import result_differences
-from .driver import Driver, DriverUnavailable
+from .driver import Driver, DriverError, DriverUnavailable
 from .drivers import DRIVERS
 from .runner import run_real
 
@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REJECTED
     except DriverUnavailable as error:
         print(f"cowspec: driver {arguments.driver} cannot run here: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except DriverError as error:
+        print(f"cowspec: {error}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         print("cowspec: interrupted", file=sys.stderr)

@@ -19,6 +19,10 @@ class DriverUnavailable(RuntimeError):
     """The implementation cannot run here (not root, no overlay, ...)."""
 
 
+class DriverError(RuntimeError):
+    """The driver itself failed while running a trace (not a divergence)."""
+
+
 class Session(Protocol):
     """One container of a real implementation, for one example."""
 

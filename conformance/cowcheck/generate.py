@@ -13,8 +13,8 @@ from cowspec.errors import SpecError
 from cowspec.features import features_from
 
 from . import profiles  # noqa: F401  (registers the settings profiles)
-from .driver import Driver, DriverUnavailable
-from .machine import Divergence, Tally, machine_for
+from .driver import Driver, DriverError, DriverUnavailable
+from .machine import Divergence, Tally, machine_for, minimise
 
 
 def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
     with with_reporter(lambda _message: None):
         try:
             run_state_machine_as_test(machine_for(driver, tally, features), settings=budget)
-        except DriverUnavailable:
+        except (DriverUnavailable, DriverError):
             raise
         except (AssertionError, HypothesisException, OSError, RuntimeError) as error:
             failure = error
@@ -65,9 +65,15 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
     if isinstance(failure, Divergence) or divergence is not None:
         found = failure if isinstance(failure, Divergence) else divergence
         assert found is not None
-        path = save_trace(arguments.save, "divergence-1.json", found.trace)
-        print(f"  divergence 1: {found}", file=out)
-        print(f"    minimal trace ({len(found.trace.ops)} ops) saved to {path}", file=out)
+        smallest, reason = minimise(driver, found.trace)
+        path = save_trace(arguments.save, "divergence-1.json", smallest)
+        entries = sum(len(layer) for layer in smallest.layers)
+        print(f"  divergence 1: {reason}", file=out)
+        print(
+            f"    minimal trace ({len(smallest.ops)} ops, {len(smallest.layers)} layers, {entries} entries;"
+            f" Hypothesis had shrunk it to {len(found.trace.ops)} ops) saved to {path}",
+            file=out,
+        )
         print(f"    replay: cowspec check --driver {driver.name} {path}", file=out)
         return EXIT_DIVERGED
     print(f"  the run stopped with an error: {type(failure).__name__}: {failure}", file=out)

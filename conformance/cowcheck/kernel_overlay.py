@@ -48,7 +48,7 @@ from cowspec.ops import (
 from cowspec.paths import ROOT, ancestors
 from cowspec.trace import LayerEntry, decode_op, encode_op, hardlink_origin
 
-from .driver import DriverUnavailable
+from .driver import DriverError, DriverUnavailable
 from .namespace import mount, scratch_root, umount
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -253,7 +253,10 @@ def _serve(requests: IO[str], replies: IO[str]) -> None:
         elif request == "exit":
             return
         else:
-            reply = syscall(decode_op(request, "request"))
+            try:
+                reply = syscall(decode_op(request, "request"))
+            except Exception as error:  # reported to the parent, never swallowed
+                reply = {"driver_error": f"{type(error).__name__}: {error}"}
         replies.write(json.dumps(reply) + "\n")
         replies.flush()
 
@@ -323,12 +326,15 @@ class KernelSession:
         self._requests.flush()
         line = self._replies.readline()
         if not line:
-            raise RuntimeError("the container process died")
+            raise DriverError("the container process died")
         return json.loads(line)
 
     def perform(self, op: Op) -> Entry:
         """Run ``op`` inside the container root."""
-        return cast(Entry, self._ask(encode_op(op)))
+        reply = cast(Entry, self._ask(encode_op(op)))
+        if "driver_error" in reply:
+            raise DriverError(f"the kernel driver failed on {encode_op(op)}: {reply['driver_error']}")
+        return reply
 
     def merged(self) -> list[Entry]:
         """The merged tree as ``lstat`` sees it from inside the container."""

@@ -12,18 +12,20 @@ failure found here can be replayed with ``cowspec check FILE``.
 """
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 from hypothesis import note
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from cowspec.errors import SpecError
 from cowspec.features import DOCKER_OVERLAY2, Features
 from cowspec.observe import Entry, layer_tree, merged_tree
 from cowspec.operations import step
 from cowspec.ops import OP_NAMES, Op
 from cowspec.sizes import container_sizes
 from cowspec.stack import Container, new_container
-from cowspec.trace import LayerEntry, Trace, build_layer, encode_outcome
+from cowspec.trace import LayerEntry, Trace, build_layer, build_layers, encode_outcome
 
 from .compare import tree_differences
 from .driver import Driver, Session
@@ -55,6 +57,90 @@ class Tally:
         result = str(outcome.get("errno", "ok"))
         self.results[result] += 1
         self.by_op[f"{name} {result}"] += 1
+
+
+def step_both(container: Container, session: Session, op: Op) -> tuple[Container, Entry, Entry]:
+    """Run ``op`` on the model and the real system: new model state, both results."""
+    transition = step(container, op)
+    return transition.container, encode_outcome(transition.outcome), session.perform(op)
+
+
+def state_differences(container: Container, session: Session) -> list[str]:
+    """Where the real system's trees and sizes differ from the model's [OBSERVE-1]."""
+    lines = tree_differences("merged", merged_tree(container), session.merged())
+    lines += tree_differences("upper", layer_tree(container.upper), session.upper())
+    model_sizes = container_sizes(container)
+    expected_sizes = {"size": model_sizes.size, "virtual_size": model_sizes.virtual_size}
+    real_sizes = session.sizes()
+    if expected_sizes != real_sizes:
+        lines.append(f"sizes: model {expected_sizes}, real {real_sizes}")
+    return lines
+
+
+def first_divergence(driver: Driver, trace: Trace) -> str | None:
+    """Replay ``trace`` as the machine does, comparing after every step.
+
+    The first difference, described, or None if the real system agrees all
+    the way. A trace the spec rejects counts as agreeing (it shows nothing).
+    """
+    try:
+        lowers = build_layers(trace)
+    except SpecError:
+        return None
+    container = new_container(lowers, trace.features)
+    session = driver.open(trace.layers, trace.features)
+    try:
+        lines = state_differences(container, session)
+        if lines:
+            return "before any op: " + "; ".join(lines)
+        for index, op in enumerate(trace.ops):
+            container, expected, observed = step_both(container, session, op)
+            if observed != expected:
+                return f"op {index} {op}: model {expected}, real {observed}"
+            lines = state_differences(container, session)
+            if lines:
+                return f"after {index + 1} ops: " + "; ".join(lines)
+        return None
+    finally:
+        session.close()
+
+
+def minimise(driver: Driver, trace: Trace, budget: int = 400) -> tuple[Trace, str]:
+    """A smaller trace that still diverges, by removing ops and layer entries.
+
+    Hypothesis shrinks the examples it finds, but against a real system each
+    replay costs a mount, and its shrinker gives up early on slow tests; so
+    the kept trace is cut down further here, one op or entry at a time,
+    keeping each cut that still diverges. At most ``budget`` replays.
+    """
+    reason = first_divergence(driver, trace)
+    if reason is None:
+        raise ValueError("the trace does not diverge")
+    tries = 0
+    changed = True
+    while changed and tries < budget:
+        changed = False
+        for candidate in _smaller(trace):
+            if tries >= budget:
+                break
+            tries += 1
+            found = first_divergence(driver, candidate)
+            if found is not None:
+                trace, reason, changed = candidate, found, True
+                break
+    return trace, reason
+
+
+def _smaller(trace: Trace) -> Iterator[Trace]:
+    """Every trace with one op, one layer entry or one empty layer less."""
+    for index in range(len(trace.ops)):
+        yield replace(trace, ops=trace.ops[:index] + trace.ops[index + 1 :])
+    for number, layer in enumerate(trace.layers):
+        if not layer and len(trace.layers) > 1:
+            yield replace(trace, layers=trace.layers[:number] + trace.layers[number + 1 :])
+        for index in range(len(layer)):
+            shorter = layer[:index] + layer[index + 1 :]
+            yield replace(trace, layers=(*trace.layers[:number], shorter, *trace.layers[number + 1 :]))
 
 
 def machine_for(driver: Driver, tally: Tally | None = None, features: Features = DOCKER_OVERLAY2) -> type:
@@ -96,11 +182,8 @@ def machine_for(driver: Driver, tally: Tally | None = None, features: Features =
             dirs = ("/", *(str(entry["path"]) for entry in tree if entry["type"] == "dir"))
             op = fill_known(drawn, known, dirs)
             note(f"op {len(self.done)}: {op}")
-            transition = step(self.container, op)
-            expected = encode_outcome(transition.outcome)
-            observed = self.session.perform(op)
+            self.container, expected, observed = step_both(self.container, self.session, op)
             self.done.append(op)
-            self.container = transition.container
             record.count(op, observed)
             if observed != expected:
                 self.diverged(f"op {len(self.done) - 1} {op}: model {expected}, real {observed}")
@@ -109,13 +192,7 @@ def machine_for(driver: Driver, tally: Tally | None = None, features: Features =
         def same_trees(self) -> None:
             if self.session is None:
                 return
-            lines = tree_differences("merged", merged_tree(self.container), self.session.merged())
-            lines += tree_differences("upper", layer_tree(self.container.upper), self.session.upper())
-            model_sizes = container_sizes(self.container)
-            expected_sizes = {"size": model_sizes.size, "virtual_size": model_sizes.virtual_size}
-            real_sizes = self.session.sizes()
-            if expected_sizes != real_sizes:
-                lines.append(f"sizes: model {expected_sizes}, real {real_sizes}")
+            lines = state_differences(self.container, self.session)
             if lines:
                 self.diverged(f"after {len(self.done)} ops: " + "; ".join(lines))
 
