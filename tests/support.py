@@ -101,6 +101,17 @@ def paths(tree: list[Result]) -> dict[str, Result]:
     return {entry["path"]: entry for entry in tree}
 
 
+def entry_has(tree: str, path: str, **fields: object) -> Callable[[Result], None]:
+    """A check that the entry at ``path`` of ``tree`` ("merged" or "upper") has ``fields``."""
+
+    def check(result: Result) -> None:
+        entry = paths(result[tree])[path]
+        for key, value in fields.items():
+            assert entry[key] == value, (key, entry)
+
+    return check
+
+
 def scenario_tests(scenarios: list[Scenario]) -> tuple[Callable[..., None], Callable[..., None]]:
     """A model test and a kernel test, both parametrized over ``scenarios``."""
     ids = [each.name for each in scenarios]

@@ -1,24 +1,16 @@
 """Chapter 6: every operation, its errno and its effect."""
 
-from .support import OK, Scenario, d, err, f, h, op, paths, s, scenario_tests, val, w
+from collections.abc import Callable
+
+from .support import OK, Result, Scenario, d, entry_has, err, f, h, op, paths, s, scenario_tests, val, w
 
 
-def merged_entry(path: str, **fields: object):
-    def check(result: dict) -> None:
-        entry = paths(result["merged"])[path]
-        for key, value in fields.items():
-            assert entry[key] == value, (key, entry)
-
-    return check
+def merged_entry(path: str, **fields: object) -> Callable[[Result], None]:
+    return entry_has("merged", path, **fields)
 
 
-def upper_entry(path: str, **fields: object):
-    def check(result: dict) -> None:
-        entry = paths(result["upper"])[path]
-        for key, value in fields.items():
-            assert entry[key] == value, (key, entry)
-
-    return check
+def upper_entry(path: str, **fields: object) -> Callable[[Result], None]:
+    return entry_has("upper", path, **fields)
 
 
 def renamed_file(result: dict) -> None:

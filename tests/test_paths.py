@@ -93,12 +93,34 @@ SCENARIOS = [
     Scenario(
         "forty-links-resolve-forty-one-loop",
         "[PATH-4]",
-        [[f("/f", "F"), *[s(f"/l{i}", f"l{i + 1}") for i in range(40)], s("/l40", "f"), d("/dir"),
-          s("/m0", "dir"), *[s(f"/m{i}", f"m{i - 1}/") for i in range(1, 41)]]],
-        [op("read", path="/l1"), op("read", path="/l0"), op("stat", path="/l0"), op("readdir", path="/m39"),
-         op("readdir", path="/m40"), op("mkdir", path="/m39/x", mode=0o755), op("mkdir", path="/m40/x", mode=0o755)],
-        results=[val("Rg=="), err("ELOOP"), val({"type": "symlink", "mode": 0o777, "uid": 0, "gid": 0, "size": 2}),
-                 val([]), err("ELOOP"), OK, err("ELOOP")],
+        [
+            [
+                f("/f", "F"),
+                *[s(f"/l{i}", f"l{i + 1}") for i in range(40)],
+                s("/l40", "f"),
+                d("/dir"),
+                s("/m0", "dir"),
+                *[s(f"/m{i}", f"m{i - 1}/") for i in range(1, 41)],
+            ]
+        ],
+        [
+            op("read", path="/l1"),
+            op("read", path="/l0"),
+            op("stat", path="/l0"),
+            op("readdir", path="/m39"),
+            op("readdir", path="/m40"),
+            op("mkdir", path="/m39/x", mode=0o755),
+            op("mkdir", path="/m40/x", mode=0o755),
+        ],
+        results=[
+            val("Rg=="),
+            err("ELOOP"),
+            val({"type": "symlink", "mode": 0o777, "uid": 0, "gid": 0, "size": 2}),
+            val([]),
+            err("ELOOP"),
+            OK,
+            err("ELOOP"),
+        ],
     ),
     Scenario(
         "missing-and-non-directory-components",

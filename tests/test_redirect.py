@@ -1,15 +1,14 @@
 """Chapter 8: ``redirect_dir``, renaming directories that image layers hold."""
 
-from .support import OK, Scenario, d, err, f, op, paths, scenario_tests, val, w
+from collections.abc import Callable
+
+from .support import OK, Scenario, d, entry_has, err, f, op, paths, scenario_tests, val, w
 
 ON = {"redirect_dir": True}
 
 
-def upper_dir(path: str, opaque: bool):
-    def check(result: dict) -> None:
-        assert paths(result["upper"])[path]["opaque"] is opaque
-
-    return check
+def upper_dir(path: str, opaque: bool) -> Callable[[dict], None]:
+    return entry_has("upper", path, opaque=opaque)
 
 
 SCENARIOS = [
