@@ -30,6 +30,7 @@ OBSERVED = {
         {"ok": True, "value": "ZGF0YQ=="},
     ],
     "failed-rename-marks-opaque.json": [{"ok": True}, {"ok": True}, {"ok": True}, {"errno": "ENOTEMPTY"}],
+    "redirect-dir-mkdir-opaque.json": [{"ok": True}, {"ok": True}, {"ok": True, "value": ["m"]}],
 }
 
 
@@ -39,7 +40,7 @@ def test_every_trace_has_its_observation() -> None:
 
 @pytest.mark.parametrize("path", TRACES, ids=[each.stem for each in TRACES])
 def test_model_states_the_observation(path: Path) -> None:
-    """[READDIR-2][COPYUP-5][RENAME-7] The model gives what the kernel was seen to give."""
+    """[READDIR-2][COPYUP-5][RENAME-7][REDIRECT-4] The model gives what the kernel was seen to give."""
     assert oracle(decode_trace(json.loads(path.read_text())))["results"] == OBSERVED[path.name]
 
 
