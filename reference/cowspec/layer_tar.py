@@ -1,0 +1,400 @@
+"""OCI layer tars: decoding and canonical encoding, as pure functions on bytes.
+
+A layer travels as a tar archive (the OCI image-spec's "layer"). Deletions
+are encoded as *whiteout* files: ``.wh.NAME`` deletes ``NAME`` from the
+layers below, and ``.wh..wh..opq`` in a directory hides everything the
+layers below hold in it (an *opaque* directory) [TAR-1]. Neither marker is
+itself part of the filesystem the layer describes.
+
+``decode_layer`` turns an uncompressed archive into a ``LayerTar`` value:
+its entries keyed by normalised path, its whiteouts and its opaque
+directories, each as a set, so that the order of the archive, which the spec
+says must not matter for markers, cannot matter for the value [TAR-2]. It
+rejects what the spec or safety forbids with a ``SpecError`` naming the
+entry and the rule (chapter 11 lists each case) [TAR-3].
+
+``encode_layer`` writes a value back in one canonical form (fixed order,
+fixed header format, no user or group names), so that equal values give
+equal bytes and so equal DiffIDs [TAR-4].
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import SpecError
+from .paths import ROOT, name_of, parent_of
+
+Kind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo"]
+BLOCK = 512
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+TYPEFLAGS: dict[bytes, Kind] = {
+    b"0": "file",
+    b"\0": "file",
+    b"7": "file",
+    b"1": "hardlink",
+    b"2": "symlink",
+    b"3": "char",
+    b"4": "block",
+    b"5": "dir",
+    b"6": "fifo",
+}
+FLAG_OF: dict[Kind, bytes] = {
+    "file": b"0",
+    "hardlink": b"1",
+    "symlink": b"2",
+    "char": b"3",
+    "block": b"4",
+    "dir": b"5",
+    "fifo": b"6",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TarEntry:
+    """One member of a layer: a path of the filesystem the layer describes.
+
+    ``link`` is a symlink's target as written, or a hardlink's target as a
+    normalised path. ``mtime`` is in nanoseconds. ``xattrs`` are sorted.
+    """
+
+    path: str
+    kind: Kind
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0
+    data: bytes = b""
+    link: str = ""
+    device: tuple[int, int] = (0, 0)
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LayerTar:
+    """A decoded layer: entries by path, whiteouts, opaque directories."""
+
+    entries: tuple[TarEntry, ...]
+    whiteouts: frozenset[str] = frozenset()
+    opaque: frozenset[str] = frozenset()
+
+
+# -- decoding -------------------------------------------------------------------
+
+
+def _number(field: bytes, what: str, where: str) -> int:
+    """An octal header number, or a GNU base-256 one."""
+    if field and field[0] & 0x80:
+        value = int.from_bytes(field, "big") - (1 << (8 * len(field) - 1))
+        return value
+    text = field.split(b"\0", 1)[0].strip(b" \0")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise SpecError(f"{where}: header field {what} is not a number (corrupt archive) [TAR-3]") from None
+
+
+def _text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(data: bytes, where: str) -> dict[str, bytes]:
+    records: dict[str, bytes] = {}
+    position = 0
+    while position < len(data):
+        space = data.find(b" ", position)
+        if space < 0:
+            raise SpecError(f"{where}: malformed PAX record (corrupt archive) [TAR-3]")
+        try:
+            length = int(data[position:space])
+        except ValueError:
+            raise SpecError(f"{where}: malformed PAX record length (corrupt archive) [TAR-3]") from None
+        record = data[space + 1 : position + length]
+        if length <= 0 or position + length > len(data) or not record.endswith(b"\n") or b"=" not in record:
+            raise SpecError(f"{where}: malformed PAX record (corrupt archive) [TAR-3]")
+        key, _, value = record[:-1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value
+        position += length
+    return records
+
+
+def clean_name(name: str, where: str) -> str:
+    """The normalised absolute path of an archive name [TAR-3].
+
+    A leading ``/`` or ``./`` is dropped and ``.`` components are removed, as
+    Docker and containerd clean names; a ``..`` that climbs out of the root
+    is refused (path traversal, the class of CVE-2014-6407).
+    """
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise SpecError(f"{where}: name {name!r} climbs out of the root (path traversal) [TAR-3]")
+            parts.pop()
+            continue
+        parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def _checksum_ok(header: bytes) -> bool:
+    stored = header[148:156].split(b"\0", 1)[0].strip(b" \0")
+    try:
+        expected = int(stored, 8)
+    except ValueError:
+        return False
+    computed = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    return computed == expected
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    name: str
+    kind: Kind
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    data: bytes
+    link: str
+    device: tuple[int, int]
+    xattrs: tuple[tuple[str, bytes], ...]
+
+
+def read_members(archive: bytes) -> list[_Member]:
+    """Every member of an uncompressed tar, long names and PAX applied [TAR-3]."""
+    view = memoryview(archive)
+    members: list[_Member] = []
+    position = 0
+    pending: dict[str, bytes] = {}
+    long_name: str | None = None
+    long_link: str | None = None
+    while True:
+        where = f"entry {len(members)} (at byte {position})"
+        if position + BLOCK > len(archive):
+            raise SpecError(f"{where}: truncated archive: no end-of-archive marker [TAR-3]")
+        header = bytes(view[position : position + BLOCK])
+        if header == b"\0" * BLOCK:
+            return members
+        if not _checksum_ok(header):
+            raise SpecError(f"{where}: header checksum mismatch (corrupt archive) [TAR-3]")
+        flag = header[156:157]
+        size = _number(header[124:136], "size", where)
+        start = position + BLOCK
+        end = start + size
+        if size < 0 or end > len(archive):
+            raise SpecError(
+                f"{where}: truncated archive: member needs {size} bytes, {len(archive) - start} left [TAR-3]"
+            )
+        body = bytes(view[start:end])
+        position = start + (size + BLOCK - 1) // BLOCK * BLOCK
+        if flag == b"x":
+            pending.update(_pax_records(body, where))
+            continue
+        if flag == b"g":
+            continue  # global PAX headers carry nothing a layer's meaning depends on
+        if flag == b"L":
+            long_name = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            continue
+        if flag == b"K":
+            long_link = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            continue
+        kind = TYPEFLAGS.get(flag)
+        if kind is None:
+            raise SpecError(f"{where}: unsupported entry type {flag.decode('latin-1')!r} [TAR-3]")
+        name = _text(header[0:100])
+        if header[257:263] == b"ustar\0" and header[345:500].strip(b"\0"):
+            name = _text(header[345:500]) + "/" + name
+        name = long_name if long_name is not None else name
+        link = long_link if long_link is not None else _text(header[157:257])
+        if "path" in pending:
+            name = pending["path"].decode("utf-8", "surrogateescape")
+        if "linkpath" in pending:
+            link = pending["linkpath"].decode("utf-8", "surrogateescape")
+        uid = int(pending["uid"]) if "uid" in pending else _number(header[108:116], "uid", where)
+        gid = int(pending["gid"]) if "gid" in pending else _number(header[116:124], "gid", where)
+        mtime = _number(header[136:148], "mtime", where) * 1_000_000_000
+        if "mtime" in pending:
+            mtime = _pax_time(pending["mtime"], where)
+        xattrs = tuple(
+            sorted(
+                (key[len("SCHILY.xattr.") :], value)
+                for key, value in pending.items()
+                if key.startswith("SCHILY.xattr.")
+            )
+        )
+        device = (_number(header[329:337], "devmajor", where), _number(header[337:345], "devminor", where))
+        mode = _number(header[100:108], "mode", where) & 0o7777
+        members.append(
+            _Member(name, kind, mode, uid, gid, mtime, body if kind == "file" else b"", link, device, xattrs)
+        )
+        pending, long_name, long_link = {}, None, None
+
+
+def _pax_time(value: bytes, where: str) -> int:
+    text = value.decode("ascii", "replace")
+    seconds, _, fraction = text.partition(".")
+    try:
+        whole = int(seconds)
+        nanos = int((fraction + "000000000")[:9]) if fraction else 0
+    except ValueError:
+        raise SpecError(f"{where}: PAX mtime {text!r} is not a time [TAR-3]") from None
+    return whole * 1_000_000_000 + (nanos if whole >= 0 else -nanos)
+
+
+def decode_layer(archive: bytes) -> LayerTar:
+    """The layer an uncompressed tar describes [TAR-1][TAR-2][TAR-3]."""
+    entries: dict[str, TarEntry] = {}
+    whiteouts: set[str] = set()
+    opaque: set[str] = set()
+    seen: set[str] = set()
+    for number, member in enumerate(read_members(archive)):
+        where = f"entry {number} {member.name!r}"
+        path = clean_name(member.name, where)
+        if path in seen:
+            raise SpecError(f"{where}: duplicate entry for {path} (the image-spec forbids duplicates) [TAR-3]")
+        seen.add(path)
+        base = name_of(path)
+        if base == OPAQUE_MARKER:
+            opaque.add(parent_of(path))
+            continue
+        if base.startswith(WHITEOUT_PREFIX):
+            target = base[len(WHITEOUT_PREFIX) :]
+            if target in ("", ".", ".."):
+                raise SpecError(f"{where}: invalid whiteout {base!r}: it names no entry (image-spec) [TAR-3]")
+            parent = parent_of(path)
+            whiteouts.add(parent + target if parent == ROOT else parent + "/" + target)
+            continue
+        if path == ROOT:
+            if member.kind != "dir":
+                raise SpecError(f"{where}: the root can only be a directory [TAR-3]")
+            entries[ROOT] = TarEntry(
+                ROOT, "dir", member.mode, member.uid, member.gid, member.mtime, xattrs=member.xattrs
+            )
+            continue
+        link = member.link
+        if member.kind == "hardlink":
+            link = clean_name(member.link, f"{where} hardlink target")
+        entries[path] = TarEntry(
+            path,
+            member.kind,
+            member.mode,
+            member.uid,
+            member.gid,
+            member.mtime,
+            member.data,
+            link,
+            member.device,
+            member.xattrs,
+        )
+    for entry in entries.values():
+        if entry.kind == "hardlink":
+            origin = entries.get(entry.link)
+            if origin is None or origin.kind in ("dir", "hardlink"):
+                raise SpecError(
+                    f"entry {entry.path!r}: hardlink to {entry.link!r},"
+                    " which is not a non-directory of this layer [TAR-3]"
+                )
+    return LayerTar(
+        tuple(sorted(entries.values(), key=lambda entry: canonical_key(entry.path))),
+        frozenset(whiteouts),
+        frozenset(opaque),
+    )
+
+
+def canonical_key(path: str) -> tuple[str, ...]:
+    """Sort key that puts a directory before everything inside it."""
+    return tuple(path.split("/"))
+
+
+# -- encoding -------------------------------------------------------------------
+
+
+def _octal(value: int, width: int) -> bytes:
+    return (f"{value:0{width - 1}o}").encode() + b"\0"
+
+
+def _pax(records: list[tuple[str, bytes]]) -> bytes:
+    out = b""
+    for key, value in records:
+        payload = b" " + key.encode("utf-8", "surrogateescape") + b"=" + value + b"\n"
+        length = len(payload) + 1
+        while len(str(length).encode()) + len(payload) != length:
+            length = len(str(length).encode()) + len(payload)
+        out += str(length).encode() + payload
+    return out
+
+
+def _header(name: str, flag: bytes, size: int, entry: TarEntry | None, link: str = "") -> bytes:
+    mode, uid, gid, mtime, device = 0o644, 0, 0, 0, (0, 0)
+    if entry is not None:
+        mode, uid, gid, device = entry.mode, entry.uid, entry.gid, entry.device
+        mtime = entry.mtime // 1_000_000_000
+    header = bytearray(BLOCK)
+    header[0:100] = name.encode("utf-8", "surrogateescape")[:100].ljust(100, b"\0")
+    header[100:108] = _octal(mode, 8)
+    header[108:116] = _octal(min(uid, 0o7777777), 8)
+    header[116:124] = _octal(min(gid, 0o7777777), 8)
+    header[124:136] = _octal(size, 12)
+    header[136:148] = _octal(max(0, min(mtime, 0o77777777777)), 12)
+    header[148:156] = b" " * 8
+    header[156:157] = flag
+    header[157:257] = link.encode("utf-8", "surrogateescape")[:100].ljust(100, b"\0")
+    header[257:265] = b"ustar\x0000"
+    header[329:337] = _octal(device[0], 8)
+    header[337:345] = _octal(device[1], 8)
+    header[148:156] = f"{sum(header):06o}".encode() + b"\0 "
+    return bytes(header)
+
+
+def _member(name: str, flag: bytes, data: bytes, entry: TarEntry | None, link: str = "") -> bytes:
+    records: list[tuple[str, bytes]] = []
+    if len(name.encode("utf-8", "surrogateescape")) > 100:
+        records.append(("path", name.encode("utf-8", "surrogateescape")))
+    if len(link.encode("utf-8", "surrogateescape")) > 100:
+        records.append(("linkpath", link.encode("utf-8", "surrogateescape")))
+    if entry is not None:
+        if entry.uid > 0o7777777:
+            records.append(("uid", str(entry.uid).encode()))
+        if entry.gid > 0o7777777:
+            records.append(("gid", str(entry.gid).encode()))
+        if entry.mtime % 1_000_000_000 or not 0 <= entry.mtime // 1_000_000_000 <= 0o77777777777:
+            seconds, nanos = divmod(entry.mtime, 1_000_000_000)
+            records.append(("mtime", f"{seconds}.{nanos:09d}".encode()))
+        records.extend((f"SCHILY.xattr.{key}", value) for key, value in entry.xattrs)
+    out = b""
+    if records:
+        body = _pax(records)
+        out += _header("PaxHeader", b"x", len(body), None) + body + b"\0" * (-len(body) % BLOCK)
+    out += _header(name, flag, len(data), entry, link) + data + b"\0" * (-len(data) % BLOCK)
+    return out
+
+
+def encode_layer(layer: LayerTar) -> bytes:
+    """The canonical archive of ``layer`` [TAR-4].
+
+    Members go in path order, a directory before its contents; an opaque
+    directory's marker follows it; whiteouts stand where their names would.
+    Names are relative (``a/b``, directories ``a/b/``); user and group names
+    are empty; PAX records carry what USTAR cannot hold.
+    """
+    items: list[tuple[tuple[str, ...], bytes]] = []
+    for entry in layer.entries:
+        name = entry.path[1:] + "/" if entry.kind == "dir" and entry.path != ROOT else entry.path[1:] or "./"
+        flag = FLAG_OF[entry.kind]
+        link = entry.link[1:] if entry.kind == "hardlink" else entry.link
+        items.append(
+            (canonical_key(entry.path), _member(name, flag, entry.data if entry.kind == "file" else b"", entry, link))
+        )
+    for directory in layer.opaque:
+        marker = (directory if directory != ROOT else "") + "/" + OPAQUE_MARKER
+        items.append((canonical_key(marker), _member(marker[1:], b"0", b"", TarEntry(marker, "file", 0o644))))
+    for path in layer.whiteouts:
+        parent = parent_of(path)
+        marker = (parent if parent != ROOT else "") + "/" + WHITEOUT_PREFIX + name_of(path)
+        items.append((canonical_key(marker), _member(marker[1:], b"0", b"", TarEntry(marker, "file", 0o600))))
+    items.sort(key=lambda item: item[0])
+    return b"".join(body for _, body in items) + b"\0" * (2 * BLOCK)

@@ -1,0 +1,231 @@
+"""Chapter 11: layer tars, read and written, and layer identity."""
+
+import gzip
+import hashlib
+import io
+import tarfile
+
+import pytest
+import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cowspec.errors import SpecError
+from cowspec.identity import EMPTY_LAYER_DIFF_ID, chain_ids, diff_id, uncompressed
+from cowspec.layer_tar import LayerTar, TarEntry, decode_layer, encode_layer
+
+
+def archive(members: list[tuple[str, str, bytes | str]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    """A tar written by Python's own tarfile: (name, kind, data or link target)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            data = payload if isinstance(payload, bytes) else b""
+            info.type = {
+                "f": tarfile.REGTYPE,
+                "d": tarfile.DIRTYPE,
+                "l": tarfile.SYMTYPE,
+                "h": tarfile.LNKTYPE,
+                "S": tarfile.GNUTYPE_SPARSE,
+            }[kind]
+            info.mode = 0o755 if kind == "d" else 0o4755 if name.endswith("suid") else 0o644
+            if isinstance(payload, str):
+                info.linkname = payload
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_reads_what_tarfile_writes() -> None:
+    """[TAR-1][TAR-2] Markers become sets; names are cleaned; modes keep special bits."""
+    layer = decode_layer(
+        archive(
+            [
+                ("./etc/", "d", b""),
+                ("./etc/hosts", "f", b"hello"),
+                ("etc/.wh.motd", "f", b""),
+                ("/var/", "d", b""),
+                ("var/.wh..wh..opq", "f", b""),
+                ("bin/sh", "l", "busybox"),
+                ("bin/ash", "h", "etc/hosts"),
+                ("bin/suid", "f", b"x"),
+            ]
+        )
+    )
+    assert [(each.path, each.kind) for each in layer.entries] == [
+        ("/bin/ash", "hardlink"),
+        ("/bin/sh", "symlink"),
+        ("/bin/suid", "file"),
+        ("/etc", "dir"),
+        ("/etc/hosts", "file"),
+        ("/var", "dir"),
+    ]
+    by_path = {each.path: each for each in layer.entries}
+    assert by_path["/bin/ash"].link == "/etc/hosts" and by_path["/bin/sh"].link == "busybox"
+    assert by_path["/bin/suid"].mode == 0o4755 and by_path["/etc/hosts"].data == b"hello"
+    assert layer.whiteouts == {"/etc/motd"} and layer.opaque == {"/var"}
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_long_names_in_every_format(fmt: int) -> None:
+    """[TAR-3] GNU long names, PAX paths and the USTAR prefix field all read the same."""
+    name = "d" * 60 + "/" + "e" * 60 + "/file"
+    assert [each.path for each in decode_layer(archive([(name, "f", b"1")], fmt)).entries] == ["/" + name]
+
+
+def test_marker_order_does_not_matter() -> None:
+    """[TAR-2] The image-spec's own example: the opaque marker first or last."""
+    first = archive(
+        [
+            ("a/", "d", b""),
+            ("a/.wh..wh..opq", "f", b""),
+            ("a/b/", "d", b""),
+            ("a/b/c/", "d", b""),
+            ("a/b/c/foo", "f", b""),
+        ]
+    )
+    last = archive(
+        [
+            ("a/", "d", b""),
+            ("a/b/", "d", b""),
+            ("a/b/c/", "d", b""),
+            ("a/b/c/foo", "f", b""),
+            ("a/.wh..wh..opq", "f", b""),
+        ]
+    )
+    assert decode_layer(first) == decode_layer(last)
+
+
+def test_same_layer_entry_and_whiteout_both_kept() -> None:
+    """[TAR-1] ``foo`` and ``.wh.foo`` in one layer: the whiteout is for the layers below."""
+    layer = decode_layer(archive([("foo", "f", b"kept"), (".wh.foo", "f", b"")]))
+    assert [each.path for each in layer.entries] == ["/foo"] and layer.whiteouts == {"/foo"}
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([("../etc/passwd", "f", b"")], "climbs out of the root"),
+        ([("a/../../x", "f", b"")], "climbs out of the root"),
+        ([("link", "h", "missing")], "not a non-directory of this layer"),
+        ([("a/", "d", b""), ("link", "h", "a")], "not a non-directory of this layer"),
+        ([("link", "h", "../../etc/shadow")], "climbs out of the root"),
+        ([(".wh.", "f", b"")], "invalid whiteout '.wh.'"),
+        ([("x/.wh..", "f", b"")], "invalid whiteout '.wh..'"),
+        ([("x/.wh...", "f", b"")], "invalid whiteout '.wh...'"),
+        ([("a", "f", b"1"), ("./a", "f", b"2")], "duplicate entry for /a"),
+        ([("a/.wh.b", "f", b""), ("a/.wh.b", "f", b"")], "duplicate entry"),
+        ([("/", "f", b"")], "the root can only be a directory"),
+    ],
+)
+def test_refused_members(members: list[tuple[str, str, bytes | str]], message: str) -> None:
+    """[TAR-3]"""
+    with pytest.raises(SpecError, match=message) as raised:
+        decode_layer(archive(members))
+    assert "\n" not in str(raised.value)
+
+
+def test_refused_archives() -> None:
+    """[TAR-3] Truncated, corrupt, unsupported."""
+    good = archive([("a", "f", b"x" * 700)])
+    with pytest.raises(SpecError, match="truncated archive: member needs 700 bytes"):
+        decode_layer(good[:900])
+    with pytest.raises(SpecError, match="no end-of-archive marker"):
+        decode_layer(good[:1536])
+    corrupt = bytearray(good)
+    corrupt[10] ^= 0xFF
+    with pytest.raises(SpecError, match="checksum mismatch"):
+        decode_layer(bytes(corrupt))
+    with pytest.raises(SpecError, match="unsupported entry type 'S'"):
+        decode_layer(archive([("sparse", "S", b"")], tarfile.GNU_FORMAT))
+
+
+names = st.text(alphabet="abc.-_é", min_size=1, max_size=8).filter(
+    lambda name: name not in (".", "..") and not name.startswith(".wh.")
+)
+paths = st.lists(names, min_size=1, max_size=3).map(lambda parts: "/" + "/".join(parts))
+
+
+@st.composite
+def layer_values(draw: st.DrawFn) -> LayerTar:
+    """Any layer value, with parents as directories and hardlinks to files."""
+    chosen = sorted(set(draw(st.lists(paths, max_size=8))), key=lambda path: path.count("/"))
+    entries: dict[str, TarEntry] = {}
+    for path in chosen:
+        if any(path.startswith(other + "/") and entries[other].kind != "dir" for other in entries):
+            continue
+        kind = draw(st.sampled_from(["file", "dir", "symlink", "hardlink", "char", "fifo"]))
+        files = [each for each in entries.values() if each.kind == "file"]
+        if kind == "hardlink" and not files:
+            kind = "file"
+        entries[path] = TarEntry(
+            path,
+            kind,
+            mode=draw(st.integers(0, 0o7777)),
+            uid=draw(st.sampled_from([0, 1000, 2**21, 2**32 - 2])),
+            gid=draw(st.sampled_from([0, 50])),
+            mtime=draw(st.sampled_from([0, 1_700_000_000 * 10**9, 1_700_000_000 * 10**9 + 123])),
+            data=draw(st.binary(max_size=600)) if kind == "file" else b"",
+            link=(
+                draw(st.sampled_from(files)).path
+                if kind == "hardlink"
+                else "../t" * draw(st.integers(1, 40))
+                if kind == "symlink"
+                else ""
+            ),
+            device=(draw(st.integers(0, 255)), draw(st.integers(0, 255))) if kind == "char" else (0, 0),
+            xattrs=tuple(
+                sorted(
+                    draw(
+                        st.dictionaries(st.sampled_from(["user.a", "security.capability"]), st.binary(max_size=4))
+                    ).items()
+                )
+            ),
+        )
+    whiteouts = frozenset(draw(st.lists(paths, max_size=3))) - {
+        path for path in entries if any(path.startswith(other + "/") for other in entries)
+    }
+    opaque = frozenset(path for path, entry in entries.items() if entry.kind == "dir" and draw(st.booleans()))
+    return LayerTar(tuple(sorted(entries.values(), key=lambda entry: tuple(entry.path.split("/")))), whiteouts, opaque)
+
+
+@given(layer_values())
+def test_encoding_round_trips(layer: LayerTar) -> None:
+    """[TAR-4] decode(encode(layer)) == layer, and the encoding is a fixed point."""
+    encoded = encode_layer(layer)
+    assert decode_layer(encoded) == layer
+    assert encode_layer(decode_layer(encoded)) == encoded
+    assert len(encoded) % 512 == 0
+    # Python's tarfile reads it too: one member per entry and per marker.
+    with tarfile.open(fileobj=io.BytesIO(encoded)) as tar:
+        members = tar.getmembers()
+    assert len(members) == len(layer.entries) + len(layer.whiteouts) + len(layer.opaque)
+
+
+def test_identity() -> None:
+    """[IDENTITY-1][IDENTITY-2] DiffIDs of canonical archives, ChainIDs by the spec's formula."""
+    assert diff_id(encode_layer(LayerTar(()))) == EMPTY_LAYER_DIFF_ID
+    assert diff_id(b"\0" * 1024) == EMPTY_LAYER_DIFF_ID
+    one = diff_id(encode_layer(LayerTar((TarEntry("/a", "file", data=b"1"),))))
+    two = diff_id(encode_layer(LayerTar((), frozenset({"/a"}))))
+    joined = "sha256:" + hashlib.sha256(f"{one} {two}".encode()).hexdigest()
+    assert chain_ids([one, two]) == [one, joined]
+    assert chain_ids([]) == []
+    assert chain_ids([two, one])[1] != joined
+
+
+def test_media_types() -> None:
+    """[IDENTITY-3]"""
+    tar = encode_layer(LayerTar((TarEntry("/a", "file", data=b"z" * 100),)))
+    assert uncompressed(tar, "application/vnd.oci.image.layer.v1.tar") == tar
+    assert uncompressed(gzip.compress(tar), "application/vnd.oci.image.layer.v1.tar+gzip") == tar
+    assert uncompressed(gzip.compress(tar), "application/vnd.docker.image.rootfs.diff.tar.gzip") == tar
+    frame = zstandard.ZstdCompressor().compress(tar)
+    assert uncompressed(frame, "application/vnd.oci.image.layer.v1.tar+zstd") == tar
+    with pytest.raises(SpecError, match="unknown layer media type"):
+        uncompressed(tar, "application/x-tar")
+    with pytest.raises(SpecError, match="corrupt compressed data"):
+        uncompressed(gzip.compress(tar)[:-9], "application/vnd.oci.image.layer.v1.tar+gzip")
+    with pytest.raises(SpecError, match="corrupt compressed data"):
+        uncompressed(frame[:-3], "application/vnd.oci.image.layer.v1.tar+zstd")
