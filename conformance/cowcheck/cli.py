@@ -3,6 +3,8 @@
     cowspec oracle TRACE.json...                 what the model says must happen
     cowspec run --driver NAME TRACE.json...      what a real implementation did
     cowspec check --driver NAME [TRACE.json...]  both, compared
+    cowspec flatten IMAGE                        an image's root filesystem
+    cowspec layers IMAGE                         its layers, checked and counted
 
 With several traces each prints one JSON result per line. A trace the spec
 rejects gives a one-line reason on stderr and exit status 2; with several,
@@ -113,6 +115,57 @@ def command_check(arguments: argparse.Namespace) -> int:
     return for_each_trace(arguments.traces, check_one)
 
 
+def command_flatten(arguments: argparse.Namespace) -> int:
+    from cowspec.apply import ApplyOptions, flatten, rootfs_entries
+
+    from .images import read_image
+
+    options = ApplyOptions(implied_parents=arguments.implied_parents, under_symlink=arguments.under_symlink)
+    try:
+        layers = read_image(arguments.image)
+    except SpecError as error:
+        print(f"cowspec: {error}", file=sys.stderr)
+        return EXIT_REJECTED
+    emit(rootfs_entries(flatten([each.layer for each in layers], options)))
+    return 0
+
+
+def command_layers(arguments: argparse.Namespace) -> int:
+    from cowspec.apply import flatten_with_stats
+
+    from .images import read_image
+
+    try:
+        layers = read_image(arguments.image)
+    except SpecError as error:
+        print(f"cowspec: {error}", file=sys.stderr)
+        return EXIT_REJECTED
+    _, stats = flatten_with_stats([each.layer for each in layers])
+    rows = [
+        {
+            "index": index,
+            "diff_id": layer.diff_id,
+            "chain_id": layer.chain_id,
+            "media_type": layer.media_type,
+            "size": stat.size,
+            "adds": stat.adds,
+            "changes": stat.changes,
+            "deletes": stat.deletes,
+        }
+        for index, (layer, stat) in enumerate(zip(layers, stats, strict=True))
+    ]
+    if arguments.json:
+        emit(rows)
+        return 0
+    print(f"{'#':>3}  {'DIFF ID':<19}  {'CHAIN ID':<19}  {'SIZE':>12}  {'ADDS':>7}  {'CHANGES':>7}  {'DELETES':>7}")
+    for row in rows:
+        print(
+            f"{row['index']:>3}  {str(row['diff_id'])[:19]:<19}  {str(row['chain_id'])[:19]:<19}  {row['size']:>12}"
+            f"  {row['adds']:>7}  {row['changes']:>7}  {row['deletes']:>7}"
+        )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(prog="cowspec", description="Executable spec of layered copy-on-write storage.")
@@ -139,6 +192,15 @@ def parser() -> argparse.ArgumentParser:
         help="an overlay feature to turn on for generated cases (redirect_dir)",
     )
     sub.set_defaults(handler=command_check)
+    sub = commands.add_parser("flatten", help="the root filesystem of an image, as JSON entries")
+    sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
+    sub.add_argument("--implied-parents", choices=("keep", "default"), default="keep")
+    sub.add_argument("--under-symlink", choices=("replace", "follow"), default="replace")
+    sub.set_defaults(handler=command_flatten, driver="")
+    sub = commands.add_parser("layers", help="each layer's DiffID, ChainID, size, adds, changes and deletes")
+    sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
+    sub.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    sub.set_defaults(handler=command_layers, driver="")
     return top
 
 

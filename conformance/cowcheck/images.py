@@ -1,0 +1,169 @@
+"""Reading images from disk: ``docker save`` tarballs and OCI image layouts.
+
+Every blob is checked against its digest, and every layer against the
+DiffID its config records, before anything is made of it. A problem gives a
+``SpecError`` of one line naming the file and what is wrong.
+"""
+
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from typing import cast
+
+from cowspec.errors import SpecError
+from cowspec.identity import chain_ids, diff_id, digest, uncompressed
+from cowspec.layer_tar import LayerTar, decode_layer
+
+OCI_INDEX = "index.json"
+DOCKER_MANIFEST = "manifest.json"
+PLAIN = "application/vnd.oci.image.layer.v1.tar"
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    """One layer of an image, checked and decoded."""
+
+    diff_id: str
+    chain_id: str
+    media_type: str
+    archive_size: int
+    layer: LayerTar
+
+
+class _Source:
+    """Files by name, from a directory or from a tarball."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tar: tarfile.TarFile | None = None
+        if os.path.isdir(path):
+            return
+        try:
+            self.tar = tarfile.open(path)  # noqa: SIM115  (kept open while the image is read)
+        except FileNotFoundError:
+            raise SpecError(f"{path}: no such file or directory") from None
+        except (tarfile.TarError, OSError):
+            raise SpecError(f"{path}: not an image directory or tarball") from None
+
+    def read(self, name: str) -> bytes:
+        try:
+            if self.tar is None:
+                with open(os.path.join(self.path, name), "rb") as handle:
+                    return handle.read()
+            member = self.tar.extractfile(name.lstrip("./") if name.startswith("./") else name)
+            if member is None:
+                raise KeyError(name)
+            return member.read()
+        except (KeyError, FileNotFoundError):
+            raise SpecError(f"{self.path}: {name} is missing") from None
+        except (OSError, tarfile.TarError, EOFError) as error:
+            raise SpecError(f"{self.path}: cannot read {name} ({error})") from None
+
+    def has(self, name: str) -> bool:
+        if self.tar is None:
+            return os.path.exists(os.path.join(self.path, name))
+        try:
+            self.tar.getmember(name)
+        except KeyError:
+            return False
+        return True
+
+    def json(self, name: str) -> object:
+        try:
+            return json.loads(self.read(name))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise SpecError(f"{self.path}: {name} is not valid JSON ({error})") from None
+
+    def blob_json(self, wanted: str) -> object:
+        try:
+            return json.loads(self.blob(wanted))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise SpecError(f"{self.path}: blob {wanted} is not valid JSON ({error})") from None
+
+    def blob(self, wanted: str) -> bytes:
+        algorithm, _, hexdigest = wanted.partition(":")
+        if algorithm != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
+            raise SpecError(f"{self.path}: unsupported or malformed digest {wanted!r}")
+        data = self.read(f"blobs/sha256/{hexdigest}")
+        if digest(data) != wanted:
+            raise SpecError(f"{self.path}: blob {wanted} does not match its digest (got {digest(data)})")
+        return data
+
+
+def _field(document: object, key: str, where: str) -> object:
+    if not isinstance(document, dict) or key not in document:
+        raise SpecError(f"{where}: missing {key!r}")
+    return cast(dict[str, object], document)[key]
+
+
+def _string_list(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(each, str) for each in value):
+        raise SpecError(f"{where}: expected a list of strings")
+    return cast(list[str], value)
+
+
+def read_image(path: str) -> list[ImageLayer]:
+    """The checked layers of the image at ``path``, bottom first."""
+    source = _Source(path)
+    if source.has(OCI_INDEX):
+        return _read_oci(source)
+    if source.has(DOCKER_MANIFEST):
+        return _read_docker(source)
+    raise SpecError(f"{path}: neither an OCI layout (index.json) nor a docker save tarball (manifest.json)")
+
+
+def _layers(source: _Source, blobs: list[tuple[bytes, str]], config: object, where: str) -> list[ImageLayer]:
+    rootfs = _field(config, "rootfs", where)
+    expected = _string_list(_field(rootfs, "diff_ids", where + " rootfs"), where + " rootfs.diff_ids")
+    if len(expected) != len(blobs):
+        raise SpecError(f"{where}: {len(blobs)} layers but {len(expected)} diff_ids in the config")
+    layers: list[ImageLayer] = []
+    archives = [uncompressed(blob, media_type) for blob, media_type in blobs]
+    ids = [diff_id(archive) for archive in archives]
+    for index, (found, wanted) in enumerate(zip(ids, expected, strict=True)):
+        if found != wanted:
+            raise SpecError(f"{source.path}: layer {index} has DiffID {found}, the config says {wanted}")
+    for index, (archive, chain) in enumerate(zip(archives, chain_ids(ids), strict=True)):
+        try:
+            layer = decode_layer(archive)
+        except SpecError as error:
+            raise SpecError(f"{source.path}: layer {index}: {error}") from None
+        layers.append(ImageLayer(ids[index], chain, blobs[index][1], len(archive), layer))
+    return layers
+
+
+def _read_oci(source: _Source) -> list[ImageLayer]:
+    index = source.json(OCI_INDEX)
+    manifests = _field(index, "manifests", "index.json")
+    if not isinstance(manifests, list) or not manifests:
+        raise SpecError(f"{source.path}: index.json lists no manifest")
+    if len(manifests) > 1:
+        raise SpecError(f"{source.path}: index.json lists {len(manifests)} manifests; cowspec reads one-image layouts")
+    manifest_digest = _field(manifests[0], "digest", "index.json manifest")
+    manifest = source.blob_json(str(manifest_digest))
+    if _field(manifest, "mediaType", "manifest") == "application/vnd.oci.image.index.v1+json":
+        raise SpecError(f"{source.path}: the manifest is a nested index; cowspec reads one-image layouts")
+    config = source.blob_json(str(_field(_field(manifest, "config", "manifest"), "digest", "manifest config")))
+    descriptors = _field(manifest, "layers", "manifest")
+    if not isinstance(descriptors, list):
+        raise SpecError(f"{source.path}: manifest layers is not a list")
+    blobs = [
+        (source.blob(str(_field(each, "digest", "layer"))), str(_field(each, "mediaType", "layer")))
+        for each in descriptors
+    ]
+    return _layers(source, blobs, config, f"{source.path} config")
+
+
+def _read_docker(source: _Source) -> list[ImageLayer]:
+    manifest = source.json(DOCKER_MANIFEST)
+    if not isinstance(manifest, list) or len(manifest) != 1:
+        raise SpecError(f"{source.path}: manifest.json must describe exactly one image")
+    config = source.json(str(_field(manifest[0], "Config", "manifest.json")))
+    names = _string_list(_field(manifest[0], "Layers", "manifest.json"), "manifest.json Layers")
+    blobs = []
+    for name in names:
+        data = source.read(name)
+        kind = PLAIN if not data.startswith(b"\x1f\x8b") else PLAIN + "+gzip"
+        blobs.append((data, kind))
+    return _layers(source, blobs, config, f"{source.path} config")
