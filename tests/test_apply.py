@@ -1,16 +1,14 @@
 """Chapter 12: applying layers, flattening images, and reading images from disk."""
 
-import gzip
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from cowcheck.cli import main
+from cowcheck.images import docker_archive, write_oci_layout
 from cowspec.apply import DEFAULTS, ApplyOptions, flatten, flatten_with_stats, rootfs_entries
-from cowspec.identity import chain_ids, diff_id, digest
+from cowspec.identity import chain_ids, diff_id
 from cowspec.layer_tar import LayerTar, TarEntry, encode_layer
 
 
@@ -111,54 +109,6 @@ def test_layer_stats() -> None:
 # -- images on disk -----------------------------------------------------------
 
 
-def write_oci(directory: Path, layers: list[LayerTar], gzipped: bool = True) -> list[str]:
-    """An OCI image layout of ``layers``; the DiffIDs."""
-    blobs = directory / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> str:
-        name = digest(data)
-        (blobs / name.split(":")[1]).write_bytes(data)
-        return name
-
-    archives = [encode_layer(each) for each in layers]
-    ids = [diff_id(archive) for archive in archives]
-    config = put(json.dumps({"rootfs": {"type": "layers", "diff_ids": ids}}).encode())
-    kind = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if gzipped else "")
-    descriptors = [
-        {"mediaType": kind, "digest": put(gzip.compress(a, mtime=0) if gzipped else a), "size": 0} for a in archives
-    ]
-    manifest = put(
-        json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"digest": config},
-                "layers": descriptors,
-            }
-        ).encode()
-    )
-    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{"digest": manifest}]}))
-    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    return ids
-
-
-def write_docker_save(path: Path, layers: list[LayerTar]) -> None:
-    """A ``docker save`` tarball in the legacy manifest.json form."""
-    archives = [encode_layer(each) for each in layers]
-    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [diff_id(a) for a in archives]}}).encode()
-    files = {"config.json": config}
-    files.update({f"l{index}/layer.tar": archive for index, archive in enumerate(archives)})
-    files["manifest.json"] = json.dumps(
-        [{"Config": "config.json", "Layers": [f"l{i}/layer.tar" for i in range(len(archives))]}]
-    ).encode()
-    with tarfile.open(path, "w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 IMAGE = [
     L([D("/etc"), F("/etc/hosts", b"hi\n"), F("/etc/passwd", b"root\n")]),
     L([F("/etc/motd", b"m")], whiteouts=("/etc/passwd",)),
@@ -167,8 +117,10 @@ IMAGE = [
 
 def test_flatten_an_oci_layout_and_a_docker_save(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """[APPLY-1][IDENTITY-1][IDENTITY-2] Both forms give the same root filesystem."""
-    ids = write_oci(tmp_path / "oci", IMAGE)
-    write_docker_save(tmp_path / "saved.tar", IMAGE)
+    archives = [encode_layer(each) for each in IMAGE]
+    ids = [diff_id(each) for each in archives]
+    write_oci_layout(str(tmp_path / "oci"), archives)
+    (tmp_path / "saved.tar").write_bytes(docker_archive(archives, "cowspec/test:1"))
     assert main(["flatten", str(tmp_path / "oci")]) == 0
     from_oci = json.loads(capsys.readouterr().out)
     assert main(["flatten", str(tmp_path / "saved.tar")]) == 0
@@ -182,7 +134,7 @@ def test_flatten_an_oci_layout_and_a_docker_save(tmp_path: Path, capsys: pytest.
 
 def test_images_are_verified(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """[IDENTITY-1][TAR-3] A tampered blob, a wrong DiffID, garbage: one line, exit 2."""
-    write_oci(tmp_path / "oci", IMAGE, gzipped=False)
+    write_oci_layout(str(tmp_path / "oci"), [encode_layer(each) for each in IMAGE], gzipped=False)
     blob = max((tmp_path / "oci" / "blobs" / "sha256").iterdir(), key=lambda each: each.stat().st_size)
     blob.write_bytes(blob.read_bytes()[:-1] + b"\1")
     assert main(["flatten", str(tmp_path / "oci")]) == 2

@@ -5,6 +5,7 @@
     cowspec check --driver NAME [TRACE.json...]  both, compared
     cowspec flatten IMAGE                        an image's root filesystem
     cowspec layers IMAGE                         its layers, checked and counted
+    cowspec matrix [--out FILE]                  layer cases through docker, umoci, podman
 
 With several traces each prints one JSON result per line. A trace the spec
 rejects gives a one-line reason on stderr and exit status 2; with several,
@@ -166,6 +167,34 @@ def command_layers(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_matrix(arguments: argparse.Namespace) -> int:
+    from .engines import Dockerd, Podman, need, version_of
+    from .layer_drivers import DockerLayers, LayerDriver, PodmanLayers, Spec, UmociLayers
+    from .matrix import markdown, run_matrix
+
+    versions = {
+        "docker": version_of([need("dockerd"), "--version"]),
+        "umoci": version_of([need("umoci"), "--version"]),
+        "podman": version_of([need("podman"), "--version"]),
+    }
+    with Dockerd() as docker, Podman() as podman:
+        drivers: list[LayerDriver] = [DockerLayers(docker), UmociLayers(), PodmanLayers(podman)]
+        rows = run_matrix(drivers, Spec())
+    document = markdown(rows, [driver.name for driver in drivers], versions)
+    if arguments.out == "-":
+        sys.stdout.write(document)
+    else:
+        with open(arguments.out, "w", encoding="utf-8") as handle:
+            handle.write(document)
+    cells = [cell for _, _, row in rows for cell in row]
+    agreeing = sum(cell.startswith("agrees") for cell in cells)
+    print(
+        f"cowspec matrix: {len(rows)} cases x {len(drivers)} tools: {agreeing} agree, {len(cells) - agreeing} diverge",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(prog="cowspec", description="Executable spec of layered copy-on-write storage.")
@@ -201,6 +230,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
     sub.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     sub.set_defaults(handler=command_layers, driver="")
+    sub = commands.add_parser("matrix", help="run the layer cases through docker, umoci and podman")
+    sub.add_argument("--out", default="-", help="where to write the Markdown matrix (default: standard output)")
+    sub.set_defaults(handler=command_matrix, driver="matrix")
     return top
 
 

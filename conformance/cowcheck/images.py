@@ -5,6 +5,8 @@ DiffID its config records, before anything is made of it. A problem gives a
 ``SpecError`` of one line naming the file and what is wrong.
 """
 
+import gzip
+import io
 import json
 import os
 import tarfile
@@ -167,3 +169,65 @@ def _read_docker(source: _Source) -> list[ImageLayer]:
         kind = PLAIN if not data.startswith(b"\x1f\x8b") else PLAIN + "+gzip"
         blobs.append((data, kind))
     return _layers(source, blobs, config, f"{source.path} config")
+
+
+# -- writing images, for the tests and the real tools ---------------------------
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+
+
+def image_config(diff_ids: list[str]) -> bytes:
+    """A minimal image config for ``diff_ids``, one history row per layer."""
+    return json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created_by": f"cowspec layer {index}"} for index in range(len(diff_ids))],
+        },
+        sort_keys=True,
+    ).encode()
+
+
+def write_oci_layout(directory: str, archives: list[bytes], tag: str = "latest", gzipped: bool = True) -> None:
+    """An OCI image layout at ``directory`` holding one image of ``archives``."""
+    blobs = os.path.join(directory, "blobs", "sha256")
+    os.makedirs(blobs, exist_ok=True)
+
+    def put(data: bytes, media_type: str) -> dict[str, object]:
+        name = digest(data)
+        with open(os.path.join(blobs, name.split(":", 1)[1]), "wb") as handle:
+            handle.write(data)
+        return {"mediaType": media_type, "digest": name, "size": len(data)}
+
+    kind = PLAIN + ("+gzip" if gzipped else "")
+    layers = [put(gzip.compress(each, mtime=0) if gzipped else each, kind) for each in archives]
+    config = put(image_config([diff_id(each) for each in archives]), CONFIG_TYPE)
+    manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "config": config, "layers": layers}
+    described = put(json.dumps(manifest, sort_keys=True).encode(), MANIFEST_TYPE)
+    described["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    with open(os.path.join(directory, OCI_INDEX), "w") as handle:
+        json.dump({"schemaVersion": 2, "manifests": [described]}, handle)
+    with open(os.path.join(directory, "oci-layout"), "w") as handle:
+        json.dump({"imageLayoutVersion": "1.0.0"}, handle)
+
+
+def docker_archive(archives: list[bytes], tag: str) -> bytes:
+    """A ``docker save`` tarball (the legacy manifest.json form) of ``archives``."""
+    config = image_config([diff_id(each) for each in archives])
+    config_name = digest(config).split(":", 1)[1] + ".json"
+    files = {config_name: config}
+    names = []
+    for index, archive in enumerate(archives):
+        names.append(f"{index:03d}/layer.tar")
+        files[names[-1]] = archive
+    files[DOCKER_MANIFEST] = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": names}]).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

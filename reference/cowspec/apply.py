@@ -134,19 +134,42 @@ class _Tree:
             current = candidate
         return path
 
+    def imply(self, path: str, options: ApplyOptions, listed: set[str]) -> None:
+        """Make ``path`` a directory of this layer if the layer does not list it [APPLY-4]."""
+        if path == ROOT or path in listed:
+            return
+        existing = self.entries.get(path)
+        if existing is None or existing.kind != "dir":
+            # A missing parent, or a non-directory in the way
+            self.remove(path)
+            self.put(replace(IMPLIED, path=path))
+        elif options.implied_parents == "default":
+            self.put(replace(IMPLIED, path=path))
+
     def apply(self, layer: LayerTar, options: ApplyOptions) -> LayerStats:
         """Apply one layer [APPLY-2][APPLY-3][APPLY-4]; what it did."""
         deletes = 0
+        whiteouts, opaque = set(layer.whiteouts), set(layer.opaque)
+        if options.under_symlink == "follow":
+            # A naive extractor reaches markers through symlinks too [APPLY-5].
+            whiteouts = {self.resolve_inside(path) for path in whiteouts}
+            opaque = {parent_of(self.resolve_inside(join(path, "_"))) for path in opaque}
         # MARKERS: against the layers below only [APPLY-2]
-        for directory in sorted(layer.opaque, key=canonical_key):
+        for directory in sorted(opaque, key=canonical_key):
             deletes += len(self.children.get(directory, ()))
             self.empty(directory)
-        for path in sorted(layer.whiteouts, key=canonical_key):
+        for path in sorted(whiteouts, key=canonical_key):
             deletes += path in self.entries
             self.remove(path)
         existed = {entry.path for entry in layer.entries if entry.path in self.entries}
-        # ENTRIES: parents first [APPLY-3]
         listed = {entry.path for entry in layer.entries}
+        # A marker lives inside its directory, so the layer holds that
+        # directory and every one above it [APPLY-4].
+        holders = {parent_of(path) for path in whiteouts} | opaque
+        for holder in sorted(holders, key=canonical_key):
+            for each in (*ancestors(holder), holder):
+                self.imply(each, options, listed)
+        # ENTRIES: parents first [APPLY-3]
         placed_at: dict[str, str] = {}
         # Hardlinks last, so that their targets are in place whatever the order.
         ordered = [each for each in layer.entries if each.kind != "hardlink"]
@@ -157,13 +180,7 @@ class _Tree:
                 continue
             path = self.resolve_inside(entry.path) if options.under_symlink == "follow" else entry.path
             for ancestor in ancestors(path):
-                existing = self.entries.get(ancestor)
-                if existing is None or existing.kind != "dir":
-                    # A missing parent, or a non-directory in the way [APPLY-4]
-                    self.remove(ancestor)
-                    self.put(replace(IMPLIED, path=ancestor))
-                elif options.implied_parents == "default" and ancestor != ROOT and ancestor not in listed:
-                    self.put(replace(IMPLIED, path=ancestor))
+                self.imply(ancestor, options, listed)
             existing = self.entries.get(path)
             if entry.kind == "dir" and existing is not None and existing.kind == "dir":
                 self.put(replace(entry, path=path))
