@@ -6,16 +6,21 @@ DiffID its config records, before anything is made of it. A problem gives a
 """
 
 import gzip
+import hashlib
 import io
 import json
 import os
 import tarfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import BinaryIO, cast
+
+import zstandard
 
 from cowspec.errors import SpecError
-from cowspec.identity import chain_ids, diff_id, digest, uncompressed
-from cowspec.layer_tar import LayerTar, decode_layer
+from cowspec.identity import GZIP_TYPES, PLAIN_TYPES, ZSTD_TYPES, chain_ids, diff_id, digest
+from cowspec.layer_tar import CHUNK, LayerTar, decode_layer_stream
 
 OCI_INDEX = "index.json"
 DOCKER_MANIFEST = "manifest.json"
@@ -62,6 +67,20 @@ class _Source:
         except (OSError, tarfile.TarError, EOFError) as error:
             raise SpecError(f"{self.path}: cannot read {name} ({error})") from None
 
+    def open(self, name: str) -> BinaryIO:
+        """A file of the image, to be read as a stream."""
+        try:
+            if self.tar is None:
+                return open(os.path.join(self.path, name), "rb")
+            member = self.tar.extractfile(name)
+            if member is None:
+                raise KeyError(name)
+            return cast(BinaryIO, member)
+        except (KeyError, FileNotFoundError):
+            raise SpecError(f"{self.path}: {name} is missing") from None
+        except (OSError, tarfile.TarError) as error:
+            raise SpecError(f"{self.path}: cannot read {name} ({error})") from None
+
     def has(self, name: str) -> bool:
         if self.tar is None:
             return os.path.exists(os.path.join(self.path, name))
@@ -84,10 +103,7 @@ class _Source:
             raise SpecError(f"{self.path}: blob {wanted} is not valid JSON ({error})") from None
 
     def blob(self, wanted: str) -> bytes:
-        algorithm, _, hexdigest = wanted.partition(":")
-        if algorithm != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
-            raise SpecError(f"{self.path}: unsupported or malformed digest {wanted!r}")
-        data = self.read(f"blobs/sha256/{hexdigest}")
+        data = self.read(_blob_name(self, wanted))
         if digest(data) != wanted:
             raise SpecError(f"{self.path}: blob {wanted} does not match its digest (got {digest(data)})")
         return data
@@ -115,24 +131,81 @@ def read_image(path: str) -> list[ImageLayer]:
     raise SpecError(f"{path}: neither an OCI layout (index.json) nor a docker save tarball (manifest.json)")
 
 
-def _layers(source: _Source, blobs: list[tuple[bytes, str]], config: object, where: str) -> list[ImageLayer]:
+class _Hashing:
+    """A reader that hashes every byte that passes through it."""
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self._read = read
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._read(size)
+        self.digest.update(data)
+        self.count += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    def name(self) -> str:
+        return "sha256:" + self.digest.hexdigest()
+
+
+def _decompressing(raw: _Hashing, media_type: str, where: str) -> Callable[[int], bytes]:
+    if media_type in PLAIN_TYPES:
+        return raw.read
+    if media_type in GZIP_TYPES:
+        return gzip.GzipFile(fileobj=cast(BinaryIO, raw), mode="rb").read
+    if media_type in ZSTD_TYPES:
+        return zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, raw), read_across_frames=True).read
+    raise SpecError(f"{where}: unknown layer media type {media_type!r} [IDENTITY-3]")
+
+
+def read_layer(stream: BinaryIO, media_type: str, where: str, blob_digest: str | None) -> tuple[str, int, LayerTar]:
+    """Stream one layer blob: its DiffID, its uncompressed size and its value.
+
+    The blob is read once: hashed as it is (against ``blob_digest``, when
+    given), decompressed, hashed again (the DiffID) and parsed on the way,
+    file bytes hashed and dropped. Nothing of it is kept but the entries.
+    """
+    raw = _Hashing(stream.read)
+    plain = _Hashing(_decompressing(raw, media_type, where))
+    try:
+        layer = decode_layer_stream(plain.read)
+        plain.drain()
+        raw.drain()
+    except SpecError as error:
+        raise SpecError(f"{where}: {error}") from None
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as error:
+        raise SpecError(f"{where}: corrupt compressed data ({error}) [IDENTITY-3]") from None
+    finally:
+        stream.close()
+    if blob_digest is not None and raw.name() != blob_digest:
+        raise SpecError(f"{where}: blob does not match its digest {blob_digest} (got {raw.name()})")
+    return plain.name(), plain.count, layer
+
+
+def _layers(
+    source: _Source, streams: list[tuple[str, str, str | None]], config: object, where: str
+) -> list[ImageLayer]:
+    """Read every layer (name in the source, media type, blob digest) and check its DiffID."""
     rootfs = _field(config, "rootfs", where)
     expected = _string_list(_field(rootfs, "diff_ids", where + " rootfs"), where + " rootfs.diff_ids")
-    if len(expected) != len(blobs):
-        raise SpecError(f"{where}: {len(blobs)} layers but {len(expected)} diff_ids in the config")
-    layers: list[ImageLayer] = []
-    archives = [uncompressed(blob, media_type) for blob, media_type in blobs]
-    ids = [diff_id(archive) for archive in archives]
-    for index, (found, wanted) in enumerate(zip(ids, expected, strict=True)):
-        if found != wanted:
-            raise SpecError(f"{source.path}: layer {index} has DiffID {found}, the config says {wanted}")
-    for index, (archive, chain) in enumerate(zip(archives, chain_ids(ids), strict=True)):
-        try:
-            layer = decode_layer(archive)
-        except SpecError as error:
-            raise SpecError(f"{source.path}: layer {index}: {error}") from None
-        layers.append(ImageLayer(ids[index], chain, blobs[index][1], len(archive), layer))
-    return layers
+    if len(expected) != len(streams):
+        raise SpecError(f"{where}: {len(streams)} layers but {len(expected)} diff_ids in the config")
+    read: list[tuple[str, int, LayerTar, str]] = []
+    for index, (name, media_type, blob_digest) in enumerate(streams):
+        found, size, layer = read_layer(source.open(name), media_type, f"{source.path}: layer {index}", blob_digest)
+        if found != expected[index]:
+            raise SpecError(f"{source.path}: layer {index} has DiffID {found}, the config says {expected[index]}")
+        read.append((found, size, layer, media_type))
+    chains = chain_ids([each[0] for each in read])
+    return [
+        ImageLayer(found, chain, kind, size, layer)
+        for (found, size, layer, kind), chain in zip(read, chains, strict=True)
+    ]
 
 
 def _read_oci(source: _Source) -> list[ImageLayer]:
@@ -150,11 +223,18 @@ def _read_oci(source: _Source) -> list[ImageLayer]:
     descriptors = _field(manifest, "layers", "manifest")
     if not isinstance(descriptors, list):
         raise SpecError(f"{source.path}: manifest layers is not a list")
-    blobs = [
-        (source.blob(str(_field(each, "digest", "layer"))), str(_field(each, "mediaType", "layer")))
-        for each in descriptors
-    ]
-    return _layers(source, blobs, config, f"{source.path} config")
+    streams: list[tuple[str, str, str | None]] = []
+    for each in descriptors:
+        wanted = str(_field(each, "digest", "layer"))
+        streams.append((_blob_name(source, wanted), str(_field(each, "mediaType", "layer")), wanted))
+    return _layers(source, streams, config, f"{source.path} config")
+
+
+def _blob_name(source: _Source, wanted: str) -> str:
+    algorithm, _, hexdigest = wanted.partition(":")
+    if algorithm != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
+        raise SpecError(f"{source.path}: unsupported or malformed digest {wanted!r}")
+    return f"blobs/sha256/{hexdigest}"
 
 
 def _read_docker(source: _Source) -> list[ImageLayer]:
@@ -163,12 +243,12 @@ def _read_docker(source: _Source) -> list[ImageLayer]:
         raise SpecError(f"{source.path}: manifest.json must describe exactly one image")
     config = source.json(str(_field(manifest[0], "Config", "manifest.json")))
     names = _string_list(_field(manifest[0], "Layers", "manifest.json"), "manifest.json Layers")
-    blobs = []
+    streams: list[tuple[str, str, str | None]] = []
     for name in names:
-        data = source.read(name)
-        kind = PLAIN if not data.startswith(b"\x1f\x8b") else PLAIN + "+gzip"
-        blobs.append((data, kind))
-    return _layers(source, blobs, config, f"{source.path} config")
+        with source.open(name) as probe:
+            magic = probe.read(2)
+        streams.append((name, PLAIN + "+gzip" if magic == b"\x1f\x8b" else PLAIN, None))
+    return _layers(source, streams, config, f"{source.path} config")
 
 
 # -- writing images, for the tests and the real tools ---------------------------

@@ -16,7 +16,6 @@ Where the image-spec leaves a choice, ``ApplyOptions`` names the positions
 and their alternatives [APPLY-5]; the defaults are cowspec's positions.
 """
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -195,7 +194,7 @@ class _Tree:
                 self.put(replace(entry, path=path))
             placed_at[entry.path] = path
         size = sum(
-            len(entry.data) if entry.kind == "file" else len(entry.link.encode()) if entry.kind == "symlink" else 0
+            entry.size if entry.kind == "file" else len(entry.link.encode()) if entry.kind == "symlink" else 0
             for entry in layer.entries
         )
         changed = len(existed - {ROOT})
@@ -248,7 +247,7 @@ def rootfs_entries(rootfs: Rootfs) -> list[dict[str, object]]:
         else:
             fields["mode"] = entry.mode
         if entry.kind == "file":
-            fields.update(size=len(entry.data), sha256=hashlib.sha256(entry.data).hexdigest(), nlink=nlink[entry.path])
+            fields.update(size=entry.size, sha256=entry.sha256, nlink=nlink[entry.path])
         if entry.kind in ("char", "block"):
             fields["device"] = list(entry.device)
         shown.append(fields)

@@ -18,6 +18,9 @@ fixed header format, no user or group names), so that equal values give
 equal bytes and so equal DiffIDs [TAR-4].
 """
 
+import hashlib
+import io
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +29,8 @@ from .paths import ROOT, name_of, parent_of
 
 Kind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo"]
 BLOCK = 512
+ZERO_BLOCK = b"\0" * BLOCK
+CHUNK = 1 << 20
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 TYPEFLAGS: dict[bytes, Kind] = {
@@ -68,6 +73,26 @@ class TarEntry:
     link: str = ""
     device: tuple[int, int] = (0, 0)
     xattrs: tuple[tuple[str, bytes], ...] = ()
+    content: "Content | None" = None
+    """Size and SHA-256 of a file whose bytes were not kept (streamed)."""
+
+    @property
+    def size(self) -> int:
+        """A file's length in bytes."""
+        return self.content.size if self.content is not None else len(self.data)
+
+    @property
+    def sha256(self) -> str:
+        """A file's SHA-256, hex."""
+        return self.content.sha256 if self.content is not None else hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """What is known of a file's bytes when they were not kept."""
+
+    size: int
+    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,35 +187,82 @@ class _Member:
     link: str
     device: tuple[int, int]
     xattrs: tuple[tuple[str, bytes], ...]
+    content: Content | None
 
 
-def read_members(archive: bytes) -> list[_Member]:
-    """Every member of an uncompressed tar, long names and PAX applied [TAR-3]."""
-    view = memoryview(archive)
-    members: list[_Member] = []
-    position = 0
+Reader = Callable[[int], bytes]
+"""Reads up to n bytes from an archive (``file.read``); b"" at its end."""
+
+
+def _take(read: Reader, count: int) -> bytes:
+    parts: list[bytes] = []
+    while count > 0:
+        chunk = read(count)
+        if not chunk:
+            break
+        parts.append(chunk)
+        count -= len(chunk)
+    return b"".join(parts)
+
+
+def _pax_number(records: dict[str, bytes], key: str, where: str) -> int | None:
+    if key not in records:
+        return None
+    try:
+        return int(records[key])
+    except ValueError:
+        raise SpecError(f"{where}: PAX {key} is not a number (corrupt archive) [TAR-3]") from None
+
+
+def iter_members(read: Reader, keep_data: bool = True) -> Iterator[_Member]:
+    """Every member of an uncompressed tar, long names and PAX applied [TAR-3].
+
+    The archive is read front to back through ``read``; with ``keep_data``
+    off, a file's bytes are hashed as they pass and not kept, so memory
+    grows with the number of members, not with their size.
+    """
     pending: dict[str, bytes] = {}
     long_name: str | None = None
     long_link: str | None = None
+    position = 0
+    count = 0
     while True:
-        where = f"entry {len(members)} (at byte {position})"
-        if position + BLOCK > len(archive):
+        where = f"entry {count} (at byte {position})"
+        header = _take(read, BLOCK)
+        if len(header) < BLOCK:
             raise SpecError(f"{where}: truncated archive: no end-of-archive marker [TAR-3]")
-        header = bytes(view[position : position + BLOCK])
-        if header == b"\0" * BLOCK:
-            return members
+        position += BLOCK
+        if header == ZERO_BLOCK:
+            return
         if not _checksum_ok(header):
             raise SpecError(f"{where}: header checksum mismatch (corrupt archive) [TAR-3]")
         flag = header[156:157]
         size = _number(header[124:136], "size", where)
-        start = position + BLOCK
-        end = start + size
-        if size < 0 or end > len(archive):
-            raise SpecError(
-                f"{where}: truncated archive: member needs {size} bytes, {len(archive) - start} left [TAR-3]"
-            )
-        body = bytes(view[start:end])
-        position = start + (size + BLOCK - 1) // BLOCK * BLOCK
+        if size < 0:
+            raise SpecError(f"{where}: negative member size (corrupt archive) [TAR-3]")
+        kind = TYPEFLAGS.get(flag)
+        content: Content | None = None
+        if kind == "file" and not keep_data:
+            digest = hashlib.sha256()
+            left = size
+            while left:
+                chunk = read(min(left, CHUNK))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                left -= len(chunk)
+            body = b""
+            got = size - left
+            content = Content(size, digest.hexdigest())
+        else:
+            body = _take(read, size)
+            got = len(body)
+        if got < size:
+            raise SpecError(f"{where}: truncated archive: member needs {size} bytes, {got} left [TAR-3]")
+        padding = -size % BLOCK
+        if len(_take(read, padding)) < padding:
+            raise SpecError(f"{where}: truncated archive: member padding is cut short [TAR-3]")
+        position += size + padding
         if flag == b"x":
             pending.update(_pax_records(body, where))
             continue
@@ -202,7 +274,6 @@ def read_members(archive: bytes) -> list[_Member]:
         if flag == b"K":
             long_link = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             continue
-        kind = TYPEFLAGS.get(flag)
         if kind is None:
             raise SpecError(f"{where}: unsupported entry type {flag.decode('latin-1')!r} [TAR-3]")
         name = _text(header[0:100])
@@ -214,8 +285,8 @@ def read_members(archive: bytes) -> list[_Member]:
             name = pending["path"].decode("utf-8", "surrogateescape")
         if "linkpath" in pending:
             link = pending["linkpath"].decode("utf-8", "surrogateescape")
-        uid = int(pending["uid"]) if "uid" in pending else _number(header[108:116], "uid", where)
-        gid = int(pending["gid"]) if "gid" in pending else _number(header[116:124], "gid", where)
+        uid = _pax_number(pending, "uid", where)
+        gid = _pax_number(pending, "gid", where)
         mtime = _number(header[136:148], "mtime", where) * 1_000_000_000
         if "mtime" in pending:
             mtime = _pax_time(pending["mtime"], where)
@@ -226,11 +297,20 @@ def read_members(archive: bytes) -> list[_Member]:
                 if key.startswith("SCHILY.xattr.")
             )
         )
-        device = (_number(header[329:337], "devmajor", where), _number(header[337:345], "devminor", where))
-        mode = _number(header[100:108], "mode", where) & 0o7777
-        members.append(
-            _Member(name, kind, mode, uid, gid, mtime, body if kind == "file" else b"", link, device, xattrs)
+        yield _Member(
+            name=name,
+            kind=kind,
+            mode=_number(header[100:108], "mode", where) & 0o7777,
+            uid=uid if uid is not None else _number(header[108:116], "uid", where),
+            gid=gid if gid is not None else _number(header[116:124], "gid", where),
+            mtime=mtime,
+            data=body if kind == "file" else b"",
+            link=link,
+            device=(_number(header[329:337], "devmajor", where), _number(header[337:345], "devminor", where)),
+            xattrs=xattrs,
+            content=content,
         )
+        count += 1
         pending, long_name, long_link = {}, None, None
 
 
@@ -247,11 +327,21 @@ def _pax_time(value: bytes, where: str) -> int:
 
 def decode_layer(archive: bytes) -> LayerTar:
     """The layer an uncompressed tar describes [TAR-1][TAR-2][TAR-3]."""
+    return decode_members(iter_members(io.BytesIO(archive).read))
+
+
+def decode_layer_stream(read: Reader, keep_data: bool = False) -> LayerTar:
+    """The layer a tar read through ``read`` describes; file bytes hashed, not kept."""
+    return decode_members(iter_members(read, keep_data))
+
+
+def decode_members(members: Iterable[_Member]) -> LayerTar:
+    """The layer value of a sequence of archive members [TAR-1][TAR-2][TAR-3]."""
     entries: dict[str, TarEntry] = {}
     whiteouts: set[str] = set()
     opaque: set[str] = set()
     seen: set[str] = set()
-    for number, member in enumerate(read_members(archive)):
+    for number, member in enumerate(members):
         where = f"entry {number} {member.name!r}"
         path = clean_name(member.name, where)
         if path in seen:
@@ -289,6 +379,7 @@ def decode_layer(archive: bytes) -> LayerTar:
             link,
             member.device,
             member.xattrs,
+            member.content,
         )
     for entry in entries.values():
         if entry.kind == "hardlink":
@@ -383,6 +474,8 @@ def encode_layer(layer: LayerTar) -> bytes:
     """
     items: list[tuple[tuple[str, ...], bytes]] = []
     for entry in layer.entries:
+        if entry.content is not None:
+            raise SpecError(f"entry {entry.path!r}: its bytes were not kept, so it cannot be written")
         name = entry.path[1:] + "/" if entry.kind == "dir" and entry.path != ROOT else entry.path[1:] or "./"
         flag = FLAG_OF[entry.kind]
         link = entry.link[1:] if entry.kind == "hardlink" else entry.link
