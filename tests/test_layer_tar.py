@@ -192,7 +192,7 @@ def layer_values(draw: st.DrawFn) -> LayerTar:
 
 @given(layer_values())
 def test_encoding_round_trips(layer: LayerTar) -> None:
-    """[TAR-4] decode(encode(layer)) == layer, and the encoding is a fixed point."""
+    """[TAR-4] decode(encode(layer)) == layer, the encoding is a fixed point, links follow targets."""
     encoded = encode_layer(layer)
     assert decode_layer(encoded) == layer
     assert encode_layer(decode_layer(encoded)) == encoded
@@ -201,6 +201,12 @@ def test_encoding_round_trips(layer: LayerTar) -> None:
     with tarfile.open(fileobj=io.BytesIO(encoded)) as tar:
         members = tar.getmembers()
     assert len(members) == len(layer.entries) + len(layer.whiteouts) + len(layer.opaque)
+    # Every hardlink comes after its target, as extractors need.
+    seen: set[str] = set()
+    for member in members:
+        if member.islnk():
+            assert member.linkname in seen, (member.name, member.linkname)
+        seen.add(member.name.rstrip("/"))
 
 
 def test_identity() -> None:

@@ -132,22 +132,44 @@ def read_image(path: str) -> list[ImageLayer]:
 
 
 class _Hashing:
-    """A reader that hashes every byte that passes through it."""
+    """A buffered reader that hashes every byte it reads, a chunk at a time.
+
+    Small reads (tar headers) are served from a buffer, so the hash sees a
+    few large updates instead of one per header.
+    """
 
     def __init__(self, read: Callable[[int], bytes]) -> None:
         self._read = read
         self.digest = hashlib.sha256()
         self.count = 0
+        self._buffer = b""
+        self._position = 0
+
+    def _fill(self) -> bool:
+        chunk = self._read(CHUNK)
+        if not chunk:
+            return False
+        self.digest.update(chunk)
+        self.count += len(chunk)
+        self._buffer = self._buffer[self._position :] + chunk
+        self._position = 0
+        return True
 
     def read(self, size: int = -1) -> bytes:
-        data = self._read(size)
-        self.digest.update(data)
-        self.count += len(data)
+        if size < 0:
+            while self._fill():
+                pass
+            size = len(self._buffer) - self._position
+        while len(self._buffer) - self._position < size and self._fill():
+            pass
+        data = self._buffer[self._position : self._position + size]
+        self._position += len(data)
         return data
 
     def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
+        self._buffer, self._position = b"", 0
+        while self._fill():
+            self._buffer, self._position = b"", 0
 
     def name(self) -> str:
         return "sha256:" + self.digest.hexdigest()
@@ -171,7 +193,8 @@ def read_layer(stream: BinaryIO, media_type: str, where: str, blob_digest: str |
     file bytes hashed and dropped. Nothing of it is kept but the entries.
     """
     raw = _Hashing(stream.read)
-    plain = _Hashing(_decompressing(raw, media_type, where))
+    # An uncompressed blob's digest is its DiffID: hash it once.
+    plain = raw if media_type in PLAIN_TYPES else _Hashing(_decompressing(raw, media_type, where))
     try:
         layer = decode_layer_stream(plain.read)
         plain.drain()

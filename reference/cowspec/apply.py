@@ -97,9 +97,9 @@ class _Tree:
         if entry.path != ROOT:
             self.children.setdefault(parent_of(entry.path), set()).add(entry.path)
         if entry.kind != "dir":
-            self.group[entry.path] = (
-                group if group is not None else len(self.group) + 1 + max(self.group.values(), default=0)
-            )
+            if group is None:
+                group, self.next_group = self.next_group, self.next_group + 1
+            self.group[entry.path] = group
 
     def remove(self, path: str) -> None:
         if path not in self.entries or path == ROOT:
@@ -181,8 +181,9 @@ class _Tree:
             for ancestor in ancestors(path):
                 self.imply(ancestor, options, listed)
             existing = self.entries.get(path)
+            placed = entry if path == entry.path else replace(entry, path=path)
             if entry.kind == "dir" and existing is not None and existing.kind == "dir":
-                self.put(replace(entry, path=path))
+                self.put(placed)
                 continue
             self.remove(path)
             if entry.kind == "hardlink":
@@ -191,7 +192,7 @@ class _Tree:
                 origin = self.entries[origin_path]
                 self.put(replace(origin, path=path), self.group[origin_path])
             else:
-                self.put(replace(entry, path=path))
+                self.put(placed)
             placed_at[entry.path] = path
         size = sum(
             entry.size if entry.kind == "file" else len(entry.link.encode()) if entry.kind == "symlink" else 0

@@ -467,7 +467,8 @@ def _member(name: str, flag: bytes, data: bytes, entry: TarEntry | None, link: s
 def encode_layer(layer: LayerTar) -> bytes:
     """The canonical archive of ``layer`` [TAR-4].
 
-    Members go in path order, a directory before its contents; an opaque
+    Members go in path order, a directory before its contents, and
+    hardlinks last (a reader needs a link's target first); an opaque
     directory's marker follows it; whiteouts stand where their names would.
     Names are relative (``a/b``, directories ``a/b/``); user and group names
     are empty; PAX records carry what USTAR cannot hold.
@@ -479,9 +480,9 @@ def encode_layer(layer: LayerTar) -> bytes:
         name = entry.path[1:] + "/" if entry.kind == "dir" and entry.path != ROOT else entry.path[1:] or "./"
         flag = FLAG_OF[entry.kind]
         link = entry.link[1:] if entry.kind == "hardlink" else entry.link
-        items.append(
-            (canonical_key(entry.path), _member(name, flag, entry.data if entry.kind == "file" else b"", entry, link))
-        )
+        # A hardlink must follow its target, wherever the two sort: all go last.
+        key = ("\uffff", *canonical_key(entry.path)) if entry.kind == "hardlink" else canonical_key(entry.path)
+        items.append((key, _member(name, flag, entry.data if entry.kind == "file" else b"", entry, link)))
     for directory in layer.opaque:
         marker = (directory if directory != ROOT else "") + "/" + OPAQUE_MARKER
         items.append((canonical_key(marker), _member(marker[1:], b"0", b"", TarEntry(marker, "file", 0o644))))

@@ -1,0 +1,151 @@
+"""Flattening a large image: cowspec beside the real tools, in one run.
+
+Not a timed test. A deterministic generator writes a 20-layer image of
+about 1 GB and 100,000 files (whiteouts, opaque directories, hardlinks and
+symlinks included) as a ``docker save`` tarball and as an OCI layout with
+the same uncompressed layers, into a directory of your choosing. Then, in
+alternation so that the machine's mood hits every contender alike, it times:
+
+- ``cowspec flatten`` of the tarball (the whole command, process start included);
+- Python's ``tarfile`` reading every layer and hashing every file (the bar to beat);
+- ``openssl dgst -sha256`` over the layer files (the bound set by hashing alone);
+- ``umoci unpack`` of the OCI layout (if umoci is installed);
+- ``docker load`` of the tarball into a private dockerd (with ``--docker``).
+
+    python benchmarks/flatten_bench.py --dir /tmp/bench [--layers 20] [--files 100000] [--mb 1000] [--rounds 3]
+"""
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+from cowcheck.images import docker_archive, write_oci_layout
+from cowspec.layer_tar import LayerTar, TarEntry, encode_layer
+
+
+def generate(layers: int, files: int, megabytes: int, seed: int) -> list[bytes]:
+    """Uncompressed layer archives, bottom first, deterministic for ``seed``."""
+    rng = random.Random(seed)
+    pool = rng.randbytes(4 << 20)
+    per_layer = files // layers
+    mean = max(1, megabytes * 1_000_000 // max(files, 1))
+    dirs = [f"/d{a}/e{b}" for a in range(50) for b in range(20)]
+    archives: list[bytes] = []
+    for index in range(layers):
+        entries: dict[str, TarEntry] = {}
+        whiteouts: set[str] = set()
+        opaque: set[str] = set()
+        for directory in dirs:
+            parent = directory.rsplit("/", 1)[0]
+            entries[parent] = TarEntry(parent, "dir", 0o755)
+            entries[directory] = TarEntry(directory, "dir", 0o755)
+        own: list[str] = []
+        while len(own) < per_layer:
+            directory = rng.choice(dirs)
+            path = f"{directory}/f{index}_{len(own)}"
+            roll = rng.random()
+            if roll < 0.03 and own:
+                entries[path] = TarEntry(path, "hardlink", link=rng.choice(own))
+            elif roll < 0.06:
+                entries[path] = TarEntry(path, "symlink", 0o777, link="../" + rng.choice(dirs)[1:])
+            else:
+                size = min(len(pool) - 1, int(rng.expovariate(1 / mean)))
+                start = rng.randrange(len(pool) - size)
+                entries[path] = TarEntry(path, "file", 0o644, data=pool[start : start + size])
+                own.append(path)
+            if index and roll > 0.995:
+                whiteouts.add(f"{rng.choice(dirs)}/f{rng.randrange(index)}_{rng.randrange(per_layer)}")
+            if index and roll < 0.0005:
+                opaque.add(rng.choice(dirs))
+        ordered = tuple(sorted(entries.values(), key=lambda entry: tuple(entry.path.split("/"))))
+        archives.append(encode_layer(LayerTar(ordered, frozenset(whiteouts), frozenset(opaque))))
+    return archives
+
+
+def timed(command: list[str], **kwargs: object) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+    return time.perf_counter() - started
+
+
+TARFILE_BASELINE = """
+import hashlib, sys, tarfile
+for path in sys.argv[1:]:
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if member.isfile():
+                hashlib.sha256(tar.extractfile(member).read()).hexdigest()
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", required=True, help="work directory (created; everything is written there)")
+    parser.add_argument("--layers", type=int, default=20)
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--mb", type=int, default=1000, help="total file bytes, in MB")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--docker", action="store_true", help="also time docker load (starts a private dockerd)")
+    arguments = parser.parse_args()
+    os.makedirs(arguments.dir, exist_ok=True)
+    started = time.perf_counter()
+    archives = generate(arguments.layers, arguments.files, arguments.mb, arguments.seed)
+    saved = os.path.join(arguments.dir, "image.tar")
+    with open(saved, "wb") as handle:
+        handle.write(docker_archive(archives, "cowspec/bench:1"))
+    layout = os.path.join(arguments.dir, "oci")
+    shutil.rmtree(layout, ignore_errors=True)
+    write_oci_layout(layout, archives, tag="bench", gzipped=False)
+    layer_files = []
+    for index, archive in enumerate(archives):
+        layer_files.append(os.path.join(arguments.dir, f"layer{index}.tar"))
+        with open(layer_files[-1], "wb") as handle:
+            handle.write(archive)
+    total = sum(len(each) for each in archives)
+    made = time.perf_counter() - started
+    print(f"image: {len(archives)} layers, {total / 1e6:.0f} MB uncompressed, made in {made:.1f} s")
+    del archives
+
+    contenders: dict[str, list[str]] = {
+        "cowspec flatten": [sys.executable, "-m", "cowcheck.cli", "flatten", saved],
+        "tarfile read+hash": [sys.executable, "-c", TARFILE_BASELINE, *layer_files],
+        "openssl dgst": ["openssl", "dgst", "-sha256", *layer_files],
+    }
+    if shutil.which("umoci"):
+        bundle = os.path.join(arguments.dir, "bundle")
+        contenders["umoci unpack"] = ["sh", "-c", f"rm -rf {bundle} && umoci unpack --image {layout}:bench {bundle}"]
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    engine = None
+    if arguments.docker:
+        from cowcheck.engines import Dockerd
+
+        engine = Dockerd().__enter__()
+        times["docker load"] = []
+    try:
+        for _ in range(arguments.rounds):
+            for name, command in contenders.items():
+                times[name].append(timed(command))
+            if engine is not None:
+                with open(saved, "rb") as image:
+                    times["docker load"].append(timed(engine.docker_command("load"), stdin=image))
+                engine.docker("rmi", "cowspec/bench:1")
+    finally:
+        if engine is not None:
+            engine.__exit__(None, None, None)
+    base = statistics.median(times["cowspec flatten"])
+    print(f"{'contender':<20} {'median s':>9} {'vs cowspec':>11}   rounds")
+    for name, values in times.items():
+        median = statistics.median(values)
+        shown = " ".join(f"{value:.2f}" for value in values)
+        print(f"{name:<20} {median:>9.2f} {median / base:>10.2f}x   {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
