@@ -145,3 +145,19 @@ def test_images_are_verified(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert err.count("\n") == 1 and "not an image directory or tarball" in err
     assert main(["flatten", str(tmp_path / "nothing")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_waste_and_efficiency(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[APPLY-7] Shadowed and deleted bytes are wasted; a surviving hardlink keeps its inode."""
+    layers = [
+        L([F("/a", b"12345"), F("/b", b"123"), TarEntry("/c", "hardlink", link="/b"), F("/d", b"1234567")]),
+        L([F("/a", b"xy")], whiteouts=("/b", "/d")),
+    ]
+    _, stats = flatten_with_stats(layers)
+    assert [(each.size, each.kept, each.wasted) for each in stats] == [(15, 3, 12), (2, 2, 0)]
+    archives = [encode_layer(each) for each in layers]
+    write_oci_layout(str(tmp_path / "oci"), archives)
+    assert main(["inspect", "--progress", str(tmp_path / "oci")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == "image: 17 bytes stored, 5 kept, 12 wasted; efficiency 29.4%"
+    assert captured.err.splitlines() == ["cowspec: reading layer 1 of 2", "cowspec: reading layer 2 of 2"]

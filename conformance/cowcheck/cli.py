@@ -5,6 +5,7 @@
     cowspec check --driver NAME [TRACE.json...]  both, compared
     cowspec flatten IMAGE                        an image's root filesystem
     cowspec layers IMAGE                         its layers, checked and counted
+    cowspec inspect IMAGE                        what each layer wastes
     cowspec matrix [--out FILE]                  layer cases through docker, umoci, podman
 
 With several traces each prints one JSON result per line. A trace the spec
@@ -195,6 +196,33 @@ def command_matrix(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_inspect(arguments: argparse.Namespace) -> int:
+    from cowspec.apply import flatten_with_stats
+
+    from .images import read_image
+
+    progress = sys.stderr.isatty() or arguments.progress
+
+    def report(index: int, total: int) -> None:
+        if progress:
+            print(f"cowspec: reading layer {index + 1} of {total}", file=sys.stderr, flush=True)
+
+    try:
+        layers = read_image(arguments.image, on_layer=report)
+    except SpecError as error:
+        print(f"cowspec: {error}", file=sys.stderr)
+        return EXIT_REJECTED
+    _, stats = flatten_with_stats([each.layer for each in layers])
+    stored = sum(each.size for each in stats)
+    kept = sum(each.kept for each in stats)
+    print(f"{'#':>3}  {'DIFF ID':<19}  {'SIZE':>12}  {'KEPT':>12}  {'WASTED':>12}")
+    for index, (layer, stat) in enumerate(zip(layers, stats, strict=True)):
+        print(f"{index:>3}  {layer.diff_id[:19]:<19}  {stat.size:>12}  {stat.kept:>12}  {stat.wasted:>12}")
+    efficiency = 100.0 * kept / stored if stored else 100.0
+    print(f"image: {stored} bytes stored, {kept} kept, {stored - kept} wasted; efficiency {efficiency:.1f}%")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(prog="cowspec", description="Executable spec of layered copy-on-write storage.")
@@ -230,6 +258,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
     sub.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     sub.set_defaults(handler=command_layers, driver="")
+    sub = commands.add_parser("inspect", help="what each layer wastes, and the image's efficiency")
+    sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
+    sub.add_argument("--progress", action="store_true", help="report each layer read, even when not on a terminal")
+    sub.set_defaults(handler=command_inspect, driver="")
     sub = commands.add_parser("matrix", help="run the layer cases through docker, umoci and podman")
     sub.add_argument("--out", default="-", help="where to write the Markdown matrix (default: standard output)")
     sub.set_defaults(handler=command_matrix, driver="matrix")

@@ -121,13 +121,19 @@ def _string_list(value: object, where: str) -> list[str]:
     return cast(list[str], value)
 
 
-def read_image(path: str) -> list[ImageLayer]:
-    """The checked layers of the image at ``path``, bottom first."""
+Progress = Callable[[int, int], None]
+
+
+def read_image(path: str, on_layer: Progress | None = None) -> list[ImageLayer]:
+    """The checked layers of the image at ``path``, bottom first.
+
+    ``on_layer(index, count)`` is called before each layer is read.
+    """
     source = _Source(path)
     if source.has(OCI_INDEX):
-        return _read_oci(source)
+        return _read_oci(source, on_layer)
     if source.has(DOCKER_MANIFEST):
-        return _read_docker(source)
+        return _read_docker(source, on_layer)
     raise SpecError(f"{path}: neither an OCI layout (index.json) nor a docker save tarball (manifest.json)")
 
 
@@ -211,7 +217,11 @@ def read_layer(stream: BinaryIO, media_type: str, where: str, blob_digest: str |
 
 
 def _layers(
-    source: _Source, streams: list[tuple[str, str, str | None]], config: object, where: str
+    source: _Source,
+    streams: list[tuple[str, str, str | None]],
+    config: object,
+    where: str,
+    on_layer: Progress | None,
 ) -> list[ImageLayer]:
     """Read every layer (name in the source, media type, blob digest) and check its DiffID."""
     rootfs = _field(config, "rootfs", where)
@@ -220,6 +230,8 @@ def _layers(
         raise SpecError(f"{where}: {len(streams)} layers but {len(expected)} diff_ids in the config")
     read: list[tuple[str, int, LayerTar, str]] = []
     for index, (name, media_type, blob_digest) in enumerate(streams):
+        if on_layer is not None:
+            on_layer(index, len(streams))
         found, size, layer = read_layer(source.open(name), media_type, f"{source.path}: layer {index}", blob_digest)
         if found != expected[index]:
             raise SpecError(f"{source.path}: layer {index} has DiffID {found}, the config says {expected[index]}")
@@ -231,7 +243,7 @@ def _layers(
     ]
 
 
-def _read_oci(source: _Source) -> list[ImageLayer]:
+def _read_oci(source: _Source, on_layer: Progress | None) -> list[ImageLayer]:
     index = source.json(OCI_INDEX)
     manifests = _field(index, "manifests", "index.json")
     if not isinstance(manifests, list) or not manifests:
@@ -250,7 +262,7 @@ def _read_oci(source: _Source) -> list[ImageLayer]:
     for each in descriptors:
         wanted = str(_field(each, "digest", "layer"))
         streams.append((_blob_name(source, wanted), str(_field(each, "mediaType", "layer")), wanted))
-    return _layers(source, streams, config, f"{source.path} config")
+    return _layers(source, streams, config, f"{source.path} config", on_layer)
 
 
 def _blob_name(source: _Source, wanted: str) -> str:
@@ -260,7 +272,7 @@ def _blob_name(source: _Source, wanted: str) -> str:
     return f"blobs/sha256/{hexdigest}"
 
 
-def _read_docker(source: _Source) -> list[ImageLayer]:
+def _read_docker(source: _Source, on_layer: Progress | None) -> list[ImageLayer]:
     manifest = source.json(DOCKER_MANIFEST)
     if not isinstance(manifest, list) or len(manifest) != 1:
         raise SpecError(f"{source.path}: manifest.json must describe exactly one image")
@@ -271,7 +283,7 @@ def _read_docker(source: _Source) -> list[ImageLayer]:
         with source.open(name) as probe:
             magic = probe.read(2)
         streams.append((name, PLAIN + "+gzip" if magic == b"\x1f\x8b" else PLAIN, None))
-    return _layers(source, streams, config, f"{source.path} config")
+    return _layers(source, streams, config, f"{source.path} config", on_layer)
 
 
 # -- writing images, for the tests and the real tools ---------------------------

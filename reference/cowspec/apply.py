@@ -57,13 +57,20 @@ class LayerStats:
     did, exist below; ``deletes`` counts the paths below that its whiteouts
     and opaque directories removed, a removed subtree once at its root.
     ``size`` is the layer's own apparent bytes as Docker counts them (files
-    and symlink targets, each hardlinked inode once) [SIZE-1].
+    and symlink targets, each hardlinked inode once) [SIZE-1]; ``kept`` is
+    how many of them the final root filesystem still shows [APPLY-7].
     """
 
     adds: int = 0
     changes: int = 0
     deletes: int = 0
     size: int = 0
+    kept: int = 0
+
+    @property
+    def wasted(self) -> int:
+        """Bytes of this layer that the layers above shadow or delete [APPLY-7]."""
+        return self.size - self.kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,8 @@ class _Tree:
         self.children: dict[str, set[str]] = {}
         self.group: dict[str, int] = {}
         self.next_group = 1
+        self.layer_index = 0
+        self.group_origin: dict[int, tuple[int, int]] = {}
 
     def put(self, entry: TarEntry, group: int | None = None) -> None:
         self.entries[entry.path] = entry
@@ -99,6 +108,10 @@ class _Tree:
         if entry.kind != "dir":
             if group is None:
                 group, self.next_group = self.next_group, self.next_group + 1
+                size = (
+                    entry.size if entry.kind == "file" else len(entry.link.encode()) if entry.kind == "symlink" else 0
+                )
+                self.group_origin[group] = (self.layer_index, size)
             self.group[entry.path] = group
 
     def remove(self, path: str) -> None:
@@ -226,7 +239,15 @@ def flatten_with_stats(
 ) -> tuple[Rootfs, tuple[LayerStats, ...]]:
     """The root filesystem, and what each layer did on its way [APPLY-1][APPLY-6]."""
     tree = _Tree()
-    stats = tuple(tree.apply(layer, options) for layer in layers)
+    done: list[LayerStats] = []
+    for index, layer in enumerate(layers):
+        tree.layer_index = index
+        done.append(tree.apply(layer, options))
+    kept = [0] * len(done)
+    for group in set(tree.group.values()):
+        index, size = tree.group_origin[group]
+        kept[index] += size
+    stats = tuple(replace(each, kept=kept[index]) for index, each in enumerate(done))
     counts: dict[int, int] = {}
     for group in tree.group.values():
         counts[group] = counts.get(group, 0) + 1
