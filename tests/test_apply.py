@@ -1,6 +1,7 @@
 """Chapter 12: applying layers, flattening images, and reading images from disk."""
 
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from cowcheck.cli import main
 from cowcheck.images import docker_archive, write_oci_layout
 from cowspec.apply import DEFAULTS, ApplyOptions, flatten, flatten_with_stats, rootfs_entries
 from cowspec.identity import chain_ids, diff_id
-from cowspec.layer_tar import LayerTar, TarEntry, encode_layer
+from cowspec.layer_tar import LayerTar, TarEntry, decode_layer, encode_layer
 
 
 def L(entries: list[TarEntry], whiteouts: tuple[str, ...] = (), opaque: tuple[str, ...] = ()) -> LayerTar:
@@ -161,3 +162,23 @@ def test_waste_and_efficiency(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1] == "image: 17 bytes stored, 5 kept, 12 wasted; efficiency 29.4%"
     assert captured.err.splitlines() == ["cowspec: reading layer 1 of 2", "cowspec: reading layer 2 of 2"]
+
+
+def test_flatten_to_a_tar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[APPLY-1][TAR-4] ``--tar`` writes the same root filesystem, hardlinks as links."""
+    layers = [L([D("/d"), F("/d/a", b"data"), TarEntry("/d/b", "hardlink", link="/d/a")]), L([F("/e", b"e")])]
+    write_oci_layout(str(tmp_path / "oci"), [encode_layer(each) for each in layers])
+    assert main(["flatten", str(tmp_path / "oci")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert main(["flatten", "--tar", str(tmp_path / "root.tar"), str(tmp_path / "oci")]) == 0
+    written = (tmp_path / "root.tar").read_bytes()
+    assert rootfs_entries(flatten([decode_layer(written)])) == printed
+    with tarfile.open(tmp_path / "root.tar") as tar:
+        assert [(member.name, member.type) for member in tar] == [
+            ("d", tarfile.DIRTYPE),
+            ("d/a", tarfile.REGTYPE),
+            ("e", tarfile.REGTYPE),
+            ("d/b", tarfile.LNKTYPE),
+        ]
+    assert main(["flatten", "--tar", str(tmp_path / "missing" / "x.tar"), str(tmp_path / "oci")]) == 2
+    assert "cannot write" in capsys.readouterr().err

@@ -118,17 +118,28 @@ def command_check(arguments: argparse.Namespace) -> int:
 
 
 def command_flatten(arguments: argparse.Namespace) -> int:
-    from cowspec.apply import ApplyOptions, flatten, rootfs_entries
+    from cowspec.apply import ApplyOptions, flatten, rootfs_entries, rootfs_layer
+    from cowspec.layer_tar import encode_layer
 
     from .images import read_image
 
     options = ApplyOptions(implied_parents=arguments.implied_parents, under_symlink=arguments.under_symlink)
     try:
-        layers = read_image(arguments.image)
+        layers = read_image(arguments.image, keep_data=arguments.tar is not None)
     except SpecError as error:
         print(f"cowspec: {error}", file=sys.stderr)
         return EXIT_REJECTED
-    emit(rootfs_entries(flatten([each.layer for each in layers], options)))
+    rootfs = flatten([each.layer for each in layers], options)
+    if arguments.tar is None:
+        emit(rootfs_entries(rootfs))
+        return 0
+    archive = encode_layer(rootfs_layer(rootfs))
+    try:
+        with open(arguments.tar, "wb") as handle:
+            handle.write(archive)
+    except OSError as error:
+        print(f"cowspec: cannot write {arguments.tar}: {error.strerror}", file=sys.stderr)
+        return EXIT_REJECTED
     return 0
 
 
@@ -253,6 +264,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
     sub.add_argument("--implied-parents", choices=("keep", "default"), default="keep")
     sub.add_argument("--under-symlink", choices=("replace", "follow"), default="replace")
+    sub.add_argument("--tar", metavar="OUT", help="write the root filesystem as a tar (file bytes are held in memory)")
     sub.set_defaults(handler=command_flatten, driver="")
     sub = commands.add_parser("layers", help="each layer's DiffID, ChainID, size, adds, changes and deletes")
     sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")

@@ -43,6 +43,7 @@ class _Source:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.keep_data = False
         self.tar: tarfile.TarFile | None = None
         if os.path.isdir(path):
             return
@@ -124,12 +125,14 @@ def _string_list(value: object, where: str) -> list[str]:
 Progress = Callable[[int, int], None]
 
 
-def read_image(path: str, on_layer: Progress | None = None) -> list[ImageLayer]:
+def read_image(path: str, on_layer: Progress | None = None, keep_data: bool = False) -> list[ImageLayer]:
     """The checked layers of the image at ``path``, bottom first.
 
-    ``on_layer(index, count)`` is called before each layer is read.
+    ``on_layer(index, count)`` is called before each layer is read. File
+    bytes are hashed and dropped unless ``keep_data`` asks to keep them.
     """
     source = _Source(path)
+    source.keep_data = keep_data
     if source.has(OCI_INDEX):
         return _read_oci(source, on_layer)
     if source.has(DOCKER_MANIFEST):
@@ -191,7 +194,9 @@ def _decompressing(raw: _Hashing, media_type: str, where: str) -> Callable[[int]
     raise SpecError(f"{where}: unknown layer media type {media_type!r} [IDENTITY-3]")
 
 
-def read_layer(stream: BinaryIO, media_type: str, where: str, blob_digest: str | None) -> tuple[str, int, LayerTar]:
+def read_layer(
+    stream: BinaryIO, media_type: str, where: str, blob_digest: str | None, keep_data: bool = False
+) -> tuple[str, int, LayerTar]:
     """Stream one layer blob: its DiffID, its uncompressed size and its value.
 
     The blob is read once: hashed as it is (against ``blob_digest``, when
@@ -202,7 +207,7 @@ def read_layer(stream: BinaryIO, media_type: str, where: str, blob_digest: str |
     # An uncompressed blob's digest is its DiffID: hash it once.
     plain = raw if media_type in PLAIN_TYPES else _Hashing(_decompressing(raw, media_type, where))
     try:
-        layer = decode_layer_stream(plain.read)
+        layer = decode_layer_stream(plain.read, keep_data)
         plain.drain()
         raw.drain()
     except SpecError as error:
@@ -232,7 +237,8 @@ def _layers(
     for index, (name, media_type, blob_digest) in enumerate(streams):
         if on_layer is not None:
             on_layer(index, len(streams))
-        found, size, layer = read_layer(source.open(name), media_type, f"{source.path}: layer {index}", blob_digest)
+        where = f"{source.path}: layer {index}"
+        found, size, layer = read_layer(source.open(name), media_type, where, blob_digest, source.keep_data)
         if found != expected[index]:
             raise SpecError(f"{source.path}: layer {index} has DiffID {found}, the config says {expected[index]}")
         read.append((found, size, layer, media_type))

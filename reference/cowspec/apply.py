@@ -83,6 +83,8 @@ class Rootfs:
     entries: tuple[TarEntry, ...]
     root: TarEntry = IMPLIED
     nlink: tuple[tuple[str, int], ...] = ()
+    inode: tuple[tuple[str, int], ...] = ()
+    """Each non-directory's inode number: names that share one are hardlinks."""
 
 
 class _Tree:
@@ -255,7 +257,30 @@ def flatten_with_stats(
         (entry for path, entry in tree.entries.items() if path != ROOT), key=lambda e: canonical_key(e.path)
     )
     links = tuple((entry.path, counts[tree.group[entry.path]]) for entry in entries if entry.kind != "dir")
-    return Rootfs(tuple(entries), tree.entries[ROOT], links), stats
+    inodes = tuple((entry.path, tree.group[entry.path]) for entry in entries if entry.kind != "dir")
+    return Rootfs(tuple(entries), tree.entries[ROOT], links, inodes), stats
+
+
+def rootfs_layer(rootfs: Rootfs) -> LayerTar:
+    """The root filesystem as one layer (no markers): what ``flatten --tar`` writes [APPLY-1].
+
+    Of the names of one inode, the first in path order is the file and the
+    others are hardlinks to it.
+    """
+    inode = dict(rootfs.inode)
+    first: dict[int, str] = {}
+    entries: list[TarEntry] = []
+    for entry in rootfs.entries:
+        if entry.kind == "dir":
+            entries.append(entry)
+            continue
+        number = inode[entry.path]
+        if number in first:
+            entries.append(TarEntry(entry.path, "hardlink", link=first[number]))
+        else:
+            first[number] = entry.path
+            entries.append(entry)
+    return LayerTar(tuple(entries))
 
 
 def rootfs_entries(rootfs: Rootfs) -> list[dict[str, object]]:
