@@ -13,6 +13,7 @@ import os
 import tarfile
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -153,12 +154,17 @@ class _Hashing:
         self.count = 0
         self._buffer = b""
         self._position = 0
+        # hashlib lets go of the GIL on large updates: hash on a second
+        # thread while the parser works on this one. One worker keeps order.
+        self._hasher = ThreadPoolExecutor(max_workers=1)
+        self._pending: list[Future[None]] = []
 
     def _fill(self) -> bool:
         chunk = self._read(CHUNK)
         if not chunk:
             return False
-        self.digest.update(chunk)
+        self._pending = [each for each in self._pending if not each.done()]
+        self._pending.append(self._hasher.submit(self.digest.update, chunk))
         self.count += len(chunk)
         self._buffer = self._buffer[self._position :] + chunk
         self._position = 0
@@ -180,7 +186,15 @@ class _Hashing:
         while self._fill():
             self._buffer, self._position = b"", 0
 
+    def close(self) -> None:
+        """Finish hashing and stop the hashing thread."""
+        self._hasher.shutdown(wait=True)
+        for each in self._pending:
+            each.result()
+        self._pending = []
+
     def name(self) -> str:
+        self.close()
         return "sha256:" + self.digest.hexdigest()
 
 
@@ -215,6 +229,8 @@ def read_layer(
     except (OSError, EOFError, zlib.error, zstandard.ZstdError) as error:
         raise SpecError(f"{where}: corrupt compressed data ({error}) [IDENTITY-3]") from None
     finally:
+        plain.close()
+        raw.close()
         stream.close()
     if blob_digest is not None and raw.name() != blob_digest:
         raise SpecError(f"{where}: blob does not match its digest {blob_digest} (got {raw.name()})")

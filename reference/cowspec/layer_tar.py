@@ -30,6 +30,7 @@ from .paths import ROOT, name_of, parent_of
 Kind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo"]
 BLOCK = 512
 ZERO_BLOCK = b"\0" * BLOCK
+NO_DEVICE = (0, 0)
 CHUNK = 1 << 20
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -112,11 +113,8 @@ def _number(field: bytes, what: str, where: str) -> int:
     if field and field[0] & 0x80:
         value = int.from_bytes(field, "big") - (1 << (8 * len(field) - 1))
         return value
-    text = field.split(b"\0", 1)[0].strip(b" \0")
-    if not text:
-        return 0
     try:
-        return int(text, 8)
+        return int(field.partition(b"\0")[0].strip() or b"0", 8)
     except ValueError:
         raise SpecError(f"{where}: header field {what} is not a number (corrupt archive) [TAR-3]") from None
 
@@ -171,8 +169,8 @@ def _checksum_ok(header: bytes) -> bool:
         expected = int(stored, 8)
     except ValueError:
         return False
-    computed = sum(header[:148]) + 8 * 32 + sum(header[156:])
-    return computed == expected
+    # The checksum counts its own field as eight spaces.
+    return sum(header) - sum(header[148:156]) + 8 * 32 == expected
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,25 +288,30 @@ def iter_members(read: Reader, keep_data: bool = True) -> Iterator[_Member]:
         mtime = _number(header[136:148], "mtime", where) * 1_000_000_000
         if "mtime" in pending:
             mtime = _pax_time(pending["mtime"], where)
-        xattrs = tuple(
-            sorted(
-                (key[len("SCHILY.xattr.") :], value)
-                for key, value in pending.items()
-                if key.startswith("SCHILY.xattr.")
+        xattrs: tuple[tuple[str, bytes], ...] = ()
+        if pending:
+            xattrs = tuple(
+                sorted(
+                    (key[len("SCHILY.xattr.") :], value)
+                    for key, value in pending.items()
+                    if key.startswith("SCHILY.xattr.")
+                )
             )
-        )
+        device = NO_DEVICE
+        if kind in ("char", "block"):
+            device = (_number(header[329:337], "devmajor", where), _number(header[337:345], "devminor", where))
         yield _Member(
-            name=name,
-            kind=kind,
-            mode=_number(header[100:108], "mode", where) & 0o7777,
-            uid=uid if uid is not None else _number(header[108:116], "uid", where),
-            gid=gid if gid is not None else _number(header[116:124], "gid", where),
-            mtime=mtime,
-            data=body if kind == "file" else b"",
-            link=link,
-            device=(_number(header[329:337], "devmajor", where), _number(header[337:345], "devminor", where)),
-            xattrs=xattrs,
-            content=content,
+            name,
+            kind,
+            _number(header[100:108], "mode", where) & 0o7777,
+            uid if uid is not None else _number(header[108:116], "uid", where),
+            gid if gid is not None else _number(header[116:124], "gid", where),
+            mtime,
+            body if kind == "file" else b"",
+            link,
+            device,
+            xattrs,
+            content,
         )
         count += 1
         pending, long_name, long_link = {}, None, None
