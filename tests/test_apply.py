@@ -9,7 +9,7 @@ import pytest
 from cowcheck.cli import main
 from cowcheck.images import docker_archive, write_oci_layout
 from cowspec.apply import DEFAULTS, ApplyOptions, flatten, flatten_with_stats, rootfs_entries
-from cowspec.identity import chain_ids, diff_id
+from cowspec.identity import chain_ids, diff_id, digest
 from cowspec.layer_tar import LayerTar, TarEntry, decode_layer, encode_layer
 
 
@@ -146,6 +146,19 @@ def test_images_are_verified(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert err.count("\n") == 1 and "not an image directory or tarball" in err
     assert main(["flatten", str(tmp_path / "nothing")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+    odd = tmp_path / "odd"
+    write_oci_layout(str(odd), [encode_layer(each) for each in IMAGE], gzipped=False)
+    index = json.loads((odd / "index.json").read_text())
+    manifest_path = odd / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads(manifest_path.read_text())
+    manifest["layers"][0]["mediaType"] = "application/x-unknown"
+    manifest_bytes = json.dumps(manifest).encode()
+    new_digest = digest(manifest_bytes)
+    (odd / "blobs" / "sha256" / new_digest.split(":")[1]).write_bytes(manifest_bytes)
+    index["manifests"][0]["digest"] = new_digest
+    (odd / "index.json").write_text(json.dumps(index))
+    assert main(["layers", str(odd)]) == 2
+    assert "unknown layer media type 'application/x-unknown'" in capsys.readouterr().err
 
 
 def test_waste_and_efficiency(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -217,10 +217,11 @@ def read_layer(
     given), decompressed, hashed again (the DiffID) and parsed on the way,
     file bytes hashed and dropped. Nothing of it is kept but the entries.
     """
-    raw = _Hashing(stream.read)
-    # An uncompressed blob's digest is its DiffID: hash it once.
-    plain = raw if media_type in PLAIN_TYPES else _Hashing(_decompressing(raw, media_type, where))
+    raw = plain = _Hashing(stream.read)
     try:
+        # An uncompressed blob's digest is its DiffID: hash it once.
+        if media_type not in PLAIN_TYPES:
+            plain = _Hashing(_decompressing(raw, media_type, where))
         layer = decode_layer_stream(plain.read, keep_data)
         plain.drain()
         raw.drain()
