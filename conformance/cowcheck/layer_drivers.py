@@ -10,7 +10,9 @@ and returns either the root filesystem as entries in the shape of
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,6 +69,32 @@ def export_entries(exported: bytes) -> Entries:
     return rootfs_entries(flatten([decode_layer(exported)]))
 
 
+Tool = Callable[..., subprocess.CompletedProcess[bytes]]
+
+
+def load_create_export(tool: Tool, archives: list[bytes], tag: str) -> Answer:
+    """Load ``archives`` as image ``tag``, create a container, export it, clean up.
+
+    The same four commands for Docker and podman, whose clients agree on them.
+    """
+    loaded = tool("load", stdin=docker_archive(archives, tag))
+    if loaded.returncode != 0:
+        return Refused(first_line(loaded.stderr))
+    created = tool("create", "--network", "none", tag, "/none")
+    if created.returncode != 0:
+        tool("rmi", tag)
+        return Refused(first_line(created.stderr))
+    container = created.stdout.decode().strip().splitlines()[-1]
+    try:
+        exported = tool("export", container)
+        if exported.returncode != 0:
+            return Refused(first_line(exported.stderr))
+        return export_entries(exported.stdout)
+    finally:
+        tool("rm", container)
+        tool("rmi", tag)
+
+
 class DockerLayers:
     """``docker load`` of a ``docker save`` tarball, ``docker create``, ``docker export``.
 
@@ -82,22 +110,10 @@ class DockerLayers:
 
     def flatten(self, archives: list[bytes]) -> Answer:
         self.count += 1
-        tag = f"cowspec/matrix:{self.count}"
-        loaded = self.engine.docker("load", stdin=docker_archive(archives, tag))
-        if loaded.returncode != 0:
-            return Refused(first_line(loaded.stderr))
-        created = self.engine.docker("create", "--network", "none", tag, "/none")
-        if created.returncode != 0:
-            return Refused(first_line(created.stderr))
-        container = created.stdout.decode().strip()
-        try:
-            exported = self.engine.docker("export", container)
-            if exported.returncode != 0:
-                return Refused(first_line(exported.stderr))
-            return [entry for entry in export_entries(exported.stdout) if entry["path"] not in DOCKER_INIT]
-        finally:
-            self.engine.docker("rm", container)
-            self.engine.docker("rmi", tag)
+        answer = load_create_export(self.engine.docker, archives, f"cowspec/matrix:{self.count}")
+        if isinstance(answer, Refused):
+            return answer
+        return [entry for entry in answer if entry["path"] not in DOCKER_INIT]
 
 
 class PodmanLayers:
@@ -111,22 +127,7 @@ class PodmanLayers:
 
     def flatten(self, archives: list[bytes]) -> Answer:
         self.count += 1
-        tag = f"localhost/cowspec/matrix:{self.count}"
-        loaded = self.engine.command("load", stdin=docker_archive(archives, tag))
-        if loaded.returncode != 0:
-            return Refused(first_line(loaded.stderr))
-        created = self.engine.command("create", "--network", "none", tag, "/none")
-        if created.returncode != 0:
-            return Refused(first_line(created.stderr))
-        container = created.stdout.decode().strip().splitlines()[-1]
-        try:
-            exported = self.engine.command("export", container)
-            if exported.returncode != 0:
-                return Refused(first_line(exported.stderr))
-            return export_entries(exported.stdout)
-        finally:
-            self.engine.command("rm", container)
-            self.engine.command("rmi", tag)
+        return load_create_export(self.engine.command, archives, f"localhost/cowspec/matrix:{self.count}")
 
 
 class UmociLayers:
