@@ -13,9 +13,11 @@ from cowcheck.driver import DriverUnavailable
 from cowcheck.engines import Dockerd
 from cowcheck.images import read_image
 from cowspec.commit import commit
+from cowspec.diff import Change, docker_diff
 from cowspec.layer_tar import LayerTar
 from cowspec.oracle import run_model
 from cowspec.paths import ROOT
+from cowspec.stack import Container
 from cowspec.trace import decode_trace
 
 from .support import d, f, op
@@ -41,11 +43,41 @@ STEPS = [
 ]
 
 
-def model_commit() -> LayerTar:
+def model_container() -> Container:
     trace = decode_trace({"format": "cowspec-trace/1", "layers": [BASE], "ops": [step for _, step in STEPS]})
     outcomes, container = run_model(trace)
     assert all(not isinstance(each, str) for each in outcomes), outcomes
-    return commit(container)
+    return container
+
+
+def model_commit() -> LayerTar:
+    return commit(model_container())
+
+
+def test_docker_diff_in_the_model() -> None:
+    """[DIFF-1][DIFF-2] A, C, D by Docker's rules; a chmod alone is C, a rename over nothing is D and A."""
+    changes = {(change.kind, change.path, change.certain) for change in docker_diff(model_container())}
+    assert changes == {
+        ("C", "/data", True), ("C", "/data/gone", True), ("D", "/data/gone/b", True), ("C", "/data/keep", True),
+        ("C", "/data/keep/a", True), ("C", "/data/keep/b", True), ("D", "/data/keep/c", True),
+        ("A", "/data/new", True), ("A", "/data/new/c", True), ("A", "/data/new/empty", True),
+        ("A", "/data/new/hard", True), ("A", "/data/new/sym", True),
+    }  # fmt: skip
+
+
+def test_docker_diff_renamed_over_and_copied_in_place() -> None:
+    """[DIFF-2] A file renamed over another: C only if the real mtimes differ; a copy-up in place: nothing."""
+    trace = decode_trace(
+        {
+            "format": "cowspec-trace/1",
+            "layers": [[d("/x"), f("/x/a", "same"), f("/x/b", "same"), f("/x/c", "c")]],
+            "ops": [op("rename", src="/x/a", dst="/x/b"), op("open", path="/x/c", flags="w")],
+        }
+    )
+    _, container = run_model(trace)
+    assert docker_diff(container) == (
+        Change("C", "/x"), Change("D", "/x/a"), Change("C", "/x/b", certain=False),
+    )  # fmt: skip
 
 
 def shape(layer: LayerTar) -> tuple[list[tuple[object, ...]], frozenset[str], frozenset[str]]:
@@ -85,7 +117,7 @@ def test_commit_archives_the_writable_layer() -> None:
 
 
 def test_commit_equals_docker_commit(tmp_path: Path) -> None:
-    """[COMMIT-1] The same steps in a real container: ``docker commit`` gives the model's layer."""
+    """[COMMIT-1][DIFF-1] The same steps in a real container: ``docker commit`` and ``docker diff`` agree."""
     busybox = shutil.which("busybox") or "/bin/busybox"
     if not os.path.exists(busybox):
         if os.environ.get("CI") == "true":
@@ -113,6 +145,8 @@ def test_commit_equals_docker_commit(tmp_path: Path) -> None:
             ran = docker.docker("run", "--name", "cowspec-commit", "--network", "none", "cowspec/commit-base:1",
                                 "/bin/busybox", "sh", "-c", script)  # fmt: skip
             assert ran.returncode == 0, ran.stderr.decode()
+            diffed = docker.docker("diff", "cowspec-commit")
+            assert diffed.returncode == 0
             assert docker.docker("commit", "cowspec-commit", "cowspec/committed:1").returncode == 0
             saved = tmp_path / "committed.tar"
             assert docker.docker("save", "-o", str(saved), "cowspec/committed:1").returncode == 0
@@ -126,3 +160,10 @@ def test_commit_equals_docker_commit(tmp_path: Path) -> None:
     theirs = layers[-1].layer
     ours = model_commit()
     assert shape(theirs) == shape(ours)
+    # docker diff of the same container [DIFF-1][DIFF-2]
+    reported = {tuple(line.split(" ", 1)) for line in diffed.stdout.decode().splitlines() if line.strip()}
+    allowed = docker_diff(model_container())
+    certain = {(change.kind, change.path) for change in allowed if change.certain}
+    possible = {(change.kind, change.path) for change in allowed}
+    assert certain <= reported <= possible, (sorted(reported), allowed)
+    assert len(reported) == 12

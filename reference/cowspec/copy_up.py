@@ -57,7 +57,7 @@ def copy_up(container: Container, found: Found) -> tuple[Container, Found]:
         container = replace(container, upper=upper)
         return container, Found(found.path, copied, stack)
     inode = inode_of(container, found)
-    upper = new_name(container.upper, found.path, replace(inode, nlink=1))
+    upper = new_name(container.upper, found.path, replace(inode, nlink=1, origin=found.path))
     container = replace(container, upper=upper)
     name = upper.get(found.path)
     assert isinstance(name, Name)

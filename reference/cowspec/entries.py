@@ -64,6 +64,10 @@ class FileInode:
     uid: int
     gid: int
     nlink: int = 1
+    touched: bool = False
+    """The file's data was written since it came from its layer (its mtime moved)."""
+    origin: str | None = None
+    """For a copy-up, the path it was copied from [DIFF-2]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,8 @@ class SymlinkInode:
     uid: int
     gid: int
     nlink: int = 1
+    touched: bool = False
+    origin: str | None = None
 
 
 Inode = FileInode | SymlinkInode

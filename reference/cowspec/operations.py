@@ -151,7 +151,7 @@ def do_create(container: Container, op: Create) -> Transition:
     container = copy_up_parents(container, point.path)
     # APPLY
     mode, gid = inherited(point.parent, op.mode & 0o7777, is_dir=False)
-    upper = new_name(container.upper, point.path, FileInode(b"", mode, 0, gid))
+    upper = new_name(container.upper, point.path, FileInode(b"", mode, 0, gid, touched=True))
     return done(replace(container, upper=upper))
 
 
@@ -176,7 +176,7 @@ def do_write(container: Container, op: Write) -> Transition:
         if not op.data:
             return inode  # writing nothing extends nothing, whatever the offset
         data = inode.data.ljust(op.offset, b"\0")
-        return replace(inode, data=data[: op.offset] + op.data + data[op.offset + len(op.data) :])
+        return replace(inode, data=data[: op.offset] + op.data + data[op.offset + len(op.data) :], touched=True)
 
     return done(change_file(container, found, written))
 
@@ -187,7 +187,13 @@ def do_append(container: Container, op: Append) -> Transition:
     if isinstance(opened, str):
         return failed(container, opened)
     container, found = opened
-    return done(change_file(container, found, lambda inode: replace(inode, data=inode.data + op.data)))
+    return done(
+        change_file(
+            container,
+            found,
+            lambda inode: replace(inode, data=inode.data + op.data, touched=inode.touched or bool(op.data)),
+        )
+    )
 
 
 def do_truncate(container: Container, op: Truncate) -> Transition:
@@ -202,7 +208,7 @@ def do_truncate(container: Container, op: Truncate) -> Transition:
 
     # APPLY
     def cut(inode: FileInode) -> FileInode:
-        return replace(inode, data=inode.data[: op.size].ljust(op.size, b"\0"))
+        return replace(inode, data=inode.data[: op.size].ljust(op.size, b"\0"), touched=True)
 
     return done(change_file(container, found, cut))
 
@@ -319,7 +325,7 @@ def do_symlink(container: Container, op: Symlink) -> Transition:
         return failed(container, point)
     container = copy_up_parents(container, point.path)
     _, gid = inherited(point.parent, 0, is_dir=False)
-    upper = new_name(container.upper, point.path, SymlinkInode(op.target, 0, gid))
+    upper = new_name(container.upper, point.path, SymlinkInode(op.target, 0, gid, touched=True))
     return done(replace(container, upper=upper))
 
 
