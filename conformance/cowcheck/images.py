@@ -60,7 +60,7 @@ class _Source:
             if self.tar is None:
                 with open(os.path.join(self.path, name), "rb") as handle:
                     return handle.read()
-            member = self.tar.extractfile(name.lstrip("./") if name.startswith("./") else name)
+            member = self.tar.extractfile(name.removeprefix("./"))
             if member is None:
                 raise KeyError(name)
             return member.read()
@@ -74,7 +74,7 @@ class _Source:
         try:
             if self.tar is None:
                 return open(os.path.join(self.path, name), "rb")
-            member = self.tar.extractfile(name)
+            member = self.tar.extractfile(name.removeprefix("./"))
             if member is None:
                 raise KeyError(name)
             return cast(BinaryIO, member)

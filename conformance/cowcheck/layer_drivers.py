@@ -127,7 +127,10 @@ class PodmanLayers:
 
     def flatten(self, archives: list[bytes]) -> Answer:
         self.count += 1
-        return load_create_export(self.engine.command, archives, f"localhost/cowspec/matrix:{self.count}")
+        answer = load_create_export(self.engine.command, archives, f"localhost/cowspec/matrix:{self.count}")
+        if isinstance(answer, Refused):
+            return Refused(answer.reason.replace(self.engine.base, "<storage>"))
+        return answer
 
 
 class UmociLayers:
@@ -144,7 +147,7 @@ class UmociLayers:
             write_oci_layout(os.path.join(work, "image"), archives, tag="t")
             done = run([self.umoci, "unpack", "--image", os.path.join(work, "image") + ":t", os.path.join(work, "b")])
             if done.returncode != 0:
-                return Refused(first_line(done.stderr))
+                return Refused(first_line(done.stderr).replace(work, "<work>"))
             rootfs = os.path.join(work, "b", "rootfs")
             entries = tree(rootfs, upper=False)
             for entry in entries:
