@@ -1,5 +1,7 @@
 """Chapter 3: the layer stack, lookup and readdir."""
 
+import pytest
+
 from .support import OK, Scenario, d, err, f, op, paths, s, scenario_tests, val, w
 
 
@@ -73,5 +75,16 @@ SCENARIOS = [
         results=[val(["a"]), OK, val(["a", "n"])],
     ),
 ]
+
+SCENARIOS.append(
+    Scenario(
+        "no-layers-is-one-empty-layer",
+        "[LOOKUP-4][RENAME-5]",
+        [],
+        [op("mkdir", path="/a", mode=0o755), op("rename", src="/a", dst="/b"), op("readdir", path="/")],
+        results=[OK, OK, val(["b"])],
+        then=lambda result: None if result["upper"][0]["opaque"] is True else pytest.fail(str(result["upper"])),
+    )
+)
 
 test_model, test_kernel = scenario_tests(SCENARIOS)

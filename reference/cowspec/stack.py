@@ -48,8 +48,13 @@ class Container:
 
 
 def new_container(lowers: tuple[Layer, ...], features: Features = DOCKER_OVERLAY2) -> Container:
-    """A container over ``lowers`` (bottom first) with an empty writable layer."""
-    return Container(lowers=lowers, upper=empty_layer(), features=features)
+    """A container over ``lowers`` (bottom first) with an empty writable layer.
+
+    An empty stack stands for one empty image layer: overlayfs needs a lower
+    directory, and a Docker container always has its init layer below it,
+    so the root is always a merged directory [LOOKUP-4].
+    """
+    return Container(lowers=lowers or (empty_layer(),), upper=empty_layer(), features=features)
 
 
 @dataclass(frozen=True, slots=True)
