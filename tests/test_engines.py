@@ -18,10 +18,12 @@ import pytest
 from cowcheck.cli import main
 from cowcheck.driver import DriverUnavailable
 from cowcheck.engines import Dockerd, Podman, need
-from cowcheck.images import read_image
+from cowcheck.images import read_image, write_oci_layout
+from cowcheck.kernel_overlay import tree
 from cowcheck.layer_drivers import DOCKER_INIT, DockerLayers, PodmanLayers, Spec, UmociLayers, export_entries
 from cowcheck.matrix import CASES, run_matrix
 from cowspec.apply import flatten, rootfs_entries
+from cowspec.layer_tar import LayerTar, TarEntry, encode_layer
 
 
 def unavailable(reason: str) -> None:
@@ -132,3 +134,32 @@ def test_flatten_equals_docker_export_of_a_built_image(
     assert main(["layers", str(saved)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1 + 3
     need("dockerd")
+
+
+def test_umoci_repack_round_trip(tmp_path: Path) -> None:
+    """[APPLY-1][APPLY-3][TAR-1] umoci unpack, change the rootfs, umoci repack: cowspec flatten gives the rootfs."""
+    try:
+        umoci = need("umoci")
+    except DriverUnavailable as error:
+        unavailable(str(error))
+    layer = LayerTar(
+        (
+            TarEntry("/a", "dir", 0o755), TarEntry("/a/f", "file", data=b"1"), TarEntry("/a/g", "file", data=b"2"),
+            TarEntry("/d", "dir", 0o755), TarEntry("/d/x", "file", data=b"x"), TarEntry("/h", "file", data=b"h"),
+        )
+    )  # fmt: skip
+    image, bundle = tmp_path / "oci", tmp_path / "bundle"
+    write_oci_layout(str(image), [encode_layer(layer)], tag="t")
+    assert subprocess.run([umoci, "unpack", "--image", f"{image}:t", str(bundle)], check=False).returncode == 0
+    rootfs = bundle / "rootfs"
+    (rootfs / "a" / "f").unlink()
+    shutil.rmtree(rootfs / "d")
+    (rootfs / "d").symlink_to("a")
+    (rootfs / "a" / "n").write_bytes(b"new\n")
+    (rootfs / "a").chmod(0o700)
+    os.link(rootfs / "h", rootfs / "a" / "h2")
+    expected = tree(str(rootfs), upper=False)
+    assert subprocess.run([umoci, "repack", "--image", f"{image}:t", str(bundle)], check=False).returncode == 0
+    layers = read_image(str(image))
+    assert len(layers) == 2 and "/a/f" in layers[1].layer.whiteouts
+    assert rootfs_entries(flatten([each.layer for each in layers])) == expected
