@@ -1,0 +1,206 @@
+"""The store: images and containers sharing layers, and what Docker reports of them.
+
+A store holds layers keyed by ChainID, each stored once however many images
+and containers stand on it [STORE-1]; images, each a list of DiffIDs and a
+history whose rows either made a layer or only changed metadata
+(``empty_layer``) [STORE-2]; and containers, each an image and its own
+writable layer (the filesystem-level model of chapters 1 to 9) [STORE-3].
+Reference counts are not kept: they are derived from the images and
+containers, so they cannot drift.
+
+The figures are Docker's (research notes, section 2.3) [STORE-4]:
+
+- a layer's own size (``DiffSize``) is SIZE-1 over what the layer holds;
+- an image's size is the sum of its chain's own sizes;
+- a container's SIZE is its writable layer's size, its virtual size that
+  plus its image's size (SIZE-2, SIZE-3);
+- ``docker history`` gives each row that made a layer that layer's own size,
+  and 0 to the others, newest first;
+- ``docker system df`` counts a layer as shared when more than one image's
+  chain holds it.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from pyrsistent import pmap
+from pyrsistent.typing import PMap
+
+from .errors import SpecError
+from .identity import chain_ids
+from .layers import Layer
+from .sizes import layer_size
+from .stack import Container, new_container
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLayer:
+    """One layer of the store: its identity, its parent's, its content."""
+
+    chain_id: str
+    diff_id: str
+    parent: str | None
+    content: Layer
+
+    @property
+    def size(self) -> int:
+        """``DiffSize``: the layer's own apparent bytes [SIZE-1]."""
+        return layer_size(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """A row of an image's history; ``empty_layer`` rows made no layer [STORE-2]."""
+
+    created_by: str
+    empty_layer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image: its layers by DiffID, bottom first, and its history."""
+
+    name: str
+    diff_ids: tuple[str, ...]
+    history: tuple[HistoryRow, ...]
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The ChainID of each prefix of the image's layers [IDENTITY-2]."""
+        return tuple(chain_ids(list(self.diff_ids)))
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRecord:
+    """A container: the image it was made from and its filesystem."""
+
+    name: str
+    image: str
+    filesystem: Container
+
+
+NO_LAYERS: PMap[str, StoredLayer] = pmap()
+NO_IMAGES: PMap[str, Image] = pmap()
+NO_CONTAINERS: PMap[str, ContainerRecord] = pmap()
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Layers by ChainID, images and containers by name."""
+
+    layers: PMap[str, StoredLayer] = NO_LAYERS
+    images: PMap[str, Image] = NO_IMAGES
+    containers: PMap[str, ContainerRecord] = NO_CONTAINERS
+
+
+def load(store: Store, image: Image, contents: Iterable[Layer]) -> Store:
+    """``store`` with ``image`` and the layers it needs; known ChainIDs are reused [STORE-1]."""
+    contents = tuple(contents)
+    if len(contents) != len(image.diff_ids):
+        raise SpecError(f"image {image.name}: {len(image.diff_ids)} DiffIDs but {len(contents)} layers")
+    if sum(not row.empty_layer for row in image.history) != len(image.diff_ids):
+        raise SpecError(f"image {image.name}: history rows that made a layer do not match its layers [STORE-2]")
+    layers = store.layers
+    parent: str | None = None
+    for chain, diff, content in zip(image.chain, image.diff_ids, contents, strict=True):
+        if chain not in layers:
+            layers = layers.set(chain, StoredLayer(chain, diff, parent, content))
+        parent = chain
+    return replace(store, layers=layers, images=store.images.set(image.name, image))
+
+
+def create(store: Store, name: str, image_name: str) -> Store:
+    """``store`` with a new container on ``image_name``: only a writable layer is made [STORE-3]."""
+    image = store.images.get(image_name)
+    if image is None:
+        raise SpecError(f"no image {image_name!r}")
+    if name in store.containers:
+        raise SpecError(f"a container {name!r} exists already")
+    lowers = tuple(store.layers[chain].content for chain in image.chain)
+    return replace(
+        store, containers=store.containers.set(name, ContainerRecord(name, image_name, new_container(lowers)))
+    )
+
+
+def with_filesystem(store: Store, name: str, filesystem: Container) -> Store:
+    """``store`` with container ``name``'s filesystem after some ops."""
+    record = store.containers[name]
+    return replace(store, containers=store.containers.set(name, replace(record, filesystem=filesystem)))
+
+
+def remove_container(store: Store, name: str) -> Store:
+    """``docker rm``: the writable layer goes; the image stays [STORE-3]."""
+    return replace(store, containers=store.containers.discard(name))
+
+
+def held_chains(store: Store) -> frozenset[str]:
+    """Every ChainID some image or some container's image still stands on [STORE-1]."""
+    held: set[str] = set()
+    for image in store.images.values():
+        held.update(image.chain)
+    return frozenset(held)
+
+
+def remove_image(store: Store, name: str) -> Store:
+    """``docker rmi``: refused while a container uses the image; layers no one holds are freed [STORE-1]."""
+    if any(record.image == name for record in store.containers.values()):
+        raise SpecError(f"image {name!r} is used by a container")
+    images = store.images.discard(name)
+    kept = held_chains(replace(store, images=images))
+    layers = pmap({chain: layer for chain, layer in store.layers.items() if chain in kept})
+    return replace(store, images=images, layers=layers)
+
+
+def image_size(store: Store, name: str) -> int:
+    """An image's size: its chain's own sizes added up [STORE-4]."""
+    return sum(store.layers[chain].size for chain in store.images[name].chain)
+
+
+def container_size(store: Store, name: str) -> tuple[int, int]:
+    """A container's SIZE and virtual size [STORE-4][SIZE-2][SIZE-3]."""
+    record = store.containers[name]
+    size = layer_size(record.filesystem.upper)
+    return size, size + image_size(store, record.image)
+
+
+def history(store: Store, name: str) -> list[tuple[str, int]]:
+    """``docker history``: (created_by, size) per row, newest first [STORE-4]."""
+    image = store.images[name]
+    chain = iter(image.chain)
+    rows = [(row.created_by, 0 if row.empty_layer else store.layers[next(chain)].size) for row in image.history]
+    return list(reversed(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class ImageUsage:
+    """A row of ``docker system df -v``'s images."""
+
+    name: str
+    size: int
+    shared: int
+    containers: int
+
+    @property
+    def unique(self) -> int:
+        return self.size - self.shared
+
+
+def system_df(store: Store) -> tuple[list[ImageUsage], int, int]:
+    """Per image usage, the images' total and what is reclaimable [STORE-4].
+
+    A layer is shared when the chains of more than one image hold it. The
+    total counts every layer some image holds once; reclaimable adds up
+    the unique size of the images no container uses.
+    """
+    references: dict[str, int] = {}
+    for image in store.images.values():
+        for chain in image.chain:
+            references[chain] = references.get(chain, 0) + 1
+    usage = []
+    for image in store.images.values():
+        shared = sum(store.layers[chain].size for chain in image.chain if references[chain] > 1)
+        users = sum(record.image == image.name for record in store.containers.values())
+        usage.append(ImageUsage(image.name, image_size(store, image.name), shared, users))
+    total = sum(store.layers[chain].size for chain in references)
+    reclaimable = sum(each.unique for each in usage if each.containers == 0)
+    return sorted(usage, key=lambda each: each.name), total, reclaimable

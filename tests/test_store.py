@@ -1,0 +1,96 @@
+"""Chapter 15: the store, after the seed's walk-through (acme/my-base-image, acme/my-final-image)."""
+
+import pytest
+
+from cowspec.errors import SpecError
+from cowspec.identity import digest
+from cowspec.layers import Layer
+from cowspec.operations import step
+from cowspec.ops import Write
+from cowspec.store import (
+    HistoryRow,
+    Image,
+    Store,
+    container_size,
+    create,
+    history,
+    image_size,
+    load,
+    remove_container,
+    remove_image,
+    system_df,
+    with_filesystem,
+)  # fmt: skip
+from cowspec.trace import LayerEntry, build_layer
+
+
+def layer(*files: tuple[str, int]) -> Layer:
+    return build_layer(tuple(LayerEntry(path, "file", 0o644, data=b"x" * size) for path, size in files), "layer")
+
+
+UBUNTU = [layer(("/bin/bash", 1000), ("/etc/os-release", 30)), layer(("/etc/apt/sources.list", 7)), layer()]
+APP = layer(("/app/hello.sh", 100))
+IDS = [digest(f"layer {index}".encode()) for index in range(4)]
+BASE = Image(
+    "acme/my-base-image:1.0",
+    tuple(IDS),
+    (HistoryRow("ADD file:ubuntu"), HistoryRow("RUN mkdir -p /run/systemd"), HistoryRow("RUN sed"),
+     HistoryRow('CMD ["/bin/bash"]', empty_layer=True), HistoryRow("COPY dir:app")),
+)  # fmt: skip
+FINAL = Image("acme/my-final-image:1.0", tuple(IDS), (*BASE.history, HistoryRow("CMD /app/hello.sh", empty_layer=True)))
+
+
+def seed_store() -> Store:
+    store = load(Store(), BASE, [*UBUNTU, APP])
+    return load(store, FINAL, [*UBUNTU, APP])
+
+
+def test_images_share_layers_by_chain_id() -> None:
+    """[STORE-1][STORE-2][IDENTITY-2] The final image adds only a history row: no layer is stored twice."""
+    store = seed_store()
+    assert len(store.layers) == 4
+    assert image_size(store, BASE.name) == image_size(store, FINAL.name) == 1000 + 30 + 7 + 100
+    other = Image("other:1", (IDS[3],), (HistoryRow("COPY dir:app"),))
+    assert len(load(store, other, [APP]).layers) == 5  # the same DiffID on another parent
+
+
+def test_history_rows() -> None:
+    """[STORE-2][STORE-4] Newest first; rows that made no layer are 0."""
+    assert history(seed_store(), FINAL.name) == [
+        ("CMD /app/hello.sh", 0), ("COPY dir:app", 100), ('CMD ["/bin/bash"]', 0), ("RUN sed", 0),
+        ("RUN mkdir -p /run/systemd", 7), ("ADD file:ubuntu", 1030),
+    ]  # fmt: skip
+    with pytest.raises(SpecError, match="history rows that made a layer"):
+        load(Store(), Image("bad:1", tuple(IDS[:1]), ()), [UBUNTU[0]])
+
+
+def test_five_containers_and_the_seed_formula() -> None:
+    """[STORE-3][STORE-4][SIZE-2][SIZE-3] Each container its own writable layer; the image counted once."""
+    store = seed_store()
+    for number in range(1, 6):
+        name = f"my_container_{number}"
+        store = create(store, name, FINAL.name)
+        filesystem = step(store.containers[name].filesystem, Write("/app/hello.sh", 0, b"Hi" * number)).container
+        store = with_filesystem(store, name, filesystem)
+    sizes = [container_size(store, f"my_container_{number}") for number in range(1, 6)]
+    assert [size for size, _ in sizes] == [100] * 5  # each copied hello.sh up whole
+    assert {virtual for _, virtual in sizes} == {100 + 1137}
+    total = sum(size for size, _ in sizes) + (sizes[0][1] - sizes[0][0])
+    assert total == 5 * 100 + 1137
+    usage, images_total, reclaimable = system_df(store)
+    assert [(each.name, each.size, each.shared, each.unique, each.containers) for each in usage] == [
+        (BASE.name, 1137, 1137, 0, 0), (FINAL.name, 1137, 1137, 0, 5),
+    ]  # fmt: skip
+    assert images_total == 1137 and reclaimable == 0
+
+
+def test_remove_and_free() -> None:
+    """[STORE-1][STORE-3] rm keeps the image; rmi frees what no image holds; a used image is refused."""
+    store = create(seed_store(), "c1", FINAL.name)
+    with pytest.raises(SpecError, match="used by a container"):
+        remove_image(store, FINAL.name)
+    store = remove_image(remove_container(store, "c1"), FINAL.name)
+    assert len(store.layers) == 4  # the base image still holds them all
+    assert len(remove_image(store, BASE.name).layers) == 0
+    with pytest.raises(SpecError, match="no image"):
+        create(store, "c2", FINAL.name)
