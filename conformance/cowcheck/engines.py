@@ -149,3 +149,26 @@ class Podman:
     def __exit__(self, *_: object) -> None:
         if self.base:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def engine_api(engine: Dockerd, path: str) -> object:
+    """GET ``path`` from the engine's API over its Unix socket; the decoded JSON."""
+    import http.client
+    import json
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(engine.socket)
+
+    connection = UnixConnection("localhost", timeout=60)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"engine API {path}: HTTP {response.status}: {first_line(body)}")
+        return json.loads(body)
+    finally:
+        connection.close()

@@ -315,15 +315,21 @@ MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 
 
-def image_config(diff_ids: list[str]) -> bytes:
-    """A minimal image config for ``diff_ids``, one history row per layer."""
+def image_config(diff_ids: list[str], history: list[tuple[str, bool]] | None = None) -> bytes:
+    """A minimal image config for ``diff_ids``.
+
+    ``history`` gives (created_by, empty_layer) rows; by default one row per layer.
+    """
+    rows = history if history is not None else [(f"cowspec layer {index}", False) for index in range(len(diff_ids))]
     return json.dumps(
         {
             "architecture": "amd64",
             "os": "linux",
             "config": {"Cmd": ["/bin/sh"]},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "history": [{"created_by": f"cowspec layer {index}"} for index in range(len(diff_ids))],
+            "history": [
+                {"created_by": created_by, **({"empty_layer": True} if empty else {})} for created_by, empty in rows
+            ],
         },
         sort_keys=True,
     ).encode()
@@ -352,9 +358,9 @@ def write_oci_layout(directory: str, archives: list[bytes], tag: str = "latest",
         json.dump({"imageLayoutVersion": "1.0.0"}, handle)
 
 
-def docker_archive(archives: list[bytes], tag: str) -> bytes:
+def docker_archive(archives: list[bytes], tag: str, history: list[tuple[str, bool]] | None = None) -> bytes:
     """A ``docker save`` tarball (the legacy manifest.json form) of ``archives``."""
-    config = image_config([diff_id(each) for each in archives])
+    config = image_config([diff_id(each) for each in archives], history)
     config_name = digest(config).split(":", 1)[1] + ".json"
     files = {config_name: config}
     names = []

@@ -22,15 +22,19 @@ The figures are Docker's (research notes, section 2.3) [STORE-4]:
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import cast
 
 from pyrsistent import pmap
 from pyrsistent.typing import PMap
 
 from .errors import SpecError
 from .identity import chain_ids
+from .layer_tar import LayerTar
 from .layers import Layer
+from .paths import ROOT
 from .sizes import layer_size
 from .stack import Container, new_container
+from .trace import EntryType, LayerEntry, build_layer
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,3 +208,27 @@ def system_df(store: Store) -> tuple[list[ImageUsage], int, int]:
     total = sum(store.layers[chain].size for chain in references)
     reclaimable = sum(each.unique for each in usage if each.containers == 0)
     return sorted(usage, key=lambda each: each.name), total, reclaimable
+
+
+def layer_of(tar: LayerTar) -> Layer:
+    """The filesystem-level layer a layer tar describes [STORE-1].
+
+    Whiteouts and opaque directories become the model's; devices and FIFOs
+    are outside the filesystem-level model and refused.
+    """
+    entries: list[LayerEntry] = []
+    listed = {entry.path for entry in tar.entries}
+    for entry in tar.entries:
+        if entry.path == ROOT:
+            continue
+        if entry.kind not in ("file", "dir", "symlink", "hardlink"):
+            raise SpecError(f"entry {entry.path!r}: a {entry.kind} is outside the filesystem-level model")
+        data = entry.data if entry.kind == "file" else b""
+        kind = cast(EntryType, entry.kind)
+        mode = entry.mode if entry.kind in ("file", "dir") else 0
+        # A directory whited out in its own layer hides everything below: opaque.
+        opaque = entry.path in tar.opaque or (entry.kind == "dir" and entry.path in tar.whiteouts)
+        entries.append(LayerEntry(entry.path, kind, mode, entry.uid, entry.gid, data, entry.link, opaque))
+    entries += [LayerEntry(path, "whiteout", 0) for path in sorted(tar.whiteouts) if path not in listed]
+    entries += [LayerEntry(path, "dir", 0o755, opaque=True) for path in sorted(tar.opaque) if path not in listed]
+    return build_layer(tuple(entries), "layer")

@@ -1,0 +1,98 @@
+"""Chapter 15 against a real Docker engine: every figure, to the byte."""
+
+import os
+import shutil
+
+import pytest
+
+from cowcheck.driver import DriverUnavailable
+from cowcheck.engines import Dockerd, engine_api
+from cowcheck.images import docker_archive
+from cowspec.identity import diff_id
+from cowspec.layer_tar import LayerTar, TarEntry, encode_layer
+from cowspec.operations import step
+from cowspec.ops import Append, Create, Write
+from cowspec.store import (
+    HistoryRow,
+    Image,
+    Store,
+    container_size,
+    create,
+    history,
+    image_size,
+    layer_of,
+    load,
+    system_df,
+    with_filesystem,
+)  # fmt: skip
+
+BASE_HISTORY = [("ADD busybox", False), ('CMD ["/bin/sh"]', True), ("COPY app", False)]
+FINAL_HISTORY = [*BASE_HISTORY, ("CMD /app/hello.sh", True)]
+# Each container: the shell command it runs, and the same as model ops.
+RUNS = {
+    "c1": ("printf Hi >> /app/hello.sh", [Append("/app/hello.sh", b"Hi")]),
+    "c2": ("printf 12345 > /app/new", [Create("/app/new", 0o644), Write("/app/new", 0, b"12345")]),
+    "c3": ("true", []),
+}
+
+
+def layers() -> list[LayerTar]:
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    with open(busybox, "rb") as handle:
+        binary = handle.read()
+    return [
+        LayerTar((TarEntry("/bin", "dir", 0o755), TarEntry("/bin/busybox", "file", 0o755, data=binary),
+                  TarEntry("/bin/sh", "symlink", 0o777, link="busybox"))),
+        LayerTar((TarEntry("/app", "dir", 0o755), TarEntry("/app/hello.sh", "file", 0o755, data=b"x" * 100),
+                  TarEntry("/app/data", "file", 0o644, data=b"d" * 50),
+                  TarEntry("/app/link", "hardlink", link="/app/data"))),
+    ]  # fmt: skip
+
+
+def test_store_figures_equal_dockers(tmp_path: object) -> None:
+    """[STORE-1][STORE-2][STORE-3][STORE-4] Image sizes, history rows, container sizes, system df."""
+    tars = layers()
+    archives = [encode_layer(each) for each in tars]
+    ids = tuple(diff_id(each) for each in archives)
+    base = Image("cowspec/base:1", ids, tuple(HistoryRow(text, empty) for text, empty in BASE_HISTORY))
+    final = Image("cowspec/final:1", ids, tuple(HistoryRow(text, empty) for text, empty in FINAL_HISTORY))
+    contents = [layer_of(each) for each in tars]
+    store = load(load(Store(), base, contents), final, contents)
+    for name, (_, ops) in RUNS.items():
+        store = create(store, name, final.name)
+        filesystem = store.containers[name].filesystem
+        for op in ops:
+            filesystem = step(filesystem, op).container
+        store = with_filesystem(store, name, filesystem)
+    try:
+        with Dockerd() as docker:
+            for image, rows in ((base, BASE_HISTORY), (final, FINAL_HISTORY)):
+                loaded = docker.docker("load", stdin=docker_archive(archives, image.name, rows))
+                assert loaded.returncode == 0, loaded.stderr.decode()
+            for name, (command, _) in RUNS.items():
+                ran = docker.docker("run", "--name", name, "--network", "none", final.name, "/bin/sh", "-c", command)
+                assert ran.returncode == 0, ran.stderr.decode()
+            images = {name: engine_api(docker, f"/images/{name}/json") for name in (base.name, final.name)}
+            histories = {name: engine_api(docker, f"/images/{name}/history") for name in (base.name, final.name)}
+            containers = engine_api(docker, "/containers/json?all=1&size=1")
+            df = engine_api(docker, "/system/df")
+    except DriverUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    for name in (base.name, final.name):
+        assert images[name]["Size"] == image_size(store, name)  # type: ignore[index]
+        rows = [(row["CreatedBy"], row["Size"]) for row in histories[name]]  # type: ignore[attr-defined]
+        assert rows == history(store, name)
+    by_name = {each["Names"][0].lstrip("/"): each for each in containers}  # type: ignore[attr-defined]
+    for name in RUNS:
+        # The API leaves SizeRw out when it is 0.
+        assert (by_name[name].get("SizeRw", 0), by_name[name]["SizeRootFs"]) == container_size(store, name)
+    usage, total, _ = system_df(store)
+    reported = {each["RepoTags"][0]: each for each in df["Images"]}  # type: ignore[index]
+    for each in usage:
+        assert (reported[each.name]["Size"], reported[each.name]["SharedSize"], reported[each.name]["Containers"]) == (
+            each.size, each.shared, each.containers,
+        )  # fmt: skip
+    assert df["LayersSize"] == total  # type: ignore[index]
+    assert len({each.get("SizeRw", 0) for each in by_name.values()}) == 3  # the three containers really differ
