@@ -20,13 +20,15 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from cowspec.errors import SpecError
 from cowspec.observe import Entry
 from cowspec.oracle import oracle
+from cowspec.store_trace import STORE_TRACE_FORMAT, Step, decode_store_trace, run_store_model
 from cowspec.trace import Trace, decode_trace, encode_trace
 
-from .compare import result_differences
+from .compare import result_differences, store_differences
 from .driver import Driver, DriverError, DriverUnavailable
 from .drivers import DRIVERS
 from .runner import run_real
@@ -38,7 +40,17 @@ class UsageError(Exception):
     """A command line that cannot run; the message is one line."""
 
 
-def load_trace(name: str) -> Trace:
+@dataclass(frozen=True)
+class StoreTrace:
+    """A decoded ``cowspec-store-trace/1`` document."""
+
+    steps: tuple[Step, ...]
+
+
+AnyTrace = Trace | StoreTrace
+
+
+def load_trace(name: str) -> AnyTrace:
     """Read and decode one trace file (``-`` is standard input)."""
     try:
         if name == "-":
@@ -54,6 +66,8 @@ def load_trace(name: str) -> Trace:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise SpecError(f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    if isinstance(document, dict) and document.get("format") == STORE_TRACE_FORMAT:
+        return StoreTrace(decode_store_trace(document))
     return decode_trace(document)
 
 
@@ -63,7 +77,7 @@ def emit(document: object) -> None:
     sys.stdout.flush()
 
 
-def for_each_trace(files: Sequence[str], handle: Callable[[Trace], tuple[Entry, int]]) -> int:
+def for_each_trace(files: Sequence[str], handle: Callable[[AnyTrace], tuple[Entry, int]]) -> int:
     """Run ``handle`` on each trace file; the worst exit status."""
     status = 0
     for name in files:
@@ -89,25 +103,48 @@ def pick_driver(name: str) -> Driver:
 
 
 def command_oracle(arguments: argparse.Namespace) -> int:
-    return for_each_trace(arguments.traces, lambda trace: (oracle(trace), 0))
+    def answer(trace: AnyTrace) -> tuple[Entry, int]:
+        if isinstance(trace, StoreTrace):
+            return run_store_model(trace.steps), 0
+        return oracle(trace), 0
+
+    return for_each_trace(arguments.traces, answer)
+
+
+def run_any(arguments: argparse.Namespace, trace: AnyTrace) -> Entry:
+    """The real system's result for ``trace``, with the driver the command line named."""
+    if isinstance(trace, StoreTrace):
+        if arguments.driver != "docker":
+            raise UsageError(f"store traces run on --driver docker, not {arguments.driver!r}")
+        from .store_docker import run_store_docker
+
+        return run_store_docker(trace.steps)
+    if arguments.driver == "docker":
+        raise UsageError("--driver docker runs store traces (cowspec-store-trace/1) only")
+    return run_real(pick_driver(arguments.driver), trace)
 
 
 def command_run(arguments: argparse.Namespace) -> int:
-    driver = pick_driver(arguments.driver)
-    return for_each_trace(arguments.traces, lambda trace: (run_real(driver, trace), 0))
+    if arguments.driver != "docker":
+        pick_driver(arguments.driver)
+    return for_each_trace(arguments.traces, lambda trace: (run_any(arguments, trace), 0))
 
 
 def command_check(arguments: argparse.Namespace) -> int:
-    driver = pick_driver(arguments.driver)
     if not arguments.traces:
         from .generate import generated_check
 
-        return generated_check(driver, arguments)
+        return generated_check(pick_driver(arguments.driver), arguments)
+    if arguments.driver != "docker":
+        pick_driver(arguments.driver)
 
-    def check_one(trace: Trace) -> tuple[Entry, int]:
-        expected = oracle(trace)
-        observed = run_real(driver, trace)
-        differences = result_differences(expected, observed)
+    def check_one(trace: AnyTrace) -> tuple[Entry, int]:
+        expected = run_store_model(trace.steps) if isinstance(trace, StoreTrace) else oracle(trace)
+        observed = run_any(arguments, trace)
+        if isinstance(trace, StoreTrace):
+            differences = store_differences(expected, observed)
+        else:
+            differences = result_differences(expected, observed)
         for line in differences:
             print(f"cowspec: diverges: {line}", file=sys.stderr)
         return {**observed, "agrees": not differences, "differences": differences}, (

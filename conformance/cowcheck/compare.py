@@ -47,3 +47,20 @@ def result_differences(expected: Entry, observed: Entry) -> list[str]:
     if expected.get("sizes") != observed.get("sizes"):
         lines.append(f"sizes: model {expected.get('sizes')}, real {observed.get('sizes')}")
     return lines
+
+
+def store_differences(expected: Entry, observed: Entry) -> list[str]:
+    """One line per difference between two store results (a step's reason is not compared)."""
+    lines: list[str] = []
+
+    def plain(items: object) -> list[object]:
+        assert isinstance(items, list)
+        return [{key: value for key, value in item.items() if key != "reason"} for item in items]
+
+    for index, (want, got) in enumerate(zip(plain(expected["steps"]), plain(observed["steps"]), strict=False)):
+        if want != got:
+            lines.append(f"step {index}: model {want}, real {got}")
+    for key in ("layers", "images", "containers", "images_total", "reclaimable"):
+        if expected.get(key) != observed.get(key):
+            lines.append(f"{key}: model {expected.get(key)}, real {observed.get(key)}")
+    return lines

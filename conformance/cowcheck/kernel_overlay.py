@@ -272,22 +272,43 @@ class KernelSession:
         self.mounted = False
         self.pid = 0
         try:
-            self._start(layers, features)
+            os.makedirs(self.home)
+            for index, directory in enumerate(self.lowers):
+                lay_out(layers[index] if index < len(layers) else (), directory)
+            work = os.path.join(self.home, "work")
+            for directory in (self.upper_dir, work, self.merged_dir):
+                os.mkdir(directory, 0o755)
+            self._mount_and_fork(list(reversed(self.lowers)), self.upper_dir, work, features)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features) -> None:
-        os.makedirs(self.home)
-        for index, directory in enumerate(self.lowers):
-            lay_out(layers[index] if index < len(layers) else (), directory)
-        work = os.path.join(self.home, "work")
-        for directory in (self.upper_dir, work, self.merged_dir):
-            os.mkdir(directory, 0o755)
+    @classmethod
+    def attach(cls, lowers_top_first: list[str], upper: str, work: str) -> "KernelSession":
+        """A session over directories that exist already (a Docker container's), mounted as Docker mounts them.
+
+        Closing it unmounts and removes only what the session made.
+        """
+        session = cls.__new__(cls)
+        session.home = os.path.join(scratch_root(), f"s{next(_counter)}")
+        session.lowers = list(reversed(lowers_top_first))
+        session.upper_dir = upper
+        session.merged_dir = os.path.join(session.home, "merged")
+        session.mounted = False
+        session.pid = 0
+        try:
+            os.makedirs(session.merged_dir)
+            session._mount_and_fork(lowers_top_first, upper, work, Features())
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def _mount_and_fork(self, lowers_top_first: list[str], upper: str, work: str, features: Features) -> None:
         options = ",".join(
             [
-                "lowerdir=" + ":".join(reversed(self.lowers)),
-                f"upperdir={self.upper_dir}",
+                "lowerdir=" + ":".join(lowers_top_first),
+                f"upperdir={upper}",
                 f"workdir={work}",
                 "redirect_dir=" + ("on" if features.redirect_dir else "off"),
                 "index=" + ("on" if features.index else "off"),

@@ -11,13 +11,18 @@ the name that comes first in path order. Times are not modelled.
 
 from .entries import Dir, FileInode, Name, Whiteout
 from .layer_tar import LayerTar, TarEntry, canonical_key
+from .layers import Layer
 from .paths import ROOT
 from .stack import Container
 
 
 def commit(container: Container) -> LayerTar:
     """The layer a commit of ``container`` gives [COMMIT-1]."""
-    upper = container.upper
+    return layer_tar_of(container.upper)
+
+
+def layer_tar_of(upper: Layer) -> LayerTar:
+    """A filesystem-level layer as a layer tar value [COMMIT-1]."""
     entries: list[TarEntry] = []
     whiteouts: set[str] = set()
     opaque: set[str] = set()

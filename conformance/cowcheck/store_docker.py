@@ -1,0 +1,110 @@
+"""Store traces on a real Docker engine: images, containers and every figure.
+
+Each step is done the way Docker does it: images are loaded from ``docker
+save`` tarballs, containers are created with ``docker create``, committed
+with ``docker commit`` and removed with ``docker rm`` and ``docker rmi``.
+Filesystem ops inside a container are made on the container's own layers
+(the directories ``docker inspect`` names), mounted as Docker mounts them in
+cowspec's private mount namespace while the container is not running, by a
+process chrooted into them: the same system calls as the kernel driver's.
+The figures are read in bytes from the Engine API.
+"""
+
+import json
+import os
+
+from cowspec.commit import layer_tar_of
+from cowspec.layer_tar import encode_layer
+from cowspec.observe import Entry
+from cowspec.store_trace import (
+    STORE_RESULT_FORMAT,
+    Commit,
+    CreateContainer,
+    LoadImage,
+    RemoveContainer,
+    RemoveImage,
+    RunOps,
+    Step,
+)  # fmt: skip
+from cowspec.trace import build_layer
+
+from .engines import Dockerd, engine_api, first_line
+from .images import docker_archive
+from .kernel_overlay import KernelSession
+
+
+def _done(result: object) -> Entry:
+    returncode = getattr(result, "returncode", 1)
+    if returncode == 0:
+        return {"ok": True}
+    return {"ok": False, "reason": first_line(getattr(result, "stderr", b""))}
+
+
+def _step(docker: Dockerd, step: Step) -> Entry:
+    match step:
+        case LoadImage():
+            archives = [encode_layer(layer_tar_of(build_layer(entries, "layer"))) for entries in step.layers]
+            rows = [(row.created_by, row.empty_layer) for row in step.history]
+            return _done(docker.docker("load", stdin=docker_archive(archives, step.name, rows)))
+        case CreateContainer():
+            return _done(docker.docker("create", "--name", step.container, "--network", "none", step.image, "/none"))
+        case RunOps():
+            inspected = docker.docker("inspect", "--format", "{{json .GraphDriver.Data}}", step.container)
+            if inspected.returncode != 0:
+                return _done(inspected)
+            data = json.loads(inspected.stdout)
+            session = KernelSession.attach(data["LowerDir"].split(":"), data["UpperDir"], data["WorkDir"])
+            try:
+                return {"ok": True, "results": [session.perform(op) for op in step.ops]}
+            finally:
+                session.close()
+        case Commit():
+            return _done(docker.docker("commit", step.container, step.name))
+        case RemoveContainer():
+            return _done(docker.docker("rm", step.container))
+        case RemoveImage():
+            return _done(docker.docker("rmi", step.name))
+
+
+def _figures(docker: Dockerd, items: list[Entry]) -> Entry:
+    layerdb = os.path.join(docker.base, "root", "image", "overlay2", "layerdb", "sha256")
+    df = engine_api(docker, "/system/df")
+    assert isinstance(df, dict)
+    images: dict[str, Entry] = {}
+    reclaimable = 0
+    for image in df["Images"]:
+        for tag in image.get("RepoTags") or []:
+            if "<none>" in tag:
+                continue
+            rows = engine_api(docker, f"/images/{tag}/history")
+            assert isinstance(rows, list)
+            images[tag] = {
+                "size": image["Size"],
+                "history": [row["Size"] for row in rows],
+                "shared_size": image["SharedSize"],
+                "containers": image["Containers"],
+            }
+        if image["Containers"] == 0:
+            reclaimable += image["Size"] - image["SharedSize"]
+    listed = engine_api(docker, "/containers/json?all=1&size=1")
+    assert isinstance(listed, list)
+    containers = {
+        each["Names"][0].lstrip("/"): {"size": each.get("SizeRw", 0), "virtual_size": each.get("SizeRootFs", 0)}
+        for each in listed
+    }
+    return {
+        "format": STORE_RESULT_FORMAT,
+        "steps": items,
+        "layers": len(os.listdir(layerdb)) if os.path.isdir(layerdb) else 0,
+        "images": dict(sorted(images.items())),
+        "containers": dict(sorted(containers.items())),
+        "images_total": df["LayersSize"],
+        "reclaimable": reclaimable,
+    }
+
+
+def run_store_docker(steps: tuple[Step, ...]) -> Entry:
+    """The result a private Docker engine gives for a store trace [STORE-5]."""
+    with Dockerd() as docker:
+        items = [_step(docker, each) for each in steps]
+        return _figures(docker, items)

@@ -1,0 +1,244 @@
+"""The store trace format ``cowspec-store-trace/1``: steps on images and containers.
+
+A store trace is a list of steps; filesystem ops inside a container use the
+op vocabulary of ``cowspec-trace/1``, and layers its layer entries. The
+result gives every image's, container's and the store's figures
+(chapter 15), so a real engine's can be compared with the model's
+[STORE-5]. ``docs/formats/store-trace-format.md`` is the contract.
+"""
+
+from dataclasses import dataclass
+from typing import cast
+
+from .commit import commit, layer_tar_of
+from .errors import SpecError
+from .identity import diff_id
+from .layer_tar import encode_layer
+from .observe import Entry
+from .operations import step as fs_step
+from .ops import Op
+from .store import (
+    HistoryRow,
+    Image,
+    Store,
+    container_size,
+    create,
+    history,
+    image_size,
+    load,
+    remove_container,
+    remove_image,
+    system_df,
+    with_filesystem,
+)  # fmt: skip
+from .trace import LayerEntry, build_layer, decode_entry, decode_op, encode_outcome
+
+STORE_TRACE_FORMAT = "cowspec-store-trace/1"
+STORE_RESULT_FORMAT = "cowspec-store-trace-result/1"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadImage:
+    """Load an image made of ``layers`` (trace layer entries) and ``history``."""
+
+    name: str
+    layers: tuple[tuple[LayerEntry, ...], ...]
+    history: tuple[HistoryRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateContainer:
+    """``docker create``: a container on an image."""
+
+    container: str
+    image: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunOps:
+    """Filesystem ops inside a container."""
+
+    container: str
+    ops: tuple[Op, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """``docker commit``: a new image from a container."""
+
+    container: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveContainer:
+    """``docker rm``."""
+
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveImage:
+    """``docker rmi``."""
+
+    name: str
+
+
+Step = LoadImage | CreateContainer | RunOps | Commit | RemoveContainer | RemoveImage
+
+
+def _text(fields: dict[str, object], key: str, where: str) -> str:
+    value = fields.get(key)
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{where}: field {key!r} must be a non-empty string")
+    return value
+
+
+def _image_name(fields: dict[str, object], key: str, where: str) -> str:
+    """An image reference as Docker lists it: ``repo:tag`` (``:latest`` when no tag is given)."""
+    name = _text(fields, key, where)
+    if name != name.lower() or any(char in name for char in " @"):
+        raise SpecError(f"{where}: {name!r} is not a lower-case repo[:tag] name")
+    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+
+
+def decode_step(value: object, where: str) -> Step:
+    """One step of a store trace [STORE-5]."""
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: expected a JSON object")
+    fields = cast(dict[str, object], value)
+    kind = fields.get("step")
+    if kind == "image":
+        layers = fields.get("layers", [])
+        if not isinstance(layers, list) or not all(isinstance(each, list) for each in layers):
+            raise SpecError(f"{where}: layers must be a list of lists of entries")
+        decoded = tuple(
+            tuple(decode_entry(entry, f"{where} layer {index} entry {number}") for number, entry in enumerate(layer))
+            for index, layer in enumerate(layers)
+        )
+        rows = fields.get("history")
+        if rows is None:
+            history_rows = tuple(HistoryRow(f"layer {index}") for index in range(len(decoded)))
+        else:
+            if not isinstance(rows, list):
+                raise SpecError(f"{where}: history must be a list")
+            history_rows = tuple(
+                HistoryRow(_text(cast(dict[str, object], row), "created_by", f"{where} history"),
+                           bool(cast(dict[str, object], row).get("empty_layer", False)))
+                if isinstance(row, dict) else HistoryRow("")
+                for row in rows
+            )  # fmt: skip
+        return LoadImage(_image_name(fields, "name", where), decoded, history_rows)
+    if kind == "create":
+        return CreateContainer(_text(fields, "container", where), _image_name(fields, "image", where))
+    if kind == "ops":
+        ops = fields.get("ops")
+        if not isinstance(ops, list):
+            raise SpecError(f"{where}: ops must be a list")
+        return RunOps(
+            _text(fields, "container", where), tuple(decode_op(op, f"{where} op {n}") for n, op in enumerate(ops))
+        )
+    if kind == "commit":
+        return Commit(_text(fields, "container", where), _image_name(fields, "name", where))
+    if kind == "rm":
+        return RemoveContainer(_text(fields, "container", where))
+    if kind == "rmi":
+        return RemoveImage(_image_name(fields, "name", where))
+    raise SpecError(f"{where}: unknown step {kind!r}")
+
+
+def decode_store_trace(document: object) -> tuple[Step, ...]:
+    """The steps of a store trace document [STORE-5]."""
+    if not isinstance(document, dict) or document.get("format") != STORE_TRACE_FORMAT:
+        raise SpecError(f"store trace: format must be {STORE_TRACE_FORMAT!r}")
+    steps = document.get("steps")
+    if not isinstance(steps, list):
+        raise SpecError("store trace: steps must be a list")
+    decoded = tuple(decode_step(each, f"step {index}") for index, each in enumerate(steps))
+    named: set[str] = set()
+    for index, each in enumerate(decoded):
+        if isinstance(each, (LoadImage, Commit)):
+            if each.name in named:
+                raise SpecError(f"step {index}: image name {each.name!r} is used twice in the trace [STORE-5]")
+            named.add(each.name)
+    return decoded
+
+
+def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
+    """The store after ``step``, and the step's result item [STORE-5]."""
+    try:
+        match step:
+            case LoadImage():
+                layers = [build_layer(entries, f"image {step.name}") for entries in step.layers]
+                ids = tuple(diff_id(encode_layer(layer_tar_of(layer))) for layer in layers)
+                return load(store, Image(step.name, ids, step.history), layers), {"ok": True}
+            case CreateContainer():
+                return create(store, step.container, step.image), {"ok": True}
+            case RunOps():
+                record = store.containers.get(step.container)
+                if record is None:
+                    raise SpecError(f"no container {step.container!r}")
+                filesystem, results = record.filesystem, []
+                for op in step.ops:
+                    transition = fs_step(filesystem, op)
+                    filesystem = transition.container
+                    results.append(encode_outcome(transition.outcome))
+                return with_filesystem(store, step.container, filesystem), {"ok": True, "results": results}
+            case Commit():
+                record = store.containers.get(step.container)
+                if record is None:
+                    raise SpecError(f"no container {step.container!r}")
+                base = store.images[record.image]
+                layer = record.filesystem.upper
+                new = Image(
+                    step.name,
+                    (*base.diff_ids, diff_id(encode_layer(commit(record.filesystem)))),
+                    (*base.history, HistoryRow(f"commit {step.container}")),
+                )
+                contents = [store.layers[chain].content for chain in base.chain] + [layer]
+                return load(store, new, contents), {"ok": True}
+            case RemoveContainer():
+                if step.container not in store.containers:
+                    raise SpecError(f"no container {step.container!r}")
+                return remove_container(store, step.container), {"ok": True}
+            case RemoveImage():
+                if step.name not in store.images:
+                    raise SpecError(f"no image {step.name!r}")
+                return remove_image(store, step.name), {"ok": True}
+    except SpecError as error:
+        return store, {"ok": False, "reason": str(error)}
+
+
+def store_result(store: Store, items: list[Entry]) -> Entry:
+    """The result document of a store trace [STORE-5]."""
+    usage, total, reclaimable = system_df(store)
+    return {
+        "format": STORE_RESULT_FORMAT,
+        "steps": items,
+        "layers": len(store.layers),
+        "images": {
+            each.name: {
+                "size": image_size(store, each.name),
+                "history": [size for _, size in history(store, each.name)],
+                "shared_size": each.shared,
+                "containers": each.containers,
+            }
+            for each in usage
+        },
+        "containers": {
+            name: dict(zip(("size", "virtual_size"), container_size(store, name), strict=True))
+            for name in sorted(store.containers)
+        },
+        "images_total": total,
+        "reclaimable": reclaimable,
+    }
+
+
+def run_store_model(steps: tuple[Step, ...]) -> Entry:
+    """What the model says a store trace gives [STORE-5]."""
+    store = Store()
+    items: list[Entry] = []
+    for each in steps:
+        store, item = apply_step(store, each)
+        items.append(item)
+    return store_result(store, items)

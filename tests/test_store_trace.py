@@ -1,0 +1,68 @@
+"""Chapter 15: store traces, on the model and on a real Docker engine."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cowcheck.cli import main
+from cowspec.errors import SpecError
+from cowspec.store_trace import decode_store_trace, run_store_model
+
+VECTOR = Path(__file__).resolve().parent / "vectors" / "store-seed-walkthrough.json"
+
+
+def test_model_figures_of_the_walkthrough() -> None:
+    """[STORE-5][STORE-4][STORE-1] Two images on one chain, a commit, three containers."""
+    result = run_store_model(decode_store_trace(json.loads(VECTOR.read_text())))
+    assert result["layers"] == 3
+    assert result["images"] == {
+        "acme/final:1.0": {"size": 30, "history": [0, 3, 0, 27], "shared_size": 30, "containers": 2},
+        "acme/snap:1": {"size": 52, "history": [22, 0, 3, 0, 27], "shared_size": 30, "containers": 1},
+    }
+    assert result["containers"] == {
+        "c1": {"size": 22, "virtual_size": 52}, "c2": {"size": 0, "virtual_size": 30},
+        "c4": {"size": 5, "virtual_size": 57},
+    }  # fmt: skip
+    assert (result["images_total"], result["reclaimable"]) == (52, 0)
+    ops = result["steps"][4]["results"]
+    assert ops[-1] == {"errno": "EXDEV"}  # renaming an image directory, as on the kernel
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([{"step": "boot"}], "unknown step 'boot'"),
+        ([{"step": "image", "name": "A:1", "layers": []}], "not a lower-case"),
+        (
+            [{"step": "image", "name": "a:1", "layers": []}, {"step": "image", "name": "a:1", "layers": []}],
+            "used twice",
+        ),
+        ([{"step": "create", "container": "", "image": "a"}], "non-empty string"),
+    ],
+)
+def test_refused_store_traces(steps: list[object], message: str) -> None:
+    """[STORE-5]"""
+    with pytest.raises(SpecError, match=message):
+        decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps})
+
+
+def test_oracle_and_wrong_driver(capsys: pytest.CaptureFixture[str]) -> None:
+    """[STORE-5] The oracle answers store traces; the kernel driver refuses them with one line."""
+    assert main(["oracle", str(VECTOR)]) == 0
+    assert json.loads(capsys.readouterr().out)["layers"] == 3
+    assert main(["run", "--driver", "kernel-overlay", str(VECTOR)]) == 2
+    assert "store traces run on --driver docker" in capsys.readouterr().err
+
+
+def test_docker_agrees_with_the_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """[STORE-5][STORE-4] ``cowspec check --driver docker``: every figure equal, to the byte."""
+    if not os.path.exists("/usr/sbin/dockerd") and os.environ.get("CI") != "true":
+        pytest.skip("dockerd is not installed")
+    status = main(["check", "--driver", "docker", str(VECTOR)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    result = json.loads(out)
+    assert result["agrees"] is True and result["differences"] == []
+    assert result["images"]["acme/snap:1"]["history"] == [22, 0, 3, 0, 27]
