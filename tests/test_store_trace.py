@@ -10,7 +10,9 @@ from cowcheck.cli import main
 from cowspec.errors import SpecError
 from cowspec.store_trace import decode_store_trace, run_store_model
 
-VECTOR = Path(__file__).resolve().parent / "vectors" / "store-seed-walkthrough.json"
+VECTORS = Path(__file__).resolve().parent / "vectors"
+VECTOR = VECTORS / "store-seed-walkthrough.json"
+STORE_VECTORS = sorted(VECTORS.glob("store-*.json"))
 
 
 def test_model_figures_of_the_walkthrough() -> None:
@@ -56,13 +58,53 @@ def test_oracle_and_wrong_driver(capsys: pytest.CaptureFixture[str]) -> None:
     assert "store traces run on --driver docker" in capsys.readouterr().err
 
 
-def test_docker_agrees_with_the_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """[STORE-5][STORE-4] ``cowspec check --driver docker``: every figure equal, to the byte."""
+def test_commit_of_an_unchanged_container_adds_no_layer() -> None:
+    """[STORE-6] The empty commit is a history row; a commit with a new directory is a layer."""
+    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-commit-unchanged.json").read_text())))
+    assert result["layers"] == 2
+    assert result["images"]["img3:1"]["history"] == [0, 0]
+    assert result["images"]["img5:1"]["history"] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("vector", STORE_VECTORS, ids=[each.stem for each in STORE_VECTORS])
+def test_docker_agrees_with_the_model(vector: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[STORE-5][STORE-4][STORE-6] ``cowspec check --driver docker``: every figure equal, to the byte."""
     if not os.path.exists("/usr/sbin/dockerd") and os.environ.get("CI") != "true":
         pytest.skip("dockerd is not installed")
-    status = main(["check", "--driver", "docker", str(VECTOR)])
+    status = main(["check", "--driver", "docker", str(vector)])
     out = capsys.readouterr().out
     assert status == 0, out
     result = json.loads(out)
     assert result["agrees"] is True and result["differences"] == []
-    assert result["images"]["acme/snap:1"]["history"] == [22, 0, 3, 0, 27]
+    assert result["layers"] > 0
+
+
+STORE_BUDGET = {"dev": 5, "ci": 25, "nightly": 200}
+
+
+def test_store_machine_against_docker() -> None:
+    """[STORE-1][STORE-4][STORE-5][STORE-6] Random steps; every figure after every step, on a real engine."""
+    from hypothesis import HealthCheck, Phase, settings
+    from hypothesis.stateful import run_state_machine_as_test
+
+    from cowcheck.driver import DriverUnavailable
+    from cowcheck.engines import Dockerd
+    from cowcheck.store_machine import store_machine_for
+
+    profile = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
+    budget = settings(
+        max_examples=STORE_BUDGET.get(profile, 5),
+        stateful_step_count=8,
+        deadline=None,
+        database=None,
+        derandomize=profile == "ci",
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    )
+    try:
+        with Dockerd() as docker:
+            run_state_machine_as_test(store_machine_for(docker), settings=budget)
+    except DriverUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(error))
+        pytest.skip(str(error))

@@ -40,7 +40,7 @@ def _done(result: object) -> Entry:
     return {"ok": False, "reason": first_line(getattr(result, "stderr", b""))}
 
 
-def _step(docker: Dockerd, step: Step) -> Entry:
+def perform_step(docker: Dockerd, step: Step) -> Entry:
     match step:
         case LoadImage():
             archives = [encode_layer(layer_tar_of(build_layer(entries, "layer"))) for entries in step.layers]
@@ -66,7 +66,7 @@ def _step(docker: Dockerd, step: Step) -> Entry:
             return _done(docker.docker("rmi", step.name))
 
 
-def _figures(docker: Dockerd, items: list[Entry]) -> Entry:
+def figures(docker: Dockerd, items: list[Entry]) -> Entry:
     layerdb = os.path.join(docker.base, "root", "image", "overlay2", "layerdb", "sha256")
     df = engine_api(docker, "/system/df")
     assert isinstance(df, dict)
@@ -106,5 +106,5 @@ def _figures(docker: Dockerd, items: list[Entry]) -> Entry:
 def run_store_docker(steps: tuple[Step, ...]) -> Entry:
     """The result a private Docker engine gives for a store trace [STORE-5]."""
     with Dockerd() as docker:
-        items = [_step(docker, each) for each in steps]
-        return _figures(docker, items)
+        items = [perform_step(docker, each) for each in steps]
+        return figures(docker, items)

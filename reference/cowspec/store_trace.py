@@ -189,14 +189,18 @@ def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
                 if record is None:
                     raise SpecError(f"no container {step.container!r}")
                 base = store.images[record.image]
-                layer = record.filesystem.upper
+                changes = commit(record.filesystem)
+                contents = [store.layers[chain].content for chain in base.chain]
+                if not (changes.entries or changes.whiteouts or changes.opaque):
+                    # Nothing changed: the new image adds a history row and no layer [STORE-6].
+                    row = HistoryRow(f"commit {step.container}", empty_layer=True)
+                    return load(store, Image(step.name, base.diff_ids, (*base.history, row)), contents), {"ok": True}
                 new = Image(
                     step.name,
-                    (*base.diff_ids, diff_id(encode_layer(commit(record.filesystem)))),
+                    (*base.diff_ids, diff_id(encode_layer(changes))),
                     (*base.history, HistoryRow(f"commit {step.container}")),
                 )
-                contents = [store.layers[chain].content for chain in base.chain] + [layer]
-                return load(store, new, contents), {"ok": True}
+                return load(store, new, [*contents, record.filesystem.upper]), {"ok": True}
             case RemoveContainer():
                 if step.container not in store.containers:
                     raise SpecError(f"no container {step.container!r}")

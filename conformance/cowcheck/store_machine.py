@@ -1,0 +1,128 @@
+"""The store-level state machine: the model's figures against a real Docker engine.
+
+Each example starts from an empty engine and takes random steps: load an
+image made of random layers with a random history, create a container, run
+a few filesystem ops in one, commit one, remove a container or an image.
+After every step every figure is compared (a smaller budget than the
+filesystem level's: an engine is slow).
+"""
+
+from hypothesis import note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from cowspec.observe import Entry, merged_tree
+from cowspec.store import HistoryRow, Store
+from cowspec.store_trace import (
+    Commit,
+    CreateContainer,
+    LoadImage,
+    RemoveContainer,
+    RemoveImage,
+    RunOps,
+    Step,
+    apply_step,
+    store_result,
+)  # fmt: skip
+
+from .compare import store_differences
+from .engines import Dockerd
+from .store_docker import figures, perform_step
+from .strategies import fill_known, layer_entries, ops
+
+
+class StoreDivergence(AssertionError):
+    """The engine and the model disagree; ``steps`` reproduce it as a store trace."""
+
+    def __init__(self, message: str, steps: tuple[Step, ...]) -> None:
+        super().__init__(message)
+        self.steps = steps
+
+
+def clean(docker: Dockerd) -> None:
+    """Remove every container and image, so an example starts from nothing."""
+    containers = docker.docker("ps", "-aq").stdout.decode().split()
+    if containers:
+        docker.docker("rm", "-f", *containers)
+    images = docker.docker("images", "-aq").stdout.decode().split()
+    if images:
+        docker.docker("rmi", "-f", *sorted(set(images)))
+
+
+histories = st.lists(st.booleans(), max_size=3)
+
+
+def store_machine_for(docker: Dockerd) -> type:
+    """A state machine class holding ``docker`` to the store model."""
+
+    class StoreMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.store = Store()
+            self.steps: list[Step] = []
+            self.items: list[Entry] = []
+            self.real_items: list[Entry] = []
+            self.count = 0
+
+        def take(self, step: Step) -> None:
+            note(f"step {len(self.steps)}: {step}")
+            self.steps.append(step)
+            self.store, item = apply_step(self.store, step)
+            self.items.append(item)
+            self.real_items.append(perform_step(docker, step))
+
+        @initialize()
+        def start(self) -> None:
+            clean(docker)
+
+        @rule(layers=st.lists(layer_entries(), min_size=1, max_size=3), extra=histories)
+        def load_image(self, layers: list[tuple[object, ...]], extra: list[bool]) -> None:
+            self.count += 1
+            rows = [HistoryRow(f"layer {index}") for index in range(len(layers))]
+            rows += [HistoryRow(f"CMD {index}", empty_layer=True) for index, _ in enumerate(extra)]
+            self.take(LoadImage(f"img{self.count}:1", tuple(layers), tuple(rows)))  # type: ignore[arg-type]
+
+        @precondition(lambda self: bool(self.store.images))
+        @rule(data=st.data())
+        def create(self, data: st.DataObject) -> None:
+            self.count += 1
+            image = data.draw(st.sampled_from(sorted(self.store.images)))
+            self.take(CreateContainer(f"c{self.count}", image))
+
+        @precondition(lambda self: bool(self.store.containers))
+        @rule(data=st.data(), changes=st.lists(ops(), min_size=1, max_size=4))
+        def run_ops(self, data: st.DataObject, changes: list[object]) -> None:
+            name = data.draw(st.sampled_from(sorted(self.store.containers)))
+            tree = merged_tree(self.store.containers[name].filesystem)
+            known = tuple(str(entry["path"]) for entry in tree)
+            dirs = ("/", *(str(entry["path"]) for entry in tree if entry["type"] == "dir"))
+            filled = tuple(fill_known(op, known, dirs) for op in changes)  # type: ignore[arg-type]
+            self.take(RunOps(name, filled))
+
+        @precondition(lambda self: bool(self.store.containers))
+        @rule(data=st.data())
+        def commit(self, data: st.DataObject) -> None:
+            self.count += 1
+            self.take(Commit(data.draw(st.sampled_from(sorted(self.store.containers))), f"img{self.count}:1"))
+
+        @precondition(lambda self: bool(self.store.containers))
+        @rule(data=st.data())
+        def remove_container(self, data: st.DataObject) -> None:
+            self.take(RemoveContainer(data.draw(st.sampled_from(sorted(self.store.containers)))))
+
+        @precondition(lambda self: bool(self.store.images))
+        @rule(data=st.data())
+        def remove_image(self, data: st.DataObject) -> None:
+            self.take(RemoveImage(data.draw(st.sampled_from(sorted(self.store.images)))))
+
+        @invariant()
+        def same_figures(self) -> None:
+            if not self.steps:
+                return
+            expected = store_result(self.store, self.items)
+            observed = figures(docker, self.real_items)
+            lines = store_differences(expected, observed)
+            if lines:
+                raise StoreDivergence("; ".join(lines), tuple(self.steps))
+
+    return StoreMachine
