@@ -31,37 +31,48 @@ def layer(*files: tuple[str, int]) -> Layer:
 UBUNTU = [layer(("/bin/bash", 1000), ("/etc/os-release", 30)), layer(("/etc/apt/sources.list", 7)), layer()]
 APP = layer(("/app/hello.sh", 100))
 IDS = [digest(f"layer {index}".encode()) for index in range(4)]
+BASE_NAME, FINAL_NAME = "acme/my-base-image:1.0", "acme/my-final-image:1.0"
 BASE = Image(
-    "acme/my-base-image:1.0",
     tuple(IDS),
     (HistoryRow("ADD file:ubuntu"), HistoryRow("RUN mkdir -p /run/systemd"), HistoryRow("RUN sed"),
      HistoryRow('CMD ["/bin/bash"]', empty_layer=True), HistoryRow("COPY dir:app")),
 )  # fmt: skip
-FINAL = Image("acme/my-final-image:1.0", tuple(IDS), (*BASE.history, HistoryRow("CMD /app/hello.sh", empty_layer=True)))
+FINAL = Image(tuple(IDS), (*BASE.history, HistoryRow("CMD /app/hello.sh", empty_layer=True)))
 
 
 def seed_store() -> Store:
-    store = load(Store(), BASE, [*UBUNTU, APP])
-    return load(store, FINAL, [*UBUNTU, APP])
+    store = load(Store(), BASE_NAME, BASE, [*UBUNTU, APP])
+    return load(store, FINAL_NAME, FINAL, [*UBUNTU, APP])
 
 
 def test_images_share_layers_by_chain_id() -> None:
     """[STORE-1][STORE-2][IDENTITY-2] The final image adds only a history row: no layer is stored twice."""
     store = seed_store()
     assert len(store.layers) == 4
-    assert image_size(store, BASE.name) == image_size(store, FINAL.name) == 1000 + 30 + 7 + 100
-    other = Image("other:1", (IDS[3],), (HistoryRow("COPY dir:app"),))
-    assert len(load(store, other, [APP]).layers) == 5  # the same DiffID on another parent
+    assert image_size(store, BASE.id) == image_size(store, FINAL.id) == 1000 + 30 + 7 + 100
+    other = Image((IDS[3],), (HistoryRow("COPY dir:app"),))
+    assert len(load(store, "other:1", other, [APP]).layers) == 5  # the same DiffID on another parent
+
+
+def test_equal_images_are_one_image_under_two_tags() -> None:
+    """[STORE-7] Same layers and history: one image, so nothing is shared and rmi of one tag only untags."""
+    store = load(seed_store(), "again:1", BASE, [*UBUNTU, APP])
+    assert len(store.images) == 2 and store.tags["again:1"] == store.tags[BASE_NAME]
+    usage, _, _ = system_df(store)
+    assert [each.tags for each in usage] == [(BASE_NAME, "again:1"), (FINAL_NAME,)]
+    store = create(store, "c", "again:1")
+    untagged = remove_image(store, BASE_NAME)
+    assert BASE_NAME not in untagged.tags and len(untagged.images) == 2
 
 
 def test_history_rows() -> None:
     """[STORE-2][STORE-4] Newest first; rows that made no layer are 0."""
-    assert history(seed_store(), FINAL.name) == [
+    assert history(seed_store(), FINAL.id) == [
         ("CMD /app/hello.sh", 0), ("COPY dir:app", 100), ('CMD ["/bin/bash"]', 0), ("RUN sed", 0),
         ("RUN mkdir -p /run/systemd", 7), ("ADD file:ubuntu", 1030),
     ]  # fmt: skip
     with pytest.raises(SpecError, match="history rows that made a layer"):
-        load(Store(), Image("bad:1", tuple(IDS[:1]), ()), [UBUNTU[0]])
+        load(Store(), "bad:1", Image(tuple(IDS[:1]), ()), [UBUNTU[0]])
 
 
 def test_five_containers_and_the_seed_formula() -> None:
@@ -69,7 +80,7 @@ def test_five_containers_and_the_seed_formula() -> None:
     store = seed_store()
     for number in range(1, 6):
         name = f"my_container_{number}"
-        store = create(store, name, FINAL.name)
+        store = create(store, name, FINAL_NAME)
         filesystem = step(store.containers[name].filesystem, Write("/app/hello.sh", 0, b"Hi" * number)).container
         store = with_filesystem(store, name, filesystem)
     sizes = [container_size(store, f"my_container_{number}") for number in range(1, 6)]
@@ -78,19 +89,19 @@ def test_five_containers_and_the_seed_formula() -> None:
     total = sum(size for size, _ in sizes) + (sizes[0][1] - sizes[0][0])
     assert total == 5 * 100 + 1137
     usage, images_total, reclaimable = system_df(store)
-    assert [(each.name, each.size, each.shared, each.unique, each.containers) for each in usage] == [
-        (BASE.name, 1137, 1137, 0, 0), (FINAL.name, 1137, 1137, 0, 5),
+    assert [(each.tags, each.size, each.shared, each.unique, each.containers) for each in usage] == [
+        ((BASE_NAME,), 1137, 1137, 0, 0), ((FINAL_NAME,), 1137, 1137, 0, 5),
     ]  # fmt: skip
     assert images_total == 1137 and reclaimable == 0
 
 
 def test_remove_and_free() -> None:
     """[STORE-1][STORE-3] rm keeps the image; rmi frees what no image holds; a used image is refused."""
-    store = create(seed_store(), "c1", FINAL.name)
+    store = create(seed_store(), "c1", FINAL_NAME)
     with pytest.raises(SpecError, match="used by a container"):
-        remove_image(store, FINAL.name)
-    store = remove_image(remove_container(store, "c1"), FINAL.name)
+        remove_image(store, FINAL_NAME)
+    store = remove_image(remove_container(store, "c1"), FINAL_NAME)
     assert len(store.layers) == 4  # the base image still holds them all
-    assert len(remove_image(store, BASE.name).layers) == 0
+    assert len(remove_image(store, BASE_NAME).layers) == 0
     with pytest.raises(SpecError, match="no image"):
-        create(store, "c2", FINAL.name)
+        create(store, "c2", FINAL_NAME)

@@ -54,12 +54,13 @@ def test_store_figures_equal_dockers(tmp_path: object) -> None:
     tars = layers()
     archives = [encode_layer(each) for each in tars]
     ids = tuple(diff_id(each) for each in archives)
-    base = Image("cowspec/base:1", ids, tuple(HistoryRow(text, empty) for text, empty in BASE_HISTORY))
-    final = Image("cowspec/final:1", ids, tuple(HistoryRow(text, empty) for text, empty in FINAL_HISTORY))
+    base = Image(ids, tuple(HistoryRow(text, empty) for text, empty in BASE_HISTORY))
+    final = Image(ids, tuple(HistoryRow(text, empty) for text, empty in FINAL_HISTORY))
+    names = {base.id: "cowspec/base:1", final.id: "cowspec/final:1"}
     contents = [layer_of(each) for each in tars]
-    store = load(load(Store(), base, contents), final, contents)
+    store = load(load(Store(), names[base.id], base, contents), names[final.id], final, contents)
     for name, (_, ops) in RUNS.items():
-        store = create(store, name, final.name)
+        store = create(store, name, names[final.id])
         filesystem = store.containers[name].filesystem
         for op in ops:
             filesystem = step(filesystem, op).container
@@ -67,23 +68,25 @@ def test_store_figures_equal_dockers(tmp_path: object) -> None:
     try:
         with Dockerd() as docker:
             for image, rows in ((base, BASE_HISTORY), (final, FINAL_HISTORY)):
-                loaded = docker.docker("load", stdin=docker_archive(archives, image.name, rows))
+                loaded = docker.docker("load", stdin=docker_archive(archives, names[image.id], rows))
                 assert loaded.returncode == 0, loaded.stderr.decode()
             for name, (command, _) in RUNS.items():
-                ran = docker.docker("run", "--name", name, "--network", "none", final.name, "/bin/sh", "-c", command)
+                ran = docker.docker(
+                    "run", "--name", name, "--network", "none", names[final.id], "/bin/sh", "-c", command
+                )
                 assert ran.returncode == 0, ran.stderr.decode()
-            images = {name: engine_api(docker, f"/images/{name}/json") for name in (base.name, final.name)}
-            histories = {name: engine_api(docker, f"/images/{name}/history") for name in (base.name, final.name)}
+            images = {name: engine_api(docker, f"/images/{name}/json") for name in names.values()}
+            histories = {name: engine_api(docker, f"/images/{name}/history") for name in names.values()}
             containers = engine_api(docker, "/containers/json?all=1&size=1")
             df = engine_api(docker, "/system/df")
     except DriverUnavailable as error:
         if os.environ.get("CI") == "true":
             pytest.fail(str(error))
         pytest.skip(str(error))
-    for name in (base.name, final.name):
-        assert images[name]["Size"] == image_size(store, name)  # type: ignore[index]
+    for image_id, name in names.items():
+        assert images[name]["Size"] == image_size(store, image_id)  # type: ignore[index]
         rows = [(row["CreatedBy"], row["Size"]) for row in histories[name]]  # type: ignore[attr-defined]
-        assert rows == history(store, name)
+        assert rows == history(store, image_id)
     by_name = {each["Names"][0].lstrip("/"): each for each in containers}  # type: ignore[attr-defined]
     for name in RUNS:
         # The API leaves SizeRw out when it is 0.
@@ -91,8 +94,7 @@ def test_store_figures_equal_dockers(tmp_path: object) -> None:
     usage, total, _ = system_df(store)
     reported = {each["RepoTags"][0]: each for each in df["Images"]}  # type: ignore[index]
     for each in usage:
-        assert (reported[each.name]["Size"], reported[each.name]["SharedSize"], reported[each.name]["Containers"]) == (
-            each.size, each.shared, each.containers,
-        )  # fmt: skip
+        row = reported[each.tags[0]]
+        assert (row["Size"], row["SharedSize"], row["Containers"]) == (each.size, each.shared, each.containers)
     assert df["LayersSize"] == total  # type: ignore[index]
     assert len({each.get("SizeRw", 0) for each in by_name.values()}) == 3  # the three containers really differ

@@ -7,6 +7,8 @@ After every step every figure is compared (a smaller budget than the
 filesystem level's: an engine is slow).
 """
 
+import os
+
 from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -39,14 +41,28 @@ class StoreDivergence(AssertionError):
         self.steps = steps
 
 
+found: list[StoreDivergence] = []
+"""Every divergence raised, the last one the smallest Hypothesis found."""
+
+
 def clean(docker: Dockerd) -> None:
-    """Remove every container and image, so an example starts from nothing."""
+    """Remove every container and image, so an example starts from nothing.
+
+    Raises if anything is left: an example must not see its predecessor's
+    layers, or the machine would be flaky.
+    """
     containers = docker.docker("ps", "-aq").stdout.decode().split()
     if containers:
         docker.docker("rm", "-f", *containers)
-    images = docker.docker("images", "-aq").stdout.decode().split()
-    if images:
+    for _ in range(3):
+        images = docker.docker("images", "-aq").stdout.decode().split()
+        if not images:
+            break
         docker.docker("rmi", "-f", *sorted(set(images)))
+    layerdb = os.path.join(docker.base, "root", "image", "overlay2", "layerdb", "sha256")
+    left = os.listdir(layerdb) if os.path.isdir(layerdb) else []
+    if left or docker.docker("images", "-aq").stdout.strip():
+        raise RuntimeError(f"the engine kept {len(left)} layers after cleaning")
 
 
 histories = st.lists(st.booleans(), max_size=3)
@@ -123,6 +139,8 @@ def store_machine_for(docker: Dockerd) -> type:
             observed = figures(docker, self.real_items)
             lines = store_differences(expected, observed)
             if lines:
-                raise StoreDivergence("; ".join(lines), tuple(self.steps))
+                failure = StoreDivergence("; ".join(lines), tuple(self.steps))
+                found.append(failure)
+                raise failure
 
     return StoreMachine

@@ -20,6 +20,7 @@ The figures are Docker's (research notes, section 2.3) [STORE-4]:
   chain holds it.
 """
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import cast
@@ -28,7 +29,7 @@ from pyrsistent import pmap
 from pyrsistent.typing import PMap
 
 from .errors import SpecError
-from .identity import chain_ids
+from .identity import chain_ids, digest
 from .layer_tar import LayerTar
 from .layers import Layer
 from .paths import ROOT
@@ -62,11 +63,23 @@ class HistoryRow:
 
 @dataclass(frozen=True, slots=True)
 class Image:
-    """An image: its layers by DiffID, bottom first, and its history."""
+    """An image: its layers by DiffID, bottom first, and its history.
 
-    name: str
+    Docker names an image by the digest of its config, so two images with
+    the same layers and history are one image under two tags [STORE-7];
+    ``unique`` stands for what else a config holds (a commit's creation
+    time, say) that makes otherwise equal images distinct.
+    """
+
     diff_ids: tuple[str, ...]
     history: tuple[HistoryRow, ...]
+    unique: str = ""
+
+    @property
+    def id(self) -> str:
+        """The image's identity: a digest of what its config holds."""
+        rows = [[row.created_by, row.empty_layer] for row in self.history]
+        return digest(json.dumps([list(self.diff_ids), rows, self.unique]).encode())
 
     @property
     def chain(self) -> tuple[str, ...]:
@@ -76,7 +89,7 @@ class Image:
 
 @dataclass(frozen=True, slots=True)
 class ContainerRecord:
-    """A container: the image it was made from and its filesystem."""
+    """A container: the ID of the image it was made from, and its filesystem."""
 
     name: str
     image: str
@@ -85,45 +98,56 @@ class ContainerRecord:
 
 NO_LAYERS: PMap[str, StoredLayer] = pmap()
 NO_IMAGES: PMap[str, Image] = pmap()
+NO_TAGS: PMap[str, str] = pmap()
 NO_CONTAINERS: PMap[str, ContainerRecord] = pmap()
 
 
 @dataclass(frozen=True, slots=True)
 class Store:
-    """Layers by ChainID, images and containers by name."""
+    """Layers by ChainID, images by ID, tags to image IDs, containers by name."""
 
     layers: PMap[str, StoredLayer] = NO_LAYERS
     images: PMap[str, Image] = NO_IMAGES
+    tags: PMap[str, str] = NO_TAGS
     containers: PMap[str, ContainerRecord] = NO_CONTAINERS
 
+    def image(self, name: str) -> Image:
+        """The image a tag names; an unknown tag is refused."""
+        found = self.tags.get(name)
+        if found is None:
+            raise SpecError(f"no image {name!r}")
+        return self.images[found]
 
-def load(store: Store, image: Image, contents: Iterable[Layer]) -> Store:
-    """``store`` with ``image`` and the layers it needs; known ChainIDs are reused [STORE-1]."""
+
+def load(store: Store, name: str, image: Image, contents: Iterable[Layer]) -> Store:
+    """``store`` with ``image`` tagged ``name`` and the layers it needs [STORE-1][STORE-7].
+
+    Known ChainIDs are reused; an image already stored under another tag
+    only gains this tag.
+    """
     contents = tuple(contents)
     if len(contents) != len(image.diff_ids):
-        raise SpecError(f"image {image.name}: {len(image.diff_ids)} DiffIDs but {len(contents)} layers")
+        raise SpecError(f"image {name}: {len(image.diff_ids)} DiffIDs but {len(contents)} layers")
     if sum(not row.empty_layer for row in image.history) != len(image.diff_ids):
-        raise SpecError(f"image {image.name}: history rows that made a layer do not match its layers [STORE-2]")
+        raise SpecError(f"image {name}: history rows that made a layer do not match its layers [STORE-2]")
     layers = store.layers
     parent: str | None = None
     for chain, diff, content in zip(image.chain, image.diff_ids, contents, strict=True):
         if chain not in layers:
             layers = layers.set(chain, StoredLayer(chain, diff, parent, content))
         parent = chain
-    return replace(store, layers=layers, images=store.images.set(image.name, image))
+    images = store.images if image.id in store.images else store.images.set(image.id, image)
+    return replace(store, layers=layers, images=images, tags=store.tags.set(name, image.id))
 
 
 def create(store: Store, name: str, image_name: str) -> Store:
     """``store`` with a new container on ``image_name``: only a writable layer is made [STORE-3]."""
-    image = store.images.get(image_name)
-    if image is None:
-        raise SpecError(f"no image {image_name!r}")
+    image = store.image(image_name)
     if name in store.containers:
         raise SpecError(f"a container {name!r} exists already")
     lowers = tuple(store.layers[chain].content for chain in image.chain)
-    return replace(
-        store, containers=store.containers.set(name, ContainerRecord(name, image_name, new_container(lowers)))
-    )
+    record = ContainerRecord(name, image.id, new_container(lowers))
+    return replace(store, containers=store.containers.set(name, record))
 
 
 def with_filesystem(store: Store, name: str, filesystem: Container) -> Store:
@@ -138,7 +162,7 @@ def remove_container(store: Store, name: str) -> Store:
 
 
 def held_chains(store: Store) -> frozenset[str]:
-    """Every ChainID some image or some container's image still stands on [STORE-1]."""
+    """Every ChainID some image still stands on [STORE-1]."""
     held: set[str] = set()
     for image in store.images.values():
         held.update(image.chain)
@@ -146,18 +170,27 @@ def held_chains(store: Store) -> frozenset[str]:
 
 
 def remove_image(store: Store, name: str) -> Store:
-    """``docker rmi``: refused while a container uses the image; layers no one holds are freed [STORE-1]."""
-    if any(record.image == name for record in store.containers.values()):
+    """``docker rmi NAME`` [STORE-1][STORE-7].
+
+    With other tags on the image, only the tag goes. Otherwise the image
+    goes too, refused while a container uses it, and the layers no image
+    holds any more are freed.
+    """
+    image_id = store.image(name).id
+    tags = store.tags.discard(name)
+    if image_id in tags.values():
+        return replace(store, tags=tags)
+    if any(record.image == image_id for record in store.containers.values()):
         raise SpecError(f"image {name!r} is used by a container")
-    images = store.images.discard(name)
+    images = store.images.discard(image_id)
     kept = held_chains(replace(store, images=images))
     layers = pmap({chain: layer for chain, layer in store.layers.items() if chain in kept})
-    return replace(store, images=images, layers=layers)
+    return replace(store, images=images, tags=tags, layers=layers)
 
 
-def image_size(store: Store, name: str) -> int:
+def image_size(store: Store, image_id: str) -> int:
     """An image's size: its chain's own sizes added up [STORE-4]."""
-    return sum(store.layers[chain].size for chain in store.images[name].chain)
+    return sum(store.layers[chain].size for chain in store.images[image_id].chain)
 
 
 def container_size(store: Store, name: str) -> tuple[int, int]:
@@ -167,9 +200,9 @@ def container_size(store: Store, name: str) -> tuple[int, int]:
     return size, size + image_size(store, record.image)
 
 
-def history(store: Store, name: str) -> list[tuple[str, int]]:
+def history(store: Store, image_id: str) -> list[tuple[str, int]]:
     """``docker history``: (created_by, size) per row, newest first [STORE-4]."""
-    image = store.images[name]
+    image = store.images[image_id]
     chain = iter(image.chain)
     rows = [(row.created_by, 0 if row.empty_layer else store.layers[next(chain)].size) for row in image.history]
     return list(reversed(rows))
@@ -177,9 +210,10 @@ def history(store: Store, name: str) -> list[tuple[str, int]]:
 
 @dataclass(frozen=True, slots=True)
 class ImageUsage:
-    """A row of ``docker system df -v``'s images."""
+    """A row of ``docker system df -v``'s images: one per image, with its tags."""
 
-    name: str
+    id: str
+    tags: tuple[str, ...]
     size: int
     shared: int
     containers: int
@@ -203,11 +237,12 @@ def system_df(store: Store) -> tuple[list[ImageUsage], int, int]:
     usage = []
     for image in store.images.values():
         shared = sum(store.layers[chain].size for chain in image.chain if references[chain] > 1)
-        users = sum(record.image == image.name for record in store.containers.values())
-        usage.append(ImageUsage(image.name, image_size(store, image.name), shared, users))
+        users = sum(record.image == image.id for record in store.containers.values())
+        tags = tuple(sorted(tag for tag, target in store.tags.items() if target == image.id))
+        usage.append(ImageUsage(image.id, tags, image_size(store, image.id), shared, users))
     total = sum(store.layers[chain].size for chain in references)
     reclaimable = sum(each.unique for each in usage if each.containers == 0)
-    return sorted(usage, key=lambda each: each.name), total, reclaimable
+    return sorted(usage, key=lambda each: each.tags), total, reclaimable
 
 
 def layer_of(tar: LayerTar) -> Layer:

@@ -171,7 +171,7 @@ def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
             case LoadImage():
                 layers = [build_layer(entries, f"image {step.name}") for entries in step.layers]
                 ids = tuple(diff_id(encode_layer(layer_tar_of(layer))) for layer in layers)
-                return load(store, Image(step.name, ids, step.history), layers), {"ok": True}
+                return load(store, step.name, Image(ids, step.history), layers), {"ok": True}
             case CreateContainer():
                 return create(store, step.container, step.image), {"ok": True}
             case RunOps():
@@ -194,20 +194,19 @@ def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
                 if not (changes.entries or changes.whiteouts or changes.opaque):
                     # Nothing changed: the new image adds a history row and no layer [STORE-6].
                     row = HistoryRow(f"commit {step.container}", empty_layer=True)
-                    return load(store, Image(step.name, base.diff_ids, (*base.history, row)), contents), {"ok": True}
+                    same = Image(base.diff_ids, (*base.history, row), unique=step.name)
+                    return load(store, step.name, same, contents), {"ok": True}
                 new = Image(
-                    step.name,
                     (*base.diff_ids, diff_id(encode_layer(changes))),
                     (*base.history, HistoryRow(f"commit {step.container}")),
+                    unique=step.name,  # a commit's config carries its own creation time
                 )
-                return load(store, new, [*contents, record.filesystem.upper]), {"ok": True}
+                return load(store, step.name, new, [*contents, record.filesystem.upper]), {"ok": True}
             case RemoveContainer():
                 if step.container not in store.containers:
                     raise SpecError(f"no container {step.container!r}")
                 return remove_container(store, step.container), {"ok": True}
             case RemoveImage():
-                if step.name not in store.images:
-                    raise SpecError(f"no image {step.name!r}")
                 return remove_image(store, step.name), {"ok": True}
     except SpecError as error:
         return store, {"ok": False, "reason": str(error)}
@@ -220,15 +219,21 @@ def store_result(store: Store, items: list[Entry]) -> Entry:
         "format": STORE_RESULT_FORMAT,
         "steps": items,
         "layers": len(store.layers),
-        "images": {
-            each.name: {
-                "size": image_size(store, each.name),
-                "history": [size for _, size in history(store, each.name)],
-                "shared_size": each.shared,
-                "containers": each.containers,
-            }
-            for each in usage
-        },
+        "images": dict(
+            sorted(
+                (
+                    tag,
+                    {
+                        "size": image_size(store, each.id),
+                        "history": [size for _, size in history(store, each.id)],
+                        "shared_size": each.shared,
+                        "containers": each.containers,
+                    },
+                )
+                for each in usage
+                for tag in each.tags
+            )
+        ),
         "containers": {
             name: dict(zip(("size", "virtual_size"), container_size(store, name), strict=True))
             for name in sorted(store.containers)
