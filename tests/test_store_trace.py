@@ -42,6 +42,14 @@ def test_model_figures_of_the_walkthrough() -> None:
             "used twice",
         ),
         ([{"step": "create", "container": "", "image": "a"}], "non-empty string"),
+        (
+            [{"step": "build", "name": "b", "from": "a", "instructions": [{"instruction": "ADD"}]}],
+            "unknown instruction",
+        ),
+        (
+            [{"step": "build", "name": "b", "from": "a", "instructions": [{"instruction": "COPY", "entries": []}]}],
+            "at least one entry",
+        ),
     ],
 )
 def test_refused_store_traces(steps: list[object], message: str) -> None:
@@ -64,6 +72,17 @@ def test_commit_of_an_unchanged_container_adds_no_layer() -> None:
     assert result["layers"] == 2
     assert result["images"]["img3:1"]["history"] == [0, 0]
     assert result["images"]["img5:1"]["history"] == [0, 0, 0]
+
+
+def test_build_adds_layers_and_rows() -> None:
+    """[STORE-8][STORE-6][STORE-2] COPY and RUN add layers, a RUN that changes nothing and CMD/ENV add rows."""
+    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-build.json").read_text())))
+    assert result["steps"][1] == {"ok": True}
+    final = result["images"]["acme/my-final-image:1.0"]
+    # newest first: CMD, ENV, the empty RUN, RUN (/var/log, 9 bytes), COPY (29 + a 6-byte symlink), base rows
+    assert final["history"] == [0, 0, 0, 9, 35, 0, 28]
+    assert (result["layers"], final["size"], final["shared_size"]) == (3, 72, 28)
+    assert result["containers"]["my_container_2"] == {"size": 38, "virtual_size": 110}
 
 
 @pytest.mark.parametrize("vector", STORE_VECTORS, ids=[each.stem for each in STORE_VECTORS])

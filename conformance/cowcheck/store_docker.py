@@ -12,14 +12,20 @@ The figures are read in bytes from the Engine API.
 
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 
 from cowspec.commit import layer_tar_of
 from cowspec.layer_tar import encode_layer
 from cowspec.observe import Entry
 from cowspec.store_trace import (
+    METADATA,
     STORE_RESULT_FORMAT,
+    Build,
     Commit,
     CreateContainer,
+    Instruction,
     LoadImage,
     RemoveContainer,
     RemoveImage,
@@ -64,6 +70,81 @@ def perform_step(docker: Dockerd, step: Step) -> Entry:
             return _done(docker.docker("rm", step.container))
         case RemoveImage():
             return _done(docker.docker("rmi", step.name))
+        case Build():
+            return build(docker, step)
+
+
+def _docker_build(docker: Dockerd, base: str, lines: list[str], context: str) -> str | Entry:
+    """Run the legacy builder on a Dockerfile; the new image's ID, or a failed step."""
+    with open(os.path.join(context, "Dockerfile"), "w") as handle:
+        handle.write("\n".join([f"FROM {base}", *lines]) + "\n")
+    with open(os.path.join(context, ".dockerignore"), "w") as handle:
+        handle.write("Dockerfile\n.dockerignore\n")
+    built = subprocess.run(
+        docker.docker_command("build", "-q", context),
+        env={**os.environ, "DOCKER_BUILDKIT": "0"}, capture_output=True, check=False,
+    )  # fmt: skip
+    if built.returncode != 0:
+        return _done(built)
+    return built.stdout.decode().strip().splitlines()[-1]
+
+
+def _write_context(context: str, instruction: Instruction) -> None:
+    for entry in sorted(instruction.entries, key=lambda each: each.path.count("/")):
+        real = context + entry.path
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+        if entry.type == "dir":
+            os.makedirs(real, exist_ok=True)
+            os.chmod(real, entry.mode)
+        elif entry.type == "file":
+            with open(real, "wb") as handle:
+                handle.write(entry.data)
+            os.chmod(real, entry.mode)
+        else:
+            os.symlink(entry.target, real)
+
+
+def build(docker: Dockerd, step: Build) -> Entry:
+    """A build, one instruction at a time, as the legacy builder does it [STORE-8].
+
+    ``COPY`` and the metadata instructions go through ``docker build``;
+    ``RUN`` is a container of the image so far, whose ops are made as in an
+    ``ops`` step, then committed. Only the last image is tagged.
+    """
+    current = step.base
+    for number, instruction in enumerate(step.instructions):
+        if instruction.command == "RUN":
+            name = f"cowspec-build-{os.getpid()}-{number}"
+            created = docker.docker("create", "--name", name, "--network", "none", current, "/none")
+            if created.returncode != 0:
+                return _done(created)
+            try:
+                done = perform_step(docker, RunOps(name, instruction.ops))
+                if not done.get("ok"):
+                    return done
+                committed = docker.docker("commit", name)
+                if committed.returncode != 0:
+                    return _done(committed)
+                current = committed.stdout.decode().strip()
+            finally:
+                docker.docker("rm", name)
+            continue
+        context = tempfile.mkdtemp(prefix="cowspec-context-")
+        try:
+            if instruction.command in METADATA:
+                line = f"{instruction.command} {instruction.text or 'cowspec'}"
+                if instruction.command in ("ENV", "LABEL") and "=" not in instruction.text:
+                    line = f"{instruction.command} cowspec={instruction.text or 'x'}"
+            else:
+                _write_context(context, instruction)
+                line = "COPY . /"
+            image = _docker_build(docker, current, [line], context)
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+        if isinstance(image, dict):
+            return image
+        current = image
+    return _done(docker.docker("tag", current, step.name))
 
 
 def figures(docker: Dockerd, items: list[Entry]) -> Entry:

@@ -16,7 +16,9 @@ from .identity import diff_id
 from .layer_tar import encode_layer
 from .observe import Entry
 from .operations import step as fs_step
-from .ops import Op
+from .ops import Create, Mkdir, Op, Symlink, Unlink, Write
+from .paths import ROOT, ancestors
+from .stack import Container, lookup, new_container
 from .store import (
     HistoryRow,
     Image,
@@ -84,7 +86,32 @@ class RemoveImage:
     name: str
 
 
-Step = LoadImage | CreateContainer | RunOps | Commit | RemoveContainer | RemoveImage
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """One Dockerfile instruction of a build [STORE-8].
+
+    ``COPY`` adds ``entries`` (files, directories, symlinks); ``RUN`` makes
+    ``ops`` in a container of the image so far; ``CMD``, ``ENV`` and
+    ``LABEL`` change only metadata, with ``text``.
+    """
+
+    command: str
+    entries: tuple[LayerEntry, ...] = ()
+    ops: tuple[Op, ...] = ()
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Build:
+    """``docker build`` of ``name`` from the image ``base``, one instruction at a time."""
+
+    name: str
+    base: str
+    instructions: tuple[Instruction, ...]
+
+
+Step = LoadImage | CreateContainer | RunOps | Commit | RemoveContainer | RemoveImage | Build
+METADATA = ("CMD", "ENV", "LABEL")
 
 
 def _text(fields: dict[str, object], key: str, where: str) -> str:
@@ -144,7 +171,46 @@ def decode_step(value: object, where: str) -> Step:
         return RemoveContainer(_text(fields, "container", where))
     if kind == "rmi":
         return RemoveImage(_image_name(fields, "name", where))
+    if kind == "build":
+        instructions = fields.get("instructions")
+        if not isinstance(instructions, list) or not instructions:
+            raise SpecError(f"{where}: instructions must be a non-empty list")
+        return Build(
+            _image_name(fields, "name", where),
+            _image_name(fields, "from", where),
+            tuple(decode_instruction(each, f"{where} instruction {n}") for n, each in enumerate(instructions)),
+        )
     raise SpecError(f"{where}: unknown step {kind!r}")
+
+
+def decode_instruction(value: object, where: str) -> Instruction:
+    """One build instruction [STORE-8]."""
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: expected a JSON object")
+    fields = cast(dict[str, object], value)
+    command = fields.get("instruction")
+    if command == "COPY":
+        entries = fields.get("entries")
+        if not isinstance(entries, list):
+            raise SpecError(f"{where}: COPY needs a list of entries")
+        decoded = tuple(decode_entry(each, f"{where} entry {n}") for n, each in enumerate(entries))
+        if not decoded:
+            raise SpecError(f"{where}: COPY needs at least one entry")
+        for entry in decoded:
+            if entry.type not in ("file", "dir", "symlink"):
+                raise SpecError(f"{where}: COPY takes files, directories and symlinks, not a {entry.type}")
+        return Instruction("COPY", entries=decoded)
+    if command == "RUN":
+        ops = fields.get("ops")
+        if not isinstance(ops, list):
+            raise SpecError(f"{where}: RUN needs a list of ops")
+        return Instruction("RUN", ops=tuple(decode_op(op, f"{where} op {n}") for n, op in enumerate(ops)))
+    if command in METADATA:
+        text = fields.get("text", "")
+        if not isinstance(text, str) or "\n" in text:
+            raise SpecError(f"{where}: {command} text must be one line")
+        return Instruction(str(command), text=text)
+    raise SpecError(f"{where}: unknown instruction {command!r} (COPY, RUN, CMD, ENV, LABEL)")
 
 
 def decode_store_trace(document: object) -> tuple[Step, ...]:
@@ -157,7 +223,7 @@ def decode_store_trace(document: object) -> tuple[Step, ...]:
     decoded = tuple(decode_step(each, f"step {index}") for index, each in enumerate(steps))
     named: set[str] = set()
     for index, each in enumerate(decoded):
-        if isinstance(each, (LoadImage, Commit)):
+        if isinstance(each, (LoadImage, Commit, Build)):
             if each.name in named:
                 raise SpecError(f"step {index}: image name {each.name!r} is used twice in the trace [STORE-5]")
             named.add(each.name)
@@ -208,8 +274,71 @@ def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
                 return remove_container(store, step.container), {"ok": True}
             case RemoveImage():
                 return remove_image(store, step.name), {"ok": True}
+            case Build():
+                return build(store, step), {"ok": True}
     except SpecError as error:
         return store, {"ok": False, "reason": str(error)}
+
+
+def build(store: Store, step: Build) -> Store:
+    """``docker build``: each instruction adds a layer or a history row [STORE-8].
+
+    ``COPY`` adds a layer holding its entries; ``RUN`` adds the layer its
+    container's changes make, or only a row when it changed nothing (as a
+    commit does, STORE-6); ``CMD``, ``ENV`` and ``LABEL`` add a row that made
+    no layer. Only the last image is tagged; the ones in between are not
+    reported, and their layers are the last one's.
+    """
+    image = store.image(step.base)
+    contents = [store.layers[chain].content for chain in image.chain]
+    diff_ids, rows = list(image.diff_ids), list(image.history)
+    for instruction in step.instructions:
+        if instruction.command in METADATA:
+            rows.append(HistoryRow(f"{instruction.command} {instruction.text}", empty_layer=True))
+            continue
+        filesystem = new_container(tuple(contents))
+        for op in instruction.ops if instruction.command == "RUN" else copy_ops(filesystem, instruction.entries):
+            filesystem = fs_step(filesystem, op).container
+        layer = filesystem.upper
+        changes = layer_tar_of(layer)
+        if not (changes.entries or changes.whiteouts or changes.opaque):
+            rows.append(HistoryRow(instruction.command, empty_layer=True))
+            continue
+        diff_ids.append(diff_id(encode_layer(changes)))
+        rows.append(HistoryRow(instruction.command))
+        contents.append(layer)
+    return load(store, step.name, Image(tuple(diff_ids), tuple(rows), unique=step.name), contents)
+
+
+def copy_ops(filesystem: Container, entries: tuple[LayerEntry, ...]) -> list[Op]:
+    """What ``COPY`` does in the image's root filesystem, as ops [STORE-8].
+
+    Missing directories are made (0o755, or the entry's mode), a file or
+    symlink already at a path is replaced, files are written with their
+    mode, and everything is owned by root, as ``COPY`` without ``--chown``.
+    """
+    ops: list[Op] = []
+    made: set[str] = set()
+    for entry in sorted(entries, key=lambda each: each.path.count("/")):
+        for directory in (*ancestors(entry.path), *([entry.path] if entry.type == "dir" else [])):
+            if directory == ROOT or directory in made:
+                continue
+            made.add(directory)
+            if lookup(filesystem, directory) is None:
+                mode = entry.mode if directory == entry.path else 0o755
+                ops.append(Mkdir(directory, mode))
+        if entry.type == "dir":
+            continue
+        found = lookup(filesystem, entry.path)
+        if found is not None and not found.is_dir:
+            ops.append(Unlink(entry.path))
+        if entry.type == "file":
+            ops.append(Create(entry.path, entry.mode))
+            if entry.data:
+                ops.append(Write(entry.path, 0, entry.data))
+        else:
+            ops.append(Symlink(entry.target, entry.path))
+    return ops
 
 
 def store_result(store: Store, items: list[Entry]) -> Entry:
