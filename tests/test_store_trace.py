@@ -127,3 +127,15 @@ def test_store_machine_against_docker() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(str(error))
         pytest.skip(str(error))
+
+
+def test_demo_from_the_model_and_an_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    """[STORE-4][STORE-1] The seed's walk-through: shared layers, five containers, copy-up sizes, agreement."""
+    if not os.path.exists("/usr/sbin/dockerd") and os.environ.get("CI") != "true":
+        assert main(["demo"]) == 0
+        pytest.skip("dockerd is not installed: model only")
+    assert main(["demo", "--engine"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("-- agreement: every figure equal") == 2
+    assert "my_container_5      37B (virtual 1.11kB)" in out
+    assert "disk for the five: 185B of writable layers + 1.07kB of image, once = 1.26kB; layers stored: 4" in out

@@ -7,6 +7,7 @@
     cowspec layers IMAGE                         its layers, checked and counted
     cowspec inspect IMAGE                        what each layer wastes
     cowspec matrix [--out FILE]                  layer cases through docker, umoci, podman
+    cowspec demo [--engine]                      the seed's walk-through, with Docker's tables
 
 With several traces each prints one JSON result per line. A trace the spec
 rejects gives a one-line reason on stderr and exit status 2; with several,
@@ -271,6 +272,12 @@ def command_inspect(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_demo(arguments: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(arguments.engine)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(prog="cowspec", description="Executable spec of layered copy-on-write storage.")
@@ -311,6 +318,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
     sub.add_argument("--progress", action="store_true", help="report each layer read, even when not on a terminal")
     sub.set_defaults(handler=command_inspect, driver="")
+    sub = commands.add_parser("demo", help="the seed's walk-through: two images, five containers, their sizes")
+    sub.add_argument("--engine", action="store_true", help="also run it on a private Docker engine, side by side")
+    sub.set_defaults(handler=command_demo, driver="docker")
     sub = commands.add_parser("matrix", help="run the layer cases through docker, umoci and podman")
     sub.add_argument("--out", default="-", help="where to write the Markdown matrix (default: standard output)")
     sub.set_defaults(handler=command_matrix, driver="matrix")
