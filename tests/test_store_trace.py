@@ -85,6 +85,17 @@ def test_build_adds_layers_and_rows() -> None:
     assert result["containers"]["my_container_2"] == {"size": 38, "virtual_size": 110}
 
 
+def test_volumes_bypass_the_writable_layer() -> None:
+    """[STORE-9] Filled from the image, shared, outside every SIZE, EXDEV across, kept after rm."""
+    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-volumes.json").read_text())))
+    assert result["steps"][4]["results"][-1] == {"errno": "EXDEV"}
+    assert result["steps"][5]["results"][0] == {"ok": True, "value": "MTIzNDU2Nzg5MA=="}  # w1's write, seen by w2
+    assert result["steps"][8] == {"ok": False, "reason": "volume 'shared' is in use"}
+    assert result["containers"] == {"w2": {"size": 0, "virtual_size": 17}}
+    # seed.txt and its hardlink once (10) + w1's file (10); readme (7) filled into the new volume
+    assert result["volumes"] == {"empty": {"size": 7, "containers": 1}, "shared": {"size": 20, "containers": 1}}
+
+
 @pytest.mark.parametrize("vector", STORE_VECTORS, ids=[each.stem for each in STORE_VECTORS])
 def test_docker_agrees_with_the_model(vector: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """[STORE-5][STORE-4][STORE-6] ``cowspec check --driver docker``: every figure equal, to the byte."""

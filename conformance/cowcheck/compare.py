@@ -60,7 +60,7 @@ def store_differences(expected: Entry, observed: Entry) -> list[str]:
     for index, (want, got) in enumerate(zip(plain(expected["steps"]), plain(observed["steps"]), strict=False)):
         if want != got:
             lines.append(f"step {index}: model {want}, real {got}")
-    for key in ("layers", "images", "containers", "images_total", "reclaimable"):
+    for key in ("layers", "images", "containers", "images_total", "reclaimable", "volumes"):
         if expected.get(key) != observed.get(key):
             lines.append(f"{key}: model {expected.get(key)}, real {observed.get(key)}")
     return lines

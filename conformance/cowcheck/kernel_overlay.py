@@ -320,6 +320,26 @@ class KernelSession:
         except OSError as error:
             raise DriverUnavailable(str(error)) from None
         self.mounted = True
+        self._fork_server()
+
+    @classmethod
+    def in_directory(cls, root: str) -> "KernelSession":
+        """A session whose process works in a plain directory (a volume's), nothing mounted."""
+        session = cls.__new__(cls)
+        session.home = os.path.join(scratch_root(), f"s{next(_counter)}")
+        session.lowers = []
+        session.upper_dir = root
+        session.merged_dir = root
+        session.mounted = False
+        session.pid = 0
+        try:
+            session._fork_server()
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def _fork_server(self) -> None:
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
         self.pid = os.fork()

@@ -19,18 +19,23 @@ import tempfile
 from cowspec.commit import layer_tar_of
 from cowspec.layer_tar import encode_layer
 from cowspec.observe import Entry
+from cowspec.stack import new_container
+from cowspec.store import ContainerRecord
 from cowspec.store_trace import (
     METADATA,
     STORE_RESULT_FORMAT,
     Build,
     Commit,
     CreateContainer,
+    CreateVolume,
     Instruction,
     LoadImage,
     RemoveContainer,
     RemoveImage,
+    RemoveVolume,
     RunOps,
     Step,
+    routed,
 )  # fmt: skip
 from cowspec.trace import build_layer
 
@@ -53,17 +58,17 @@ def perform_step(docker: Dockerd, step: Step) -> Entry:
             rows = [(row.created_by, row.empty_layer) for row in step.history]
             return _done(docker.docker("load", stdin=docker_archive(archives, step.name, rows)))
         case CreateContainer():
-            return _done(docker.docker("create", "--name", step.container, "--network", "none", step.image, "/none"))
+            mounts = [argument for path, volume in step.volumes for argument in ("--volume", f"{volume}:{path}")]
+            created = docker.docker(
+                "create", "--name", step.container, "--network", "none", *mounts, step.image, "/none"
+            )
+            return _done(created)
+        case CreateVolume():
+            return _done(docker.docker("volume", "create", step.name))
+        case RemoveVolume():
+            return _done(docker.docker("volume", "rm", step.name))
         case RunOps():
-            inspected = docker.docker("inspect", "--format", "{{json .GraphDriver.Data}}", step.container)
-            if inspected.returncode != 0:
-                return _done(inspected)
-            data = json.loads(inspected.stdout)
-            session = KernelSession.attach(data["LowerDir"].split(":"), data["UpperDir"], data["WorkDir"])
-            try:
-                return {"ok": True, "results": [session.perform(op) for op in step.ops]}
-            finally:
-                session.close()
+            return run_ops(docker, step)
         case Commit():
             return _done(docker.docker("commit", step.container, step.name))
         case RemoveContainer():
@@ -72,6 +77,45 @@ def perform_step(docker: Dockerd, step: Step) -> Entry:
             return _done(docker.docker("rmi", step.name))
         case Build():
             return build(docker, step)
+
+
+def run_ops(docker: Dockerd, step: RunOps) -> Entry:
+    """Ops in a container: its own layers mounted as Docker mounts them, volumes as their directories.
+
+    Each op goes where the model says its path lives (STORE-9); one that
+    spans two places is EXDEV without being made.
+    """
+    inspected = docker.docker("inspect", "--format", "{{json .}}", step.container)
+    if inspected.returncode != 0:
+        return _done(inspected)
+    details = json.loads(inspected.stdout)
+    data = details["GraphDriver"]["Data"]
+    mounts = tuple(
+        (mount["Destination"], mount["Name"]) for mount in details.get("Mounts") or [] if mount.get("Type") == "volume"
+    )
+    record = ContainerRecord(step.container, "", new_container(()), mounts)
+    sessions: dict[str | None, KernelSession] = {}
+    try:
+        results: list[Entry] = []
+        for op in step.ops:
+            where = routed(record, op)
+            if where is None:
+                results.append({"errno": "EXDEV"})
+                continue
+            volume, inner = where
+            if volume not in sessions:
+                if volume is None:
+                    sessions[None] = KernelSession.attach(
+                        data["LowerDir"].split(":"), data["UpperDir"], data["WorkDir"]
+                    )
+                else:
+                    place = next(m["Source"] for m in details["Mounts"] if m.get("Name") == volume)
+                    sessions[volume] = KernelSession.in_directory(place)
+            results.append(sessions[volume].perform(inner))
+        return {"ok": True, "results": results}
+    finally:
+        for session in sessions.values():
+            session.close()
 
 
 def _docker_build(docker: Dockerd, base: str, lines: list[str], context: str) -> str | Entry:
@@ -181,6 +225,10 @@ def figures(docker: Dockerd, items: list[Entry]) -> Entry:
         "containers": dict(sorted(containers.items())),
         "images_total": df["LayersSize"],
         "reclaimable": reclaimable,
+        "volumes": {
+            volume["Name"]: {"size": volume["UsageData"]["Size"], "containers": volume["UsageData"]["RefCount"]}
+            for volume in sorted(df.get("Volumes") or [], key=lambda each: each["Name"])
+        },
     }
 
 

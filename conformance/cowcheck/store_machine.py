@@ -21,6 +21,7 @@ from cowspec.store_trace import (
     LoadImage,
     RemoveContainer,
     RemoveImage,
+    RemoveVolume,
     RunOps,
     Step,
     apply_step,
@@ -54,6 +55,9 @@ def clean(docker: Dockerd) -> None:
     containers = docker.docker("ps", "-aq").stdout.decode().split()
     if containers:
         docker.docker("rm", "-f", *containers)
+    volumes = docker.docker("volume", "ls", "-q").stdout.decode().split()
+    if volumes:
+        docker.docker("volume", "rm", "-f", *volumes)
     for _ in range(3):
         images = docker.docker("images", "-aq").stdout.decode().split()
         if not images:
@@ -98,12 +102,19 @@ def store_machine_for(docker: Dockerd) -> type:
             rows += [HistoryRow(f"CMD {index}", empty_layer=True) for index, _ in enumerate(extra)]
             self.take(LoadImage(f"img{self.count}:1", tuple(layers), tuple(rows)))  # type: ignore[arg-type]
 
-        @precondition(lambda self: bool(self.store.images))
-        @rule(data=st.data())
-        def create(self, data: st.DataObject) -> None:
+        @precondition(lambda self: bool(self.store.tags))
+        @rule(
+            data=st.data(),
+            mounts=st.lists(
+                st.tuples(st.sampled_from(["/a", "/b/c"]), st.sampled_from(["v1", "v2"])),
+                max_size=2,
+                unique_by=lambda pair: pair[0],
+            ),
+        )
+        def create(self, data: st.DataObject, mounts: list[tuple[str, str]]) -> None:
             self.count += 1
-            image = data.draw(st.sampled_from(sorted(self.store.images)))
-            self.take(CreateContainer(f"c{self.count}", image))
+            image = data.draw(st.sampled_from(sorted(self.store.tags)))
+            self.take(CreateContainer(f"c{self.count}", image, tuple(sorted(mounts))))
 
         @precondition(lambda self: bool(self.store.containers))
         @rule(data=st.data(), changes=st.lists(ops(), min_size=1, max_size=4))
@@ -126,10 +137,15 @@ def store_machine_for(docker: Dockerd) -> type:
         def remove_container(self, data: st.DataObject) -> None:
             self.take(RemoveContainer(data.draw(st.sampled_from(sorted(self.store.containers)))))
 
-        @precondition(lambda self: bool(self.store.images))
+        @precondition(lambda self: bool(self.store.tags))
         @rule(data=st.data())
         def remove_image(self, data: st.DataObject) -> None:
-            self.take(RemoveImage(data.draw(st.sampled_from(sorted(self.store.images)))))
+            self.take(RemoveImage(data.draw(st.sampled_from(sorted(self.store.tags)))))
+
+        @precondition(lambda self: bool(self.store.volumes))
+        @rule(data=st.data())
+        def remove_volume(self, data: st.DataObject) -> None:
+            self.take(RemoveVolume(data.draw(st.sampled_from(sorted(self.store.volumes)))))
 
         @invariant()
         def same_figures(self) -> None:

@@ -28,13 +28,14 @@ from typing import cast
 from pyrsistent import pmap
 from pyrsistent.typing import PMap
 
+from .entries import Dir, Name
 from .errors import SpecError
 from .identity import chain_ids, digest
 from .layer_tar import LayerTar
-from .layers import Layer
+from .layers import Layer, empty_layer, link, new_name, put
 from .paths import ROOT
 from .sizes import layer_size
-from .stack import Container, new_container
+from .stack import Container, Found, inode_of, lookup, new_container, visible_children
 from .trace import EntryType, LayerEntry, build_layer
 
 
@@ -94,12 +95,15 @@ class ContainerRecord:
     name: str
     image: str
     filesystem: Container
+    mounts: tuple[tuple[str, str], ...] = ()
+    """(path, volume) pairs: what is under ``path`` lives in the volume [STORE-9]."""
 
 
 NO_LAYERS: PMap[str, StoredLayer] = pmap()
 NO_IMAGES: PMap[str, Image] = pmap()
 NO_TAGS: PMap[str, str] = pmap()
 NO_CONTAINERS: PMap[str, ContainerRecord] = pmap()
+NO_VOLUMES: PMap[str, Container] = pmap()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,8 @@ class Store:
     images: PMap[str, Image] = NO_IMAGES
     tags: PMap[str, str] = NO_TAGS
     containers: PMap[str, ContainerRecord] = NO_CONTAINERS
+    volumes: PMap[str, Container] = NO_VOLUMES
+    """Each named volume's files, as the writable layer of a container over nothing."""
 
     def image(self, name: str) -> Image:
         """The image a tag names; an unknown tag is refused."""
@@ -140,14 +146,91 @@ def load(store: Store, name: str, image: Image, contents: Iterable[Layer]) -> St
     return replace(store, layers=layers, images=images, tags=store.tags.set(name, image.id))
 
 
-def create(store: Store, name: str, image_name: str) -> Store:
-    """``store`` with a new container on ``image_name``: only a writable layer is made [STORE-3]."""
+def create_volume(store: Store, name: str) -> Store:
+    """``docker volume create``: an empty volume [STORE-9]."""
+    if name in store.volumes:
+        raise SpecError(f"a volume {name!r} exists already")
+    return replace(store, volumes=store.volumes.set(name, new_container(())))
+
+
+def remove_volume(store: Store, name: str) -> Store:
+    """``docker volume rm``: refused while a container mounts it [STORE-9]."""
+    if name not in store.volumes:
+        raise SpecError(f"no volume {name!r}")
+    if any(volume == name for record in store.containers.values() for _, volume in record.mounts):
+        raise SpecError(f"volume {name!r} is in use")
+    return replace(store, volumes=store.volumes.discard(name))
+
+
+def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, str], ...] = ()) -> Store:
+    """``docker create``: only a writable layer is made, and the volumes are mounted [STORE-3][STORE-9].
+
+    A volume that does not exist is made. An empty volume mounted where the
+    image has a directory is first filled with that directory's contents.
+    """
     image = store.image(image_name)
     if name in store.containers:
         raise SpecError(f"a container {name!r} exists already")
     lowers = tuple(store.layers[chain].content for chain in image.chain)
-    record = ContainerRecord(name, image.id, new_container(lowers))
-    return replace(store, containers=store.containers.set(name, record))
+    filesystem = new_container(lowers)
+    volumes = store.volumes
+    for path, volume in mounts:
+        files = volumes.get(volume) or new_container(())
+        if not files.upper.names_in(ROOT):
+            found = lookup(filesystem, path)
+            if found is not None and found.is_dir:
+                files = replace(files, upper=copied_tree(filesystem, found))
+        volumes = volumes.set(volume, files)
+    record = ContainerRecord(name, image.id, filesystem, mounts)
+    return replace(store, containers=store.containers.set(name, record), volumes=volumes)
+
+
+def copied_tree(filesystem: Container, directory: Found) -> Layer:
+    """The visible tree below ``directory`` as a layer rooted there (a volume's first filling)."""
+    assert isinstance(directory.node, Dir)
+    layer = empty_layer(replace(directory.node, opaque=False))
+    copies: dict[tuple[int, int], int] = {}  # hardlinks stay hardlinks, as the copy keeps them
+    pending = [directory]
+    while pending:
+        current = pending.pop()
+        for child in sorted(visible_children(filesystem, current).values(), key=lambda each: each.path):
+            inside = "/" + child.path[len(directory.path) :].lstrip("/")
+            if isinstance(child.node, Dir):
+                layer = put(layer, inside, replace(child.node, opaque=False))
+                pending.append(child)
+                continue
+            key = (child.layer, child.node.ino)
+            if key in copies:
+                layer = link(layer, inside, copies[key])
+                continue
+            inode = inode_of(filesystem, child)
+            layer = new_name(layer, inside, replace(inode, nlink=1, touched=False, origin=None))
+            name = layer.get(inside)
+            assert isinstance(name, Name)
+            copies[key] = name.ino
+    return layer
+
+
+def route(record: ContainerRecord, path: str) -> tuple[str | None, str]:
+    """Where a path of the container lives: (volume, path inside it), or (None, path) [STORE-9].
+
+    Paths are taken lexically (``.``, ``..`` and repeated slashes folded);
+    symlinks that lead into or out of a volume are outside the model.
+    """
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    clean = "/" + "/".join(parts)
+    for mount, volume in sorted(record.mounts, key=lambda each: -len(each[0])):
+        if clean == mount or clean.startswith(mount + "/"):
+            return volume, clean[len(mount) :] or ROOT
+    return None, path
 
 
 def with_filesystem(store: Store, name: str, filesystem: Container) -> Store:
@@ -191,6 +274,11 @@ def remove_image(store: Store, name: str) -> Store:
 def image_size(store: Store, image_id: str) -> int:
     """An image's size: its chain's own sizes added up [STORE-4]."""
     return sum(store.layers[chain].size for chain in store.images[image_id].chain)
+
+
+def volume_size(store: Store, name: str) -> int:
+    """A volume's size: its files' apparent bytes, each inode once [STORE-9]."""
+    return layer_size(store.volumes[name].upper)
 
 
 def container_size(store: Store, name: str) -> tuple[int, int]:

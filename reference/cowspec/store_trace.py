@@ -7,7 +7,7 @@ result gives every image's, container's and the store's figures
 [STORE-5]. ``docs/formats/store-trace-format.md`` is the contract.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from .commit import commit, layer_tar_of
@@ -17,20 +17,25 @@ from .layer_tar import encode_layer
 from .observe import Entry
 from .operations import step as fs_step
 from .ops import Create, Mkdir, Op, Symlink, Unlink, Write
-from .paths import ROOT, ancestors
+from .paths import ROOT, ancestors, is_normalised
 from .stack import Container, lookup, new_container
 from .store import (
+    ContainerRecord,
     HistoryRow,
     Image,
     Store,
     container_size,
     create,
+    create_volume,
     history,
     image_size,
     load,
     remove_container,
     remove_image,
+    remove_volume,
+    route,
     system_df,
+    volume_size,
     with_filesystem,
 )  # fmt: skip
 from .trace import LayerEntry, build_layer, decode_entry, decode_op, encode_outcome
@@ -50,10 +55,25 @@ class LoadImage:
 
 @dataclass(frozen=True, slots=True)
 class CreateContainer:
-    """``docker create``: a container on an image."""
+    """``docker create``: a container on an image, with volumes mounted at paths."""
 
     container: str
     image: str
+    volumes: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CreateVolume:
+    """``docker volume create``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveVolume:
+    """``docker volume rm``."""
+
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +130,9 @@ class Build:
     instructions: tuple[Instruction, ...]
 
 
-Step = LoadImage | CreateContainer | RunOps | Commit | RemoveContainer | RemoveImage | Build
+Step = (
+    LoadImage | CreateContainer | RunOps | Commit | RemoveContainer | RemoveImage | Build | CreateVolume | RemoveVolume
+)
 METADATA = ("CMD", "ENV", "LABEL")
 
 
@@ -157,7 +179,22 @@ def decode_step(value: object, where: str) -> Step:
             )  # fmt: skip
         return LoadImage(_image_name(fields, "name", where), decoded, history_rows)
     if kind == "create":
-        return CreateContainer(_text(fields, "container", where), _image_name(fields, "image", where))
+        volumes = fields.get("volumes", {})
+        if not isinstance(volumes, dict):
+            raise SpecError(f"{where}: volumes must map paths to volume names")
+        mounts = []
+        for path, volume in sorted(volumes.items()):
+            if not isinstance(path, str) or not is_normalised(path) or path == ROOT or not isinstance(volume, str):
+                raise SpecError(f"{where}: volume mount {path!r} must be a normalised path below the root")
+            if not volume or not all(char.isalnum() or char in "_.-" for char in volume):
+                raise SpecError(f"{where}: volume name {volume!r} is not [A-Za-z0-9_.-]+")
+            mounts.append((path, volume))
+        return CreateContainer(_text(fields, "container", where), _image_name(fields, "image", where), tuple(mounts))
+    if kind in ("volume", "rmvolume"):
+        name = _text(fields, "name", where)
+        if not all(char.isalnum() or char in "_.-" for char in name):
+            raise SpecError(f"{where}: volume name {name!r} is not [A-Za-z0-9_.-]+")
+        return CreateVolume(name) if kind == "volume" else RemoveVolume(name)
     if kind == "ops":
         ops = fields.get("ops")
         if not isinstance(ops, list):
@@ -239,17 +276,20 @@ def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
                 ids = tuple(diff_id(encode_layer(layer_tar_of(layer))) for layer in layers)
                 return load(store, step.name, Image(ids, step.history), layers), {"ok": True}
             case CreateContainer():
-                return create(store, step.container, step.image), {"ok": True}
+                return create(store, step.container, step.image, step.volumes), {"ok": True}
+            case CreateVolume():
+                return create_volume(store, step.name), {"ok": True}
+            case RemoveVolume():
+                return remove_volume(store, step.name), {"ok": True}
             case RunOps():
                 record = store.containers.get(step.container)
                 if record is None:
                     raise SpecError(f"no container {step.container!r}")
-                filesystem, results = record.filesystem, []
+                results = []
                 for op in step.ops:
-                    transition = fs_step(filesystem, op)
-                    filesystem = transition.container
-                    results.append(encode_outcome(transition.outcome))
-                return with_filesystem(store, step.container, filesystem), {"ok": True, "results": results}
+                    store, outcome = routed_step(store, store.containers[step.container], op)
+                    results.append(outcome)
+                return store, {"ok": True, "results": results}
             case Commit():
                 record = store.containers.get(step.container)
                 if record is None:
@@ -278,6 +318,38 @@ def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
                 return build(store, step), {"ok": True}
     except SpecError as error:
         return store, {"ok": False, "reason": str(error)}
+
+
+PATH_FIELDS = ("path", "src", "dst")
+
+
+def routed(record: ContainerRecord, op: Op) -> tuple[str | None, Op] | None:
+    """Where ``op`` happens: (volume or None, the op with paths inside it); None if it spans two [STORE-9]."""
+    places = {key: route(record, getattr(op, key)) for key in PATH_FIELDS if hasattr(op, key)}
+    targets = {volume for volume, _ in places.values()}
+    if len(targets) > 1:
+        return None
+    target = targets.pop()
+    if target is None:
+        return None, op
+    return target, replace(op, **{key: inner for key, (_, inner) in places.items()})  # type: ignore[arg-type]
+
+
+def routed_step(store: Store, record: ContainerRecord, op: Op) -> tuple[Store, Entry]:
+    """``op`` in a container, made in its writable layer or in the volume its path is in [STORE-9].
+
+    A rename or link between a volume and the rest, or two volumes, is
+    ``EXDEV``, as between any two mounts.
+    """
+    where = routed(record, op)
+    if where is None:
+        return store, {"errno": "EXDEV"}
+    volume, inner = where
+    if volume is None:
+        transition = fs_step(record.filesystem, op)
+        return with_filesystem(store, record.name, transition.container), encode_outcome(transition.outcome)
+    transition = fs_step(store.volumes[volume], inner)
+    return replace(store, volumes=store.volumes.set(volume, transition.container)), encode_outcome(transition.outcome)
 
 
 def build(store: Store, step: Build) -> Store:
@@ -369,6 +441,15 @@ def store_result(store: Store, items: list[Entry]) -> Entry:
         },
         "images_total": total,
         "reclaimable": reclaimable,
+        "volumes": {
+            name: {
+                "size": volume_size(store, name),
+                "containers": sum(
+                    volume == name for record in store.containers.values() for _, volume in record.mounts
+                ),
+            }
+            for name in sorted(store.volumes)
+        },
     }
 
 
