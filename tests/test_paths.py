@@ -3,7 +3,7 @@
 import pytest
 
 from cowspec.errors import SpecError
-from cowspec.paths import ancestors, is_inside, is_normalised, join, name_of, parent_of, rebase
+from cowspec.paths import ancestors, fold, is_inside, is_normalised, join, name_of, parent_of, rebase
 from cowspec.trace import decode_op
 
 from .support import OK, Scenario, d, err, f, op, s, scenario_tests, val
@@ -26,6 +26,7 @@ def test_path_helpers() -> None:
     assert ancestors("/a/b/c") == ("/", "/a", "/a/b") and ancestors("/") == ()
     assert is_inside("/a/b", "/a") and not is_inside("/ab", "/a") and not is_inside("/a", "/a")
     assert rebase("/a/b/c", "/a", "/x") == "/x/b/c" and rebase("/a", "/a", "/x/y") == "/x/y"
+    assert fold("/a/./b//../c") == "/a/c" and fold("/../..") == "/" and fold("x/y/") == "/x/y"
 
 
 @pytest.mark.parametrize("path", ["/a/", "/a/.", "/a/..", "a/b", ""])

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from .layer_tar import LayerTar, TarEntry, canonical_key
-from .paths import ROOT, ancestors, join, parent_of
+from .paths import ROOT, ancestors, fold, join, parent_of
 
 ImpliedParents = Literal["keep", "default"]
 UnderSymlink = Literal["replace", "follow"]
@@ -142,9 +142,9 @@ class _Tree:
             entry = self.entries.get(candidate)
             if entry is not None and entry.kind == "symlink":
                 base = "" if entry.link.startswith("/") else current
-                resolved = _clean(base + "/" + entry.link)
+                resolved = fold(base + "/" + entry.link)
                 rest = "/".join(parts[index + 1 :])
-                return self.resolve_inside(_clean(resolved + "/" + rest), depth + 1)
+                return self.resolve_inside(fold(resolved + "/" + rest), depth + 1)
             current = candidate
         return path
 
@@ -216,19 +216,6 @@ class _Tree:
         changed = len(existed - {ROOT})
         added = len([entry for entry in layer.entries if entry.path != ROOT]) - changed
         return LayerStats(adds=added, changes=changed, deletes=deletes, size=size)
-
-
-def _clean(path: str) -> str:
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(part)
-    return "/" + "/".join(parts)
 
 
 def flatten(layers: Sequence[LayerTar], options: ApplyOptions = DEFAULTS) -> Rootfs:

@@ -61,3 +61,18 @@ def rebase(path: str, old: str, new: str) -> str:
         return new
     rest = path if old == ROOT else path[len(old) :]
     return rest if new == ROOT else new + rest
+
+
+def fold(path: str) -> str:
+    """``path`` folded lexically: ``.`` and empty components dropped, ``..``
+    taken back, never above the root. No symlink is looked at."""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return "/" + "/".join(parts)

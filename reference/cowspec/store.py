@@ -33,7 +33,7 @@ from .errors import SpecError
 from .identity import chain_ids, digest
 from .layer_tar import LayerTar
 from .layers import Layer, empty_layer, link, new_name, put
-from .paths import ROOT
+from .paths import ROOT, fold
 from .sizes import layer_size
 from .stack import Container, Found, inode_of, lookup, new_container, visible_children
 from .trace import EntryType, LayerEntry, build_layer
@@ -217,16 +217,7 @@ def route(record: ContainerRecord, path: str) -> tuple[str | None, str]:
     Paths are taken lexically (``.``, ``..`` and repeated slashes folded);
     symlinks that lead into or out of a volume are outside the model.
     """
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(part)
-    clean = "/" + "/".join(parts)
+    clean = fold(path)
     for mount, volume in sorted(record.mounts, key=lambda each: -len(each[0])):
         if clean == mount or clean.startswith(mount + "/"):
             return volume, clean[len(mount) :] or ROOT
