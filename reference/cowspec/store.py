@@ -75,6 +75,8 @@ class Image:
     diff_ids: tuple[str, ...]
     history: tuple[HistoryRow, ...]
     unique: str = ""
+    parent: str | None = None
+    """The image it was made from (a commit's or a build's), by ID [STORE-10]."""
 
     @property
     def id(self) -> str:
@@ -243,12 +245,23 @@ def held_chains(store: Store) -> frozenset[str]:
     return frozenset(held)
 
 
-def remove_image(store: Store, name: str) -> Store:
-    """``docker rmi NAME`` [STORE-1][STORE-7].
+def children(store: Store, image_id: str) -> list[str]:
+    """The images made from ``image_id`` [STORE-10]."""
+    return [image.id for image in store.images.values() if image.parent == image_id]
 
-    With other tags on the image, only the tag goes. Otherwise the image
-    goes too, refused while a container uses it, and the layers no image
-    holds any more are freed.
+
+def untagged(store: Store, image_id: str) -> bool:
+    """True if no tag names ``image_id``."""
+    return image_id not in store.tags.values()
+
+
+def remove_image(store: Store, name: str) -> Store:
+    """``docker rmi NAME`` [STORE-1][STORE-7][STORE-10].
+
+    With other tags on the image, or images made from it, only the tag goes.
+    Otherwise the image goes too (refused while a container uses it), then
+    each parent that is left untagged, unused and childless; the layers no
+    image holds any more are freed.
     """
     image_id = store.image(name).id
     tags = store.tags.discard(name)
@@ -256,7 +269,24 @@ def remove_image(store: Store, name: str) -> Store:
         return replace(store, tags=tags)
     if any(record.image == image_id for record in store.containers.values()):
         raise SpecError(f"image {name!r} is used by a container")
-    images = store.images.discard(image_id)
+    if children(store, image_id):
+        # Images were made from it: the tag goes, the image stays, untagged.
+        return replace(store, tags=tags)
+    images = store.images
+    doomed: str | None = image_id
+    while doomed is not None:
+        parent = images[doomed].parent
+        images = images.discard(doomed)
+        later = replace(store, images=images, tags=tags)
+        if (
+            parent is None
+            or parent not in images
+            or not untagged(later, parent)
+            or children(later, parent)
+            or any(record.image == parent for record in store.containers.values())
+        ):
+            break
+        doomed = parent
     kept = held_chains(replace(store, images=images))
     layers = pmap({chain: layer for chain, layer in store.layers.items() if chain in kept})
     return replace(store, images=images, tags=tags, layers=layers)
@@ -305,21 +335,24 @@ class ImageUsage:
 def system_df(store: Store) -> tuple[list[ImageUsage], int, int]:
     """Per image usage, the images' total and what is reclaimable [STORE-4].
 
-    A layer is shared when the chains of more than one image hold it. The
-    total counts every layer some image holds once; reclaimable adds up
-    the unique size of the images no container uses.
+    A layer is shared when the chains of more than one listed image hold
+    it. The total counts every stored layer once; reclaimable adds up the
+    unique size of the listed images no container uses.
     """
+    # Untagged images that other images were made from are not listed, and
+    # their layers are not counted as theirs [STORE-10].
+    listed = [image for image in store.images.values() if not (untagged(store, image.id) and children(store, image.id))]
     references: dict[str, int] = {}
-    for image in store.images.values():
+    for image in listed:
         for chain in image.chain:
             references[chain] = references.get(chain, 0) + 1
     usage = []
-    for image in store.images.values():
+    for image in listed:
         shared = sum(store.layers[chain].size for chain in image.chain if references[chain] > 1)
         users = sum(record.image == image.id for record in store.containers.values())
         tags = tuple(sorted(tag for tag, target in store.tags.items() if target == image.id))
         usage.append(ImageUsage(image.id, tags, image_size(store, image.id), shared, users))
-    total = sum(store.layers[chain].size for chain in references)
+    total = sum(layer.size for layer in store.layers.values())
     reclaimable = sum(each.unique for each in usage if each.containers == 0)
     return sorted(usage, key=lambda each: each.tags), total, reclaimable
 

@@ -257,14 +257,7 @@ def decode_store_trace(document: object) -> tuple[Step, ...]:
     steps = document.get("steps")
     if not isinstance(steps, list):
         raise SpecError("store trace: steps must be a list")
-    decoded = tuple(decode_step(each, f"step {index}") for index, each in enumerate(steps))
-    named: set[str] = set()
-    for index, each in enumerate(decoded):
-        if isinstance(each, (LoadImage, Commit, Build)):
-            if each.name in named:
-                raise SpecError(f"step {index}: image name {each.name!r} is used twice in the trace [STORE-5]")
-            named.add(each.name)
-    return decoded
+    return tuple(decode_step(each, f"step {index}") for index, each in enumerate(steps))
 
 
 def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
@@ -300,12 +293,15 @@ def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
                 if not (changes.entries or changes.whiteouts or changes.opaque):
                     # Nothing changed: the new image adds a history row and no layer [STORE-6].
                     row = HistoryRow(f"commit {step.container}", empty_layer=True)
-                    same = Image(base.diff_ids, (*base.history, row), unique=step.name)
+                    same = Image(
+                        base.diff_ids, (*base.history, row), unique=f"{step.name} {len(store.images)}", parent=base.id
+                    )
                     return load(store, step.name, same, contents), {"ok": True}
                 new = Image(
                     (*base.diff_ids, diff_id(encode_layer(changes))),
                     (*base.history, HistoryRow(f"commit {step.container}")),
-                    unique=step.name,  # a commit's config carries its own creation time
+                    unique=f"{step.name} {len(store.images)}",  # a commit's config carries its own creation time
+                    parent=base.id,
                 )
                 return load(store, step.name, new, [*contents, record.filesystem.upper]), {"ok": True}
             case RemoveContainer():
@@ -379,7 +375,8 @@ def build(store: Store, step: Build) -> Store:
         diff_ids.append(diff_id(encode_layer(changes)))
         rows.append(HistoryRow(instruction.command))
         contents.append(layer)
-    return load(store, step.name, Image(tuple(diff_ids), tuple(rows), unique=step.name), contents)
+    built = Image(tuple(diff_ids), tuple(rows), unique=f"{step.name} {len(store.images)}", parent=image.id)
+    return load(store, step.name, built, contents)
 
 
 def copy_ops(filesystem: Container, entries: tuple[LayerEntry, ...]) -> list[Op]:
