@@ -34,6 +34,7 @@ from .identity import chain_ids, digest
 from .layer_tar import LayerTar
 from .layers import Layer, empty_layer, link, new_name, put
 from .paths import ROOT, fold
+from .resolve import resolve_final
 from .sizes import layer_size
 from .stack import Container, Found, inode_of, lookup, new_container, visible_children
 from .trace import EntryType, LayerEntry, build_layer
@@ -155,6 +156,15 @@ def create_volume(store: Store, name: str) -> Store:
     return replace(store, volumes=store.volumes.set(name, new_container(())))
 
 
+def ensure_volumes(store: Store, names: Iterable[str]) -> Store:
+    """``store`` with an empty volume for each name it lacks [STORE-9]."""
+    volumes = store.volumes
+    for name in names:
+        if name not in volumes:
+            volumes = volumes.set(name, new_container(()))
+    return replace(store, volumes=volumes)
+
+
 def remove_volume(store: Store, name: str) -> Store:
     """``docker volume rm``: refused while a container mounts it [STORE-9]."""
     if name not in store.volumes:
@@ -176,6 +186,11 @@ def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, st
     lowers = tuple(store.layers[chain].content for chain in image.chain)
     filesystem = new_container(lowers)
     volumes = store.volumes
+    for path, _ in mounts:
+        # A volume goes on a directory, or where nothing is yet [STORE-9].
+        target = resolve_final(filesystem, path, follow=True)
+        if target == "ENOTDIR" or target == "ELOOP" or (not isinstance(target, str) and not target.is_dir):
+            raise SpecError(f"cannot mount a volume over {path!r}: not a directory in the image")
     for path, volume in mounts:
         files = volumes.get(volume) or new_container(())
         if not files.upper.names_in(ROOT):

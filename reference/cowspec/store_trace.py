@@ -27,6 +27,7 @@ from .store import (
     container_size,
     create,
     create_volume,
+    ensure_volumes,
     history,
     image_size,
     load,
@@ -269,6 +270,11 @@ def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
                 ids = tuple(diff_id(encode_layer(layer_tar_of(layer))) for layer in layers)
                 return load(store, step.name, Image(ids, step.history), layers), {"ok": True}
             case CreateContainer():
+                store.image(step.image)
+                if step.container in store.containers:
+                    raise SpecError(f"a container {step.container!r} exists already")
+                # Docker makes the named volumes before it checks where they go [STORE-9].
+                store = ensure_volumes(store, [volume for _, volume in step.volumes])
                 return create(store, step.container, step.image, step.volumes), {"ok": True}
             case CreateVolume():
                 return create_volume(store, step.name), {"ok": True}
@@ -442,7 +448,7 @@ def store_result(store: Store, items: list[Entry]) -> Entry:
             name: {
                 "size": volume_size(store, name),
                 "containers": sum(
-                    volume == name for record in store.containers.values() for _, volume in record.mounts
+                    any(volume == name for _, volume in record.mounts) for record in store.containers.values()
                 ),
             }
             for name in sorted(store.volumes)
