@@ -155,3 +155,15 @@ def test_demo_from_the_model_and_an_engine(capsys: pytest.CaptureFixture[str]) -
     assert out.count("-- agreement: every figure equal") == 2
     assert "my_container_5      37B (virtual 1.11kB)" in out
     assert "disk for the five: 185B of writable layers + 1.07kB of image, once = 1.26kB; layers stored: 4" in out
+
+
+def test_volume_over_a_file_is_refused_after_the_volume_is_made() -> None:
+    """[STORE-9] Docker makes the named volume, then refuses to mount it over a file."""
+    steps = [
+        {"step": "image", "name": "f:1", "layers": [[{"path": "/a", "type": "file", "data": "eA=="}]]},
+        {"step": "create", "container": "c", "image": "f:1", "volumes": {"/a": "v", "/b": "v"}},
+        {"step": "create", "container": "d", "image": "f:1", "volumes": {"/x": "v", "/y": "v"}},
+    ]
+    result = run_store_model(decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps}))
+    assert result["steps"][1]["ok"] is False and "not a directory" in result["steps"][1]["reason"]
+    assert result["volumes"] == {"v": {"size": 0, "containers": 1}}  # d mounts it twice, counts once
