@@ -14,10 +14,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from cowspec.observe import Entry, merged_tree
+from cowspec.ops import Op
+from cowspec.stack import new_container
 from cowspec.store import HistoryRow, Store
 from cowspec.store_trace import (
+    Build,
     Commit,
     CreateContainer,
+    Instruction,
     LoadImage,
     RemoveContainer,
     RemoveImage,
@@ -27,6 +31,7 @@ from cowspec.store_trace import (
     apply_step,
     store_result,
 )  # fmt: skip
+from cowspec.trace import LayerEntry
 
 from .compare import store_differences
 from .engines import Dockerd
@@ -125,6 +130,40 @@ def store_machine_for(docker: Dockerd) -> type:
             dirs = ("/", *(str(entry["path"]) for entry in tree if entry["type"] == "dir"))
             filled = tuple(fill_known(op, known, dirs) for op in changes)  # type: ignore[arg-type]
             self.take(RunOps(name, filled))
+
+        @precondition(lambda self: bool(self.store.tags))
+        @rule(
+            data=st.data(),
+            steps=st.lists(
+                st.one_of(
+                    st.sampled_from(["CMD", "ENV", "LABEL"]),
+                    st.lists(ops(), min_size=1, max_size=3),
+                    st.lists(st.sampled_from(["/a", "/b", "/c/d"]), min_size=1, max_size=2, unique=True),
+                ),
+                min_size=1,
+                max_size=3,
+            ),
+        )
+        def build(self, data: st.DataObject, steps: list[str | list[str] | list[Op]]) -> None:
+            self.count += 1
+            base = data.draw(st.sampled_from(sorted(self.store.tags)))
+            image = self.store.image(base)
+            contents = tuple(self.store.layers[chain].content for chain in image.chain)
+            tree = merged_tree(new_container(contents))
+            known = tuple(str(entry["path"]) for entry in tree)
+            dirs = ("/", *(str(entry["path"]) for entry in tree if entry["type"] == "dir"))
+            instructions = []
+            for each in steps:
+                if isinstance(each, str):
+                    instructions.append(Instruction(each, text=f"value{self.count}"))
+                elif all(isinstance(path, str) for path in each):
+                    paths = [path for path in each if isinstance(path, str)]
+                    entries = tuple(LayerEntry(path, "file", 0o644, data=path.encode()) for path in paths)
+                    instructions.append(Instruction("COPY", entries=entries))
+                else:
+                    changes = [op for op in each if not isinstance(op, str)]
+                    instructions.append(Instruction("RUN", ops=tuple(fill_known(op, known, dirs) for op in changes)))
+            self.take(Build(f"img{self.count}:1", base, tuple(instructions)))
 
         @precondition(lambda self: bool(self.store.containers))
         @rule(data=st.data())

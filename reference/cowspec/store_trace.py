@@ -16,9 +16,9 @@ from .identity import diff_id
 from .layer_tar import encode_layer
 from .observe import Entry
 from .operations import step as fs_step
-from .ops import Create, Mkdir, Op, Symlink, Unlink, Write
-from .paths import ROOT, ancestors, is_normalised
-from .stack import Container, lookup, new_container
+from .ops import Create, Mkdir, Op, Rmdir, Symlink, Unlink, Write
+from .paths import ROOT, ancestors, is_normalised, join
+from .stack import Container, lookup, new_container, visible_children
 from .store import (
     ContainerRecord,
     HistoryRow,
@@ -371,8 +371,11 @@ def build(store: Store, step: Build) -> Store:
             rows.append(HistoryRow(f"{instruction.command} {instruction.text}", empty_layer=True))
             continue
         filesystem = new_container(tuple(contents))
-        for op in instruction.ops if instruction.command == "RUN" else copy_ops(filesystem, instruction.entries):
-            filesystem = fs_step(filesystem, op).container
+        if instruction.command == "RUN":
+            for op in instruction.ops:
+                filesystem = fs_step(filesystem, op).container
+        else:
+            filesystem = copied(filesystem, instruction.entries)
         layer = filesystem.upper
         changes = layer_tar_of(layer)
         if not (changes.entries or changes.whiteouts or changes.opaque):
@@ -385,35 +388,53 @@ def build(store: Store, step: Build) -> Store:
     return load(store, step.name, built, contents)
 
 
-def copy_ops(filesystem: Container, entries: tuple[LayerEntry, ...]) -> list[Op]:
-    """What ``COPY`` does in the image's root filesystem, as ops [STORE-8].
+def copied(filesystem: Container, entries: tuple[LayerEntry, ...]) -> Container:
+    """``filesystem`` after ``COPY`` of ``entries`` into its root [STORE-8].
 
-    Missing directories are made (0o755, or the entry's mode), a file or
-    symlink already at a path is replaced, files are written with their
-    mode, and everything is owned by root, as ``COPY`` without ``--chown``.
+    ``COPY`` unpacks the build context over the root as a layer is applied
+    (APPLY-3): a directory over a directory stays, anything else over
+    anything is replaced, subtree included; parent directories missing or
+    in the way (a file, a symlink) are made (0o755); files keep their mode
+    and everything belongs to root.
     """
-    ops: list[Op] = []
-    made: set[str] = set()
-    for entry in sorted(entries, key=lambda each: each.path.count("/")):
-        for directory in (*ancestors(entry.path), *([entry.path] if entry.type == "dir" else [])):
-            if directory == ROOT or directory in made:
-                continue
-            made.add(directory)
-            if lookup(filesystem, directory) is None:
-                mode = entry.mode if directory == entry.path else 0o755
-                ops.append(Mkdir(directory, mode))
-        if entry.type == "dir":
-            continue
-        found = lookup(filesystem, entry.path)
-        if found is not None and not found.is_dir:
-            ops.append(Unlink(entry.path))
-        if entry.type == "file":
-            ops.append(Create(entry.path, entry.mode))
-            if entry.data:
-                ops.append(Write(entry.path, 0, entry.data))
+
+    def run(op: Op) -> None:
+        nonlocal filesystem
+        filesystem = fs_step(filesystem, op).container
+
+    def clear(path: str) -> None:
+        found = lookup(filesystem, path)
+        if found is None:
+            return
+        if found.is_dir:
+            for child in visible_children(filesystem, found):
+                clear(join(path, child))
+            run(Rmdir(path))
         else:
-            ops.append(Symlink(entry.target, entry.path))
-    return ops
+            run(Unlink(path))
+
+    def directory(path: str, mode: int) -> None:
+        found = lookup(filesystem, path)
+        if found is not None and found.is_dir:
+            return
+        clear(path)
+        run(Mkdir(path, mode))
+
+    for entry in sorted(entries, key=lambda each: each.path.count("/")):
+        for above in ancestors(entry.path):
+            if above != ROOT:
+                directory(above, 0o755)
+        if entry.type == "dir":
+            directory(entry.path, entry.mode)
+            continue
+        clear(entry.path)
+        if entry.type == "file":
+            run(Create(entry.path, entry.mode))
+            if entry.data:
+                run(Write(entry.path, 0, entry.data))
+        else:
+            run(Symlink(entry.target, entry.path))
+    return filesystem
 
 
 def store_result(store: Store, items: list[Entry]) -> Entry:
