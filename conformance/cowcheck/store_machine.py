@@ -63,7 +63,10 @@ def clean(docker: Dockerd) -> None:
     volumes = docker.docker("volume", "ls", "-q").stdout.decode().split()
     if volumes:
         docker.docker("volume", "rm", "-f", *volumes)
-    for _ in range(3):
+    # A child must go before its parent: prune, then remove what is left,
+    # leaves first, until nothing is (builds and commits make deep chains).
+    docker.docker("image", "prune", "--all", "--force")
+    for _ in range(50):
         images = docker.docker("images", "-aq").stdout.decode().split()
         if not images:
             break
