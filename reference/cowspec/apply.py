@@ -16,7 +16,8 @@ Where the image-spec leaves a choice, ``ApplyOptions`` names the positions
 and their alternatives [APPLY-5]; the defaults are cowspec's positions.
 """
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -101,20 +102,29 @@ class _Tree:
         self.group: dict[str, int] = {}
         self.next_group = 1
         self.layer_index = 0
+        self.layer_size = 0
+        """Apparent bytes of the inodes the layer being applied has made."""
         self.group_origin: dict[int, tuple[int, int]] = {}
 
     def put(self, entry: TarEntry, group: int | None = None) -> None:
-        self.entries[entry.path] = entry
-        if entry.path != ROOT:
-            self.children.setdefault(parent_of(entry.path), set()).add(entry.path)
+        """Place ``entry``; a non-directory names ``group``, or a new inode of this layer."""
+        path = entry.path
+        self.entries[path] = entry
+        if path != ROOT:
+            parent = path.rpartition("/")[0] or ROOT
+            siblings = self.children.get(parent)
+            if siblings is None:
+                self.children[parent] = {path}
+            else:
+                siblings.add(path)
         if entry.kind != "dir":
             if group is None:
-                group, self.next_group = self.next_group, self.next_group + 1
-                size = (
-                    entry.size if entry.kind == "file" else len(entry.link.encode()) if entry.kind == "symlink" else 0
-                )
+                group = self.next_group
+                self.next_group += 1
+                size = apparent_size(entry)
                 self.group_origin[group] = (self.layer_index, size)
-            self.group[entry.path] = group
+                self.layer_size += size
+            self.group[path] = group
 
     def remove(self, path: str) -> None:
         if path not in self.entries or path == ROOT:
@@ -156,9 +166,9 @@ class _Tree:
         if existing is None or existing.kind != "dir":
             # A missing parent, or a non-directory in the way
             self.remove(path)
-            self.put(replace(IMPLIED, path=path))
+            self.put(IMPLIED._replace(path=path))
         elif options.implied_parents == "default":
-            self.put(replace(IMPLIED, path=path))
+            self.put(IMPLIED._replace(path=path))
 
     def apply(self, layer: LayerTar, options: ApplyOptions) -> LayerStats:
         """Apply one layer [APPLY-2][APPLY-3][APPLY-4]; what it did."""
@@ -185,46 +195,60 @@ class _Tree:
                 self.imply(each, options, listed)
         # ENTRIES: parents first [APPLY-3]
         placed_at: dict[str, str] = {}
+        # Parents already made directories by this layer: checking them
+        # again changes nothing until something in the tree is replaced.
+        checked: set[str] = set()
         # Hardlinks last, so that their targets are in place whatever the order.
         ordered = [each for each in layer.entries if each.kind != "hardlink"]
         ordered += [each for each in layer.entries if each.kind == "hardlink"]
+        follow = options.under_symlink == "follow"
+        self.layer_size = 0
         for entry in ordered:
-            if entry.path == ROOT:
+            path = entry.path
+            if path == ROOT:
                 self.entries[ROOT] = entry
                 continue
-            path = self.resolve_inside(entry.path) if options.under_symlink == "follow" else entry.path
-            for ancestor in ancestors(path):
-                self.imply(ancestor, options, listed)
+            if follow:
+                path = self.resolve_inside(path)
+            if (path.rpartition("/")[0] or ROOT) not in checked:
+                for ancestor in ancestors(path):
+                    self.imply(ancestor, options, listed)
+                checked.update(ancestors(path))
             existing = self.entries.get(path)
-            placed = entry if path == entry.path else replace(entry, path=path)
-            if entry.kind == "dir" and existing is not None and existing.kind == "dir":
-                self.put(placed)
-                continue
-            self.remove(path)
+            placed = entry if path == entry.path else entry._replace(path=path)
+            if existing is not None:
+                if entry.kind == "dir" and existing.kind == "dir":
+                    self.put(placed)
+                    continue
+                self.remove(path)
+                checked.clear()
             if entry.kind == "hardlink":
                 # [APPLY-3] a hardlink names the inode of its target in this layer
                 origin_path = placed_at[entry.link]
                 origin = self.entries[origin_path]
-                self.put(replace(origin, path=path), self.group[origin_path])
+                self.put(origin._replace(path=path), self.group[origin_path])
             else:
                 self.put(placed)
             placed_at[entry.path] = path
-        size = sum(
-            entry.size if entry.kind == "file" else len(entry.link.encode()) if entry.kind == "symlink" else 0
-            for entry in layer.entries
-        )
         changed = len(existed - {ROOT})
-        added = len([entry for entry in layer.entries if entry.path != ROOT]) - changed
-        return LayerStats(adds=added, changes=changed, deletes=deletes, size=size)
+        added = len(listed - {ROOT}) - changed
+        return LayerStats(adds=added, changes=changed, deletes=deletes, size=self.layer_size)
 
 
-def flatten(layers: Sequence[LayerTar], options: ApplyOptions = DEFAULTS) -> Rootfs:
+def apparent_size(entry: TarEntry) -> int:
+    """Bytes Docker counts for one inode: a file's length, a symlink's target [SIZE-1]."""
+    if entry.kind == "file":
+        return entry.size
+    return len(entry.link.encode()) if entry.kind == "symlink" else 0
+
+
+def flatten(layers: Iterable[LayerTar], options: ApplyOptions = DEFAULTS) -> Rootfs:
     """The root filesystem of a stack of layers, bottom first [APPLY-1]."""
     return flatten_with_stats(layers, options)[0]
 
 
 def flatten_with_stats(
-    layers: Sequence[LayerTar], options: ApplyOptions = DEFAULTS
+    layers: Iterable[LayerTar], options: ApplyOptions = DEFAULTS
 ) -> tuple[Rootfs, tuple[LayerStats, ...]]:
     """The root filesystem, and what each layer did on its way [APPLY-1][APPLY-6]."""
     tree = _Tree()
@@ -237,12 +261,9 @@ def flatten_with_stats(
         index, size = tree.group_origin[group]
         kept[index] += size
     stats = tuple(replace(each, kept=kept[index]) for index, each in enumerate(done))
-    counts: dict[int, int] = {}
-    for group in tree.group.values():
-        counts[group] = counts.get(group, 0) + 1
-    entries = sorted(
-        (entry for path, entry in tree.entries.items() if path != ROOT), key=lambda e: canonical_key(e.path)
-    )
+    counts = Counter(tree.group.values())
+    order = sorted(tree.entries, key=canonical_key)
+    entries = [tree.entries[path] for path in order if path != ROOT]
     links = tuple((entry.path, counts[tree.group[entry.path]]) for entry in entries if entry.kind != "dir")
     inodes = tuple((entry.path, tree.group[entry.path]) for entry in entries if entry.kind != "dir")
     return Rootfs(tuple(entries), tree.entries[ROOT], links, inodes), stats
