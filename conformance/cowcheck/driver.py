@@ -7,12 +7,15 @@ result, so the harness compares real and model results without knowing
 which implementation ran them.
 """
 
-from typing import Protocol
+from __future__ import annotations
 
-from cowspec.features import Features
-from cowspec.observe import Entry
-from cowspec.ops import Op
-from cowspec.trace import LayerEntry
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # the CLI imports this module for its errors alone, and starts fast
+    from cowspec.features import Features
+    from cowspec.observe import Entry
+    from cowspec.ops import Op
+    from cowspec.trace import LayerEntry
 
 
 class DriverUnavailable(RuntimeError):

@@ -19,7 +19,8 @@ from .machine import Divergence, Tally, machine_for, minimise
 
 def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
     """Run the state machine against ``driver``; print a report; 1 on divergence."""
-    from .cli import EXIT_DIVERGED, UsageError, save_trace
+    from .cli import EXIT_DIVERGED, UsageError
+    from .trace_commands import save_trace
 
     chosen = settings.get_profile(arguments.profile)
     overrides: dict[str, int] = {}

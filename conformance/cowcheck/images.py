@@ -12,16 +12,18 @@ import json
 import os
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import BinaryIO, Literal, cast
 
 import zstandard
 
 from cowspec.errors import SpecError
 from cowspec.identity import GZIP_TYPES, PLAIN_TYPES, ZSTD_TYPES, chain_ids, diff_id, digest
-from cowspec.layer_tar import CHUNK, LayerTar, decode_layer_stream
+from cowspec.layer_tar import CHUNK, LayerTar, decode_layer_stream, decode_members, iter_members
+
+from .fastlayer import MappedLayers, Region
 
 OCI_INDEX = "index.json"
 DOCKER_MANIFEST = "manifest.json"
@@ -83,6 +85,21 @@ class _Source:
         except (OSError, tarfile.TarError) as error:
             raise SpecError(f"{self.path}: cannot read {name} ({error})") from None
 
+    def region(self, name: str) -> Region | None:
+        """Where the file ``name`` lies, as bytes of a file on disk; None if it is not stored plainly."""
+        try:
+            if self.tar is None:
+                path = os.path.join(self.path, name)
+                return Region(path, 0, os.path.getsize(path)) if os.path.isfile(path) else None
+            if not isinstance(self.tar.fileobj, io.BufferedReader):
+                return None  # a compressed tarball: offsets are not file offsets
+            member = self.tar.getmember(name.removeprefix("./"))
+        except (KeyError, OSError):
+            return None
+        if not member.isreg() or member.issparse():
+            return None
+        return Region(self.path, member.offset_data, member.size)
+
     def has(self, name: str) -> bool:
         if self.tar is None:
             return os.path.exists(os.path.join(self.path, name))
@@ -132,13 +149,137 @@ def read_image(path: str, on_layer: Progress | None = None, keep_data: bool = Fa
     ``on_layer(index, count)`` is called before each layer is read. File
     bytes are hashed and dropped unless ``keep_data`` asks to keep them.
     """
-    source = _Source(path)
-    source.keep_data = keep_data
-    if source.has(OCI_INDEX):
-        return _read_oci(source, on_layer)
-    if source.has(DOCKER_MANIFEST):
-        return _read_docker(source, on_layer)
-    raise SpecError(f"{path}: neither an OCI layout (index.json) nor a docker save tarball (manifest.json)")
+    reading = ImageReading(path, on_layer, keep_data)
+    for _ in reading.values():
+        pass
+    return reading.layers
+
+
+@dataclass(frozen=True)
+class _Stream:
+    name: str
+    """The layer's file in the image."""
+    media_type: str
+    blob_digest: str | None
+    """What the blob must hash to, where the image names it (an OCI layout)."""
+
+
+Reader = Literal["auto", "stream", "portable"]
+"""How ``ImageReading`` reads: ``auto`` maps plain layers and hashes them in
+C where the CPU allows (``cowcheck.fastlayer``), else streams them through
+the model's reader; ``stream`` always streams; ``portable`` maps and hashes
+one buffer at a time in C whatever the CPU (for tests)."""
+
+
+class ImageReading:
+    """The layers of an image as they are read, bottom first.
+
+    ``values()`` gives each layer's value as soon as it is decoded, so that
+    a consumer (``flatten``) can work while later layers are still being
+    read; only once it is exhausted has every digest and DiffID been checked
+    (a mismatch raises ``SpecError`` then), and ``layers`` holds them all.
+    Either way, the error an image gives is the first one a front-to-back
+    reading meets.
+    """
+
+    def __init__(
+        self, path: str, on_layer: Progress | None = None, keep_data: bool = False, reader: Reader = "auto"
+    ) -> None:
+        self.path = path
+        self.reader = reader
+        self.on_layer = on_layer
+        self.keep_data = keep_data
+        self.layers: list[ImageLayer] = []
+        self._source = _Source(path)
+        self._source.keep_data = keep_data
+        if self._source.has(OCI_INDEX):
+            self._streams, self._expected = _read_oci(self._source)
+        elif self._source.has(DOCKER_MANIFEST):
+            self._streams, self._expected = _read_docker(self._source)
+        else:
+            raise SpecError(f"{path}: neither an OCI layout (index.json) nor a docker save tarball (manifest.json)")
+        if len(self._expected) != len(self._streams):
+            raise SpecError(
+                f"{path} config: {len(self._streams)} layers but {len(self._expected)} diff_ids in the config"
+            )
+
+    def values(self) -> Iterator[LayerTar]:
+        """Each layer's value, bottom first; every identity checked by the end."""
+        mapped = self._mapped()
+        if mapped is None:
+            yield from self._streamed()
+            return
+        try:
+            yield from self._from_mapped(mapped)
+        finally:
+            mapped.close()
+
+    def _report(self, index: int) -> None:
+        if self.on_layer is not None:
+            self.on_layer(index, len(self._streams))
+
+    def _check(self, index: int, found: str, blob: str) -> None:
+        stream = self._streams[index]
+        if stream.blob_digest is not None and blob != stream.blob_digest:
+            raise SpecError(
+                f"{self.path}: layer {index}: blob does not match its digest {stream.blob_digest} (got {blob})"
+            )
+        if found != self._expected[index]:
+            raise SpecError(f"{self.path}: layer {index} has DiffID {found}, the config says {self._expected[index]}")
+
+    def _finish(self, found: list[tuple[str, int, LayerTar]]) -> None:
+        chains = chain_ids([each[0] for each in found])
+        self.layers = [
+            ImageLayer(diff, chain, stream.media_type, size, layer)
+            for (diff, size, layer), chain, stream in zip(found, chains, self._streams, strict=True)
+        ]
+
+    def _streamed(self) -> Iterator[LayerTar]:
+        """The model's reader: each blob streamed, hashed and decoded on the way."""
+        found: list[tuple[str, int, LayerTar]] = []
+        for index, stream in enumerate(self._streams):
+            self._report(index)
+            where = f"{self.path}: layer {index}"
+            diff, size, layer, blob = read_layer(
+                self._source.open(stream.name), stream.media_type, where, self.keep_data
+            )
+            self._check(index, diff, blob)
+            found.append((diff, size, layer))
+            yield layer
+        self._finish(found)
+
+    def _mapped(self) -> MappedLayers | None:
+        """The layers mapped and framed for the fast reader, when every one is plain and in place."""
+        if self.reader == "stream":
+            return None
+        regions: list[Region] = []
+        for stream in self._streams:
+            region = self._source.region(stream.name) if stream.media_type in PLAIN_TYPES else None
+            if region is None:
+                return None
+            regions.append(region)
+        return MappedLayers.open(regions, portable=self.reader == "portable")
+
+    def _from_mapped(self, mapped: MappedLayers) -> Iterator[LayerTar]:
+        mapped.start(self.keep_data)
+        decoded: list[LayerTar] = []
+        for index in range(len(self._streams)):
+            self._report(index)
+            try:
+                layer = decode_members(iter_members(mapped.records(index)))
+            except SpecError as error:
+                # A front-to-back reading checks the layers below first.
+                for below in range(index):
+                    self._check(below, mapped.diff_id(below), mapped.diff_id(below))
+                raise SpecError(f"{self.path}: layer {index}: {error}") from None
+            decoded.append(layer)
+            yield layer
+        found: list[tuple[str, int, LayerTar]] = []
+        for index, layer in enumerate(decoded):
+            diff = mapped.diff_id(index)
+            self._check(index, diff, diff)
+            found.append((diff, mapped.size(index), layer))
+        self._finish(found)
 
 
 class _Hashing:
@@ -209,13 +350,13 @@ def _decompressing(raw: _Hashing, media_type: str, where: str) -> Callable[[int]
 
 
 def read_layer(
-    stream: BinaryIO, media_type: str, where: str, blob_digest: str | None, keep_data: bool = False
-) -> tuple[str, int, LayerTar]:
-    """Stream one layer blob: its DiffID, its uncompressed size and its value.
+    stream: BinaryIO, media_type: str, where: str, keep_data: bool = False
+) -> tuple[str, int, LayerTar, str]:
+    """Stream one layer blob: its DiffID, its uncompressed size, its value and its blob digest.
 
-    The blob is read once: hashed as it is (against ``blob_digest``, when
-    given), decompressed, hashed again (the DiffID) and parsed on the way,
-    file bytes hashed and dropped. Nothing of it is kept but the entries.
+    The blob is read once: hashed as it is, decompressed, hashed again (the
+    DiffID) and parsed on the way, file bytes hashed and dropped. Nothing of
+    it is kept but the entries.
     """
     raw = plain = _Hashing(stream.read)
     try:
@@ -233,40 +374,15 @@ def read_layer(
         plain.close()
         raw.close()
         stream.close()
-    if blob_digest is not None and raw.name() != blob_digest:
-        raise SpecError(f"{where}: blob does not match its digest {blob_digest} (got {raw.name()})")
-    return plain.name(), plain.count, layer
+    return plain.name(), plain.count, layer, raw.name()
 
 
-def _layers(
-    source: _Source,
-    streams: list[tuple[str, str, str | None]],
-    config: object,
-    where: str,
-    on_layer: Progress | None,
-) -> list[ImageLayer]:
-    """Read every layer (name in the source, media type, blob digest) and check its DiffID."""
+def _diff_ids(config: object, where: str) -> list[str]:
     rootfs = _field(config, "rootfs", where)
-    expected = _string_list(_field(rootfs, "diff_ids", where + " rootfs"), where + " rootfs.diff_ids")
-    if len(expected) != len(streams):
-        raise SpecError(f"{where}: {len(streams)} layers but {len(expected)} diff_ids in the config")
-    read: list[tuple[str, int, LayerTar, str]] = []
-    for index, (name, media_type, blob_digest) in enumerate(streams):
-        if on_layer is not None:
-            on_layer(index, len(streams))
-        where = f"{source.path}: layer {index}"
-        found, size, layer = read_layer(source.open(name), media_type, where, blob_digest, source.keep_data)
-        if found != expected[index]:
-            raise SpecError(f"{source.path}: layer {index} has DiffID {found}, the config says {expected[index]}")
-        read.append((found, size, layer, media_type))
-    chains = chain_ids([each[0] for each in read])
-    return [
-        ImageLayer(found, chain, kind, size, layer)
-        for (found, size, layer, kind), chain in zip(read, chains, strict=True)
-    ]
+    return _string_list(_field(rootfs, "diff_ids", where + " rootfs"), where + " rootfs.diff_ids")
 
 
-def _read_oci(source: _Source, on_layer: Progress | None) -> list[ImageLayer]:
+def _read_oci(source: _Source) -> tuple[list[_Stream], list[str]]:
     index = source.json(OCI_INDEX)
     manifests = _field(index, "manifests", "index.json")
     if not isinstance(manifests, list) or not manifests:
@@ -281,11 +397,11 @@ def _read_oci(source: _Source, on_layer: Progress | None) -> list[ImageLayer]:
     descriptors = _field(manifest, "layers", "manifest")
     if not isinstance(descriptors, list):
         raise SpecError(f"{source.path}: manifest layers is not a list")
-    streams: list[tuple[str, str, str | None]] = []
+    streams: list[_Stream] = []
     for each in descriptors:
         wanted = str(_field(each, "digest", "layer"))
-        streams.append((_blob_name(source, wanted), str(_field(each, "mediaType", "layer")), wanted))
-    return _layers(source, streams, config, f"{source.path} config", on_layer)
+        streams.append(_Stream(_blob_name(source, wanted), str(_field(each, "mediaType", "layer")), wanted))
+    return streams, _diff_ids(config, f"{source.path} config")
 
 
 def _blob_name(source: _Source, wanted: str) -> str:
@@ -295,18 +411,18 @@ def _blob_name(source: _Source, wanted: str) -> str:
     return f"blobs/sha256/{hexdigest}"
 
 
-def _read_docker(source: _Source, on_layer: Progress | None) -> list[ImageLayer]:
+def _read_docker(source: _Source) -> tuple[list[_Stream], list[str]]:
     manifest = source.json(DOCKER_MANIFEST)
     if not isinstance(manifest, list) or len(manifest) != 1:
         raise SpecError(f"{source.path}: manifest.json must describe exactly one image")
     config = source.json(str(_field(manifest[0], "Config", "manifest.json")))
     names = _string_list(_field(manifest[0], "Layers", "manifest.json"), "manifest.json Layers")
-    streams: list[tuple[str, str, str | None]] = []
+    streams: list[_Stream] = []
     for name in names:
         with source.open(name) as probe:
             magic = probe.read(2)
-        streams.append((name, PLAIN + "+gzip" if magic == b"\x1f\x8b" else PLAIN, None))
-    return _layers(source, streams, config, f"{source.path} config", on_layer)
+        streams.append(_Stream(name, PLAIN + "+gzip" if magic == b"\x1f\x8b" else PLAIN, None))
+    return streams, _diff_ids(config, f"{source.path} config")
 
 
 # -- writing images, for the tests and the real tools ---------------------------
