@@ -31,7 +31,7 @@ def rootfs_json(rootfs: Rootfs) -> str:
     The same text, key for key (the tests hold the two to each other), in a
     third of the time: an image's root filesystem can have 100,000 entries.
     """
-    nlink = dict(rootfs.nlink)
+    inode, names = rootfs.inode, rootfs.names
     parts: list[str] = []
     for entry in rootfs.entries:
         kind = entry.kind
@@ -39,7 +39,7 @@ def rootfs_json(rootfs: Rootfs) -> str:
         if kind == "file":
             size, sha256 = (entry.content.size, entry.content.sha256) if entry.content else (entry.size, entry.sha256)
             parts.append(
-                f'{head},"mode":{entry.mode},"size":{size},"sha256":{quoted(sha256)},"nlink":{nlink[entry.path]}}}'
+                f'{head},"mode":{entry.mode},"size":{size},"sha256":{quoted(sha256)},"nlink":{names[inode[entry.path]]}}}'
             )
         elif kind == "symlink":
             parts.append(f'{head},"target":{quoted(entry.link)}}}')

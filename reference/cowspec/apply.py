@@ -17,8 +17,9 @@ and their alternatives [APPLY-5]; the defaults are cowspec's positions.
 """
 
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Literal
 
 from .layer_tar import LayerTar, TarEntry, canonical_key
@@ -48,6 +49,8 @@ class ApplyOptions:
 
 DEFAULTS = ApplyOptions()
 IMPLIED = TarEntry(ROOT, "dir", 0o755)
+NO_INODES: Mapping[str, int] = MappingProxyType({})
+NO_NAMES: Mapping[int, int] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +79,18 @@ class LayerStats:
 
 @dataclass(frozen=True, slots=True)
 class Rootfs:
-    """A root filesystem: every entry below the root, in canonical order.
-
-    ``nlink`` gives each non-directory's number of names in the result.
-    """
+    """A root filesystem: every entry below the root, in canonical order."""
 
     entries: tuple[TarEntry, ...]
     root: TarEntry = IMPLIED
-    nlink: tuple[tuple[str, int], ...] = ()
-    inode: tuple[tuple[str, int], ...] = ()
+    inode: Mapping[str, int] = field(default_factory=lambda: NO_INODES)
     """Each non-directory's inode number: names that share one are hardlinks."""
+    names: Mapping[int, int] = field(default_factory=lambda: NO_NAMES)
+    """How many names each inode has."""
+
+    def nlink(self, path: str) -> int:
+        """The number of names of the non-directory at ``path``."""
+        return self.names[self.inode[path]]
 
 
 class _Tree:
@@ -117,14 +122,20 @@ class _Tree:
                 self.children[parent] = {path}
             else:
                 siblings.add(path)
-        if entry.kind != "dir":
-            if group is None:
-                group = self.next_group
-                self.next_group += 1
-                size = apparent_size(entry)
-                self.group_origin[group] = (self.layer_index, size)
-                self.layer_size += size
-            self.group[path] = group
+        kind = entry.kind
+        if kind == "dir":
+            return
+        if group is None:
+            group = self.next_group
+            self.next_group = group + 1
+            # Apparent bytes of the new inode: a file's length, a symlink's target [SIZE-1]
+            if kind == "file":
+                size = entry.content.size if entry.content is not None else len(entry.data)
+            else:
+                size = len(entry.link.encode()) if kind == "symlink" else 0
+            self.group_origin[group] = (self.layer_index, size)
+            self.layer_size += size
+        self.group[path] = group
 
     def remove(self, path: str) -> None:
         if path not in self.entries or path == ROOT:
@@ -211,9 +222,10 @@ class _Tree:
             if follow:
                 path = self.resolve_inside(path)
             if (path.rpartition("/")[0] or ROOT) not in checked:
-                for ancestor in ancestors(path):
+                above = ancestors(path)
+                for ancestor in above:
                     self.imply(ancestor, options, listed)
-                checked.update(ancestors(path))
+                checked.update(above)
             existing = self.entries.get(path)
             placed = entry if path == entry.path else entry._replace(path=path)
             if existing is not None:
@@ -235,13 +247,6 @@ class _Tree:
         return LayerStats(adds=added, changes=changed, deletes=deletes, size=self.layer_size)
 
 
-def apparent_size(entry: TarEntry) -> int:
-    """Bytes Docker counts for one inode: a file's length, a symlink's target [SIZE-1]."""
-    if entry.kind == "file":
-        return entry.size
-    return len(entry.link.encode()) if entry.kind == "symlink" else 0
-
-
 def flatten(layers: Iterable[LayerTar], options: ApplyOptions = DEFAULTS) -> Rootfs:
     """The root filesystem of a stack of layers, bottom first [APPLY-1]."""
     return flatten_with_stats(layers, options)[0]
@@ -261,12 +266,10 @@ def flatten_with_stats(
         index, size = tree.group_origin[group]
         kept[index] += size
     stats = tuple(replace(each, kept=kept[index]) for index, each in enumerate(done))
-    counts = Counter(tree.group.values())
+    names = Counter(tree.group.values())
     order = sorted(tree.entries, key=canonical_key)
-    entries = [tree.entries[path] for path in order if path != ROOT]
-    links = tuple((entry.path, counts[tree.group[entry.path]]) for entry in entries if entry.kind != "dir")
-    inodes = tuple((entry.path, tree.group[entry.path]) for entry in entries if entry.kind != "dir")
-    return Rootfs(tuple(entries), tree.entries[ROOT], links, inodes), stats
+    entries = tuple(tree.entries[path] for path in order if path != ROOT)
+    return Rootfs(entries, tree.entries[ROOT], MappingProxyType(tree.group), MappingProxyType(dict(names))), stats
 
 
 def rootfs_layer(rootfs: Rootfs) -> LayerTar:
@@ -275,7 +278,7 @@ def rootfs_layer(rootfs: Rootfs) -> LayerTar:
     Of the names of one inode, the first in path order is the file and the
     others are hardlinks to it.
     """
-    inode = dict(rootfs.inode)
+    inode = rootfs.inode
     first: dict[int, str] = {}
     entries: list[TarEntry] = []
     for entry in rootfs.entries:
@@ -293,7 +296,6 @@ def rootfs_layer(rootfs: Rootfs) -> LayerTar:
 
 def rootfs_entries(rootfs: Rootfs) -> list[dict[str, object]]:
     """The root filesystem in the shape of a trace result's ``merged`` [APPLY-1]."""
-    nlink = dict(rootfs.nlink)
     shown: list[dict[str, object]] = []
     for entry in rootfs.entries:
         fields: dict[str, object] = {"path": entry.path, "type": entry.kind, "uid": entry.uid, "gid": entry.gid}
@@ -302,7 +304,7 @@ def rootfs_entries(rootfs: Rootfs) -> list[dict[str, object]]:
         else:
             fields["mode"] = entry.mode
         if entry.kind == "file":
-            fields.update(size=entry.size, sha256=entry.sha256, nlink=nlink[entry.path])
+            fields.update(size=entry.size, sha256=entry.sha256, nlink=rootfs.nlink(entry.path))
         if entry.kind in ("char", "block"):
             fields["device"] = list(entry.device)
         shown.append(fields)
