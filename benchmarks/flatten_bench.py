@@ -6,11 +6,16 @@ symlinks included) as a ``docker save`` tarball and as an OCI layout with
 the same uncompressed layers, into a directory of your choosing. Then, in
 alternation so that the machine's mood hits every contender alike, it times:
 
-- ``cowspec flatten`` of the tarball (the whole command, process start included);
+- ``cowspec flatten`` of the tarball (the whole command, process start included),
+  with the fast reader (``cowcheck.fastlayer``) and with the model's own
+  streaming reader (``--reader stream``);
 - Python's ``tarfile`` reading every layer and hashing every file (the bar to beat);
-- ``openssl dgst -sha256`` over the layer files (the bound set by hashing alone);
+- ``openssl dgst -sha256`` over the layer files (one SHA-256 stream at a time:
+  the bound on any reader that hashes that way, as ``tarfile`` and umoci do);
 - ``umoci unpack`` of the OCI layout (if umoci is installed);
 - ``docker load`` of the tarball into a private dockerd (with ``--docker``).
+
+Each contender's peak resident memory is shown beside its time.
 
     python benchmarks/flatten_bench.py --dir /tmp/bench [--layers 20] [--files 100000] [--mb 1000] [--rounds 3]
 """
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import time
 
+from cowcheck.fastlayer import available
 from cowcheck.images import docker_archive, write_oci_layout
 from cowspec.layer_tar import LayerTar, TarEntry, encode_layer
 
@@ -67,10 +73,15 @@ def generate(layers: int, files: int, megabytes: int, seed: int) -> list[bytes]:
     return archives
 
 
-def timed(command: list[str], **kwargs: object) -> float:
+def timed(command: list[str], **kwargs: object) -> tuple[float, int]:
+    """Seconds the command took, and its peak resident memory in KiB."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
-    return time.perf_counter() - started
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"{command[0]} failed with status {child.returncode}")
+    return time.perf_counter() - started, usage.ru_maxrss
 
 
 TARFILE_BASELINE = """
@@ -83,6 +94,22 @@ for path in sys.argv[1:]:
 """
 
 
+def make_image(arguments: argparse.Namespace, saved: str, layout: str, layer_files: list[str]) -> None:
+    """Write the image as a docker save tarball, an OCI layout and loose layer files."""
+    started = time.perf_counter()
+    archives = generate(arguments.layers, arguments.files, arguments.mb, arguments.seed)
+    with open(saved, "wb") as handle:
+        handle.write(docker_archive(archives, "cowspec/bench:1"))
+    shutil.rmtree(layout, ignore_errors=True)
+    write_oci_layout(layout, archives, tag="bench", gzipped=False)
+    for name, archive in zip(layer_files, archives, strict=True):
+        with open(name, "wb") as handle:
+            handle.write(archive)
+    total = sum(len(each) for each in archives)
+    made = time.perf_counter() - started
+    print(f"image: {len(archives)} layers, {total / 1e6:.0f} MB uncompressed, made in {made:.1f} s", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", required=True, help="work directory (created; everything is written there)")
@@ -92,28 +119,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--docker", action="store_true", help="also time docker load (starts a private dockerd)")
+    parser.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     os.makedirs(arguments.dir, exist_ok=True)
-    started = time.perf_counter()
-    archives = generate(arguments.layers, arguments.files, arguments.mb, arguments.seed)
     saved = os.path.join(arguments.dir, "image.tar")
-    with open(saved, "wb") as handle:
-        handle.write(docker_archive(archives, "cowspec/bench:1"))
     layout = os.path.join(arguments.dir, "oci")
-    shutil.rmtree(layout, ignore_errors=True)
-    write_oci_layout(layout, archives, tag="bench", gzipped=False)
-    layer_files = []
-    for index, archive in enumerate(archives):
-        layer_files.append(os.path.join(arguments.dir, f"layer{index}.tar"))
-        with open(layer_files[-1], "wb") as handle:
-            handle.write(archive)
-    total = sum(len(each) for each in archives)
-    made = time.perf_counter() - started
-    print(f"image: {len(archives)} layers, {total / 1e6:.0f} MB uncompressed, made in {made:.1f} s")
-    del archives
+    layer_files = [os.path.join(arguments.dir, f"layer{index}.tar") for index in range(arguments.layers)]
+    if arguments.make_only:
+        make_image(arguments, saved, layout, layer_files)
+        return 0
+    # The image is made by a child process: a contender forked from a parent
+    # that held a gigabyte of archives would report that gigabyte as its
+    # peak memory.
+    subprocess.run([sys.executable, __file__, "--make-only", *sys.argv[1:]], check=True)
 
     contenders: dict[str, list[str]] = {
         "cowspec flatten": [sys.executable, "-m", "cowcheck.cli", "flatten", saved],
+        "cowspec --reader stream": [sys.executable, "-m", "cowcheck.cli", "flatten", "--reader", "stream", saved],
         "tarfile read+hash": [sys.executable, "-c", TARFILE_BASELINE, *layer_files],
         "openssl dgst": ["openssl", "dgst", "-sha256", *layer_files],
     }
@@ -121,6 +143,7 @@ def main() -> int:
         bundle = os.path.join(arguments.dir, "bundle")
         contenders["umoci unpack"] = ["sh", "-c", f"rm -rf {bundle} && umoci unpack --image {layout}:bench {bundle}"]
     times: dict[str, list[float]] = {name: [] for name in contenders}
+    memory: dict[str, list[int]] = {name: [] for name in contenders}
     engine = None
     if arguments.docker:
         from cowcheck.engines import Dockerd
@@ -130,20 +153,24 @@ def main() -> int:
     try:
         for _ in range(arguments.rounds):
             for name, command in contenders.items():
-                times[name].append(timed(command))
+                seconds, peak = timed(command)
+                times[name].append(seconds)
+                memory[name].append(peak)
             if engine is not None:
                 with open(saved, "rb") as image:
-                    times["docker load"].append(timed(engine.docker_command("load"), stdin=image))
+                    times["docker load"].append(timed(engine.docker_command("load"), stdin=image)[0])
                 engine.docker("rmi", "cowspec/bench:1")
     finally:
         if engine is not None:
             engine.__exit__(None, None, None)
     base = statistics.median(times["cowspec flatten"])
-    print(f"{'contender':<20} {'median s':>9} {'vs cowspec':>11}   rounds")
+    print(f"fast reader: {'AVX-512, sixteen buffers per lane set' if available() else 'not available here'}")
+    print(f"{'contender':<24} {'median s':>9} {'vs cowspec':>11} {'peak MiB':>9}   rounds")
     for name, values in times.items():
         median = statistics.median(values)
         shown = " ".join(f"{value:.2f}" for value in values)
-        print(f"{name:<20} {median:>9.2f} {median / base:>10.2f}x   {shown}")
+        peak = f"{max(memory[name]) / 1024:.0f}" if memory.get(name) else "-"
+        print(f"{name:<24} {median:>9.2f} {median / base:>10.2f}x {peak:>9}   {shown}")
     return 0
 
 

@@ -8,6 +8,7 @@ records, the same layer values, the same DiffIDs, the same first error.
 import hashlib
 import io
 import json
+import mmap
 import os
 import random
 import tarfile
@@ -81,6 +82,27 @@ def test_sha256_many_queues_threads_and_progress(portable: bool) -> None:
         _digests(buffers, portable, long_count=len(buffers) + 1)
     with pytest.raises(ValueError, match="32 bytes"):
         _digests(buffers, portable, digests=bytearray(3), done=bytearray(len(buffers)))
+
+
+@needs_build
+@pytest.mark.parametrize("portable", hash_paths)
+def test_hashing_a_mapping_lets_go_of_its_pages_and_nothing_else(tmp_path: Path, portable: bool) -> None:
+    """With release, pages of a file mapping are dropped once hashed: digests and bytes stay right."""
+    rng = random.Random(11)
+    content = rng.randbytes(13 << 20)
+    path = tmp_path / "blob"
+    path.write_bytes(content)
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+        whole = memoryview(mapped)
+        cuts = sorted(rng.sample(range(1, len(content)), 400))
+        pieces = [whole[start + 512 : end] for start, end in zip([0, *cuts], [*cuts, len(content)], strict=True)]
+        jobs = [whole[: 7 << 20], whole[3 << 20 :], *pieces]
+        want = [hashlib.sha256(bytes(job)).digest() for job in jobs]
+        for threads in (1, 2):
+            assert _digests(jobs, portable, long_count=2, threads=threads, release=True) == want
+        assert bytes(whole) == content
+        for each in (*jobs, whole):
+            each.release()
 
 
 def _model_records(data: bytes) -> list[tuple[object, ...]]:

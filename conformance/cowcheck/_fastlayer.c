@@ -165,7 +165,47 @@ typedef struct {
     volatile uint8_t *done;
     int release; /* the buffers are file mappings: let go of pages once hashed */
     pthread_mutex_t lock;
+    /* For release: which short jobs are finished, the first one that is
+     * not, and the span of bytes behind it not yet let go. */
+    uint8_t *finished;
+    Py_ssize_t low;
+    const uint8_t *span;
+    Py_ssize_t span_length;
 } Queue;
+
+#define SPAN_GAP (64 << 10)
+
+/* Short jobs finish nearly in order, and their buffers lie nearly in order
+ * in a mapping, headers between them: let go of what lies behind the first
+ * unfinished one, a few megabytes at a time.  Called with the lock held. */
+static void release_behind(Queue *queue, Py_ssize_t job, int flush) {
+    if (job >= 0) {
+        queue->finished[job - queue->long_count] = 1;
+    }
+    while (queue->low < queue->count && queue->finished[queue->low - queue->long_count]) {
+        const Job *passed = &queue->jobs[queue->low++];
+        const uint8_t *end = queue->span + queue->span_length;
+        if (queue->span != NULL && passed->data >= end && passed->data - end <= SPAN_GAP) {
+            queue->span_length = passed->data + passed->length - queue->span;
+        } else {
+            if (queue->span != NULL) {
+                release_pages(queue->span, queue->span_length);
+            }
+            queue->span = passed->data;
+            queue->span_length = passed->length;
+        }
+        if (queue->span_length >= RELEASE_STEP) {
+            release_pages(queue->span, queue->span_length);
+            queue->span = NULL;
+            queue->span_length = 0;
+        }
+    }
+    if (flush && queue->span != NULL) {
+        release_pages(queue->span, queue->span_length);
+        queue->span = NULL;
+        queue->span_length = 0;
+    }
+}
 
 static Py_ssize_t take_job(Queue *queue, int *on_long, int long_lanes) {
     Py_ssize_t job = -1;
@@ -185,6 +225,10 @@ static Py_ssize_t take_job(Queue *queue, int *on_long, int long_lanes) {
 static void job_done(Queue *queue, Py_ssize_t job, int *on_long) {
     if (queue->release && job < queue->long_count) {
         release_pages(queue->jobs[job].data, queue->jobs[job].length);
+    } else if (queue->release) {
+        pthread_mutex_lock(&queue->lock);
+        release_behind(queue, job, 0);
+        pthread_mutex_unlock(&queue->lock);
     }
     if (queue->done != NULL) {
         /* The digest is written before the flag is seen. */
@@ -503,11 +547,20 @@ static PyObject *sha256_many(PyObject *module, PyObject *args, PyObject *kwargs)
         jobs[held].length = views[held].len;
         jobs[held].digest = own + 32 * held;
     }
-    Queue queue = {jobs, 0, long_count, long_count, count, done.buf, release, PTHREAD_MUTEX_INITIALIZER};
+    Queue queue = {jobs, 0, long_count, long_count, count, done.buf, release, PTHREAD_MUTEX_INITIALIZER,
+                   NULL, long_count, NULL, 0};
+    if (release && (queue.finished = PyMem_Calloc((size_t)(count - long_count + 1), 1)) == NULL) {
+        PyErr_NoMemory();
+        goto finish;
+    }
     int lanes = !portable && have_lanes();
     Py_BEGIN_ALLOW_THREADS;
     hash_all(&queue, threads, lanes, long_lanes);
+    if (release) {
+        release_behind(&queue, -1, 1);
+    }
     Py_END_ALLOW_THREADS;
+    PyMem_Free(queue.finished);
     if (digests_out != NULL) {
         result = Py_NewRef(Py_None);
         goto finish;

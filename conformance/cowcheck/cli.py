@@ -138,14 +138,32 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--implied-parents", choices=("keep", "default"), default="keep")
     sub.add_argument("--under-symlink", choices=("replace", "follow"), default="replace")
     sub.add_argument("--tar", metavar="OUT", help="write the root filesystem as a tar (file bytes are held in memory)")
+    sub.add_argument(
+        "--reader",
+        choices=("auto", "stream"),
+        default="auto",
+        help="auto: plain layers mapped and hashed in C where the CPU allows; stream: the model's own reader",
+    )
     sub.set_defaults(handler=command_flatten, driver="")
     sub = commands.add_parser("layers", help="each layer's DiffID, ChainID, size, adds, changes and deletes")
     sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
     sub.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    sub.add_argument(
+        "--reader",
+        choices=("auto", "stream"),
+        default="auto",
+        help="auto: plain layers mapped and hashed in C where the CPU allows; stream: the model's own reader",
+    )
     sub.set_defaults(handler=command_layers, driver="")
     sub = commands.add_parser("inspect", help="what each layer wastes, and the image's efficiency")
     sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
     sub.add_argument("--progress", action="store_true", help="report each layer read, even when not on a terminal")
+    sub.add_argument(
+        "--reader",
+        choices=("auto", "stream"),
+        default="auto",
+        help="auto: plain layers mapped and hashed in C where the CPU allows; stream: the model's own reader",
+    )
     sub.set_defaults(handler=command_inspect, driver="")
     sub = commands.add_parser("demo", help="the seed's walk-through: two images, five containers, their sizes")
     sub.add_argument("--engine", action="store_true", help="also run it on a private Docker engine, side by side")

@@ -59,7 +59,7 @@ def command_flatten(arguments: argparse.Namespace) -> int:
     options = ApplyOptions(implied_parents=arguments.implied_parents, under_symlink=arguments.under_symlink)
     try:
         with no_cycle_collection():
-            reading = ImageReading(arguments.image, keep_data=arguments.tar is not None)
+            reading = ImageReading(arguments.image, keep_data=arguments.tar is not None, reader=arguments.reader)
             # Layers are applied as they are read; nothing is shown before the
             # last DiffID is checked, which ends the reading.
             rootfs = flatten(reading.values(), options)
@@ -87,7 +87,7 @@ def command_layers(arguments: argparse.Namespace) -> int:
 
     try:
         with no_cycle_collection():
-            layers = read_image(arguments.image)
+            layers = read_image(arguments.image, reader=arguments.reader)
     except SpecError as error:
         print(f"cowspec: {error}", file=sys.stderr)
         return EXIT_REJECTED
@@ -130,7 +130,7 @@ def command_inspect(arguments: argparse.Namespace) -> int:
 
     try:
         with no_cycle_collection():
-            layers = read_image(arguments.image, on_layer=report)
+            layers = read_image(arguments.image, on_layer=report, reader=arguments.reader)
     except SpecError as error:
         print(f"cowspec: {error}", file=sys.stderr)
         return EXIT_REJECTED

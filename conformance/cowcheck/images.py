@@ -143,13 +143,15 @@ def _string_list(value: object, where: str) -> list[str]:
 Progress = Callable[[int, int], None]
 
 
-def read_image(path: str, on_layer: Progress | None = None, keep_data: bool = False) -> list[ImageLayer]:
+def read_image(
+    path: str, on_layer: Progress | None = None, keep_data: bool = False, reader: "Reader" = "auto"
+) -> list[ImageLayer]:
     """The checked layers of the image at ``path``, bottom first.
 
     ``on_layer(index, count)`` is called before each layer is read. File
     bytes are hashed and dropped unless ``keep_data`` asks to keep them.
     """
-    reading = ImageReading(path, on_layer, keep_data)
+    reading = ImageReading(path, on_layer, keep_data, reader)
     for _ in reading.values():
         pass
     return reading.layers
