@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cowspec.errors import SpecError
-from cowspec.identity import EMPTY_LAYER_DIFF_ID, chain_ids, diff_id, uncompressed
+from cowspec.identity import EMPTY_LAYER_DIFF_ID, chain_ids, decompressing, diff_id, uncompressed
 from cowspec.layer_tar import LayerTar, TarEntry, decode_layer, encode_layer
 
 
@@ -235,3 +235,40 @@ def test_media_types() -> None:
         uncompressed(gzip.compress(tar)[:-9], "application/vnd.oci.image.layer.v1.tar+gzip")
     with pytest.raises(SpecError, match="corrupt compressed data"):
         uncompressed(frame[:-3], "application/vnd.oci.image.layer.v1.tar+zstd")
+
+
+class _Trickle:
+    """A source that gives at most ``step`` bytes a read (files and tar members give all that is asked
+    below that: gzip's header reader needs it)."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.at = data, step, 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        size = self.step if size < 0 else min(size, self.step)
+        chunk = self.data[self.at : self.at + size]
+        self.at += len(chunk)
+        return chunk
+
+
+ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+
+@pytest.mark.parametrize("step", [4096, 100_000, 1 << 20])
+def test_streamed_decompression_reads_every_member_and_frame(step: int) -> None:
+    """[IDENTITY-3] Several gzip members or zstd frames stream as one tar; one cut short is an error."""
+    tar = encode_layer(LayerTar((TarEntry("/a", "file", data=bytes(range(256)) * 40),)))
+    half = len(tar) // 2
+    gz = gzip.compress(tar[:half]) + gzip.compress(tar[half:])
+    zst = zstandard.ZstdCompressor().compress(tar[:half]) + zstandard.ZstdCompressor().compress(tar[half:])
+    for blob, kind in ((gz, "application/vnd.oci.image.layer.v1.tar+gzip"), (zst, ZSTD)):
+        read = decompressing(_Trickle(blob, step), kind)
+        parts = []
+        while part := read(999):
+            parts.append(part)
+        assert b"".join(parts) == tar
+        assert uncompressed(blob, kind) == tar
+        cut = decompressing(_Trickle(blob[:-5], step), kind)
+        with pytest.raises((EOFError, OSError, zstandard.ZstdError)):
+            while cut(999):
+                pass

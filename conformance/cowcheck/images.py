@@ -20,7 +20,7 @@ from typing import BinaryIO, Literal, cast
 import zstandard
 
 from cowspec.errors import SpecError
-from cowspec.identity import GZIP_TYPES, PLAIN_TYPES, ZSTD_TYPES, chain_ids, diff_id, digest
+from cowspec.identity import PLAIN_TYPES, chain_ids, decompressing, diff_id, digest
 from cowspec.layer_tar import CHUNK, LayerTar, decode_layer_stream, decode_members, iter_members
 
 from .fastlayer import MappedLayers, Region
@@ -341,16 +341,6 @@ class _Hashing:
         return "sha256:" + self.digest.hexdigest()
 
 
-def _decompressing(raw: _Hashing, media_type: str, where: str) -> Callable[[int], bytes]:
-    if media_type in PLAIN_TYPES:
-        return raw.read
-    if media_type in GZIP_TYPES:
-        return gzip.GzipFile(fileobj=cast(BinaryIO, raw), mode="rb").read
-    if media_type in ZSTD_TYPES:
-        return zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, raw), read_across_frames=True).read
-    raise SpecError(f"{where}: unknown layer media type {media_type!r} [IDENTITY-3]")
-
-
 def read_layer(
     stream: BinaryIO, media_type: str, where: str, keep_data: bool = False
 ) -> tuple[str, int, LayerTar, str]:
@@ -364,7 +354,7 @@ def read_layer(
     try:
         # An uncompressed blob's digest is its DiffID: hash it once.
         if media_type not in PLAIN_TYPES:
-            plain = _Hashing(_decompressing(raw, media_type, where))
+            plain = _Hashing(decompressing(raw, media_type))
         layer = decode_layer_stream(plain.read, keep_data)
         plain.drain()
         raw.drain()
