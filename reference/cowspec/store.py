@@ -356,7 +356,9 @@ def system_df(store: Store) -> tuple[list[ImageUsage], int, int]:
     """
     # Untagged images that other images were made from are not listed, and
     # their layers are not counted as theirs [STORE-10].
-    listed = [image for image in store.images.values() if not (untagged(store, image.id) and children(store, image.id))]
+    tagged = set(store.tags.values())
+    parents = {image.parent for image in store.images.values()}
+    listed = [image for image in store.images.values() if image.id in tagged or image.id not in parents]
     references: dict[str, int] = {}
     for image in listed:
         for chain in image.chain:
