@@ -265,13 +265,9 @@ class KernelSession:
     """One overlay mount and the container process working in it."""
 
     def __init__(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features) -> None:
-        self.home = os.path.join(scratch_root(), f"s{next(_counter)}")
-        self.lowers = [os.path.join(self.home, f"l{index}") for index in range(max(len(layers), 1))]
-        self.upper_dir = os.path.join(self.home, "upper")
-        self.merged_dir = os.path.join(self.home, "merged")
-        self.mounted = False
-        self.pid = 0
-        try:
+        self._name_directories()
+        self.lowers.extend(os.path.join(self.home, f"l{index}") for index in range(max(len(layers), 1)))
+        with self._closed_on_failure():
             os.makedirs(self.home)
             for index, directory in enumerate(self.lowers):
                 lay_out(layers[index] if index < len(layers) else (), directory)
@@ -279,6 +275,21 @@ class KernelSession:
             for directory in (self.upper_dir, work, self.merged_dir):
                 os.mkdir(directory, 0o755)
             self._mount_and_fork(list(reversed(self.lowers)), self.upper_dir, work, features)
+
+    def _name_directories(self, upper_dir: str | None = None, merged_dir: str | None = None) -> None:
+        """The session's own home, and its upper and merged directories (in the home unless given)."""
+        self.home = os.path.join(scratch_root(), f"s{next(_counter)}")
+        self.lowers: list[str] = []
+        self.upper_dir = upper_dir or os.path.join(self.home, "upper")
+        self.merged_dir = merged_dir or os.path.join(self.home, "merged")
+        self.mounted = False
+        self.pid = 0
+
+    @contextlib.contextmanager
+    def _closed_on_failure(self) -> Iterator[None]:
+        """Undo what a failed start made, and let the failure go on."""
+        try:
+            yield
         except BaseException:
             self.close()
             raise
@@ -290,18 +301,11 @@ class KernelSession:
         Closing it unmounts and removes only what the session made.
         """
         session = cls.__new__(cls)
-        session.home = os.path.join(scratch_root(), f"s{next(_counter)}")
+        session._name_directories(upper_dir=upper)
         session.lowers = list(reversed(lowers_top_first))
-        session.upper_dir = upper
-        session.merged_dir = os.path.join(session.home, "merged")
-        session.mounted = False
-        session.pid = 0
-        try:
+        with session._closed_on_failure():
             os.makedirs(session.merged_dir)
             session._mount_and_fork(lowers_top_first, upper, work, Features())
-        except BaseException:
-            session.close()
-            raise
         return session
 
     def _mount_and_fork(self, lowers_top_first: list[str], upper: str, work: str, features: Features) -> None:
@@ -326,17 +330,9 @@ class KernelSession:
     def in_directory(cls, root: str) -> "KernelSession":
         """A session whose process works in a plain directory (a volume's), nothing mounted."""
         session = cls.__new__(cls)
-        session.home = os.path.join(scratch_root(), f"s{next(_counter)}")
-        session.lowers = []
-        session.upper_dir = root
-        session.merged_dir = root
-        session.mounted = False
-        session.pid = 0
-        try:
+        session._name_directories(upper_dir=root, merged_dir=root)
+        with session._closed_on_failure():
             session._fork_server()
-        except BaseException:
-            session.close()
-            raise
         return session
 
     def _fork_server(self) -> None:
