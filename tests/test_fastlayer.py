@@ -13,6 +13,7 @@ import os
 import random
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import event, given, settings
@@ -66,8 +67,8 @@ def test_sha256_many_equals_hashlib(portable: bool, buffers: list[bytes], seed: 
 
 @needs_build
 @pytest.mark.parametrize("portable", hash_paths)
-def test_sha256_many_queues_threads_and_progress(portable: bool) -> None:
-    """Long and short queues, several threads, digests written in place with their done flags."""
+def test_sha256_many_queues_and_threads(portable: bool) -> None:
+    """Long and short queues and several threads give every digest."""
     rng = random.Random(7)
     buffers = [rng.randbytes(rng.randrange(100_000, 300_000)) for _ in range(5)]
     buffers += [rng.randbytes(rng.randrange(0, 3000)) for _ in range(300)]
@@ -75,13 +76,56 @@ def test_sha256_many_queues_threads_and_progress(portable: bool) -> None:
     for threads in (1, 2, 3):
         for long_lanes in (1, 8, 16):
             assert _digests(buffers, portable, long_count=5, long_lanes=long_lanes, threads=threads) == want
-    digests, done = bytearray(32 * len(buffers)), bytearray(len(buffers))
-    assert _digests(buffers, portable, long_count=5, digests=digests, done=done, threads=2) is None  # type: ignore[comparison-overlap]
-    assert bytes(digests) == b"".join(want) and done == b"\1" * len(buffers)
     with pytest.raises(ValueError, match="out of range"):
         _digests(buffers, portable, long_count=len(buffers) + 1)
-    with pytest.raises(ValueError, match="32 bytes"):
-        _digests(buffers, portable, digests=bytearray(3), done=bytearray(len(buffers)))
+
+
+def _hasher(portable: bool, **options: object) -> Any:
+    if not portable and not LANES:
+        pytest.skip("this CPU has no AVX-512: only the portable path runs here")
+    assert fastlayer._fastlayer is not None
+    return fastlayer._fastlayer.Hasher(portable=portable, **options)
+
+
+@needs_build
+@pytest.mark.parametrize("portable", hash_paths)
+def test_hasher_takes_buffers_while_it_hashes(portable: bool) -> None:
+    """Buffers added in batches, long and short, are hashed as they come; waits end; digests are right."""
+    rng = random.Random(8)
+    hasher = _hasher(portable, threads=2, long_lanes=4)
+    longs = [rng.randbytes(rng.randrange(200_000, 400_000)) for _ in range(6)]
+    assert hasher.add(longs, long=True) == 0
+    batches = [[rng.randbytes(rng.randrange(0, 5000)) for _ in range(rng.randrange(0, 200))] for _ in range(5)]
+    firsts = [hasher.add(batch) for batch in batches]
+    assert firsts[0] == 6 and firsts[-1] == 6 + sum(len(batch) for batch in batches[:-1])
+    for first, batch in zip(firsts, batches, strict=True):
+        hasher.wait(first, first + len(batch))
+        got = hasher.digests(first, first + len(batch))
+        assert got == b"".join(hashlib.sha256(each).digest() for each in batch)
+    hasher.close()
+    with pytest.raises(ValueError, match="closed"):
+        hasher.add([b"late"])
+    hasher.wait(0, 6)
+    assert hasher.digests(0, 6) == b"".join(hashlib.sha256(each).digest() for each in longs)
+    with pytest.raises(IndexError):
+        hasher.wait(0, 10**6)
+    hasher.join()
+
+
+@needs_build
+@pytest.mark.parametrize("portable", hash_paths)
+def test_hasher_cancelled_stops_and_says_what_is_not_hashed(portable: bool) -> None:
+    """A cancelled hasher stops its threads; a digest it did not finish is an error, not a wrong digest."""
+    hasher = _hasher(portable, threads=2)
+    hasher.add([bytes(64 << 20)] * 4, long=True)  # long enough to be cut short
+    hasher.cancel()
+    hasher.wait(0, 4)  # returns: nothing more will be hashed
+    try:
+        digests = hasher.digests(0, 4)
+    except ValueError as error:
+        assert "not hashed" in str(error)
+    else:  # a very fast machine finished first: then the digests are right
+        assert digests == hashlib.sha256(bytes(64 << 20)).digest() * 4
 
 
 @needs_build
@@ -287,8 +331,8 @@ def test_mapped_reading_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     opened: list[object] = []
     original = fastlayer.MappedLayers.open
 
-    def spy(regions: list[fastlayer.Region], portable: bool = False) -> fastlayer.MappedLayers | None:
-        opened.append(result := original(regions, portable))
+    def spy(regions: list[fastlayer.Region], keep_data: bool, portable: bool = False) -> object:
+        opened.append(result := original(regions, keep_data, portable))
         return result
 
     monkeypatch.setattr(fastlayer.MappedLayers, "open", spy)

@@ -3,24 +3,29 @@
  * layer, in C.  Nothing here decides what a layer means; the model
  * (cowspec.layer_tar) does, and the tests hold this module to it.
  *
- *   sha256_many(buffers, portable=False, long_count=0, long_lanes=8,
- *               digests=None, done=None, threads=1) -> list[bytes] | None
- *       The SHA-256 of each buffer.  With AVX-512 the buffers are hashed
- *       sixteen at a time, one per 32-bit lane ("multi-buffer"), which on
- *       a core without SHA instructions is several times faster than one
- *       stream at a time.  The GIL is released while hashing.  The first
- *       long_count buffers (whole layers, say) form a queue of their own
- *       that holds at most long_lanes lanes while other buffers wait, so
- *       that the short ones (files) finish in order as the long ones go.
- *       With digests (a bytearray of 32 bytes per buffer) and done (one
- *       byte per buffer), each digest is written there and its done byte
- *       set to 1 as soon as it is known, for a reader on another thread.
- *       With threads > 1, that many native threads share the work.  With
- *       release, the buffers must be read-only file mappings: the pages of
- *       each are let go (madvise MADV_DONTNEED) once hashed, so that the
+ *   Hasher(threads=1, long_lanes=8, portable=False, release=False)
+ *       Native threads that hash buffers as they are added, and keep the
+ *       digests.  With AVX-512 each thread hashes sixteen buffers at a time,
+ *       one per 32-bit lane ("multi-buffer"): on a core without SHA
+ *       instructions, several times faster than one stream at a time.
+ *       add(buffers, long=False) -> index of the first one added
+ *           Long buffers (whole layers) hold at most long_lanes lanes of a
+ *           thread while short ones (files) may still come, so that short
+ *           ones finish in the order they were added as the long ones go.
+ *       close()              no more buffers will come
+ *       wait(first, end)     until buffers [first, end) are hashed (GIL released)
+ *       digests(first, end)  their digests, 32 bytes each, end to end
+ *       join()               close, and wait for the threads to finish
+ *       cancel()             stop now (what is not hashed stays so), and join
+ *       With release, every buffer must lie in a read-only file mapping:
+ *       pages are let go (madvise MADV_DONTNEED) once hashed, so that the
  *       process does not hold a whole image in memory.
  *
- *   scan(buffer) -> list[tuple] | int
+ *   sha256_many(buffers, portable=False, long_count=0, long_lanes=8,
+ *               threads=1, release=False) -> list[bytes]
+ *       The same, all at once: the first long_count buffers are long.
+ *
+ *   scan(buffer, release=False) -> list[tuple] | int
  *       The tar headers of an uncompressed archive, front to back, up to the
  *       end-of-archive block, in the shape of the model's records
  *       (cowspec.layer_tar.Record) but for the last item: (position, flag,
@@ -64,12 +69,15 @@ static const uint32_t IV256[8] = {
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 };
 
-/* -- one job: a buffer and where its digest goes ------------------------- */
+
+/* -- one job: a buffer and its digest -------------------------------------- */
 
 typedef struct {
     const uint8_t *data;
     Py_ssize_t length;
-    uint8_t *digest; /* 32 bytes */
+    Py_buffer view; /* held while the job lives */
+    uint8_t digest[32];
+    uint8_t is_long, done;
 } Job;
 
 /* The blocks of a job: its whole 64-byte blocks in place, then one or two
@@ -152,38 +160,101 @@ static void put_digest(uint8_t *out, const uint32_t state[8]) {
     }
 }
 
-/* -- the queue of jobs, shared by every worker thread ---------------------- */
 
-/* Jobs [0, long_count) form the long queue (whole layers), the rest the
- * short queue (files).  A worker takes a long job while fewer than
- * long_lanes of its own lanes hold one, or when no short job is left; else
- * the next short job, in order.  Short jobs are thus done roughly in order
- * while the long ones go along beside them. */
+/* -- the queue of jobs, shared by the worker threads ------------------------ */
+
+#define CHUNK_JOBS 4096
+#define SPAN_GAP (64 << 10)
+
+/* Jobs live in chunks that never move, so that a worker may hold a job
+ * while others are added.  Long and short jobs wait in a queue each, in
+ * the order they came.  Everything here is read and written under lock. */
 typedef struct {
-    const Job *jobs;
-    Py_ssize_t next_long, long_count, next_short, count;
-    volatile uint8_t *done;
-    int release; /* the buffers are file mappings: let go of pages once hashed */
     pthread_mutex_t lock;
-    /* For release: which short jobs are finished, the first one that is
-     * not, and the span of bytes behind it not yet let go. */
-    uint8_t *finished;
+    pthread_cond_t wake;     /* workers: jobs came, or no more will */
+    pthread_cond_t finished; /* readers: a job was hashed */
+    Job **chunks;
+    Py_ssize_t chunk_capacity, count;
+    Py_ssize_t *longs, long_count, long_capacity, next_long;
+    Py_ssize_t *shorts, short_count, short_capacity, next_short;
+    int closed, long_lanes, release;
+    volatile int cancelled; /* stop now: nobody wants the rest */
+    /* For release: the first short job not yet hashed, and the span of
+     * bytes behind it not yet let go. */
     Py_ssize_t low;
     const uint8_t *span;
     Py_ssize_t span_length;
 } Queue;
 
-#define SPAN_GAP (64 << 10)
+static void queue_init(Queue *queue, int long_lanes, int release) {
+    memset(queue, 0, sizeof *queue);
+    pthread_mutex_init(&queue->lock, NULL);
+    pthread_cond_init(&queue->wake, NULL);
+    pthread_cond_init(&queue->finished, NULL);
+    queue->long_lanes = long_lanes;
+    queue->release = release;
+}
+
+static Job *job_at(const Queue *queue, Py_ssize_t index) {
+    return &queue->chunks[index / CHUNK_JOBS][index % CHUNK_JOBS];
+}
+
+static int grow(Py_ssize_t **items, Py_ssize_t *capacity, Py_ssize_t needed) {
+    if (needed <= *capacity) {
+        return 0;
+    }
+    Py_ssize_t wanted = *capacity ? *capacity : 1024;
+    while (wanted < needed) {
+        wanted *= 2;
+    }
+    Py_ssize_t *more = PyMem_RawRealloc(*items, (size_t)wanted * sizeof **items);
+    if (more == NULL) {
+        return -1;
+    }
+    *items = more;
+    *capacity = wanted;
+    return 0;
+}
+
+/* Add a job for a buffer already held (lock held).  -1 without memory. */
+static Py_ssize_t queue_add(Queue *queue, const Py_buffer *view, int is_long) {
+    Py_ssize_t index = queue->count;
+    if (index % CHUNK_JOBS == 0) {
+        Py_ssize_t chunk = index / CHUNK_JOBS;
+        if (chunk >= queue->chunk_capacity) {
+            Py_ssize_t wanted = queue->chunk_capacity ? 2 * queue->chunk_capacity : 64;
+            Job **more = PyMem_RawRealloc(queue->chunks, (size_t)wanted * sizeof *more);
+            if (more == NULL) {
+                return -1;
+            }
+            queue->chunks = more;
+            queue->chunk_capacity = wanted;
+        }
+        if ((queue->chunks[chunk] = PyMem_RawCalloc(CHUNK_JOBS, sizeof(Job))) == NULL) {
+            return -1;
+        }
+    }
+    Py_ssize_t **ids = is_long ? &queue->longs : &queue->shorts;
+    Py_ssize_t *count = is_long ? &queue->long_count : &queue->short_count;
+    if (grow(ids, is_long ? &queue->long_capacity : &queue->short_capacity, *count + 1) < 0) {
+        return -1;
+    }
+    Job *job = job_at(queue, index);
+    job->view = *view;
+    job->data = view->buf;
+    job->length = view->len;
+    job->is_long = (uint8_t)is_long;
+    (*ids)[(*count)++] = index;
+    queue->count++;
+    return index;
+}
 
 /* Short jobs finish nearly in order, and their buffers lie nearly in order
  * in a mapping, headers between them: let go of what lies behind the first
- * unfinished one, a few megabytes at a time.  Called with the lock held. */
-static void release_behind(Queue *queue, Py_ssize_t job, int flush) {
-    if (job >= 0) {
-        queue->finished[job - queue->long_count] = 1;
-    }
-    while (queue->low < queue->count && queue->finished[queue->low - queue->long_count]) {
-        const Job *passed = &queue->jobs[queue->low++];
+ * unfinished one, a few megabytes at a time (lock held). */
+static void release_behind(Queue *queue, int flush) {
+    while (queue->low < queue->short_count && job_at(queue, queue->shorts[queue->low])->done) {
+        const Job *passed = job_at(queue, queue->shorts[queue->low++]);
         const uint8_t *end = queue->span + queue->span_length;
         if (queue->span != NULL && passed->data >= end && passed->data - end <= SPAN_GAP) {
             queue->span_length = passed->data + passed->length - queue->span;
@@ -207,36 +278,56 @@ static void release_behind(Queue *queue, Py_ssize_t job, int flush) {
     }
 }
 
-static Py_ssize_t take_job(Queue *queue, int *on_long, int long_lanes) {
-    Py_ssize_t job = -1;
-    pthread_mutex_lock(&queue->lock);
+/* The next job for a worker that has `*on_long` lanes on long jobs (lock
+ * held): a long one while it has lanes to spare for them, or when no short
+ * one is left or can come; else the next short one.  NULL if none now. */
+static Job *next_job(Queue *queue, int *on_long) {
     int long_left = queue->next_long < queue->long_count;
-    int short_left = queue->next_short < queue->count;
-    if (long_left && (!short_left || *on_long < long_lanes)) {
+    int short_left = queue->next_short < queue->short_count;
+    if (long_left && (*on_long < queue->long_lanes || (!short_left && queue->closed))) {
         ++*on_long;
-        job = queue->next_long++;
-    } else if (short_left) {
-        job = queue->next_short++;
+        return job_at(queue, queue->longs[queue->next_long++]);
     }
-    pthread_mutex_unlock(&queue->lock);
-    return job;
+    if (short_left) {
+        return job_at(queue, queue->shorts[queue->next_short++]);
+    }
+    return NULL;
 }
 
-static void job_done(Queue *queue, Py_ssize_t job, int *on_long) {
-    if (queue->release && job < queue->long_count) {
-        release_pages(queue->jobs[job].data, queue->jobs[job].length);
-    } else if (queue->release) {
-        pthread_mutex_lock(&queue->lock);
-        release_behind(queue, job, 0);
-        pthread_mutex_unlock(&queue->lock);
+/* Fill `idle` empty slots with jobs; with `block`, wait for at least one
+ * unless the queue is closed and empty.  How many were filled. */
+static int take_jobs(Queue *queue, Job **slots, int slot_count, int *on_long, int block) {
+    int filled = 0;
+    pthread_mutex_lock(&queue->lock);
+    while (!queue->cancelled) {
+        for (int slot = 0; slot < slot_count; slot++) {
+            if (slots[slot] == NULL && (slots[slot] = next_job(queue, on_long)) != NULL) {
+                filled++;
+            }
+        }
+        int more_may_come = !queue->closed || queue->next_long < queue->long_count;
+        if (filled || !block || !more_may_come) {
+            break;
+        }
+        pthread_cond_wait(&queue->wake, &queue->lock);
     }
-    if (queue->done != NULL) {
-        /* The digest is written before the flag is seen. */
-        __atomic_store_n(&queue->done[job], 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&queue->lock);
+    return filled;
+}
+
+static void job_done(Queue *queue, Job *job, int *on_long) {
+    if (queue->release && job->is_long) {
+        release_pages(job->data, job->length);
     }
-    if (job < queue->long_count) {
+    pthread_mutex_lock(&queue->lock);
+    job->done = 1;
+    if (job->is_long) {
         --*on_long;
+    } else if (queue->release) {
+        release_behind(queue, 0);
     }
+    pthread_cond_broadcast(&queue->finished);
+    pthread_mutex_unlock(&queue->lock);
 }
 
 /* -- portable: one buffer at a time --------------------------------------- */
@@ -280,21 +371,26 @@ static void compress_one(uint32_t state[8], const uint8_t *block) {
 
 static void hash_portable(Queue *queue) {
     int on_long = 0;
-    Py_ssize_t job;
-    while ((job = take_job(queue, &on_long, 1)) >= 0) {
+    Job *slot[1] = {NULL};
+    while (take_jobs(queue, slot, 1, &on_long, 1)) {
+        Job *job = slot[0];
         Cursor cursor;
         uint32_t state[8];
         const uint8_t *block;
         memcpy(state, IV256, sizeof state);
-        cursor_start(&cursor, &queue->jobs[job]);
-        while ((block = cursor_next(&cursor)) != NULL) {
+        cursor_start(&cursor, job);
+        while ((block = cursor_next(&cursor)) != NULL && !queue->cancelled) {
             compress_one(state, block);
-            if (queue->release && job < queue->long_count) {
+            if (queue->release && job->is_long) {
                 cursor_release(&cursor);
             }
         }
-        put_digest(queue->jobs[job].digest, state);
+        if (queue->cancelled) {
+            return;
+        }
+        put_digest(job->digest, state);
         job_done(queue, job, &on_long);
+        slot[0] = NULL;
     }
 }
 
@@ -382,68 +478,60 @@ TARGET static void compress_lanes(__m512i state[8], const uint8_t *const blocks[
     state[7] = _mm512_add_epi32(state[7], h);
 }
 
-TARGET static void hash_lanes(Queue *queue, int long_lanes) {
+
+TARGET static void hash_lanes(Queue *queue) {
     static const uint8_t idle_block[64];
-    const Job *jobs = queue->jobs;
+    Job *held[LANES] = {NULL};
     Cursor cursors[LANES];
-    Py_ssize_t held[LANES];
     const uint8_t *blocks[LANES];
     uint32_t words[8][LANES] __attribute__((aligned(64)));
     __m512i state[8];
     int on_long = 0, running = 0;
 
-    for (int lane = 0; lane < LANES; lane++) {
-        held[lane] = take_job(queue, &on_long, long_lanes);
-        for (int i = 0; i < 8; i++) {
-            words[i][lane] = IV256[i];
+    while (!queue->cancelled) {
+        /* Idle lanes take jobs; with none running, wait for one. */
+        if (running < LANES) {
+            Job *before[LANES];
+            memcpy(before, held, sizeof held);
+            running += take_jobs(queue, held, LANES, &on_long, running == 0);
+            for (int lane = 0; lane < LANES; lane++) {
+                if (held[lane] != NULL && before[lane] == NULL) {
+                    cursor_start(&cursors[lane], held[lane]);
+                    for (int i = 0; i < 8; i++) {
+                        words[i][lane] = IV256[i];
+                    }
+                }
+            }
         }
-        if (held[lane] >= 0) {
-            cursor_start(&cursors[lane], &jobs[held[lane]]);
-            running++;
+        if (running == 0) {
+            return; /* closed, and nothing left */
         }
-    }
-    for (int i = 0; i < 8; i++) {
-        state[i] = _mm512_load_si512((const void *)words[i]);
-    }
-    while (running) {
         for (int lane = 0; lane < LANES; lane++) {
-            blocks[lane] = held[lane] >= 0 ? cursor_next(&cursors[lane]) : idle_block;
-            if (queue->release && held[lane] >= 0 && held[lane] < queue->long_count) {
+            blocks[lane] = held[lane] != NULL ? cursor_next(&cursors[lane]) : idle_block;
+            if (queue->release && held[lane] != NULL && held[lane]->is_long) {
                 cursor_release(&cursors[lane]);
             }
         }
+        for (int i = 0; i < 8; i++) {
+            state[i] = _mm512_load_si512((const void *)words[i]);
+        }
         compress_lanes(state, blocks);
-        int finished = 0;
-        for (int lane = 0; lane < LANES; lane++) {
-            finished |= held[lane] >= 0 && cursor_last(&cursors[lane]);
-        }
-        if (!finished) {
-            continue;
-        }
-        /* A lane is done: give out its digest, start it on the next job. */
         for (int i = 0; i < 8; i++) {
             _mm512_store_si512((void *)words[i], state[i]);
         }
+        /* A lane whose job had its last block: give out the digest. */
         for (int lane = 0; lane < LANES; lane++) {
-            if (held[lane] < 0 || !cursor_last(&cursors[lane])) {
+            if (held[lane] == NULL || !cursor_last(&cursors[lane])) {
                 continue;
             }
             uint32_t digest[8];
             for (int i = 0; i < 8; i++) {
                 digest[i] = words[i][lane];
-                words[i][lane] = IV256[i];
             }
-            put_digest(jobs[held[lane]].digest, digest);
+            put_digest(held[lane]->digest, digest);
             job_done(queue, held[lane], &on_long);
-            held[lane] = take_job(queue, &on_long, long_lanes);
-            if (held[lane] >= 0) {
-                cursor_start(&cursors[lane], &jobs[held[lane]]);
-            } else {
-                running--;
-            }
-        }
-        for (int i = 0; i < 8; i++) {
-            state[i] = _mm512_load_si512((const void *)words[i]);
+            held[lane] = NULL;
+            running--;
         }
     }
 }
@@ -454,50 +542,277 @@ static int have_lanes(void) {
 }
 #else
 static int have_lanes(void) { return 0; }
-static void hash_lanes(Queue *queue, int long_lanes) { hash_portable(queue); }
+static void hash_lanes(Queue *queue) { hash_portable(queue); }
 #endif
 
 /* -- worker threads -------------------------------------------------------- */
 
 typedef struct {
     Queue *queue;
-    int lanes, long_lanes;
+    int lanes;
 } Worker;
 
 static void *work(void *argument) {
     Worker *worker = argument;
     if (worker->lanes) {
-        hash_lanes(worker->queue, worker->long_lanes);
+        hash_lanes(worker->queue);
     } else {
         hash_portable(worker->queue);
     }
     return NULL;
 }
 
-/* Hash every job on `threads` threads (this one included). */
-static void hash_all(Queue *queue, int threads, int lanes, int long_lanes) {
-    pthread_t started[MAX_THREADS];
-    Worker worker = {queue, lanes, long_lanes};
-    int count = 0;
-    while (count + 1 < threads && pthread_create(&started[count], NULL, work, &worker) == 0) {
-        count++;
-    }
-    work(&worker);
-    for (int i = 0; i < count; i++) {
-        pthread_join(started[i], NULL);
-    }
+static void queue_close(Queue *queue) {
+    pthread_mutex_lock(&queue->lock);
+    queue->closed = 1;
+    pthread_cond_broadcast(&queue->wake);
+    pthread_mutex_unlock(&queue->lock);
 }
+
+/* Let go of every buffer and of the queue's memory (GIL held). */
+static void queue_free(Queue *queue) {
+    for (Py_ssize_t index = 0; index < queue->count; index++) {
+        PyBuffer_Release(&job_at(queue, index)->view);
+    }
+    for (Py_ssize_t chunk = 0; chunk * CHUNK_JOBS < queue->count; chunk++) {
+        PyMem_RawFree(queue->chunks[chunk]);
+    }
+    PyMem_RawFree(queue->chunks);
+    PyMem_RawFree(queue->longs);
+    PyMem_RawFree(queue->shorts);
+    memset(queue, 0, sizeof *queue);
+}
+
+/* Hold each buffer of `buffers` and add it as a job; the first index. */
+static Py_ssize_t add_buffers(Queue *queue, PyObject *buffers, int is_long) {
+    PyObject *sequence = PySequence_Fast(buffers, "buffers must be a sequence");
+    if (sequence == NULL) {
+        return -1;
+    }
+    Py_ssize_t first = queue->count, added = 0, size = PySequence_Fast_GET_SIZE(sequence);
+    for (; added < size; added++) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(sequence, added), &view, PyBUF_SIMPLE) < 0) {
+            break;
+        }
+        pthread_mutex_lock(&queue->lock);
+        Py_ssize_t index = queue_add(queue, &view, is_long);
+        pthread_cond_broadcast(&queue->wake);
+        pthread_mutex_unlock(&queue->lock);
+        if (index < 0) {
+            PyBuffer_Release(&view);
+            PyErr_NoMemory();
+            break;
+        }
+    }
+    Py_DECREF(sequence);
+    return added == size ? first : -1;
+}
+
+/* -- Hasher ----------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    Queue queue;
+    Worker worker;
+    pthread_t threads[MAX_THREADS];
+    int thread_count, joined;
+} Hasher;
+
+static int Hasher_init(Hasher *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"threads", "long_lanes", "portable", "release", NULL};
+    int threads = 1, long_lanes = 8, portable = 0, release = 0;
+    if (self->worker.queue != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Hasher: already started");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|iipp", keywords, &threads, &long_lanes, &portable, &release)) {
+        return -1;
+    }
+    if (threads < 1 || threads > MAX_THREADS || long_lanes < 1) {
+        PyErr_SetString(PyExc_ValueError, "Hasher: threads or long_lanes out of range");
+        return -1;
+    }
+    queue_init(&self->queue, long_lanes, release);
+    self->worker.queue = &self->queue;
+    self->worker.lanes = !portable && have_lanes();
+    while (self->thread_count < threads &&
+           pthread_create(&self->threads[self->thread_count], NULL, work, &self->worker) == 0) {
+        self->thread_count++;
+    }
+    if (self->thread_count == 0) {
+        PyErr_SetString(PyExc_OSError, "Hasher: cannot start a thread");
+        return -1;
+    }
+    return 0;
+}
+
+static int Hasher_started(Hasher *self) {
+    if (self->worker.queue == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Hasher: not started");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *Hasher_add(Hasher *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"buffers", "long", NULL};
+    PyObject *buffers;
+    int is_long = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|p", keywords, &buffers, &is_long) || !Hasher_started(self)) {
+        return NULL;
+    }
+    if (self->queue.closed) {
+        PyErr_SetString(PyExc_ValueError, "Hasher: closed, no more buffers");
+        return NULL;
+    }
+    Py_ssize_t first = add_buffers(&self->queue, buffers, is_long);
+    return first < 0 ? NULL : PyLong_FromSsize_t(first);
+}
+
+static void Hasher_stop(Hasher *self) {
+    if (self->worker.queue == NULL || self->joined) {
+        return;
+    }
+    queue_close(&self->queue);
+    Py_BEGIN_ALLOW_THREADS;
+    for (int i = 0; i < self->thread_count; i++) {
+        pthread_join(self->threads[i], NULL);
+    }
+    if (self->queue.release) {
+        pthread_mutex_lock(&self->queue.lock);
+        release_behind(&self->queue, 1);
+        pthread_mutex_unlock(&self->queue.lock);
+    }
+    Py_END_ALLOW_THREADS;
+    self->joined = 1;
+}
+
+static PyObject *Hasher_cancel(Hasher *self, PyObject *unused) {
+    if (!Hasher_started(self)) {
+        return NULL;
+    }
+    pthread_mutex_lock(&self->queue.lock);
+    self->queue.cancelled = 1;
+    self->queue.closed = 1;
+    pthread_cond_broadcast(&self->queue.wake);
+    pthread_cond_broadcast(&self->queue.finished);
+    pthread_mutex_unlock(&self->queue.lock);
+    Hasher_stop(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Hasher_close(Hasher *self, PyObject *unused) {
+    if (!Hasher_started(self)) {
+        return NULL;
+    }
+    queue_close(&self->queue);
+    Py_RETURN_NONE;
+}
+
+static int parse_range(Hasher *self, PyObject *args, Py_ssize_t *first, Py_ssize_t *end) {
+    if (!PyArg_ParseTuple(args, "nn", first, end) || !Hasher_started(self)) {
+        return 0;
+    }
+    if (*first < 0 || *end < *first || *end > self->queue.count) {
+        PyErr_SetString(PyExc_IndexError, "Hasher: no such buffers");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *Hasher_wait(Hasher *self, PyObject *args) {
+    Py_ssize_t first, end;
+    if (!parse_range(self, args, &first, &end)) {
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    pthread_mutex_lock(&self->queue.lock);
+    while (first < end && !self->queue.cancelled) {
+        if (job_at(&self->queue, first)->done) {
+            first++;
+        } else {
+            pthread_cond_wait(&self->queue.finished, &self->queue.lock);
+        }
+    }
+    pthread_mutex_unlock(&self->queue.lock);
+    Py_END_ALLOW_THREADS;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Hasher_digests(Hasher *self, PyObject *args) {
+    Py_ssize_t first, end;
+    if (!parse_range(self, args, &first, &end)) {
+        return NULL;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, 32 * (end - first));
+    if (result == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(result);
+    pthread_mutex_lock(&self->queue.lock);
+    for (Py_ssize_t index = first; index < end; index++) {
+        const Job *job = job_at(&self->queue, index);
+        if (!job->done) {
+            pthread_mutex_unlock(&self->queue.lock);
+            Py_DECREF(result);
+            PyErr_SetString(PyExc_ValueError, "Hasher: a buffer is not hashed yet (wait first)");
+            return NULL;
+        }
+        memcpy(out + 32 * (index - first), job->digest, 32);
+    }
+    pthread_mutex_unlock(&self->queue.lock);
+    return result;
+}
+
+static PyObject *Hasher_join(Hasher *self, PyObject *unused) {
+    if (!Hasher_started(self)) {
+        return NULL;
+    }
+    Hasher_stop(self);
+    Py_RETURN_NONE;
+}
+
+static void Hasher_dealloc(Hasher *self) {
+    Hasher_stop(self);
+    if (self->worker.queue != NULL) {
+        queue_free(&self->queue);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Hasher_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))Hasher_add, METH_VARARGS | METH_KEYWORDS,
+     "add(buffers, long=False) -> int: hash these too; the index of the first."},
+    {"close", (PyCFunction)Hasher_close, METH_NOARGS, "close(): no more buffers will come."},
+    {"wait", (PyCFunction)Hasher_wait, METH_VARARGS, "wait(first, end): until buffers [first, end) are hashed."},
+    {"digests", (PyCFunction)Hasher_digests, METH_VARARGS,
+     "digests(first, end) -> bytes: the SHA-256 of buffers [first, end), 32 bytes each."},
+    {"join", (PyCFunction)Hasher_join, METH_NOARGS, "join(): close, and wait for every thread to finish."},
+    {"cancel", (PyCFunction)Hasher_cancel, METH_NOARGS, "cancel(): stop hashing now, and wait for the threads."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HasherType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cowcheck._fastlayer.Hasher",
+    .tp_doc = "Hasher(threads=1, long_lanes=8, portable=False, release=False): threads that hash buffers.",
+    .tp_basicsize = sizeof(Hasher),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Hasher_init,
+    .tp_dealloc = (destructor)Hasher_dealloc,
+    .tp_methods = Hasher_methods,
+};
 
 /* -- sha256_many ---------------------------------------------------------- */
 
 static PyObject *sha256_many(PyObject *module, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"buffers", "portable", "long_count", "long_lanes", "digests",
-                               "done",    "threads",  "release",    NULL};
-    PyObject *buffers, *digests_out = NULL, *done_out = NULL;
+    static char *keywords[] = {"buffers", "portable", "long_count", "long_lanes", "threads", "release", NULL};
+    PyObject *buffers;
     int portable = 0, long_lanes = 8, threads = 1, release = 0;
     Py_ssize_t long_count = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pniOOip", keywords, &buffers, &portable, &long_count,
-                                     &long_lanes, &digests_out, &done_out, &threads, &release)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pniip", keywords, &buffers, &portable, &long_count,
+                                     &long_lanes, &threads, &release)) {
         return NULL;
     }
     PyObject *sequence = PySequence_Fast(buffers, "sha256_many: buffers must be a sequence");
@@ -505,93 +820,51 @@ static PyObject *sha256_many(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
-    Py_buffer *views = PyMem_Calloc((size_t)(count ? count : 1), sizeof(Py_buffer));
-    Job *jobs = PyMem_Calloc((size_t)(count ? count : 1), sizeof(Job));
-    Py_buffer digests = {0}, done = {0};
-    uint8_t *own = NULL;
-    PyObject *result = NULL;
-    Py_ssize_t held = 0;
-    if (views == NULL || jobs == NULL) {
-        PyErr_NoMemory();
-        goto finish;
-    }
     if (long_count < 0 || long_count > count || long_lanes < 1 || threads < 1 || threads > MAX_THREADS) {
+        Py_DECREF(sequence);
         PyErr_SetString(PyExc_ValueError, "sha256_many: long_count, long_lanes or threads out of range");
-        goto finish;
+        return NULL;
     }
-    if ((digests_out == NULL) != (done_out == NULL)) {
-        PyErr_SetString(PyExc_TypeError, "sha256_many: give digests and done together");
-        goto finish;
-    }
-    if (digests_out != NULL) {
-        if (PyObject_GetBuffer(digests_out, &digests, PyBUF_WRITABLE) < 0) {
-            goto finish;
-        }
-        if (PyObject_GetBuffer(done_out, &done, PyBUF_WRITABLE) < 0) {
-            goto finish;
-        }
-        if (digests.len != 32 * count || done.len != count) {
-            PyErr_SetString(PyExc_ValueError, "sha256_many: digests needs 32 bytes and done 1 byte per buffer");
-            goto finish;
-        }
-        own = digests.buf;
-    } else if ((own = PyMem_Malloc((size_t)(count ? count : 1) * 32)) == NULL) {
-        PyErr_NoMemory();
-        goto finish;
-    }
-    for (; held < count; held++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(sequence, held), &views[held], PyBUF_SIMPLE) < 0) {
-            goto finish;
-        }
-        jobs[held].data = views[held].buf;
-        jobs[held].length = views[held].len;
-        jobs[held].digest = own + 32 * held;
-    }
-    Queue queue = {jobs, 0, long_count, long_count, count, done.buf, release, PTHREAD_MUTEX_INITIALIZER,
-                   NULL, long_count, NULL, 0};
-    if (release && (queue.finished = PyMem_Calloc((size_t)(count - long_count + 1), 1)) == NULL) {
-        PyErr_NoMemory();
-        goto finish;
-    }
-    int lanes = !portable && have_lanes();
-    Py_BEGIN_ALLOW_THREADS;
-    hash_all(&queue, threads, lanes, long_lanes);
-    if (release) {
-        release_behind(&queue, -1, 1);
-    }
-    Py_END_ALLOW_THREADS;
-    PyMem_Free(queue.finished);
-    if (digests_out != NULL) {
-        result = Py_NewRef(Py_None);
-        goto finish;
-    }
-    result = PyList_New(count);
-    if (result == NULL) {
-        goto finish;
-    }
-    for (Py_ssize_t j = 0; j < count; j++) {
-        PyObject *digest = PyBytes_FromStringAndSize((const char *)own + 32 * j, 32);
-        if (digest == NULL) {
-            Py_CLEAR(result);
-            goto finish;
-        }
-        PyList_SET_ITEM(result, j, digest);
-    }
-finish:
-    for (Py_ssize_t j = 0; j < held; j++) {
-        PyBuffer_Release(&views[j]);
-    }
-    if (digests.obj != NULL) {
-        PyBuffer_Release(&digests);
-    } else {
-        PyMem_Free(own);
-    }
-    if (done.obj != NULL) {
-        PyBuffer_Release(&done);
-    }
-    PyMem_Free(views);
-    PyMem_Free(jobs);
+    PyObject *longs = PySequence_GetSlice(sequence, 0, long_count);
+    PyObject *shorts = PySequence_GetSlice(sequence, long_count, count);
     Py_DECREF(sequence);
+    Queue queue;
+    queue_init(&queue, long_lanes, release);
+    Worker worker = {&queue, !portable && have_lanes()};
+    PyObject *result = NULL;
+    Py_ssize_t start = longs == NULL || shorts == NULL ? -1 : add_buffers(&queue, longs, 1);
+    if (start >= 0) {
+        start = add_buffers(&queue, shorts, 0);
+    }
+    Py_XDECREF(longs);
+    Py_XDECREF(shorts);
+    if (start >= 0) {
+        queue.closed = 1;
+        pthread_t started[MAX_THREADS];
+        int running = 0;
+        Py_BEGIN_ALLOW_THREADS;
+        while (running + 1 < threads && pthread_create(&started[running], NULL, work, &worker) == 0) {
+            running++;
+        }
+        work(&worker);
+        for (int i = 0; i < running; i++) {
+            pthread_join(started[i], NULL);
+        }
+        if (release) {
+            release_behind(&queue, 1);
+        }
+        Py_END_ALLOW_THREADS;
+        result = PyList_New(count);
+        for (Py_ssize_t index = 0; result != NULL && index < count; index++) {
+            PyObject *digest = PyBytes_FromStringAndSize((const char *)job_at(&queue, index)->digest, 32);
+            if (digest == NULL) {
+                Py_CLEAR(result);
+                break;
+            }
+            PyList_SET_ITEM(result, index, digest);
+        }
+    }
+    queue_free(&queue);
     return result;
 }
 
@@ -771,10 +1044,11 @@ fail:
     return NULL;
 }
 
+
 static PyMethodDef methods[] = {
     {"sha256_many", (PyCFunction)(void (*)(void))sha256_many, METH_VARARGS | METH_KEYWORDS,
-     "sha256_many(buffers, portable=False, long_count=0, long_lanes=8, digests=None, done=None, threads=1)\n"
-     "-> list[bytes] | None: the SHA-256 of each buffer."},
+     "sha256_many(buffers, portable=False, long_count=0, long_lanes=8, threads=1, release=False)\n"
+     "-> list[bytes]: the SHA-256 of each buffer."},
     {"multi_buffer", multi_buffer, METH_NOARGS, "multi_buffer() -> bool: whether this CPU hashes sixteen at a time."},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_VARARGS | METH_KEYWORDS,
      "scan(buffer, release=False) -> list[tuple] | int: the headers of an uncompressed tar."},
@@ -789,4 +1063,19 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__fastlayer(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastlayer(void) {
+    if (PyType_Ready(&HasherType) < 0) {
+        return NULL;
+    }
+    PyObject *created = PyModule_Create(&module);
+    if (created == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&HasherType);
+    if (PyModule_AddObject(created, "Hasher", (PyObject *)&HasherType) < 0) {
+        Py_DECREF(&HasherType);
+        Py_DECREF(created);
+        return NULL;
+    }
+    return created;
+}

@@ -260,10 +260,9 @@ class ImageReading:
             if region is None:
                 return None
             regions.append(region)
-        return MappedLayers.open(regions, portable=self.reader == "portable")
+        return MappedLayers.open(regions, self.keep_data, portable=self.reader == "portable")
 
     def _from_mapped(self, mapped: MappedLayers) -> Iterator[LayerTar]:
-        mapped.start(self.keep_data)
         decoded: list[LayerTar] = []
         for index in range(len(self._streams)):
             self._report(index)
