@@ -78,6 +78,8 @@ def test_sha256_many_queues_and_threads(portable: bool) -> None:
             assert _digests(buffers, portable, long_count=5, long_lanes=long_lanes, threads=threads) == want
     with pytest.raises(ValueError, match="out of range"):
         _digests(buffers, portable, long_count=len(buffers) + 1)
+    with pytest.raises(TypeError):
+        _digests([b"bytes", "not bytes"], portable)  # type: ignore[list-item]
 
 
 def _hasher(portable: bool, **options: object) -> Any:
@@ -102,6 +104,9 @@ def test_hasher_takes_buffers_while_it_hashes(portable: bool) -> None:
         hasher.wait(first, first + len(batch))
         got = hasher.digests(first, first + len(batch))
         assert got == b"".join(hashlib.sha256(each).digest() for each in batch)
+    with pytest.raises(TypeError):
+        hasher.add([b"bytes", 5])  # nothing of a refused batch is added
+    assert hasher.add([]) == firsts[-1] + len(batches[-1])
     hasher.close()
     with pytest.raises(ValueError, match="closed"):
         hasher.add([b"late"])

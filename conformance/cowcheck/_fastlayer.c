@@ -583,28 +583,39 @@ static void queue_free(Queue *queue) {
     memset(queue, 0, sizeof *queue);
 }
 
-/* Hold each buffer of `buffers` and add it as a job; the first index. */
+/* Hold each buffer of `buffers` and add them as jobs, in one turn of the
+ * lock; the index of the first. */
 static Py_ssize_t add_buffers(Queue *queue, PyObject *buffers, int is_long) {
     PyObject *sequence = PySequence_Fast(buffers, "buffers must be a sequence");
     if (sequence == NULL) {
         return -1;
     }
-    Py_ssize_t first = queue->count, added = 0, size = PySequence_Fast_GET_SIZE(sequence);
-    for (; added < size; added++) {
-        Py_buffer view;
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(sequence, added), &view, PyBUF_SIMPLE) < 0) {
-            break;
-        }
+    Py_ssize_t size = PySequence_Fast_GET_SIZE(sequence), held = 0, added = 0, first = -1;
+    Py_buffer *views = PyMem_Calloc((size_t)(size ? size : 1), sizeof(Py_buffer));
+    if (views == NULL) {
+        PyErr_NoMemory();
+    }
+    while (views != NULL && held < size &&
+           PyObject_GetBuffer(PySequence_Fast_GET_ITEM(sequence, held), &views[held], PyBUF_SIMPLE) == 0) {
+        held++;
+    }
+    if (views != NULL && held == size) {
         pthread_mutex_lock(&queue->lock);
-        Py_ssize_t index = queue_add(queue, &view, is_long);
+        first = queue->count;
+        while (added < size && queue_add(queue, &views[added], is_long) >= 0) {
+            added++;
+        }
         pthread_cond_broadcast(&queue->wake);
         pthread_mutex_unlock(&queue->lock);
-        if (index < 0) {
-            PyBuffer_Release(&view);
+        if (added < size) {
             PyErr_NoMemory();
-            break;
         }
     }
+    /* The queue holds the buffers it took; let go of the others. */
+    for (Py_ssize_t index = added; index < held; index++) {
+        PyBuffer_Release(&views[index]);
+    }
+    PyMem_Free(views);
     Py_DECREF(sequence);
     return added == size ? first : -1;
 }
