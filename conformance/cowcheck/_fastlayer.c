@@ -16,7 +16,7 @@
  *       wait(first, end)     until buffers [first, end) are hashed (GIL released)
  *       digests(first, end)  their digests, 32 bytes each, end to end
  *       join()               close, and wait for the threads to finish
- *       cancel()             stop now (what is not hashed stays so), and join
+ *       cancel()             stop now, join, and let go of every buffer
  *       With release, every buffer must lie in a read-only file mapping:
  *       pages are let go (madvise MADV_DONTNEED) once hashed, so that the
  *       process does not hold a whole image in memory.
@@ -660,7 +660,7 @@ static int Hasher_init(Hasher *self, PyObject *args, PyObject *kwargs) {
 
 static int Hasher_started(Hasher *self) {
     if (self->worker.queue == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Hasher: not started");
+        PyErr_SetString(PyExc_RuntimeError, "Hasher: not started, or cancelled");
         return 0;
     }
     return 1;
@@ -710,6 +710,10 @@ static PyObject *Hasher_cancel(Hasher *self, PyObject *unused) {
     pthread_cond_broadcast(&self->queue.finished);
     pthread_mutex_unlock(&self->queue.lock);
     Hasher_stop(self);
+    /* Nothing will be asked of it again: let go of the buffers now, not
+     * whenever the last reference goes. */
+    queue_free(&self->queue);
+    self->worker.queue = NULL;
     Py_RETURN_NONE;
 }
 
@@ -800,7 +804,8 @@ static PyMethodDef Hasher_methods[] = {
     {"digests", (PyCFunction)Hasher_digests, METH_VARARGS,
      "digests(first, end) -> bytes: the SHA-256 of buffers [first, end), 32 bytes each."},
     {"join", (PyCFunction)Hasher_join, METH_NOARGS, "join(): close, and wait for every thread to finish."},
-    {"cancel", (PyCFunction)Hasher_cancel, METH_NOARGS, "cancel(): stop hashing now, and wait for the threads."},
+    {"cancel", (PyCFunction)Hasher_cancel, METH_NOARGS,
+     "cancel(): stop hashing now, wait for the threads, let go of every buffer."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -102,20 +102,19 @@ class MappedLayers:
         except (OSError, ValueError):
             cls(list(maps.values()), views, None, keep_data).close()
             return None
-        hasher = _fastlayer.Hasher(threads=HASH_THREADS, long_lanes=LONG_LANES, portable=portable, release=True)
-        layers = cls(list(maps.values()), views, hasher, keep_data)
-        added: int = hasher.add(views, long=True) + len(views)
+        layers = cls(list(maps.values()), views, None, keep_data)
+        layers._hasher = _fastlayer.Hasher(threads=HASH_THREADS, long_lanes=LONG_LANES, portable=portable, release=True)
+        layers._hasher.add(views, long=True)
         for view in views:
             framed = _fastlayer.scan(view, release=True)
             if isinstance(framed, int):
                 layers.close()
                 return None
-            files = layers._files(view, framed)
             layers._scans.append(framed)
-            layers._first_file.append(hasher.add(files))
-            added += len(files)
-        hasher.close()
-        layers._first_file.append(added)
+            # No name here keeps the files' views: closing must find none left.
+            layers._first_file.append(layers._hasher.add(layers._files(view, framed)))
+        layers._first_file.append(layers._hasher.add([]))  # the count of jobs
+        layers._hasher.close()
         return layers
 
     def _files(self, view: memoryview, framed: list[tuple[object, ...]]) -> list[memoryview]:
@@ -162,8 +161,8 @@ class MappedLayers:
     def close(self) -> None:
         """Stop hashing and let go of the mappings."""
         if self._hasher is not None:
-            self._hasher.cancel()
-            self._hasher = None  # lets go of the buffers it held
+            self._hasher.cancel()  # lets go of the buffers it held
+            self._hasher = None
         for view in self._views:
             view.release()
         self._views = []
