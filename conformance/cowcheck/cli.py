@@ -20,7 +20,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .driver import DriverError, DriverUnavailable
 
@@ -107,6 +107,25 @@ def command_demo(arguments: argparse.Namespace) -> int:
     return run_demo(arguments.engine)
 
 
+def image_command(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    name: str,
+    summary: str,
+    handler: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """A command that reads an image: its IMAGE argument and ``--reader``."""
+    sub = commands.add_parser(name, help=summary)
+    sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
+    sub.add_argument(
+        "--reader",
+        choices=("auto", "stream"),
+        default="auto",
+        help="auto: plain layers mapped and hashed in C where the CPU allows; stream: the model's own reader",
+    )
+    sub.set_defaults(handler=handler, driver="")
+    return sub
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(prog="cowspec", description="Executable spec of layered copy-on-write storage.")
@@ -133,38 +152,16 @@ def parser() -> argparse.ArgumentParser:
         help="an overlay feature to turn on for generated cases (redirect_dir)",
     )
     sub.set_defaults(handler=command_check)
-    sub = commands.add_parser("flatten", help="the root filesystem of an image, as JSON entries")
-    sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
+    sub = image_command(commands, "flatten", "the root filesystem of an image, as JSON entries", command_flatten)
     sub.add_argument("--implied-parents", choices=("keep", "default"), default="keep")
     sub.add_argument("--under-symlink", choices=("replace", "follow"), default="replace")
     sub.add_argument("--tar", metavar="OUT", help="write the root filesystem as a tar (file bytes are held in memory)")
-    sub.add_argument(
-        "--reader",
-        choices=("auto", "stream"),
-        default="auto",
-        help="auto: plain layers mapped and hashed in C where the CPU allows; stream: the model's own reader",
+    sub = image_command(
+        commands, "layers", "each layer's DiffID, ChainID, size, adds, changes and deletes", command_layers
     )
-    sub.set_defaults(handler=command_flatten, driver="")
-    sub = commands.add_parser("layers", help="each layer's DiffID, ChainID, size, adds, changes and deletes")
-    sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
     sub.add_argument("--json", action="store_true", help="one JSON document instead of a table")
-    sub.add_argument(
-        "--reader",
-        choices=("auto", "stream"),
-        default="auto",
-        help="auto: plain layers mapped and hashed in C where the CPU allows; stream: the model's own reader",
-    )
-    sub.set_defaults(handler=command_layers, driver="")
-    sub = commands.add_parser("inspect", help="what each layer wastes, and the image's efficiency")
-    sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
+    sub = image_command(commands, "inspect", "what each layer wastes, and the image's efficiency", command_inspect)
     sub.add_argument("--progress", action="store_true", help="report each layer read, even when not on a terminal")
-    sub.add_argument(
-        "--reader",
-        choices=("auto", "stream"),
-        default="auto",
-        help="auto: plain layers mapped and hashed in C where the CPU allows; stream: the model's own reader",
-    )
-    sub.set_defaults(handler=command_inspect, driver="")
     sub = commands.add_parser("demo", help="the seed's walk-through: two images, five containers, their sizes")
     sub.add_argument("--engine", action="store_true", help="also run it on a private Docker engine, side by side")
     sub.set_defaults(handler=command_demo, driver="docker")
