@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii as quoted
 
-from cowspec.apply import Rootfs
+from cowspec.apply import ApplyOptions, Rootfs, flatten, flatten_with_stats, rootfs_layer
 from cowspec.errors import SpecError
+from cowspec.layer_tar import encode_layer
 
 from .cli import EXIT_REJECTED, emit
+from .images import ImageLayer, ImageReading, Progress, read_image
 
 
 @contextmanager
@@ -37,9 +39,9 @@ def rootfs_json(rootfs: Rootfs) -> str:
         kind = entry.kind
         head = f'{{"path":{quoted(entry.path)},"type":"{kind}","uid":{entry.uid},"gid":{entry.gid}'
         if kind == "file":
-            size, sha256 = (entry.content.size, entry.content.sha256) if entry.content else (entry.size, entry.sha256)
             parts.append(
-                f'{head},"mode":{entry.mode},"size":{size},"sha256":{quoted(sha256)},"nlink":{names[inode[entry.path]]}}}'
+                f'{head},"mode":{entry.mode},"size":{entry.size},"sha256":{quoted(entry.sha256)},'
+                f'"nlink":{names[inode[entry.path]]}}}'
             )
         elif kind == "symlink":
             parts.append(f'{head},"target":{quoted(entry.link)}}}')
@@ -51,11 +53,6 @@ def rootfs_json(rootfs: Rootfs) -> str:
 
 
 def command_flatten(arguments: argparse.Namespace) -> int:
-    from cowspec.apply import ApplyOptions, flatten, rootfs_layer
-    from cowspec.layer_tar import encode_layer
-
-    from .images import ImageReading
-
     options = ApplyOptions(implied_parents=arguments.implied_parents, under_symlink=arguments.under_symlink)
     try:
         with no_cycle_collection():
@@ -80,16 +77,19 @@ def command_flatten(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def command_layers(arguments: argparse.Namespace) -> int:
-    from cowspec.apply import flatten_with_stats
-
-    from .images import read_image
-
+def read_checked(arguments: argparse.Namespace, on_layer: Progress | None = None) -> list[ImageLayer] | None:
+    """The image's checked layers, or None once a one-line reason is printed."""
     try:
         with no_cycle_collection():
-            layers = read_image(arguments.image, reader=arguments.reader)
+            return read_image(arguments.image, on_layer=on_layer, reader=arguments.reader)
     except SpecError as error:
         print(f"cowspec: {error}", file=sys.stderr)
+        return None
+
+
+def command_layers(arguments: argparse.Namespace) -> int:
+    layers = read_checked(arguments)
+    if layers is None:
         return EXIT_REJECTED
     _, stats = flatten_with_stats([each.layer for each in layers])
     rows = [
@@ -118,21 +118,14 @@ def command_layers(arguments: argparse.Namespace) -> int:
 
 
 def command_inspect(arguments: argparse.Namespace) -> int:
-    from cowspec.apply import flatten_with_stats
-
-    from .images import read_image
-
     progress = sys.stderr.isatty() or arguments.progress
 
     def report(index: int, total: int) -> None:
         if progress:
             print(f"cowspec: reading layer {index + 1} of {total}", file=sys.stderr, flush=True)
 
-    try:
-        with no_cycle_collection():
-            layers = read_image(arguments.image, on_layer=report, reader=arguments.reader)
-    except SpecError as error:
-        print(f"cowspec: {error}", file=sys.stderr)
+    layers = read_checked(arguments, on_layer=report)
+    if layers is None:
         return EXIT_REJECTED
     _, stats = flatten_with_stats([each.layer for each in layers])
     stored = sum(each.size for each in stats)

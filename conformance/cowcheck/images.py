@@ -46,7 +46,6 @@ class _Source:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.keep_data = False
         self.tar: tarfile.TarFile | None = None
         if os.path.isdir(path):
             return
@@ -193,7 +192,6 @@ class ImageReading:
         self.keep_data = keep_data
         self.layers: list[ImageLayer] = []
         self._source = _Source(path)
-        self._source.keep_data = keep_data
         if self._source.has(OCI_INDEX):
             self._streams, self._expected = _read_oci(self._source)
         elif self._source.has(DOCKER_MANIFEST):
@@ -271,13 +269,14 @@ class ImageReading:
             except SpecError as error:
                 # A front-to-back reading checks the layers below first.
                 for below in range(index):
-                    self._check(below, mapped.diff_id(below), mapped.diff_id(below))
+                    diff = mapped.diff_id(below)  # a plain blob's digest is its DiffID
+                    self._check(below, diff, diff)
                 raise SpecError(f"{self.path}: layer {index}: {error}") from None
             decoded.append(layer)
             yield layer
         found: list[tuple[str, int, LayerTar]] = []
         for index, layer in enumerate(decoded):
-            diff = mapped.diff_id(index)
+            diff = mapped.diff_id(index)  # a plain blob's digest is its DiffID
             self._check(index, diff, diff)
             found.append((diff, mapped.size(index), layer))
         self._finish(found)
