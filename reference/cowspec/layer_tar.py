@@ -110,18 +110,8 @@ class LayerTar:
 
 
 def _number(field: bytes, what: str, where: str) -> int:
-    """An octal header number, or a GNU base-256 one."""
-    if field and field[0] & 0x80:
-        value = int.from_bytes(field, "big") - (1 << (8 * len(field) - 1))
-        return value
-    try:
-        return int(field.partition(b"\0")[0].strip() or b"0", 8)
-    except ValueError:
-        raise SpecError(f"{where}: header field {what} is not a number (corrupt archive) [TAR-3]") from None
-
-
-def _text(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    """An octal header number, or a GNU base-256 one; anything else is corrupt."""
+    return _needed(_lenient(field), what, where)
 
 
 def _pax_records(data: bytes, where: str) -> dict[str, bytes]:
@@ -226,7 +216,10 @@ or their ``Content`` when they were hashed and dropped.
 
 
 def _lenient(field: bytes) -> int | None:
-    """A header number, or None when it is none: an error only if the member needs it."""
+    """An octal header number, or a GNU base-256 one; None when it is neither.
+
+    Not an error yet: a field is read only if its member needs it.
+    """
     if field and field[0] & 0x80:
         return int.from_bytes(field, "big") - (1 << (8 * len(field) - 1))
     try:
@@ -306,10 +299,6 @@ def _needed(value: int | None, what: str, where: str) -> int:
     if value is None:
         raise SpecError(f"{where}: header field {what} is not a number (corrupt archive) [TAR-3]")
     return value
-
-
-def _decoded(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
 
 
 def iter_members(records: Iterable[Record]) -> Iterator[_Member]:
