@@ -129,10 +129,7 @@ class _Tree:
             group = self.next_group
             self.next_group = group + 1
             # Apparent bytes of the new inode: a file's length, a symlink's target [SIZE-1]
-            if kind == "file":
-                size = entry.content.size if entry.content is not None else len(entry.data)
-            else:
-                size = len(entry.link.encode()) if kind == "symlink" else 0
+            size = entry.size if kind == "file" else len(entry.link.encode()) if kind == "symlink" else 0
             self.group_origin[group] = (self.layer_index, size)
             self.layer_size += size
         self.group[path] = group

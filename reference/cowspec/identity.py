@@ -22,8 +22,7 @@ from typing import BinaryIO, Protocol, cast
 import zstandard
 
 from .errors import SpecError
-
-CHUNK = 1 << 20
+from .layer_tar import CHUNK
 
 EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 PLAIN_TYPES = frozenset(
