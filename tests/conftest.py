@@ -30,3 +30,18 @@ def kernel() -> KernelOverlay:
             pytest.fail(f"kernel overlay tests cannot run in CI: {error}")
         pytest.skip(f"kernel overlay unavailable: {error}")
     return KernelOverlay()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In CI every Hypothesis test runs derandomized, so that a red run reproduces anywhere.
+
+    A test whose own ``@settings`` turns derandomization off fails here at
+    collection instead of drawing fresh examples in CI.
+    """
+    if os.environ.get("CI") != "true":
+        return
+    for item in items:
+        function = getattr(item, "function", None)
+        chosen = getattr(function, "_hypothesis_internal_use_settings", None)
+        if chosen is not None and not chosen.derandomize:
+            raise pytest.UsageError(f"{item.nodeid}: a Hypothesis test must be derandomized in CI")
