@@ -5,9 +5,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean deps-core deps-all
 
-$(BIN)/python:
+# System packages (apt-get, as root; only what is missing): see .ci/install-deps.
+deps-core:
+	bash .ci/install-deps core
+
+deps-all:
+	bash .ci/install-deps all
+
+$(BIN)/python: | deps-core
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
@@ -25,7 +32,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict reference/cowspec conformance/cowcheck
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed | deps-all
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
