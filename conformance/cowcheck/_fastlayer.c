@@ -1,31 +1,38 @@
 /*
- * cowcheck._fastlayer: the two hot loops of reading a large uncompressed
- * layer, in C.  Nothing here decides what a layer means; the model
- * (cowspec.layer_tar) does, and the tests hold this module to it.
+ * cowcheck._fastlayer: the two hot loops of reading a layer, in C.  Nothing
+ * here decides what a layer means; the model (cowspec.layer_tar) does, and
+ * the tests hold this module to it.  It runs on every CPU; only the hashing
+ * backend differs (cowcheck.fastlayer chooses it).
  *
- *   Hasher(threads=1, long_lanes=8, portable=False, release=False)
+ *   Hasher(threads=1, backend="openssl")
  *       Native threads that hash buffers as they are added, and keep the
- *       digests.  With AVX-512 each thread hashes sixteen buffers at a time,
- *       one per 32-bit lane ("multi-buffer"): on a core without SHA
- *       instructions, several times faster than one stream at a time.
+ *       digests.  Backends:
+ *         "openssl"      OpenSSL's SHA-256 (libcrypto): `threads` threads,
+ *                        each hashing one buffer at a time, buffers taken in
+ *                        the order they came, long or short.  With SHA
+ *                        instructions (x86 SHA-NI, arm64 SHA2) the fastest
+ *                        way to hash one stream.
+ *         "multibuffer"  AVX-512 only: `threads` threads each hash sixteen
+ *                        short buffers (files) at a time, one per 32-bit lane,
+ *                        in the order they came; one more thread hashes the
+ *                        long ones (whole layers) with OpenSSL, since one
+ *                        stream cannot use the lanes.
  *       add(buffers, long=False) -> index of the first one added
- *           Long buffers (whole layers) hold at most long_lanes lanes of a
- *           thread while short ones (files) may still come, so that short
- *           ones finish in the order they were added as the long ones go.
  *       close()              no more buffers will come
  *       wait(first, end)     until buffers [first, end) are hashed (GIL released)
- *       digests(first, end)  their digests, 32 bytes each, end to end
+ *       digests(first, end)  their digests, 32 bytes each, end to end; lets go
+ *                            of those buffers (asking again gives the digests)
  *       join()               close, and wait for the threads to finish
  *       cancel()             stop now, join, and let go of every buffer
- *       With release, every buffer must lie in a read-only file mapping:
- *       pages are let go (madvise MADV_DONTNEED) once hashed, so that the
- *       process does not hold a whole image in memory.
+ *       Buffers are held (the buffer protocol) until the hasher is cancelled
+ *       or freed; they must not change meanwhile.
  *
- *   sha256_many(buffers, portable=False, long_count=0, long_lanes=8,
- *               threads=1, release=False) -> list[bytes]
+ *   sha256_many(buffers, backend="openssl", long_count=0, threads=1) -> list[bytes]
  *       The same, all at once: the first long_count buffers are long.
  *
- *   scan(buffer, release=False) -> list[tuple] | int
+ *   multi_buffer() -> bool   whether the CPU runs the "multibuffer" backend
+ *
+ *   scan(buffer) -> list[tuple] | int
  *       The tar headers of an uncompressed archive, front to back, up to the
  *       end-of-archive block, in the shape of the model's records
  *       (cowspec.layer_tar.Record) but for the last item: (position, flag,
@@ -34,16 +41,14 @@
  *       the model joins it).  Returns instead the byte position of the first
  *       header it will not vouch for (truncation, a wrong checksum, any
  *       number that is not plain octal digits); the caller then reads the
- *       archive with the model's own reader, which decides.  With release
- *       (for a read-only file mapping only), the pages are let go after.
+ *       archive with the model's own reader, which decides.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -53,6 +58,8 @@
 #endif
 
 #define MAX_THREADS 64
+
+#if HAVE_X86 /* what the AVX-512 kernel needs */
 
 static const uint32_t K256[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -70,6 +77,8 @@ static const uint32_t IV256[8] = {
 };
 
 
+#endif
+
 /* -- one job: a buffer and its digest -------------------------------------- */
 
 typedef struct {
@@ -77,8 +86,10 @@ typedef struct {
     Py_ssize_t length;
     Py_buffer view; /* held while the job lives */
     uint8_t digest[32];
-    uint8_t is_long, done;
+    uint8_t is_long, done, failed;
 } Job;
+
+#if HAVE_X86
 
 /* The blocks of a job: its whole 64-byte blocks in place, then one or two
  * padding blocks built in `tail` (the last bytes, 0x80, zeros, the length
@@ -86,7 +97,6 @@ typedef struct {
 typedef struct {
     const Job *job;
     Py_ssize_t offset;  /* next whole block in the data */
-    Py_ssize_t released; /* bytes of the data whose pages were let go */
     int tail_blocks;    /* 1 or 2 */
     int tail_next;      /* padding blocks already handed out */
     uint8_t tail[128];
@@ -98,7 +108,6 @@ static void cursor_start(Cursor *cursor, const Job *job) {
     uint64_t bits = (uint64_t)job->length * 8;
     cursor->job = job;
     cursor->offset = 0;
-    cursor->released = 0;
     cursor->tail_next = 0;
     cursor->tail_blocks = rest + 9 <= 64 ? 1 : 2;
     memset(cursor->tail, 0, sizeof cursor->tail);
@@ -128,29 +137,6 @@ static int cursor_last(const Cursor *cursor) {
     return cursor->offset + 64 > cursor->job->length && cursor->tail_next == cursor->tail_blocks;
 }
 
-/* Let go of the whole pages of [start, start + length) in a file mapping:
- * they stay in the page cache, but stop counting in this process's memory
- * (the mapping reads them again if touched).  Only for read-only file
- * mappings: on ordinary memory this would throw the bytes away. */
-static void release_pages(const uint8_t *start, Py_ssize_t length) {
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t from = ((uintptr_t)start + page - 1) & ~(page - 1);
-    uintptr_t to = ((uintptr_t)start + (uintptr_t)length) & ~(page - 1);
-    if (to > from) {
-        madvise((void *)from, to - from, MADV_DONTNEED);
-    }
-}
-
-#define RELEASE_STEP (4 << 20)
-
-/* Let go of what a long job has hashed, a few megabytes at a time. */
-static void cursor_release(Cursor *cursor) {
-    if (cursor->offset - cursor->released >= RELEASE_STEP) {
-        release_pages(cursor->job->data + cursor->released, cursor->offset - cursor->released);
-        cursor->released = cursor->offset;
-    }
-}
-
 static void put_digest(uint8_t *out, const uint32_t state[8]) {
     for (int i = 0; i < 8; i++) {
         out[4 * i] = (uint8_t)(state[i] >> 24);
@@ -161,10 +147,11 @@ static void put_digest(uint8_t *out, const uint32_t state[8]) {
 }
 
 
+#endif
+
 /* -- the queue of jobs, shared by the worker threads ------------------------ */
 
 #define CHUNK_JOBS 4096
-#define SPAN_GAP (64 << 10)
 
 /* Jobs live in chunks that never move, so that a worker may hold a job
  * while others are added.  Long and short jobs wait in a queue each, in
@@ -177,22 +164,15 @@ typedef struct {
     Py_ssize_t chunk_capacity, count;
     Py_ssize_t *longs, long_count, long_capacity, next_long;
     Py_ssize_t *shorts, short_count, short_capacity, next_short;
-    int closed, long_lanes, release;
+    int closed;
     volatile int cancelled; /* stop now: nobody wants the rest */
-    /* For release: the first short job not yet hashed, and the span of
-     * bytes behind it not yet let go. */
-    Py_ssize_t low;
-    const uint8_t *span;
-    Py_ssize_t span_length;
 } Queue;
 
-static void queue_init(Queue *queue, int long_lanes, int release) {
+static void queue_init(Queue *queue) {
     memset(queue, 0, sizeof *queue);
     pthread_mutex_init(&queue->lock, NULL);
     pthread_cond_init(&queue->wake, NULL);
     pthread_cond_init(&queue->finished, NULL);
-    queue->long_lanes = long_lanes;
-    queue->release = release;
 }
 
 static Job *job_at(const Queue *queue, Py_ssize_t index) {
@@ -249,43 +229,19 @@ static Py_ssize_t queue_add(Queue *queue, const Py_buffer *view, int is_long) {
     return index;
 }
 
-/* Short jobs finish nearly in order, and their buffers lie nearly in order
- * in a mapping, headers between them: let go of what lies behind the first
- * unfinished one, a few megabytes at a time (lock held). */
-static void release_behind(Queue *queue, int flush) {
-    while (queue->low < queue->short_count && job_at(queue, queue->shorts[queue->low])->done) {
-        const Job *passed = job_at(queue, queue->shorts[queue->low++]);
-        const uint8_t *end = queue->span + queue->span_length;
-        if (queue->span != NULL && passed->data >= end && passed->data - end <= SPAN_GAP) {
-            queue->span_length = passed->data + passed->length - queue->span;
-        } else {
-            if (queue->span != NULL) {
-                release_pages(queue->span, queue->span_length);
-            }
-            queue->span = passed->data;
-            queue->span_length = passed->length;
-        }
-        if (queue->span_length >= RELEASE_STEP) {
-            release_pages(queue->span, queue->span_length);
-            queue->span = NULL;
-            queue->span_length = 0;
-        }
-    }
-    if (flush && queue->span != NULL) {
-        release_pages(queue->span, queue->span_length);
-        queue->span = NULL;
-        queue->span_length = 0;
-    }
-}
+#define TAKES_LONG 1
+#define TAKES_SHORT 2
 
-/* The next job for a worker that has `*on_long` lanes on long jobs (lock
- * held): a long one while it has lanes to spare for them, or when no short
- * one is left or can come; else the next short one.  NULL if none now. */
-static Job *next_job(Queue *queue, int *on_long) {
-    int long_left = queue->next_long < queue->long_count;
-    int short_left = queue->next_short < queue->short_count;
-    if (long_left && (*on_long < queue->long_lanes || (!short_left && queue->closed))) {
-        ++*on_long;
+/* The next job of the kinds a worker `takes`, the one that came first
+ * (lock held).  NULL if none now. */
+static Job *next_job(Queue *queue, int takes) {
+    int long_left = (takes & TAKES_LONG) && queue->next_long < queue->long_count;
+    int short_left = (takes & TAKES_SHORT) && queue->next_short < queue->short_count;
+    if (long_left && short_left) {
+        long_left = queue->longs[queue->next_long] < queue->shorts[queue->next_short];
+        short_left = !long_left;
+    }
+    if (long_left) {
         return job_at(queue, queue->longs[queue->next_long++]);
     }
     if (short_left) {
@@ -296,17 +252,16 @@ static Job *next_job(Queue *queue, int *on_long) {
 
 /* Fill `idle` empty slots with jobs; with `block`, wait for at least one
  * unless the queue is closed and empty.  How many were filled. */
-static int take_jobs(Queue *queue, Job **slots, int slot_count, int *on_long, int block) {
+static int take_jobs(Queue *queue, Job **slots, int slot_count, int takes, int block) {
     int filled = 0;
     pthread_mutex_lock(&queue->lock);
     while (!queue->cancelled) {
         for (int slot = 0; slot < slot_count; slot++) {
-            if (slots[slot] == NULL && (slots[slot] = next_job(queue, on_long)) != NULL) {
+            if (slots[slot] == NULL && (slots[slot] = next_job(queue, takes)) != NULL) {
                 filled++;
             }
         }
-        int more_may_come = !queue->closed || queue->next_long < queue->long_count;
-        if (filled || !block || !more_may_come) {
+        if (filled || !block || queue->closed) {
             break;
         }
         pthread_cond_wait(&queue->wake, &queue->lock);
@@ -315,83 +270,52 @@ static int take_jobs(Queue *queue, Job **slots, int slot_count, int *on_long, in
     return filled;
 }
 
-static void job_done(Queue *queue, Job *job, int *on_long) {
-    if (queue->release && job->is_long) {
-        release_pages(job->data, job->length);
-    }
+static void job_done(Queue *queue, Job *job) {
     pthread_mutex_lock(&queue->lock);
     job->done = 1;
-    if (job->is_long) {
-        --*on_long;
-    } else if (queue->release) {
-        release_behind(queue, 0);
-    }
     pthread_cond_broadcast(&queue->finished);
     pthread_mutex_unlock(&queue->lock);
 }
 
-/* -- portable: one buffer at a time --------------------------------------- */
+/* -- OpenSSL: one buffer at a time, in order ----------------------------- */
 
-#define ROR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+#define OPENSSL_STEP (1 << 20)
 
-static void compress_one(uint32_t state[8], const uint8_t *block) {
-    uint32_t w[64];
-    for (int t = 0; t < 16; t++) {
-        w[t] = (uint32_t)block[4 * t] << 24 | (uint32_t)block[4 * t + 1] << 16 | (uint32_t)block[4 * t + 2] << 8 |
-               (uint32_t)block[4 * t + 3];
-    }
-    for (int t = 16; t < 64; t++) {
-        uint32_t s0 = ROR32(w[t - 15], 7) ^ ROR32(w[t - 15], 18) ^ (w[t - 15] >> 3);
-        uint32_t s1 = ROR32(w[t - 2], 17) ^ ROR32(w[t - 2], 19) ^ (w[t - 2] >> 10);
-        w[t] = w[t - 16] + s0 + w[t - 7] + s1;
-    }
-    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
-    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
-    for (int t = 0; t < 64; t++) {
-        uint32_t t1 = h + (ROR32(e, 6) ^ ROR32(e, 11) ^ ROR32(e, 25)) + ((e & f) ^ (~e & g)) + K256[t] + w[t];
-        uint32_t t2 = (ROR32(a, 2) ^ ROR32(a, 13) ^ ROR32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    state[0] += a;
-    state[1] += b;
-    state[2] += c;
-    state[3] += d;
-    state[4] += e;
-    state[5] += f;
-    state[6] += g;
-    state[7] += h;
-}
-
-static void hash_portable(Queue *queue) {
-    int on_long = 0;
+static void hash_openssl(Queue *queue, int takes) {
     Job *slot[1] = {NULL};
-    while (take_jobs(queue, slot, 1, &on_long, 1)) {
+    EVP_MD_CTX *context = EVP_MD_CTX_new();
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    EVP_MD *sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); /* fetched once, not per buffer */
+#else
+    const EVP_MD *sha256 = EVP_sha256();
+#endif
+    int failed = context == NULL || sha256 == NULL;
+    while (take_jobs(queue, slot, 1, takes, 1)) {
         Job *job = slot[0];
-        Cursor cursor;
-        uint32_t state[8];
-        const uint8_t *block;
-        memcpy(state, IV256, sizeof state);
-        cursor_start(&cursor, job);
-        while ((block = cursor_next(&cursor)) != NULL && !queue->cancelled) {
-            compress_one(state, block);
-            if (queue->release && job->is_long) {
-                cursor_release(&cursor);
-            }
+        unsigned int size = 32;
+        failed = failed || !EVP_DigestInit_ex(context, sha256, NULL);
+        /* A step at a time, so that a cancel is heard within a megabyte. */
+        for (Py_ssize_t at = 0; !failed && at < job->length && !queue->cancelled; at += OPENSSL_STEP) {
+            Py_ssize_t step = job->length - at < OPENSSL_STEP ? job->length - at : OPENSSL_STEP;
+            failed = !EVP_DigestUpdate(context, job->data + at, (size_t)step);
         }
         if (queue->cancelled) {
-            return;
+            break;
         }
-        put_digest(job->digest, state);
-        job_done(queue, job, &on_long);
+        failed = failed || !EVP_DigestFinal_ex(context, job->digest, &size);
+        if (failed) {
+            /* Never a digest that is not SHA-256: a zero one matches nothing,
+             * and the caller checks what it waits for. */
+            memset(job->digest, 0, 32);
+            job->failed = 1;
+        }
+        job_done(queue, job);
         slot[0] = NULL;
     }
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    EVP_MD_free(sha256);
+#endif
+    EVP_MD_CTX_free(context);
 }
 
 /* -- AVX-512: sixteen buffers at a time, one per lane ---------------------- */
@@ -486,14 +410,14 @@ TARGET static void hash_lanes(Queue *queue) {
     const uint8_t *blocks[LANES];
     uint32_t words[8][LANES] __attribute__((aligned(64)));
     __m512i state[8];
-    int on_long = 0, running = 0;
+    int running = 0;
 
     while (!queue->cancelled) {
         /* Idle lanes take jobs; with none running, wait for one. */
         if (running < LANES) {
             Job *before[LANES];
             memcpy(before, held, sizeof held);
-            running += take_jobs(queue, held, LANES, &on_long, running == 0);
+            running += take_jobs(queue, held, LANES, TAKES_SHORT, running == 0);
             for (int lane = 0; lane < LANES; lane++) {
                 if (held[lane] != NULL && before[lane] == NULL) {
                     cursor_start(&cursors[lane], held[lane]);
@@ -508,9 +432,6 @@ TARGET static void hash_lanes(Queue *queue) {
         }
         for (int lane = 0; lane < LANES; lane++) {
             blocks[lane] = held[lane] != NULL ? cursor_next(&cursors[lane]) : idle_block;
-            if (queue->release && held[lane] != NULL && held[lane]->is_long) {
-                cursor_release(&cursors[lane]);
-            }
         }
         for (int i = 0; i < 8; i++) {
             state[i] = _mm512_load_si512((const void *)words[i]);
@@ -529,7 +450,7 @@ TARGET static void hash_lanes(Queue *queue) {
                 digest[i] = words[i][lane];
             }
             put_digest(held[lane]->digest, digest);
-            job_done(queue, held[lane], &on_long);
+            job_done(queue, held[lane]);
             held[lane] = NULL;
             running--;
         }
@@ -542,14 +463,28 @@ static int have_lanes(void) {
 }
 #else
 static int have_lanes(void) { return 0; }
-static void hash_lanes(Queue *queue) { hash_portable(queue); }
+static void hash_lanes(Queue *queue) { hash_openssl(queue, TAKES_SHORT); }
 #endif
 
 /* -- worker threads -------------------------------------------------------- */
 
+/* Whether `name` asks for the lanes; -1 (an error set) for no backend this CPU runs. */
+static int backend_lanes(const char *name) {
+    if (strcmp(name, "openssl") == 0) {
+        return 0;
+    }
+    if (strcmp(name, "multibuffer") == 0 && have_lanes()) {
+        return 1;
+    }
+    PyErr_Format(PyExc_ValueError, "no hashing backend %s on this CPU (openssl%s)", name,
+                 have_lanes() ? ", multibuffer" : "");
+    return -1;
+}
+
 typedef struct {
     Queue *queue;
-    int lanes;
+    int lanes; /* 1: hash_lanes, short jobs; 0: hash_openssl, the kinds in `takes` */
+    int takes;
 } Worker;
 
 static void *work(void *argument) {
@@ -557,9 +492,23 @@ static void *work(void *argument) {
     if (worker->lanes) {
         hash_lanes(worker->queue);
     } else {
-        hash_portable(worker->queue);
+        hash_openssl(worker->queue, worker->takes);
     }
     return NULL;
+}
+
+/* Start the threads of a backend: `threads` of them, and with the lanes
+ * one more for the long jobs.  How many started (workers[i] is thread i's). */
+static int start_workers(Queue *queue, int lanes, int threads, Worker *workers, pthread_t *started) {
+    int wanted = threads + (lanes ? 1 : 0), count = 0;
+    for (; count < wanted; count++) {
+        int for_longs = lanes && count == threads;
+        workers[count] = (Worker){queue, lanes && !for_longs, for_longs ? TAKES_LONG : TAKES_LONG | TAKES_SHORT};
+        if (pthread_create(&started[count], NULL, work, &workers[count]) != 0) {
+            break;
+        }
+    }
+    return count;
 }
 
 static void queue_close(Queue *queue) {
@@ -625,41 +574,60 @@ static Py_ssize_t add_buffers(Queue *queue, PyObject *buffers, int is_long) {
 typedef struct {
     PyObject_HEAD
     Queue queue;
-    Worker worker;
-    pthread_t threads[MAX_THREADS];
-    int thread_count, joined;
+    Worker workers[MAX_THREADS + 1];
+    pthread_t threads[MAX_THREADS + 1];
+    int thread_count, started, joined;
 } Hasher;
 
+/* Stop the threads now and wait for them (GIL held; released while waiting). */
+static void cancel_workers(Queue *queue, pthread_t *threads, int count) {
+    pthread_mutex_lock(&queue->lock);
+    queue->cancelled = 1;
+    queue->closed = 1;
+    pthread_cond_broadcast(&queue->wake);
+    pthread_cond_broadcast(&queue->finished);
+    pthread_mutex_unlock(&queue->lock);
+    Py_BEGIN_ALLOW_THREADS;
+    for (int i = 0; i < count; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    Py_END_ALLOW_THREADS;
+}
+
 static int Hasher_init(Hasher *self, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"threads", "long_lanes", "portable", "release", NULL};
-    int threads = 1, long_lanes = 8, portable = 0, release = 0;
-    if (self->worker.queue != NULL) {
+    static char *keywords[] = {"threads", "backend", NULL};
+    int threads = 1;
+    const char *backend = "openssl";
+    if (self->started) {
         PyErr_SetString(PyExc_RuntimeError, "Hasher: already started");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|iipp", keywords, &threads, &long_lanes, &portable, &release)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|is", keywords, &threads, &backend)) {
         return -1;
     }
-    if (threads < 1 || threads > MAX_THREADS || long_lanes < 1) {
-        PyErr_SetString(PyExc_ValueError, "Hasher: threads or long_lanes out of range");
+    int lanes = backend_lanes(backend);
+    if (lanes < 0) {
         return -1;
     }
-    queue_init(&self->queue, long_lanes, release);
-    self->worker.queue = &self->queue;
-    self->worker.lanes = !portable && have_lanes();
-    while (self->thread_count < threads &&
-           pthread_create(&self->threads[self->thread_count], NULL, work, &self->worker) == 0) {
-        self->thread_count++;
-    }
-    if (self->thread_count == 0) {
-        PyErr_SetString(PyExc_OSError, "Hasher: cannot start a thread");
+    if (threads < 1 || threads > MAX_THREADS) {
+        PyErr_SetString(PyExc_ValueError, "Hasher: threads out of range");
         return -1;
     }
+    queue_init(&self->queue);
+    self->thread_count = start_workers(&self->queue, lanes, threads, self->workers, self->threads);
+    if (self->thread_count < threads + (lanes ? 1 : 0)) {
+        cancel_workers(&self->queue, self->threads, self->thread_count);
+        queue_free(&self->queue);
+        self->thread_count = 0;
+        PyErr_SetString(PyExc_OSError, "Hasher: cannot start its threads");
+        return -1;
+    }
+    self->started = 1;
     return 0;
 }
 
 static int Hasher_started(Hasher *self) {
-    if (self->worker.queue == NULL) {
+    if (!self->started) {
         PyErr_SetString(PyExc_RuntimeError, "Hasher: not started, or cancelled");
         return 0;
     }
@@ -682,18 +650,13 @@ static PyObject *Hasher_add(Hasher *self, PyObject *args, PyObject *kwargs) {
 }
 
 static void Hasher_stop(Hasher *self) {
-    if (self->worker.queue == NULL || self->joined) {
+    if (!self->started || self->joined) {
         return;
     }
     queue_close(&self->queue);
     Py_BEGIN_ALLOW_THREADS;
     for (int i = 0; i < self->thread_count; i++) {
         pthread_join(self->threads[i], NULL);
-    }
-    if (self->queue.release) {
-        pthread_mutex_lock(&self->queue.lock);
-        release_behind(&self->queue, 1);
-        pthread_mutex_unlock(&self->queue.lock);
     }
     Py_END_ALLOW_THREADS;
     self->joined = 1;
@@ -703,17 +666,14 @@ static PyObject *Hasher_cancel(Hasher *self, PyObject *unused) {
     if (!Hasher_started(self)) {
         return NULL;
     }
-    pthread_mutex_lock(&self->queue.lock);
-    self->queue.cancelled = 1;
-    self->queue.closed = 1;
-    pthread_cond_broadcast(&self->queue.wake);
-    pthread_cond_broadcast(&self->queue.finished);
-    pthread_mutex_unlock(&self->queue.lock);
-    Hasher_stop(self);
+    if (!self->joined) {
+        cancel_workers(&self->queue, self->threads, self->thread_count);
+        self->joined = 1;
+    }
     /* Nothing will be asked of it again: let go of the buffers now, not
      * whenever the last reference goes. */
     queue_free(&self->queue);
-    self->worker.queue = NULL;
+    self->started = 0;
     Py_RETURN_NONE;
 }
 
@@ -768,15 +728,22 @@ static PyObject *Hasher_digests(Hasher *self, PyObject *args) {
     pthread_mutex_lock(&self->queue.lock);
     for (Py_ssize_t index = first; index < end; index++) {
         const Job *job = job_at(&self->queue, index);
-        if (!job->done) {
+        if (!job->done || job->failed) {
             pthread_mutex_unlock(&self->queue.lock);
             Py_DECREF(result);
-            PyErr_SetString(PyExc_ValueError, "Hasher: a buffer is not hashed yet (wait first)");
+            PyErr_SetString(job->done ? PyExc_RuntimeError : PyExc_ValueError,
+                            job->done ? "Hasher: OpenSSL failed to hash"
+                                      : "Hasher: a buffer is not hashed yet (wait first)");
             return NULL;
         }
         memcpy(out + 32 * (index - first), job->digest, 32);
     }
     pthread_mutex_unlock(&self->queue.lock);
+    /* Hashed and told: no thread reads these buffers again, let go of them
+     * now (a second release of a buffer does nothing). */
+    for (Py_ssize_t index = first; index < end; index++) {
+        PyBuffer_Release(&job_at(&self->queue, index)->view);
+    }
     return result;
 }
 
@@ -790,7 +757,7 @@ static PyObject *Hasher_join(Hasher *self, PyObject *unused) {
 
 static void Hasher_dealloc(Hasher *self) {
     Hasher_stop(self);
-    if (self->worker.queue != NULL) {
+    if (self->started) {
         queue_free(&self->queue);
     }
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -811,7 +778,7 @@ static PyMethodDef Hasher_methods[] = {
 
 static PyTypeObject HasherType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cowcheck._fastlayer.Hasher",
-    .tp_doc = "Hasher(threads=1, long_lanes=8, portable=False, release=False): threads that hash buffers.",
+    .tp_doc = "Hasher(threads=1, backend='openssl'): threads that hash buffers.",
     .tp_basicsize = sizeof(Hasher),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -823,12 +790,16 @@ static PyTypeObject HasherType = {
 /* -- sha256_many ---------------------------------------------------------- */
 
 static PyObject *sha256_many(PyObject *module, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"buffers", "portable", "long_count", "long_lanes", "threads", "release", NULL};
+    static char *keywords[] = {"buffers", "backend", "long_count", "threads", NULL};
     PyObject *buffers;
-    int portable = 0, long_lanes = 8, threads = 1, release = 0;
+    int threads = 1;
+    const char *backend = "openssl";
     Py_ssize_t long_count = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|pniip", keywords, &buffers, &portable, &long_count,
-                                     &long_lanes, &threads, &release)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sni", keywords, &buffers, &backend, &long_count, &threads)) {
+        return NULL;
+    }
+    int lanes = backend_lanes(backend);
+    if (lanes < 0) {
         return NULL;
     }
     PyObject *sequence = PySequence_Fast(buffers, "sha256_many: buffers must be a sequence");
@@ -836,17 +807,18 @@ static PyObject *sha256_many(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
-    if (long_count < 0 || long_count > count || long_lanes < 1 || threads < 1 || threads > MAX_THREADS) {
+    if (long_count < 0 || long_count > count || threads < 1 || threads > MAX_THREADS) {
         Py_DECREF(sequence);
-        PyErr_SetString(PyExc_ValueError, "sha256_many: long_count, long_lanes or threads out of range");
+        PyErr_SetString(PyExc_ValueError, "sha256_many: long_count or threads out of range");
         return NULL;
     }
     PyObject *longs = PySequence_GetSlice(sequence, 0, long_count);
     PyObject *shorts = PySequence_GetSlice(sequence, long_count, count);
     Py_DECREF(sequence);
     Queue queue;
-    queue_init(&queue, long_lanes, release);
-    Worker worker = {&queue, !portable && have_lanes()};
+    queue_init(&queue);
+    Worker workers[MAX_THREADS + 1];
+    pthread_t started[MAX_THREADS + 1];
     PyObject *result = NULL;
     Py_ssize_t start = longs == NULL || shorts == NULL ? -1 : add_buffers(&queue, longs, 1);
     if (start >= 0) {
@@ -856,22 +828,25 @@ static PyObject *sha256_many(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_XDECREF(shorts);
     if (start >= 0) {
         queue.closed = 1;
-        pthread_t started[MAX_THREADS];
-        int running = 0;
-        Py_BEGIN_ALLOW_THREADS;
-        while (running + 1 < threads && pthread_create(&started[running], NULL, work, &worker) == 0) {
-            running++;
+        int running = start_workers(&queue, lanes, threads, workers, started);
+        if (running < threads + (lanes ? 1 : 0)) {
+            cancel_workers(&queue, started, running);
+            queue_free(&queue);
+            PyErr_SetString(PyExc_OSError, "sha256_many: cannot start its threads");
+            return NULL;
         }
-        work(&worker);
+        Py_BEGIN_ALLOW_THREADS;
         for (int i = 0; i < running; i++) {
             pthread_join(started[i], NULL);
-        }
-        if (release) {
-            release_behind(&queue, 1);
         }
         Py_END_ALLOW_THREADS;
         result = PyList_New(count);
         for (Py_ssize_t index = 0; result != NULL && index < count; index++) {
+            if (job_at(&queue, index)->failed) {
+                Py_CLEAR(result);
+                PyErr_SetString(PyExc_RuntimeError, "sha256_many: OpenSSL failed to hash");
+                break;
+            }
             PyObject *digest = PyBytes_FromStringAndSize((const char *)job_at(&queue, index)->digest, 32);
             if (digest == NULL) {
                 Py_CLEAR(result);
@@ -989,11 +964,10 @@ static PyObject *header_name(const uint8_t *header) {
 }
 
 static PyObject *scan(PyObject *module, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"buffer", "release", NULL};
+    static char *keywords[] = {"buffer", NULL};
     PyObject *argument;
-    int release = 0;
     Py_buffer view;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|p", keywords, &argument, &release)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O", keywords, &argument)) {
         return NULL;
     }
     if (PyObject_GetBuffer(argument, &view, PyBUF_SIMPLE) < 0) {
@@ -1045,9 +1019,6 @@ static PyObject *scan(PyObject *module, PyObject *args, PyObject *kwargs) {
         Py_DECREF(record);
         position += 512 + padded;
     }
-    if (release) {
-        release_pages(data, length);
-    }
     PyBuffer_Release(&view);
     return records;
 refuse:
@@ -1063,11 +1034,11 @@ fail:
 
 static PyMethodDef methods[] = {
     {"sha256_many", (PyCFunction)(void (*)(void))sha256_many, METH_VARARGS | METH_KEYWORDS,
-     "sha256_many(buffers, portable=False, long_count=0, long_lanes=8, threads=1, release=False)\n"
+     "sha256_many(buffers, backend='openssl', long_count=0, threads=1)\n"
      "-> list[bytes]: the SHA-256 of each buffer."},
-    {"multi_buffer", multi_buffer, METH_NOARGS, "multi_buffer() -> bool: whether this CPU hashes sixteen at a time."},
+    {"multi_buffer", multi_buffer, METH_NOARGS, "multi_buffer() -> bool: whether this CPU runs the multibuffer backend (AVX-512)."},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_VARARGS | METH_KEYWORDS,
-     "scan(buffer, release=False) -> list[tuple] | int: the headers of an uncompressed tar."},
+     "scan(buffer) -> list[tuple] | int: the headers of an uncompressed tar."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,51 +1,152 @@
-"""Reading an image's uncompressed layers fast, held to the model's reader.
+"""Reading an image's layers fast, held to the model's reader.
 
 The model reads a layer as a stream (``cowspec.layer_tar.iter_records``):
-exact, and as slow as Python is per byte and per header. For an image whose
-layers all lie uncompressed in files (a ``docker save`` tarball, an OCI
-layout of plain layers), ``MappedLayers`` reads them another way:
+exact, and as slow as Python is per byte and per header. ``FastLayers``
+reads the same bytes another way, a layer at a time, bottom first:
 
-1. the files are mapped into memory, not read;
-2. native threads (``_fastlayer.Hasher``) start hashing every layer (its
-   DiffID) at once, sixteen buffers at a time;
-3. meanwhile the C module frames every header (``_fastlayer.scan``), and
-   each layer's files join the hashing as soon as it is framed, files in
-   order and layers alongside; a layer with any header the C code will not
-   vouch for stops all that and sends the whole image back to the model's
-   reader, which gives the answer or the error;
-4. this thread turns each layer's headers into the model's records as the
-   digests of its files arrive, and the model decodes and applies them.
+1. a loader thread reads the layer's blob into memory (a copy from the page
+   cache: no mapping, so a file cut short or changed under the reader gives
+   an error or a digest mismatch, never a SIGBUS), has it hashed (the blob
+   digest), and decompresses a gzip or zstd blob (ISA-L through ``isal``
+   where installed, else zlib; ``zstandard``), while the layer below is
+   being decoded; the whole tar is hashed too (its DiffID);
+2. the C module frames every header (``_fastlayer.scan``) and native
+   threads (``_fastlayer.Hasher``) hash every file, in order;
+3. this thread turns the headers into the model's records as the digests of
+   the files arrive, and the model decodes them.
 
-What comes out is what the model's reader gives for the same bytes: the
-tests hold the two readers to each other on generated and broken archives.
+Anything the fast path will not vouch for goes to the model's own reader,
+which gives the answer or the error: a header the C code refuses (the
+model reads the same bytes), compressed data that does not decompress
+cleanly (the model reads the same blob), a layer larger than
+``LAYER_LIMIT`` once decompressed, or a blob that cannot be read whole (the
+model streams it from the image). So what comes out is what the model's
+reader gives for the same bytes: the tests hold the two readers to each
+other on generated and broken archives, with every hasher this CPU runs.
+
+Memory: at most ``PREFETCH + 1`` layers are held at once (the one being
+decoded and those being loaded), each at most ``LAYER_LIMIT`` bytes of tar
+plus its compressed blob; beyond that it grows with the entries only.
 """
 
-import mmap
+import io
 import os
-from collections.abc import Iterator, Sequence
+import re
+import threading
+import types
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
-from cowspec.layer_tar import TYPEFLAGS, Content, Record
+import zstandard
+
+from cowspec.errors import SpecError
+from cowspec.identity import GZIP_TYPES, PLAIN_TYPES, ZSTD_TYPES
+from cowspec.layer_tar import TYPEFLAGS, Content, LayerTar, Record, decode_layer_stream, decode_members, iter_members
 
 try:
     from . import _fastlayer  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - only when the extension was not built
     _fastlayer = None
 
+gzip_zlib: types.ModuleType
+try:
+    from isal import isal_zlib as gzip_zlib
+
+    GZIP_LIBRARY = "isal"
+except ImportError:  # pragma: no cover - only where isal is not installed
+    gzip_zlib = zlib
+    GZIP_LIBRARY = "zlib"
+
 FILE_FLAGS = frozenset(flag for flag, kind in TYPEFLAGS.items() if kind == "file")
 HASH_THREADS = max(1, min(len(os.sched_getaffinity(0)), 8))
 """Native threads that hash: one per core this process may use (up to eight)."""
-LONG_LANES = 8
-"""Lanes of each hashing thread that may hold a whole layer; the others hash files, in order."""
+LAYER_LIMIT = 512 << 20
+"""The most bytes of one layer's tar held in memory; a larger layer goes to the model's streaming reader."""
+PREFETCH = 1
+"""Layers loaded (read, decompressed, hashed) ahead of the one being decoded."""
+HASHERS = ("openssl", "multibuffer")
+ZSTD_STEP = 128 << 10
+"""Compressed bytes given to zstd at a time, so that the output is checked against the limit as it grows."""
+_NOT_ZERO = re.compile(rb"[^\0]")
+
+
+def cpu_features() -> frozenset[str]:
+    """The CPU's feature flags (x86 ``flags``, arm64 ``Features``), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def sha_instructions() -> bool:
+    """Whether the CPU has SHA-256 instructions (x86 SHA-NI, arm64 SHA2)."""
+    return bool({"sha_ni", "sha2"} & cpu_features())
+
+
+def hashers() -> tuple[str, ...]:
+    """The hashing backends this machine runs (none without the C module)."""
+    if _fastlayer is None:
+        return ()
+    return HASHERS if _fastlayer.multi_buffer() else HASHERS[:1]
+
+
+def chosen_hasher() -> str | None:
+    """The backend the fast reader hashes with; None where the C module is not built.
+
+    ``COWSPEC_HASHER`` (openssl or multibuffer) forces one. Otherwise:
+    AVX-512 multi-buffer for files (whole layers always go through OpenSSL)
+    where the CPU has AVX-512 and no SHA instructions; OpenSSL everywhere
+    else. See benchmarks/hashers.md for the measurements behind the choice.
+    """
+    runs = hashers()
+    if not runs:
+        return None
+    forced = os.environ.get("COWSPEC_HASHER", "")
+    if forced:
+        if forced not in runs:
+            raise SpecError(f"COWSPEC_HASHER={forced}: this machine hashes with {' or '.join(runs)}")
+        return forced
+    return "multibuffer" if "multibuffer" in runs and not sha_instructions() else "openssl"
+
+
+def hasher_name(backend: str) -> str:
+    """What a backend is on this CPU, for people: ``openssl-sha-ni``, ``multibuffer-avx512``..."""
+    if backend == "multibuffer":
+        return "multibuffer-avx512 (files) + openssl (layers)"
+    features = cpu_features()
+    return "openssl-sha-ni" if "sha_ni" in features else "openssl-sha2" if "sha2" in features else "openssl"
 
 
 def available() -> bool:
-    """Whether this machine reads layers the fast way (the C module is built and the CPU has AVX-512)."""
-    return _fastlayer is not None and bool(_fastlayer.multi_buffer())
+    """Whether this machine reads layers the fast way (the C module is built)."""
+    return _fastlayer is not None
 
 
-def scan(buffer: bytes | memoryview) -> list[tuple[object, ...]] | int:
+def describe(reader: str = "auto") -> str:
+    """The reader and hasher that ``reader`` (auto or stream) runs here, in one line."""
+    backend = chosen_hasher() if reader != "stream" else None
+    if backend is None:
+        why = "" if reader == "stream" else ", the C module is not built"
+        return f"reader stream (the model's{why}), hasher hashlib, gzip {GZIP_LIBRARY_STREAM}"
+    return (
+        f"reader fast (C framing), hasher {hasher_name(backend)}, {HASH_THREADS} threads, "
+        f"gzip {GZIP_LIBRARY}, layers up to {LAYER_LIMIT >> 20} MiB in memory"
+    )
+
+
+GZIP_LIBRARY_STREAM = "zlib"
+"""The model's streaming reader decompresses gzip with Python's gzip module (zlib)."""
+
+
+def scan(buffer: bytes | bytearray | memoryview) -> list[tuple[object, ...]] | int:
     """The C module's framing of an uncompressed tar, or where it stopped vouching."""
     if _fastlayer is None:
         raise RuntimeError("cowcheck._fastlayer is not built")
@@ -55,117 +156,216 @@ def scan(buffer: bytes | memoryview) -> list[tuple[object, ...]] | int:
 
 @dataclass(frozen=True)
 class Region:
-    """Where an uncompressed layer lies: a file, an offset in it, a length."""
+    """Where a file of an image lies: a file on disk, an offset in it, a length."""
 
     path: str
     offset: int
     size: int
 
 
-class MappedLayers:
-    """Plain layers, mapped, framed, and hashed by native threads as they are framed.
+class _TooBig(Exception):
+    """A layer decompresses to more than the limit."""
 
-    ``MappedLayers.open`` gives None when a layer is not one the C module
-    vouches for; the caller then reads the image with the model's reader.
+
+def gunzip(raw: bytes, limit: int) -> bytearray | None:
+    """Every gzip member of ``raw``, as the model's reader (``gzip.GzipFile``) joins them.
+
+    Zero bytes between and after members are skipped, as GzipFile skips
+    them. None for anything else unusual (a member cut short, a bad header,
+    a bad checksum, stray bytes): the model's reader then says what it makes
+    of it. Raises ``_TooBig`` past ``limit`` bytes.
+    """
+    out = bytearray()
+    view = memoryview(raw)
+    position = 0
+    try:
+        while position < len(raw):
+            member = gzip_zlib.decompressobj(31)
+            out += member.decompress(view[position:], limit - len(out) + 1)
+            if len(out) > limit:
+                raise _TooBig
+            if not member.eof:
+                return None
+            position = len(raw) - len(member.unused_data)
+            found = _NOT_ZERO.search(raw, position)
+            position = found.start() if found else len(raw)
+    except (zlib.error, gzip_zlib.error):
+        return None
+    finally:
+        view.release()
+    return out
+
+
+def unzstd(raw: bytes, limit: int) -> bytearray | None:
+    """Every zstd frame of ``raw`` one after another, as the model's reader joins them; None if one is cut short."""
+    out = bytearray()
+    frame = zstandard.ZstdDecompressor().decompressobj()
+    in_frame = False
+    try:
+        for start in range(0, len(raw), ZSTD_STEP):
+            data = raw[start : start + ZSTD_STEP]
+            while data:
+                in_frame = True
+                out += frame.decompress(data)
+                if len(out) > limit:
+                    raise _TooBig
+                if not frame.eof:
+                    break
+                data = frame.unused_data
+                frame = zstandard.ZstdDecompressor().decompressobj()
+                in_frame = False
+    except zstandard.ZstdError:
+        return None
+    return None if in_frame else out
+
+
+@dataclass
+class _Loaded:
+    """A layer as the loader leaves it."""
+
+    tar: bytes | bytearray | None
+    """The uncompressed tar, or None when the model must read the layer."""
+    blob: bytes | None
+    """The blob as read, for the model to read again, when it decompressed badly."""
+    tar_job: int = -1
+    blob_job: int = -1
+    """The hasher's jobs for the tar (its DiffID) and for a compressed blob (its digest)."""
+
+
+OpenBlob = Callable[[int], tuple[int, BinaryIO]]
+"""Layer ``index``'s blob in the image: its size, and a stream of it."""
+StreamLayer = Callable[[], tuple[str, int, LayerTar, str]]
+"""The model's reading of one layer from the image: (DiffID, size, value, blob digest)."""
+
+
+class FastLayers:
+    """An image's layers, loaded ahead and hashed by native threads, read a layer at a time.
+
+    ``layer(index, ...)`` gives what ``images.read_layer`` gives for the
+    same layer: (DiffID, uncompressed size, value, blob digest), or the same
+    error. Layers must be asked for in order, each once.
     """
 
-    def __init__(self, maps: list[mmap.mmap], views: list[memoryview], hasher: Any, keep_data: bool) -> None:
-        self._maps = maps
-        self._views = views
-        self._hasher = hasher
+    def __init__(self, open_blob: OpenBlob, media_types: list[str], keep_data: bool, backend: str) -> None:
+        assert _fastlayer is not None
+        self._open_blob = open_blob
+        self._media_types = media_types
         self._keep_data = keep_data
-        self._scans: list[list[tuple[object, ...]]] = []
-        self._first_file: list[int] = []
+        self._hasher: Any = _fastlayer.Hasher(threads=HASH_THREADS, backend=backend)
+        self._lock = threading.Lock()  # one reader of the image's files at a time
+        self._pool = ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="cowspec-load")
+        self._loads: dict[int, Future[_Loaded]] = {}
+        for index in range(min(PREFETCH, len(media_types))):
+            self._loads[index] = self._pool.submit(self._load, index)
 
     @classmethod
-    def open(cls, regions: Sequence[Region], keep_data: bool, portable: bool = False) -> "MappedLayers | None":
-        """Map every layer, start hashing them, frame them and hash their files; None if one needs the model.
+    def open(cls, open_blob: OpenBlob, media_types: list[str], keep_data: bool) -> "FastLayers | None":
+        """The fast reader for these layers; None where the C module is not built."""
+        backend = chosen_hasher()
+        return None if backend is None or not media_types else cls(open_blob, media_types, keep_data, backend)
 
-        Layers are hashed from the start, beside the framing; each layer's
-        files as soon as it is framed, unless ``keep_data`` keeps their bytes
-        instead. Only where the CPU hashes sixteen buffers at a time, unless
-        ``portable`` asks for the C module's one-at-a-time hashing (for tests).
-        """
-        if _fastlayer is None or not regions or not (portable or available()):
-            return None
-        maps: dict[str, mmap.mmap] = {}
-        views: list[memoryview] = []
+    def _hash(self, data: bytes | bytearray) -> int:
+        first: int = self._hasher.add([data], long=True)
+        return first
+
+    def _load(self, index: int) -> _Loaded:
+        """Read layer ``index``'s blob whole, have it hashed, decompress it; what the model must do instead."""
+        media_type = self._media_types[index]
+        if media_type not in PLAIN_TYPES | GZIP_TYPES | ZSTD_TYPES:
+            return _Loaded(None, None)  # the model names the problem
+        with self._lock:
+            try:
+                size, stream = self._open_blob(index)
+                with stream:
+                    if size > LAYER_LIMIT:
+                        return _Loaded(None, None)
+                    raw = stream.read(size)
+            except Exception:
+                # Whatever the image does wrong here (a file cut short or
+                # removed meanwhile, a damaged archive), the model's reader
+                # meets it too, and names it.
+                return _Loaded(None, None)
+        if len(raw) != size:
+            return _Loaded(None, None)  # the file changed under us: the model reads what is there now
+        if media_type in PLAIN_TYPES:
+            return _Loaded(raw, None, self._hash(raw))
+        blob_job = self._hash(raw)
         try:
-            for region in regions:
-                if region.path not in maps:
-                    with open(region.path, "rb") as handle:
-                        maps[region.path] = mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)
-                whole = maps[region.path]
-                if region.offset + region.size > len(whole):
-                    raise ValueError(region)
-                views.append(memoryview(whole)[region.offset : region.offset + region.size])
-        except (OSError, ValueError):
-            cls(list(maps.values()), views, None, keep_data).close()
-            return None
-        layers = cls(list(maps.values()), views, None, keep_data)
-        layers._hasher = _fastlayer.Hasher(threads=HASH_THREADS, long_lanes=LONG_LANES, portable=portable, release=True)
-        layers._hasher.add(views, long=True)
-        for view in views:
-            framed = _fastlayer.scan(view, release=True)
-            if isinstance(framed, int):
-                layers.close()
-                return None
-            layers._scans.append(framed)
-            # No name here keeps the files' views: closing must find none left.
-            layers._first_file.append(layers._hasher.add(layers._files(view, framed)))
-        layers._first_file.append(layers._hasher.add([]))  # the count of jobs
-        layers._hasher.close()
-        return layers
+            tar = gunzip(raw, LAYER_LIMIT) if media_type in GZIP_TYPES else unzstd(raw, LAYER_LIMIT)
+        except _TooBig:
+            return _Loaded(None, None, -1, blob_job)
+        if tar is None:
+            return _Loaded(None, raw, -1, blob_job)
+        return _Loaded(tar, None, self._hash(tar), blob_job)
 
-    def _files(self, view: memoryview, framed: list[tuple[object, ...]]) -> list[memoryview]:
-        files: list[memoryview] = []
-        if not self._keep_data:
-            for record in framed:
-                if record[1] in FILE_FLAGS:
-                    start, size = record[11], record[2]
-                    assert isinstance(start, int) and isinstance(size, int)
-                    files.append(view[start : start + size])
-        return files
+    def _digest(self, job: int) -> str:
+        self._hasher.wait(job, job + 1)
+        digest: bytes = self._hasher.digests(job, job + 1)  # lets go of the buffer too
+        return "sha256:" + digest.hex()
 
-    def records(self, index: int) -> Iterator[Record]:
-        """Layer ``index``'s records, as the model's reader gives them, once its files are hashed."""
-        first, end = self._first_file[index], self._first_file[index + 1]
+    def layer(self, index: int, where: str, stream_layer: StreamLayer) -> tuple[str, int, LayerTar, str]:
+        """Layer ``index``, read the fast way where it can be; ``stream_layer`` is the model's reading of it."""
+        loaded = self._loads.pop(index).result()
+        if index + PREFETCH < len(self._media_types):
+            self._loads[index + PREFETCH] = self._pool.submit(self._load, index + PREFETCH)
+        blob = self._digest(loaded.blob_job) if loaded.blob_job >= 0 else None
+        if loaded.tar is None:
+            if loaded.blob is not None:  # the model reads the blob it could not decompress
+                return _read_blob(loaded.blob, self._media_types[index], where, self._keep_data)
+            with self._lock:
+                return stream_layer()
+        try:
+            value = self._decode(loaded.tar)
+        except SpecError as error:
+            raise SpecError(f"{where}: {error}") from None
+        diff = self._digest(loaded.tar_job)
+        return diff, len(loaded.tar), value, blob or diff
+
+    def _decode(self, tar: bytes | bytearray) -> LayerTar:
+        framed = _fastlayer.scan(tar) if _fastlayer is not None else 0
+        if isinstance(framed, int):  # a header the C code will not vouch for: the model reads the same bytes
+            return decode_layer_stream(io.BytesIO(tar).read, self._keep_data)
+        return decode_members(iter_members(self._records(tar, framed)))
+
+    def _records(self, tar: bytes | bytearray, framed: list[tuple[object, ...]]) -> Iterator[Record]:
         digests = ""
-        if not self._keep_data and end > first:
-            self._hasher.wait(first, end)
-            digests = self._hasher.digests(first, end).hex()
-        view = self._views[index]
+        if not self._keep_data:
+            # The hasher holds the views until it gives their digests; tar is never resized.
+            view = memoryview(tar)
+            files = [view[_span(record)] for record in framed if record[1] in FILE_FLAGS]
+            first: int = self._hasher.add(files)
+            if files:
+                self._hasher.wait(first, first + len(files))
+                digests = self._hasher.digests(first, first + len(files)).hex()
+            del files, view
         job = 0
-        keep = self._keep_data
-        for record in self._scans[index]:
+        for record in framed:
             start, size = record[11], record[2]
             assert isinstance(start, int) and isinstance(size, int)
             payload: bytes | Content
-            if record[1] in FILE_FLAGS and not keep:
+            if record[1] in FILE_FLAGS and not self._keep_data:
                 payload = Content(size, digests[64 * job : 64 * job + 64])
                 job += 1
             else:
-                payload = view[start : start + size].tobytes()
+                payload = bytes(tar[start : start + size])
             yield (*record[:11], payload)  # type: ignore[misc]
 
-    def diff_id(self, index: int) -> str:
-        """Layer ``index``'s DiffID (waits for it)."""
-        self._hasher.wait(index, index + 1)
-        digest: bytes = self._hasher.digests(index, index + 1)
-        return "sha256:" + digest.hex()
-
-    def size(self, index: int) -> int:
-        """Layer ``index``'s length in bytes."""
-        return len(self._views[index])
-
     def close(self) -> None:
-        """Stop hashing and let go of the mappings."""
+        """Stop loading and hashing; let go of every buffer."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._loads.clear()
         if self._hasher is not None:
-            self._hasher.cancel()  # lets go of the buffers it held
+            self._hasher.cancel()
             self._hasher = None
-        for view in self._views:
-            view.release()
-        self._views = []
-        for each in self._maps:
-            each.close()
-        self._maps = []
+
+
+def _span(record: tuple[object, ...]) -> slice:
+    start, size = record[11], record[2]
+    assert isinstance(start, int) and isinstance(size, int)
+    return slice(start, start + size)
+
+
+def _read_blob(blob: bytes, media_type: str, where: str, keep_data: bool) -> tuple[str, int, LayerTar, str]:
+    from .images import read_layer  # images imports this module
+
+    return read_layer(io.BytesIO(blob), media_type, where, keep_data)
