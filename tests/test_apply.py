@@ -173,8 +173,8 @@ def test_waste_and_efficiency(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     write_oci_layout(str(tmp_path / "oci"), archives)
     assert main(["inspect", "--progress", str(tmp_path / "oci")]) == 0
     captured = capsys.readouterr()
-    assert captured.out.splitlines()[-1] == "image: 17 bytes stored, 5 kept, 12 wasted; efficiency 29.4%"
-    assert captured.err.splitlines() == ["cowspec: reading layer 1 of 2", "cowspec: reading layer 2 of 2"]
+    assert "image: 17 B stored in 2 layers, 5 B kept, 12 B wasted; efficiency 29.4%" in captured.out.splitlines()
+    assert captured.err.splitlines() == ["cowspec: reading layer 0 (1 of 2)", "cowspec: reading layer 1 (2 of 2)"]
 
 
 def test_flatten_to_a_tar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -160,8 +160,19 @@ def parser() -> argparse.ArgumentParser:
         commands, "layers", "each layer's DiffID, ChainID, size, adds, changes and deletes", command_layers
     )
     sub.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    sub.add_argument("--files", action="store_true", help="each layer's entries: A added, C changed, D deleted")
+    sub.add_argument("--bytes", action="store_true", help="sizes in bytes instead of SI units (1 kB = 1000 B)")
     sub = image_command(commands, "inspect", "what each layer wastes, and the image's efficiency", command_inspect)
     sub.add_argument("--progress", action="store_true", help="report each layer read, even when not on a terminal")
+    sub.add_argument("--json", action="store_true", help="one JSON document (docs/formats/inspect-format.md)")
+    sub.add_argument("--bytes", action="store_true", help="sizes in bytes instead of SI units (1 kB = 1000 B)")
+    sub.add_argument("--ci", action="store_true", help="hold the image to the thresholds; exit 1 if one fails")
+    for flag, dive_flag, default in (
+        ("--lowest-efficiency", "--lowestEfficiency", "0.9"),
+        ("--highest-wasted-bytes", "--highestWastedBytes", "disabled"),
+        ("--highest-user-wasted-percent", "--highestUserWastedPercent", "0.1"),
+    ):
+        sub.add_argument(flag, dive_flag, metavar="LIMIT", help=f"with --ci (default {default}, as dive's)")
     sub = commands.add_parser("demo", help="the seed's walk-through: two images, five containers, their sizes")
     sub.add_argument("--engine", action="store_true", help="also run it on a private Docker engine, side by side")
     sub.set_defaults(handler=command_demo, driver="docker")

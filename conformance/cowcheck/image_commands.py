@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii as quoted
 
-from cowspec.apply import ApplyOptions, Rootfs, flatten, flatten_with_stats, rootfs_layer
+from cowspec.apply import ApplyOptions, Rootfs, flatten, flatten_traced, flatten_with_stats, rootfs_layer
 from cowspec.errors import SpecError
 from cowspec.layer_tar import encode_layer
 
-from .cli import EXIT_REJECTED, emit
+from .cli import EXIT_REJECTED, UsageError, emit
 from .images import ImageLayer, ImageReading, Progress, read_image
 
 
@@ -88,51 +88,67 @@ def read_checked(arguments: argparse.Namespace, on_layer: Progress | None = None
 
 
 def command_layers(arguments: argparse.Namespace) -> int:
+    from .image_history import read_history
+    from .inspect_report import exact_size, human_size, layer_rows, layers_table
+
     layers = read_checked(arguments)
     if layers is None:
         return EXIT_REJECTED
-    _, stats = flatten_with_stats([each.layer for each in layers])
-    rows = [
-        {
-            "index": index,
-            "diff_id": layer.diff_id,
-            "chain_id": layer.chain_id,
-            "media_type": layer.media_type,
-            "size": stat.size,
-            "adds": stat.adds,
-            "changes": stat.changes,
-            "deletes": stat.deletes,
-        }
-        for index, (layer, stat) in enumerate(zip(layers, stats, strict=True))
-    ]
+    values = [each.layer for each in layers]
+    traces = None
+    if arguments.files:
+        _, stats, traces = flatten_traced(values)
+    else:
+        _, stats = flatten_with_stats(values)
+    history = read_history(arguments.image, [each.diff_id for each in layers])
+    rows = layer_rows(layers, stats, history, traces)
     if arguments.json:
         emit(rows)
         return 0
-    print(f"{'#':>3}  {'DIFF ID':<19}  {'CHAIN ID':<19}  {'SIZE':>12}  {'ADDS':>7}  {'CHANGES':>7}  {'DELETES':>7}")
-    for row in rows:
-        print(
-            f"{row['index']:>3}  {str(row['diff_id'])[:19]:<19}  {str(row['chain_id'])[:19]:<19}  {row['size']:>12}"
-            f"  {row['adds']:>7}  {row['changes']:>7}  {row['deletes']:>7}"
-        )
+    lines = layers_table(rows, history, exact_size if arguments.bytes else human_size)
+    sys.stdout.write("".join(line + "\n" for line in lines))
     return 0
 
 
+EXIT_GATE_FAILED = 1
+"""``inspect --ci``: a threshold failed [APPLY-10]."""
+
+
 def command_inspect(arguments: argparse.Namespace) -> int:
+    from cowspec.waste import image_waste, judge
+
+    from .image_history import read_history
+    from .inspect_report import exact_size, gate_lines, human_size, inspect_document, inspect_report, layer_rows
+    from .inspect_report import thresholds as given_thresholds
+
+    given = [arguments.lowest_efficiency, arguments.highest_wasted_bytes, arguments.highest_user_wasted_percent]
+    if not arguments.ci and any(each is not None for each in given):
+        raise UsageError("the thresholds hold only with --ci")
+    try:
+        limits = given_thresholds(*given)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     progress = sys.stderr.isatty() or arguments.progress
 
     def report(index: int, total: int) -> None:
         if progress:
-            print(f"cowspec: reading layer {index + 1} of {total}", file=sys.stderr, flush=True)
+            print(f"cowspec: reading layer {index} ({index + 1} of {total})", file=sys.stderr, flush=True)
 
     layers = read_checked(arguments, on_layer=report)
     if layers is None:
         return EXIT_REJECTED
-    _, stats = flatten_with_stats([each.layer for each in layers])
-    stored = sum(each.size for each in stats)
-    kept = sum(each.kept for each in stats)
-    print(f"{'#':>3}  {'DIFF ID':<19}  {'SIZE':>12}  {'KEPT':>12}  {'WASTED':>12}")
-    for index, (layer, stat) in enumerate(zip(layers, stats, strict=True)):
-        print(f"{index:>3}  {layer.diff_id[:19]:<19}  {stat.size:>12}  {stat.kept:>12}  {stat.wasted:>12}")
-    efficiency = 100.0 * kept / stored if stored else 100.0
-    print(f"image: {stored} bytes stored, {kept} kept, {stored - kept} wasted; efficiency {efficiency:.1f}%")
-    return 0
+    _, stats, traces = flatten_traced([each.layer for each in layers])
+    history = read_history(arguments.image, [each.diff_id for each in layers])
+    waste = image_waste(stats, traces)
+    verdicts = judge(waste, limits) if arguments.ci else None
+    failed = verdicts is not None and any(each.status == "fail" for each in verdicts)
+    rows = layer_rows(layers, stats, history)
+    if arguments.json:
+        emit(inspect_document(arguments.image, rows, waste, history, verdicts))
+        return EXIT_GATE_FAILED if failed else 0
+    size = exact_size if arguments.bytes else human_size
+    lines = inspect_report(rows, waste, history, size)
+    if verdicts is not None:
+        lines += gate_lines(verdicts, size)
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    return EXIT_GATE_FAILED if failed else 0

@@ -306,3 +306,115 @@ def rootfs_entries(rootfs: Rootfs) -> list[dict[str, object]]:
             fields["device"] = list(entry.device)
         shown.append(fields)
     return shown
+
+
+# -- path by path: what ``layers --files`` and ``inspect`` show -----------------
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One inode a layer wrote, and its fate [APPLY-8].
+
+    ``path`` is where the layer lists it (a hardlink names the same inode
+    and makes no copy); ``size`` its apparent bytes (SIZE-1); ``lost_in``
+    the layer that took its last name away (an entry over it, a whiteout,
+    an opaque directory, an implied parent), or None when the final root
+    filesystem still shows it.
+    """
+
+    path: str
+    layer: int
+    size: int
+    lost_in: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LayerTrace:
+    """What one layer did, path by path [APPLY-8].
+
+    ``changed`` holds the layer's entries whose path existed below (the
+    others are added); ``deleted`` the entries below that its markers
+    removed, a removed subtree once at its root, in the order removed;
+    ``copies`` the inodes the layer wrote.
+    """
+
+    changed: frozenset[str]
+    deleted: tuple[TarEntry, ...]
+    copies: tuple[Copy, ...]
+
+
+def _marked(tree: _Tree, layer: LayerTar, options: ApplyOptions) -> tuple[frozenset[str], tuple[TarEntry, ...]]:
+    """What ``_Tree.apply`` will find of ``layer``'s markers, before it runs [APPLY-2][APPLY-8].
+
+    The paths its entries find after its markers acted, and the entries
+    below its markers remove, in the order ``_Tree.apply`` removes them.
+    """
+    whiteouts, opaque = set(layer.whiteouts), set(layer.opaque)
+    if options.under_symlink == "follow":
+        whiteouts = {tree.resolve_inside(path) for path in whiteouts}
+        opaque = {parent_of(tree.resolve_inside(join(path, "_"))) for path in opaque}
+    gone: set[str] = set()
+
+    def survives(path: str) -> bool:
+        return not gone or (path not in gone and not any(each in gone for each in ancestors(path)))
+
+    removed: list[str] = []
+    for directory in sorted(opaque, key=canonical_key):
+        if survives(directory):
+            children = sorted(tree.children.get(directory, ()), key=canonical_key)
+            removed.extend(children)
+            gone.update(children)
+    for path in sorted(whiteouts, key=canonical_key):
+        if path != ROOT and path in tree.entries and survives(path):
+            removed.append(path)
+            gone.add(path)
+    changed = frozenset(
+        entry.path
+        for entry in layer.entries
+        if entry.path != ROOT and entry.path in tree.entries and survives(entry.path)
+    )
+    return changed, tuple(tree.entries[path] for path in removed)
+
+
+def flatten_traced(
+    layers: Iterable[LayerTar], options: ApplyOptions = DEFAULTS
+) -> tuple[Rootfs, tuple[LayerStats, ...], tuple[LayerTrace, ...]]:
+    """``flatten_with_stats``, and what each layer did path by path [APPLY-6][APPLY-7][APPLY-8].
+
+    Slower than ``flatten``: it follows every inode to the layer that loses
+    it, for ``inspect`` and ``layers --files``.
+    """
+    tree = _Tree()
+    done: list[LayerStats] = []
+    marked: list[tuple[frozenset[str], tuple[TarEntry, ...]]] = []
+    origin: dict[int, str] = {}
+    lost_in: dict[int, int] = {}
+    alive: set[int] = set()
+    for index, layer in enumerate(layers):
+        tree.layer_index = index
+        first = tree.next_group
+        marked.append(_marked(tree, layer, options))
+        done.append(tree.apply(layer, options))
+        # ``_Tree.put`` numbers a layer's new inodes in the order it places
+        # them: its files, symlinks, devices and FIFOs, hardlinks after.
+        made = [entry.path for entry in layer.entries if entry.kind not in ("dir", "hardlink")]
+        assert tree.next_group == first + len(made), "every non-directory entry makes one inode"
+        origin.update(zip(range(first, tree.next_group), made, strict=True))
+        now = set(tree.group.values())
+        for group in (alive | set(range(first, tree.next_group))) - now:
+            lost_in[group] = index
+        alive = now
+    copies: list[list[Copy]] = [[] for _ in done]
+    for group, path in origin.items():
+        index, size = tree.group_origin[group]
+        copies[index].append(Copy(path, index, size, lost_in.get(group)))
+    traces = tuple(
+        LayerTrace(changed, deleted, tuple(made)) for (changed, deleted), made in zip(marked, copies, strict=True)
+    )
+    kept = [sum(each.size for each in made if each.lost_in is None) for made in copies]
+    stats = tuple(replace(each, kept=kept[index]) for index, each in enumerate(done))
+    names = Counter(tree.group.values())
+    order = sorted(tree.entries, key=canonical_key)
+    entries = tuple(tree.entries[path] for path in order if path != ROOT)
+    rootfs = Rootfs(entries, tree.entries[ROOT], MappingProxyType(tree.group), MappingProxyType(dict(names)))
+    return rootfs, stats, traces
