@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from cowcheck.cli import main
+from cowcheck.image_history import read_history
 from cowcheck.images import docker_archive, write_oci_layout
 from cowcheck.inspect_report import human_size, parse_ratio, parse_size
 from cowspec.apply import ApplyOptions, Copy, flatten_traced, flatten_with_stats
@@ -90,6 +91,10 @@ def test_history_rows_are_paired_with_layers(tmp_path: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "note: the config's history has 2 rows that made a layer, for 3 layers" in out
     assert "(no history)" in out
+    # PATH:REF names the same image, its reference holding a colon of its own.
+    ids = [row["diff_id"] for row in rows]
+    assert read_history(image + ":cowspec/inspect:1", ids).rows[1] == HistoryRow("RUN make")
+    assert read_history("-", ids).rows == (None, None, None)
     # An OCI layout's history is read too.
     write_oci_layout(str(tmp_path / "oci"), [encode_layer(each) for each in WASTEFUL])
     _, document = inspect_json(capsys, str(tmp_path / "oci"))

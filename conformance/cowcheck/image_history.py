@@ -96,8 +96,9 @@ def read_history(image: str, diff_ids: Sequence[str]) -> LayerHistory:
     if image == "-":
         return nothing
     candidates = [image]
-    if not os.path.exists(image) and ":" in image:
-        candidates.append(image.rpartition(":")[0])  # PATH:REF
+    if not os.path.exists(image):
+        # PATH:REF, where REF may hold colons of its own (``name:tag``)
+        candidates += [image[:at] for at, char in enumerate(image) if char == ":" and os.path.exists(image[:at])]
     for path in candidates:
         try:
             source = _Source(path)
