@@ -37,8 +37,11 @@ pytest: $(VENV)/.installed | deps-all
 
 test: lint typecheck pytest
 
+# BENCH_ARGS: the flatten benchmark's image, small by default (the issue's: --files 100000 --mb 1000).
+BENCH_ARGS ?= --layers 20 --files 20000 --mb 200 --rounds 3
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/model_bench.py
+	$(BIN)/python benchmarks/flatten_bench.py --dir $${TMPDIR:-/tmp}/cowspec-bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis cowspec-divergences

@@ -2,25 +2,32 @@
 
 Not a timed test. A deterministic generator writes a 20-layer image of
 about 1 GB and 100,000 files (whiteouts, opaque directories, hardlinks and
-symlinks included) as a ``docker save`` tarball and as an OCI layout with
-the same uncompressed layers, into a directory of your choosing. Then, in
-alternation so that the machine's mood hits every contender alike, it times:
+symlinks included) as a ``docker save`` tarball, as an OCI layout with the
+same uncompressed layers and as an OCI layout of gzip layers, into a
+directory of your choosing. Then, in alternation so that the machine's mood
+hits every contender alike, it times:
 
-- ``cowspec flatten`` of the tarball (the whole command, process start included),
-  with the fast reader (``cowcheck.fastlayer``) and with the model's own
-  streaming reader (``--reader stream``);
+- ``cowspec flatten`` of the tarball and of the gzip layout (the whole
+  command, process start included), with the fast reader
+  (``cowcheck.fastlayer``; ``--stream`` adds the model's own streaming reader);
 - Python's ``tarfile`` reading every layer and hashing every file (the bar to beat);
 - ``openssl dgst -sha256`` over the layer files (one SHA-256 stream at a time:
   the bound on any reader that hashes that way, as ``tarfile`` and umoci do);
+- ``zcat`` of the gzip layers piped into ``openssl dgst -sha256`` (the bar for gzip);
 - ``umoci unpack`` of the OCI layout (if umoci is installed);
 - ``docker load`` of the tarball into a private dockerd (with ``--docker``).
 
 Each contender's peak resident memory is shown beside its time.
 
     python benchmarks/flatten_bench.py --dir /tmp/bench [--layers 20] [--files 100000] [--mb 1000] [--rounds 3]
+
+It prints the CPU, the reader and hasher ``cowspec flatten --verbose`` names,
+and each contender's median time, its ratio to ``cowspec flatten`` and its
+peak resident memory.
 """
 
 import argparse
+import gzip
 import os
 import random
 import shutil
@@ -29,7 +36,7 @@ import subprocess
 import sys
 import time
 
-from cowcheck.fastlayer import available
+from cowcheck.fastlayer import describe
 from cowcheck.images import docker_archive, write_oci_layout
 from cowspec.layer_tar import LayerTar, TarEntry, encode_layer
 
@@ -95,19 +102,32 @@ for path in sys.argv[1:]:
 
 
 def make_image(arguments: argparse.Namespace, saved: str, layout: str, layer_files: list[str]) -> None:
-    """Write the image as a docker save tarball, an OCI layout and loose layer files."""
+    """Write the image as a docker save tarball, OCI layouts (plain and gzip) and loose layer files (plain and gzip)."""
     started = time.perf_counter()
     archives = generate(arguments.layers, arguments.files, arguments.mb, arguments.seed)
     with open(saved, "wb") as handle:
         handle.write(docker_archive(archives, "cowspec/bench:1"))
     shutil.rmtree(layout, ignore_errors=True)
     write_oci_layout(layout, archives, tag="bench", gzipped=False)
+    shutil.rmtree(layout + "-gzip", ignore_errors=True)
+    write_oci_layout(layout + "-gzip", archives, tag="bench", gzipped=True)
     for name, archive in zip(layer_files, archives, strict=True):
         with open(name, "wb") as handle:
             handle.write(archive)
+        with open(name + ".gz", "wb") as handle:
+            handle.write(gzip.compress(archive, compresslevel=6, mtime=0))
     total = sum(len(each) for each in archives)
     made = time.perf_counter() - started
     print(f"image: {len(archives)} layers, {total / 1e6:.0f} MB uncompressed, made in {made:.1f} s", flush=True)
+
+
+def cpu_model() -> str:
+    """The CPU's name, as /proc/cpuinfo gives it."""
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+        for line in info:
+            if line.startswith(("model name", "Model")):
+                return line.partition(":")[2].strip()
+    return "unknown CPU"
 
 
 def main() -> int:
@@ -119,6 +139,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--docker", action="store_true", help="also time docker load (starts a private dockerd)")
+    parser.add_argument("--stream", action="store_true", help="also time the model's streaming reader")
     parser.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     os.makedirs(arguments.dir, exist_ok=True)
@@ -133,12 +154,24 @@ def main() -> int:
     # peak memory.
     subprocess.run([sys.executable, __file__, "--make-only", *sys.argv[1:]], check=True)
 
+    gzipped = " ".join(name + ".gz" for name in layer_files)
     contenders: dict[str, list[str]] = {
         "cowspec flatten": [sys.executable, "-m", "cowcheck.cli", "flatten", saved],
-        "cowspec --reader stream": [sys.executable, "-m", "cowcheck.cli", "flatten", "--reader", "stream", saved],
+        "cowspec flatten gzip": [sys.executable, "-m", "cowcheck.cli", "flatten", layout + "-gzip"],
         "tarfile read+hash": [sys.executable, "-c", TARFILE_BASELINE, *layer_files],
         "openssl dgst": ["openssl", "dgst", "-sha256", *layer_files],
+        "zcat | openssl dgst": ["sh", "-c", f"for f in {gzipped}; do zcat $f | openssl dgst -sha256; done"],
     }
+    if arguments.stream:
+        contenders["cowspec --reader stream"] = [
+            sys.executable,
+            "-m",
+            "cowcheck.cli",
+            "flatten",
+            "--reader",
+            "stream",
+            saved,
+        ]
     if shutil.which("umoci"):
         bundle = os.path.join(arguments.dir, "bundle")
         contenders["umoci unpack"] = ["sh", "-c", f"rm -rf {bundle} && umoci unpack --image {layout}:bench {bundle}"]
@@ -164,7 +197,8 @@ def main() -> int:
         if engine is not None:
             engine.__exit__(None, None, None)
     base = statistics.median(times["cowspec flatten"])
-    print(f"fast reader: {'AVX-512, sixteen buffers per lane set' if available() else 'not available here'}")
+    print(f"cpu: {cpu_model()}, {len(os.sched_getaffinity(0))} cores")
+    print(f"cowspec: {describe()}")
     print(f"{'contender':<24} {'median s':>9} {'vs cowspec':>11} {'peak MiB':>9}   rounds")
     for name, values in times.items():
         median = statistics.median(values)
