@@ -5,12 +5,20 @@ DiffID its config records, before anything is made of it. A problem gives a
 ``SpecError`` of one line naming the file and what is wrong.
 """
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
+import platform
+import posixpath
+import shutil
+import stat
+import sys
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,13 +29,23 @@ import zstandard
 
 from cowspec.errors import SpecError
 from cowspec.identity import PLAIN_TYPES, chain_ids, decompressing, diff_id, digest
-from cowspec.layer_tar import CHUNK, LayerTar, decode_layer_stream, decode_members, iter_members
+from cowspec.layer_tar import BLOCK, CHUNK, MAX_EXTENDED, LayerTar, decode_layer_stream
 
-from .fastlayer import MappedLayers, Region
+from .fastlayer import FastLayers, Region
 
 OCI_INDEX = "index.json"
 DOCKER_MANIFEST = "manifest.json"
 PLAIN = "application/vnd.oci.image.layer.v1.tar"
+STDIN = "-"
+"""The IMAGE that names standard input: a ``docker save`` stream."""
+MAX_JSON = 16 << 20
+"""The largest index, manifest, config or ``manifest.json`` cowspec reads, in bytes."""
+MAX_LINKS = 40
+"""Links followed inside a tarball to find one file, as Linux's ELOOP bound."""
+MAX_NESTING = 8
+"""Image indexes followed one inside another, at most."""
+READ_ERRORS = (OSError, EOFError, ValueError, tarfile.TarError, zlib.error, lzma.LZMAError, RecursionError)
+"""What reading a damaged tarball, plain or compressed, can raise."""
 
 
 @dataclass(frozen=True)
@@ -42,89 +60,244 @@ class ImageLayer:
 
 
 class _Source:
-    """Files by name, from a directory or from a tarball."""
+    """Files by name, from a directory or from a tarball: only regular files inside the image.
+
+    A name is refused when it is absolute, climbs out with ``..``, or leads
+    out of the image through a symlink; a file that is not a regular one (a
+    FIFO, a device, a directory) is refused before it is read. In a tarball,
+    symlinks and hardlinks are followed inside the tarball only. A damaged
+    tarball is refused as such when it is opened.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.root = ""
         self.tar: tarfile.TarFile | None = None
-        if os.path.isdir(path):
+        self._members: dict[str, tarfile.TarInfo] = {}
+        if path == STDIN:
+            self.path = "<stdin>"
+            self._open_tar(None, _spool_stdin())
             return
         try:
-            self.tar = tarfile.open(path)  # noqa: SIM115  (kept open while the image is read)
+            status = os.stat(path)
         except FileNotFoundError:
             raise SpecError(f"{path}: no such file or directory") from None
-        except (tarfile.TarError, OSError):
-            raise SpecError(f"{path}: not an image directory or tarball") from None
+        except OSError as error:
+            raise SpecError(f"{path}: cannot read ({error.strerror})") from None
+        if stat.S_ISDIR(status.st_mode):
+            self.root = os.path.realpath(path)
+        elif stat.S_ISREG(status.st_mode):
+            self._open_tar(path, None)
+        else:
+            raise SpecError(f"{path}: neither a directory nor a regular file")
 
-    def read(self, name: str) -> bytes:
+    def _open_tar(self, name: str | None, fileobj: BinaryIO | None) -> None:
         try:
-            if self.tar is None:
-                with open(os.path.join(self.path, name), "rb") as handle:
-                    return handle.read()
-            member = self.tar.extractfile(name.removeprefix("./"))
+            with open(name, "rb") if name is not None else contextlib.nullcontext(fileobj) as probe:
+                assert probe is not None
+                head = probe.read(BLOCK)
+                probe.seek(0)
+        except OSError as error:
+            raise SpecError(f"{self.path}: cannot read ({error.strerror})") from None
+        archive = head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")) or (
+            len(head) == BLOCK and head[257:262] == b"ustar"
+        )
+        try:
+            # Kept open while the image is read.
+            self.tar = tarfile.open(name, fileobj=fileobj, tarinfo=_BoundedInfo)  # noqa: SIM115
+            for member in self.tar.getmembers():
+                self._members[posixpath.normpath(member.name.lstrip("/"))] = member
+            # tarfile ends quietly at a cut or at a damaged header: the archive
+            # must go on with its end-of-archive marker.
+            self.tar.fileobj.seek(self.tar.offset)
+            end = self.tar.fileobj.read(BLOCK)
+        except READ_ERRORS as error:
+            if not archive:
+                raise SpecError(f"{self.path}: not an image directory or tarball") from None
+            raise SpecError(f"{self.path}: truncated or corrupt tarball ({_reason(error)})") from None
+        if len(end) < BLOCK:
+            raise SpecError(f"{self.path}: truncated tarball: no end-of-archive marker after byte {self.tar.offset}")
+        if end != b"\0" * BLOCK:
+            raise SpecError(f"{self.path}: corrupt tarball: a damaged header at byte {self.tar.offset}")
+
+    def _clean(self, name: str, what: str = "") -> str:
+        """``name`` as a relative name inside the image; refused if it is absolute or climbs out."""
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        if name.startswith("/") or "\0" in name or ".." in parts or not parts:
+            raise SpecError(f"{self.path}: {what or 'file'} {name!r} names no file inside the image")
+        return "/".join(parts)
+
+    def _member(self, name: str) -> tarfile.TarInfo:
+        """The regular member ``name`` names, symlinks and hardlinks followed inside the tarball."""
+        clean = self._clean(name)
+        for _ in range(MAX_LINKS):
+            member = self._members.get(clean)
             if member is None:
-                raise KeyError(name)
-            return member.read()
-        except (KeyError, FileNotFoundError):
+                raise SpecError(f"{self.path}: {name} is missing")
+            if member.isreg():
+                return member
+            if not (member.issym() or member.islnk()):
+                raise SpecError(f"{self.path}: {name} is not a regular file")
+            target = member.linkname
+            if member.issym():
+                if target.startswith("/"):
+                    raise SpecError(f"{self.path}: {name} is a link leading out of the image")
+                target = posixpath.join(posixpath.dirname(clean), target)
+            target = posixpath.normpath(target)
+            if target == ".." or target.startswith("../") or target.startswith("/"):
+                raise SpecError(f"{self.path}: {name} is a link leading out of the image")
+            clean = target
+        raise SpecError(f"{self.path}: {name}: too many levels of links")
+
+    def _file(self, name: str) -> tuple[str, int]:
+        """The real path and size of the regular file ``name`` of a directory image."""
+        real = os.path.realpath(os.path.join(self.root, self._clean(name)))
+        if real != self.root and not real.startswith(self.root.rstrip(os.sep) + os.sep):
+            raise SpecError(f"{self.path}: {name} is a link leading out of the image")
+        try:
+            status = os.stat(real)
+        except FileNotFoundError:
             raise SpecError(f"{self.path}: {name} is missing") from None
-        except (OSError, tarfile.TarError, EOFError) as error:
-            raise SpecError(f"{self.path}: cannot read {name} ({error})") from None
+        except OSError as error:
+            raise SpecError(f"{self.path}: cannot read {name} ({error.strerror})") from None
+        if not stat.S_ISREG(status.st_mode):
+            raise SpecError(f"{self.path}: {name} is not a regular file")
+        return real, status.st_size
+
+    def size(self, name: str) -> int:
+        """The size of the regular file ``name``; refused as ``open`` refuses it."""
+        if self.tar is None:
+            return self._file(name)[1]
+        return self._member(name).size
 
     def open(self, name: str) -> BinaryIO:
-        """A file of the image, to be read as a stream."""
+        """A regular file of the image, to be read as a stream; read errors become ``SpecError``."""
+        if self.tar is None:
+            real, _ = self._file(name)
+            try:
+                # O_NONBLOCK: a FIFO swapped in after the check does not hang the open.
+                handle = os.fdopen(os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb")
+            except OSError as error:
+                raise SpecError(f"{self.path}: cannot read {name} ({error.strerror})") from None
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                handle.close()
+                raise SpecError(f"{self.path}: {name} is not a regular file")
+            return cast(BinaryIO, _Guarded(handle, name))
+        member = self._member(name)
         try:
-            if self.tar is None:
-                return open(os.path.join(self.path, name), "rb")
-            member = self.tar.extractfile(name.removeprefix("./"))
-            if member is None:
-                raise KeyError(name)
-            return cast(BinaryIO, member)
-        except (KeyError, FileNotFoundError):
-            raise SpecError(f"{self.path}: {name} is missing") from None
-        except (OSError, tarfile.TarError) as error:
-            raise SpecError(f"{self.path}: cannot read {name} ({error})") from None
+            stream = self.tar.extractfile(member)
+        except READ_ERRORS as error:
+            raise SpecError(f"{self.path}: cannot read {name} ({_reason(error)})") from None
+        if stream is None:
+            raise SpecError(f"{self.path}: {name} is not a regular file")
+        return cast(BinaryIO, _Guarded(cast(BinaryIO, stream), name))
+
+    def read(self, name: str, limit: int = MAX_JSON) -> bytes:
+        """The bytes of ``name``, refused beyond ``limit``."""
+        size = self.size(name)
+        if size > limit:
+            raise SpecError(f"{self.path}: {name} is {size} bytes, over cowspec's bound of {limit} for this file")
+        with self.open(name) as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise SpecError(f"{self.path}: {name} is over cowspec's bound of {limit} bytes for this file")
+        return data
 
     def region(self, name: str) -> Region | None:
         """Where the file ``name`` lies, as bytes of a file on disk; None if it is not stored plainly."""
         try:
             if self.tar is None:
-                path = os.path.join(self.path, name)
-                return Region(path, 0, os.path.getsize(path)) if os.path.isfile(path) else None
+                real, size = self._file(name)
+                return Region(real, 0, size)
             if not isinstance(self.tar.fileobj, io.BufferedReader):
-                return None  # a compressed tarball: offsets are not file offsets
-            member = self.tar.getmember(name.removeprefix("./"))
-        except (KeyError, OSError):
-            return None
-        if not member.isreg() or member.issparse():
+                return None  # a compressed tarball or standard input: offsets are not file offsets
+            member = self._member(name)
+        except SpecError:
+            return None  # the streaming reader refuses it, in its order
+        if member.issparse():
             return None
         return Region(self.path, member.offset_data, member.size)
 
     def has(self, name: str) -> bool:
         if self.tar is None:
-            return os.path.exists(os.path.join(self.path, name))
-        try:
-            self.tar.getmember(name)
-        except KeyError:
-            return False
-        return True
+            return os.path.lexists(os.path.join(self.root, self._clean(name)))
+        return self._clean(name) in self._members
 
-    def json(self, name: str) -> object:
+    def json(self, name: str, what: str = "") -> object:
+        data = self.read(name)
+        label = f"{name} ({what})" if what else name
         try:
-            return json.loads(self.read(name))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise SpecError(f"{self.path}: {name} is not valid JSON ({error})") from None
+            return json.loads(data)
+        except RecursionError:
+            raise SpecError(f"{self.path}: {label}: JSON nested too deeply to read") from None
+        except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+            raise SpecError(f"{self.path}: {label}: not valid JSON ({error})") from None
 
-    def blob_json(self, wanted: str) -> object:
-        try:
-            return json.loads(self.blob(wanted))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise SpecError(f"{self.path}: blob {wanted} is not valid JSON ({error})") from None
-
-    def blob(self, wanted: str) -> bytes:
-        data = self.read(_blob_name(self, wanted))
+    def blob_json(self, wanted: str, what: str) -> tuple[str, object]:
+        """The blob ``wanted`` (a digest), checked against it, as JSON; and its name."""
+        name = _blob_name(self, wanted)
+        data = self.read(name)
         if digest(data) != wanted:
-            raise SpecError(f"{self.path}: blob {wanted} does not match its digest (got {digest(data)})")
-        return data
+            raise SpecError(f"{self.path}: {name} ({what}) does not match its digest (got {digest(data)})")
+        return name, self.json(name, what)
+
+
+class _BoundedInfo(tarfile.TarInfo):
+    """tarfile's member reader, refusing what it would read whole into memory.
+
+    tarfile keeps a GNU long name or a PAX header of any declared size in
+    memory, and reads a sparse member's map block by block: the outer
+    tarball is held to the layers' bound on extended records [TAR-5], and a
+    ``docker save`` has no sparse member.
+    """
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
+        if self.type in extended and self.size > MAX_EXTENDED:
+            raise tarfile.ReadError(f"a header record of {self.size} bytes at byte {self.offset}")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.ReadError(f"a sparse member at byte {self.offset}")
+        member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
+        return member
+
+
+class _Guarded:
+    """A file of the image whose read errors (a cut or damaged tarball) are ``SpecError``."""
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self._stream = stream
+        self._name = name
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except READ_ERRORS as error:
+            raise SpecError(f"{self._name}: truncated or corrupt ({_reason(error)})") from None
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> "_Guarded":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+def _spool_stdin() -> BinaryIO:
+    """Standard input copied to an unnamed temporary file (in ``$TMPDIR``), which the system removes."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115  (kept open while the image is read)
+    try:
+        shutil.copyfileobj(sys.stdin.buffer, spool, CHUNK)
+        spool.seek(0)
+    except OSError as error:
+        spool.close()
+        raise SpecError(f"<stdin>: cannot spool standard input ({error.strerror})") from None
+    return cast(BinaryIO, spool)
 
 
 def _field(document: object, key: str, where: str) -> object:
@@ -143,14 +316,21 @@ Progress = Callable[[int, int], None]
 
 
 def read_image(
-    path: str, on_layer: Progress | None = None, keep_data: bool = False, reader: "Reader" = "auto"
+    path: str,
+    on_layer: Progress | None = None,
+    keep_data: bool = False,
+    reader: "Reader" = "auto",
+    ref: str | None = None,
+    platform: str | None = None,
 ) -> list[ImageLayer]:
     """The checked layers of the image at ``path``, bottom first.
 
     ``on_layer(index, count)`` is called before each layer is read. File
     bytes are hashed and dropped unless ``keep_data`` asks to keep them.
+    ``ref`` and ``platform`` choose one image where there are several (see
+    ``ImageReading``).
     """
-    reading = ImageReading(path, on_layer, keep_data, reader)
+    reading = ImageReading(path, on_layer, keep_data, reader, ref, platform)
     for _ in reading.values():
         pass
     return reading.layers
@@ -165,11 +345,11 @@ class _Stream:
     """What the blob must hash to, where the image names it (an OCI layout)."""
 
 
-Reader = Literal["auto", "stream", "portable"]
-"""How ``ImageReading`` reads: ``auto`` maps plain layers and hashes them in
-C where the CPU allows (``cowcheck.fastlayer``), else streams them through
-the model's reader; ``stream`` always streams; ``portable`` maps and hashes
-one buffer at a time in C whatever the CPU (for tests)."""
+Reader = Literal["auto", "stream"]
+"""How ``ImageReading`` reads: ``auto`` frames and hashes layers in C where
+the C module is built (``cowcheck.fastlayer``, with the hasher it chooses or
+``COWSPEC_HASHER`` forces), else streams them through the model's reader;
+``stream`` always streams."""
 
 
 class ImageReading:
@@ -184,35 +364,59 @@ class ImageReading:
     """
 
     def __init__(
-        self, path: str, on_layer: Progress | None = None, keep_data: bool = False, reader: Reader = "auto"
+        self,
+        path: str,
+        on_layer: Progress | None = None,
+        keep_data: bool = False,
+        reader: Reader = "auto",
+        ref: str | None = None,
+        platform: str | None = None,
     ) -> None:
-        self.path = path
+        """Open the image ``path`` (``-``: a ``docker save`` stream on standard input).
+
+        Of several images, ``ref`` names one (a ``RepoTags`` entry of a
+        ``docker save``, an ``org.opencontainers.image.ref.name`` of an OCI
+        layout); without it, ``PATH:REF`` does, unless ``PATH:REF`` is itself
+        a path. ``platform`` (``os/arch[/variant]``, by default this
+        machine's) chooses in an image index.
+        """
+        if ref is None:
+            path, ref = split_reference(path)
+        if platform is not None and (not 2 <= len(platform.split("/")) <= 3 or "" in platform.split("/")):
+            raise SpecError(f"--platform {platform!r}: expected os/arch or os/arch/variant")
         self.reader = reader
         self.on_layer = on_layer
         self.keep_data = keep_data
         self.layers: list[ImageLayer] = []
         self._source = _Source(path)
-        if self._source.has(OCI_INDEX):
-            self._streams, self._expected = _read_oci(self._source)
+        self.path = self._source.path
+        docker_tagged = ref is not None and self._source.has(DOCKER_MANIFEST) and _tagged(self._source, ref)
+        if self._source.has(OCI_INDEX) and not docker_tagged:
+            self._streams, self._expected = _read_oci(self._source, ref, platform or "")
         elif self._source.has(DOCKER_MANIFEST):
-            self._streams, self._expected = _read_docker(self._source)
+            self._streams, self._expected = _read_docker(self._source, ref)
         else:
-            raise SpecError(f"{path}: neither an OCI layout (index.json) nor a docker save tarball (manifest.json)")
+            raise SpecError(
+                f"{self.path}: neither an OCI layout (index.json) nor a docker save tarball (manifest.json)"
+            )
         if len(self._expected) != len(self._streams):
             raise SpecError(
-                f"{path} config: {len(self._streams)} layers but {len(self._expected)} diff_ids in the config"
+                f"{self.path}: config: {len(self._streams)} layers but {len(self._expected)} diff_ids in the config"
             )
 
     def values(self) -> Iterator[LayerTar]:
         """Each layer's value, bottom first; every identity checked by the end."""
-        mapped = self._mapped()
-        if mapped is None:
-            yield from self._streamed()
+        media_types = [stream.media_type for stream in self._streams]
+        fast = None if self.reader == "stream" else FastLayers.open(self._open_blob, media_types, self.keep_data)
+        if fast is None:
+            yield from self._streamed(self._stream_layer)
             return
         try:
-            yield from self._from_mapped(mapped)
+            yield from self._streamed(
+                lambda index, where: fast.layer(index, where, lambda: self._stream_layer(index, where))
+            )
         finally:
-            mapped.close()
+            fast.close()
 
     def _report(self, index: int) -> None:
         if self.on_layer is not None:
@@ -234,52 +438,26 @@ class ImageReading:
             for (diff, size, layer), chain, stream in zip(found, chains, self._streams, strict=True)
         ]
 
-    def _streamed(self) -> Iterator[LayerTar]:
-        """The model's reader: each blob streamed, hashed and decoded on the way."""
+    def _streamed(self, read: Callable[[int, str], tuple[str, int, LayerTar, str]]) -> Iterator[LayerTar]:
+        """Each layer read by ``read`` (the model's reader, or the fast one), checked before it is given."""
         found: list[tuple[str, int, LayerTar]] = []
-        for index, stream in enumerate(self._streams):
+        for index in range(len(self._streams)):
             self._report(index)
-            where = f"{self.path}: layer {index}"
-            diff, size, layer, blob = read_layer(
-                self._source.open(stream.name), stream.media_type, where, self.keep_data
-            )
+            diff, size, layer, blob = read(index, f"{self.path}: layer {index}")
             self._check(index, diff, blob)
             found.append((diff, size, layer))
             yield layer
         self._finish(found)
 
-    def _mapped(self) -> MappedLayers | None:
-        """The layers mapped and framed for the fast reader, when every one is plain and in place."""
-        if self.reader == "stream":
-            return None
-        regions: list[Region] = []
-        for stream in self._streams:
-            region = self._source.region(stream.name) if stream.media_type in PLAIN_TYPES else None
-            if region is None:
-                return None
-            regions.append(region)
-        return MappedLayers.open(regions, self.keep_data, portable=self.reader == "portable")
+    def _stream_layer(self, index: int, where: str) -> tuple[str, int, LayerTar, str]:
+        """The model's reader: the blob streamed, hashed and decoded on the way."""
+        stream = self._streams[index]
+        return read_layer(self._source.open(stream.name), stream.media_type, where, self.keep_data)
 
-    def _from_mapped(self, mapped: MappedLayers) -> Iterator[LayerTar]:
-        decoded: list[LayerTar] = []
-        for index in range(len(self._streams)):
-            self._report(index)
-            try:
-                layer = decode_members(iter_members(mapped.records(index)))
-            except SpecError as error:
-                # A front-to-back reading checks the layers below first.
-                for below in range(index):
-                    diff = mapped.diff_id(below)  # a plain blob's digest is its DiffID
-                    self._check(below, diff, diff)
-                raise SpecError(f"{self.path}: layer {index}: {error}") from None
-            decoded.append(layer)
-            yield layer
-        found: list[tuple[str, int, LayerTar]] = []
-        for index, layer in enumerate(decoded):
-            diff = mapped.diff_id(index)  # a plain blob's digest is its DiffID
-            self._check(index, diff, diff)
-            found.append((diff, mapped.size(index), layer))
-        self._finish(found)
+    def _open_blob(self, index: int) -> tuple[int, BinaryIO]:
+        """Layer ``index``'s blob, for the fast reader: its size, and a stream of it."""
+        name = self._streams[index].name
+        return self._source.size(name), self._source.open(name)
 
 
 class _Hashing:
@@ -293,7 +471,7 @@ class _Hashing:
         self._read = read
         self.digest = hashlib.sha256()
         self.count = 0
-        self._buffer = b""
+        self._buffer = bytearray()
         self._position = 0
         # hashlib lets go of the GIL on large updates: hash on a second
         # thread while the parser works on this one. One worker keeps order.
@@ -307,8 +485,10 @@ class _Hashing:
         self._pending = [each for each in self._pending if not each.done()]
         self._pending.append(self._hasher.submit(self.digest.update, chunk))
         self.count += len(chunk)
-        self._buffer = self._buffer[self._position :] + chunk
+        # Linear: what was read goes first (at most a chunk, or all of it), then the chunk is appended.
+        del self._buffer[: self._position]
         self._position = 0
+        self._buffer += chunk
         return True
 
     def read(self, size: int = -1) -> bytes:
@@ -318,14 +498,14 @@ class _Hashing:
             size = len(self._buffer) - self._position
         while len(self._buffer) - self._position < size and self._fill():
             pass
-        data = self._buffer[self._position : self._position + size]
+        data = bytes(self._buffer[self._position : self._position + size])
         self._position += len(data)
         return data
 
     def drain(self) -> None:
-        self._buffer, self._position = b"", 0
+        self._buffer, self._position = bytearray(), 0
         while self._fill():
-            self._buffer, self._position = b"", 0
+            self._buffer, self._position = bytearray(), 0
 
     def close(self) -> None:
         """Finish hashing and stop the hashing thread."""
@@ -372,26 +552,135 @@ def _diff_ids(config: object, where: str) -> list[str]:
     return _string_list(_field(rootfs, "diff_ids", where + " rootfs"), where + " rootfs.diff_ids")
 
 
-def _read_oci(source: _Source) -> tuple[list[_Stream], list[str]]:
-    index = source.json(OCI_INDEX)
-    manifests = _field(index, "manifests", "index.json")
-    if not isinstance(manifests, list) or not manifests:
-        raise SpecError(f"{source.path}: index.json lists no manifest")
-    if len(manifests) > 1:
-        raise SpecError(f"{source.path}: index.json lists {len(manifests)} manifests; cowspec reads one-image layouts")
-    manifest_digest = _field(manifests[0], "digest", "index.json manifest")
-    manifest = source.blob_json(str(manifest_digest))
-    if _field(manifest, "mediaType", "manifest") == "application/vnd.oci.image.index.v1+json":
-        raise SpecError(f"{source.path}: the manifest is a nested index; cowspec reads one-image layouts")
-    config = source.blob_json(str(_field(_field(manifest, "config", "manifest"), "digest", "manifest config")))
-    descriptors = _field(manifest, "layers", "manifest")
+INDEX_TYPES = frozenset(
+    {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
+)
+MANIFEST_TYPES = frozenset(
+    {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"}
+)
+REF_KEYS = ("org.opencontainers.image.ref.name", "io.containerd.image.name")
+
+
+def machine_platform() -> str:
+    """This machine's platform as an image index names it: ``linux/amd64``, ``linux/arm64``, ``linux/arm/v7``."""
+    machine = platform.machine().lower()
+    arch = {
+        "x86_64": "amd64",
+        "amd64": "amd64",
+        "aarch64": "arm64",
+        "arm64": "arm64",
+        "armv7l": "arm/v7",
+        "armv6l": "arm/v6",
+        "i386": "386",
+        "i686": "386",
+    }.get(machine, machine)
+    return "linux/" + arch
+
+
+def _refs(descriptor: object) -> list[str]:
+    annotations = descriptor.get("annotations") if isinstance(descriptor, dict) else None
+    if not isinstance(annotations, dict):
+        return []
+    return [value for key in REF_KEYS if isinstance(value := annotations.get(key), str)]
+
+
+def _platform_of(descriptor: object) -> tuple[str, str, str] | None:
+    found = descriptor.get("platform") if isinstance(descriptor, dict) else None
+    if not isinstance(found, dict):
+        return None
+    values = [found.get(key, "") for key in ("os", "architecture", "variant")]
+    if not all(isinstance(each, str) for each in values):
+        return None
+    os_name, arch, variant = cast(list[str], values)
+    return os_name, arch, variant or ("v8" if arch == "arm64" else "")
+
+
+def _platform_matches(found: tuple[str, str, str], wanted: str) -> bool:
+    parts = wanted.split("/")
+    if found[:2] != (parts[0], parts[1]):
+        return False
+    return len(parts) < 3 or found[2] == parts[2]
+
+
+def _choose(source: _Source, descriptors: list[object], where: str, ref: str | None, wanted: str) -> object:
+    """The one descriptor of ``descriptors`` that ``ref`` and the platform ``wanted`` name."""
+    if ref is not None:
+        named = [each for each in descriptors if ref in _refs(each)]
+        if not named:
+            known = sorted({name for each in descriptors for name in _refs(each)})
+            listed = ", ".join(known) if known else "none"
+            raise SpecError(f"{source.path}: {where}: no image named {ref!r} (refs: {listed})")
+        descriptors = named
+    if len(descriptors) == 1:
+        return descriptors[0]
+    platforms = [_platform_of(each) for each in descriptors]
+    if any(each is not None for each in platforms):
+        for descriptor, found in zip(descriptors, platforms, strict=True):
+            if found is not None and _platform_matches(found, wanted):
+                return descriptor
+        known = sorted({"/".join(part for part in each if part) for each in platforms if each is not None})
+        raise SpecError(f"{source.path}: {where}: no image for platform {wanted} (platforms: {', '.join(known)})")
+    known = sorted({name for each in descriptors for name in _refs(each)})
+    listed = ", ".join(known) if known else "none"
+    raise SpecError(
+        f"{source.path}: {where} lists {len(descriptors)} images; name one as PATH:REF or with --ref (refs: {listed})"
+    )
+
+
+def _descriptor(source: _Source, value: object, where: str) -> tuple[str, str]:
+    """The blob name and digest a descriptor names; its size checked against the blob's."""
+    wanted = _field(value, "digest", where)
+    if not isinstance(wanted, str):
+        raise SpecError(f"{source.path}: {where}: digest is not a string")
+    name = _blob_name(source, wanted)
+    size = cast(dict[str, object], value).get("size")
+    if isinstance(size, int) and not isinstance(size, bool) and size != source.size(name):
+        raise SpecError(f"{source.path}: {name}: {source.size(name)} bytes, but {where} says {size}")
+    return name, wanted
+
+
+def _read_oci(source: _Source, ref: str | None = None, wanted: str = "") -> tuple[list[_Stream], list[str]]:
+    wanted = wanted or machine_platform()
+    document = source.json(OCI_INDEX)
+    where = OCI_INDEX
+    for depth in range(MAX_NESTING):
+        manifests = _field(document, "manifests", f"{source.path}: {where}")
+        if not isinstance(manifests, list) or not manifests:
+            raise SpecError(f"{source.path}: {where} lists no manifest")
+        chosen = _choose(source, manifests, where, ref if depth == 0 else None, wanted)
+        name, wanted_digest = _descriptor(source, chosen, f"{where} manifests")
+        name, document = source.blob_json(wanted_digest, "manifest")
+        declared = cast(dict[str, object], chosen).get("mediaType")
+        own = document.get("mediaType") if isinstance(document, dict) else None
+        nested = isinstance(document, dict) and "manifests" in document and "layers" not in document
+        if declared in INDEX_TYPES or own in INDEX_TYPES or (own is None and nested):
+            where = f"{name} (index)"
+            continue
+        return _read_manifest(source, name, document)
+    raise SpecError(f"{source.path}: {where}: indexes nested more than {MAX_NESTING} deep")
+
+
+def _read_manifest(source: _Source, name: str, manifest: object) -> tuple[list[_Stream], list[str]]:
+    """The layers of an OCI (or Docker v2) image manifest; ``mediaType`` is optional, as the image-spec says."""
+    where = f"{source.path}: {name} (manifest)"
+    if not isinstance(manifest, dict):
+        raise SpecError(f"{where}: not a JSON object")
+    kind = manifest.get("mediaType")
+    if kind is not None and kind not in MANIFEST_TYPES:
+        raise SpecError(f"{where}: unknown media type {kind!r}")
+    config_name, config_digest = _descriptor(source, _field(manifest, "config", where), f"{name} config")
+    config_name, config = source.blob_json(config_digest, "config")
+    descriptors = _field(manifest, "layers", where)
     if not isinstance(descriptors, list):
-        raise SpecError(f"{source.path}: manifest layers is not a list")
+        raise SpecError(f"{where}: 'layers' is not a list")
     streams: list[_Stream] = []
-    for each in descriptors:
-        wanted = str(_field(each, "digest", "layer"))
-        streams.append(_Stream(_blob_name(source, wanted), str(_field(each, "mediaType", "layer")), wanted))
-    return streams, _diff_ids(config, f"{source.path} config")
+    for index, each in enumerate(descriptors):
+        layer_name, layer_digest = _descriptor(source, each, f"{name} layer {index}")
+        media_type = _field(each, "mediaType", f"{where}: layer {index}")
+        if not isinstance(media_type, str):
+            raise SpecError(f"{where}: layer {index}: mediaType is not a string")
+        streams.append(_Stream(layer_name, media_type, layer_digest))
+    return streams, _diff_ids(config, f"{source.path}: {config_name} (config)")
 
 
 def _blob_name(source: _Source, wanted: str) -> str:
@@ -401,18 +690,59 @@ def _blob_name(source: _Source, wanted: str) -> str:
     return f"blobs/sha256/{hexdigest}"
 
 
-def _read_docker(source: _Source) -> tuple[list[_Stream], list[str]]:
+def _read_docker(source: _Source, ref: str | None = None) -> tuple[list[_Stream], list[str]]:
     manifest = source.json(DOCKER_MANIFEST)
-    if not isinstance(manifest, list) or len(manifest) != 1:
-        raise SpecError(f"{source.path}: manifest.json must describe exactly one image")
-    config = source.json(str(_field(manifest[0], "Config", "manifest.json")))
-    names = _string_list(_field(manifest[0], "Layers", "manifest.json"), "manifest.json Layers")
+    if not isinstance(manifest, list) or not manifest:
+        raise SpecError(f"{source.path}: {DOCKER_MANIFEST}: expected a list of images")
+    tags = [each.get("RepoTags") if isinstance(each, dict) else None for each in manifest]
+    names = [[tag for tag in each if isinstance(tag, str)] if isinstance(each, list) else [] for each in tags]
+    if ref is not None:
+        chosen = [image for image, known in zip(manifest, names, strict=True) if ref in known]
+        if not chosen:
+            listed = ", ".join(sorted({tag for each in names for tag in each})) or "none"
+            raise SpecError(f"{source.path}: {DOCKER_MANIFEST}: no image tagged {ref!r} (tags: {listed})")
+        image = chosen[0]
+    elif len(manifest) == 1:
+        image = manifest[0]
+    else:
+        listed = ", ".join(sorted({tag for each in names for tag in each})) or "none"
+        raise SpecError(
+            f"{source.path}: {DOCKER_MANIFEST} holds {len(manifest)} images;"
+            f" name one as PATH:TAG or with --ref (tags: {listed})"
+        )
+    config_name = _field(image, "Config", f"{source.path}: {DOCKER_MANIFEST}")
+    if not isinstance(config_name, str):
+        raise SpecError(f"{source.path}: {DOCKER_MANIFEST}: Config is not a string")
+    config = source.json(config_name, "config")
+    layers = _string_list(
+        _field(image, "Layers", f"{source.path}: {DOCKER_MANIFEST}"), f"{source.path}: {DOCKER_MANIFEST} Layers"
+    )
     streams: list[_Stream] = []
-    for name in names:
+    for name in layers:
         with source.open(name) as probe:
             magic = probe.read(2)
         streams.append(_Stream(name, PLAIN + "+gzip" if magic == b"\x1f\x8b" else PLAIN, None))
-    return streams, _diff_ids(config, f"{source.path} config")
+    return streams, _diff_ids(config, f"{source.path}: {config_name} (config)")
+
+
+def _tagged(source: _Source, ref: str) -> bool:
+    """Whether a ``docker save`` beside an OCI index (Docker 25 writes both) tags an image ``ref``."""
+    manifest = source.json(DOCKER_MANIFEST)
+    return isinstance(manifest, list) and any(
+        isinstance(each, dict) and isinstance(each.get("RepoTags"), list) and ref in each["RepoTags"]
+        for each in manifest
+    )
+
+
+def split_reference(image: str) -> tuple[str, str | None]:
+    """``PATH:REF`` as its path and ref; an existing path is taken whole, ':' and all."""
+    if image == STDIN or os.path.lexists(image):
+        return image, None
+    for colon in reversed([index for index, char in enumerate(image) if char == ":"]):
+        path = image[:colon]
+        if path and (path == STDIN or os.path.lexists(path)) and image[colon + 1 :]:
+            return path, image[colon + 1 :]
+    return image, None
 
 
 # -- writing images, for the tests and the real tools ---------------------------
