@@ -272,3 +272,65 @@ def test_streamed_decompression_reads_every_member_and_frame(step: int) -> None:
         with pytest.raises((EOFError, OSError, zstandard.ZstdError)):
             while cut(999):
                 pass
+
+
+def _header(name: bytes, flag: bytes, size: int) -> bytes:
+    """A ustar header with a right checksum; a size beyond octal is written in base-256."""
+    header = bytearray(512)
+    header[0 : len(name)] = name
+    header[100:108] = b"0000644\0"
+    header[108:116] = header[116:124] = b"0000000\0"
+    field = f"{size:011o}".encode() + b"\0" if size < 8**11 else b"\x80" + size.to_bytes(11, "big")
+    header[124:136] = field
+    header[136:148] = b"00000000000\0"
+    header[156:157] = flag
+    header[257:265] = b"ustar\x0000"
+    header[148:156] = b" " * 8
+    header[148:156] = f"{sum(header):06o}".encode() + b"\0 "
+    return bytes(header)
+
+
+class _Counting:
+    """A reader that remembers the largest read asked of it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.stream = io.BytesIO(data)
+        self.largest = 0
+
+    def read(self, size: int) -> bytes:
+        self.largest = max(self.largest, size)
+        return self.stream.read(size)
+
+
+def test_data_no_reader_needs_is_skipped_in_chunks() -> None:
+    """[TAR-5] a directory's 8 MiB of data is read a chunk at a time and dropped; the layer is still read."""
+    from cowspec.layer_tar import CHUNK, decode_layer_stream
+
+    size = 8 << 20
+    data = _header(b"big/", b"5", size) + b"\0" * size + _header(b"big/f", b"0", 2) + b"hi".ljust(512, b"\0")
+    reader = _Counting(data + b"\0" * 1024)
+    layer = decode_layer_stream(reader.read)
+    assert [entry.path for entry in layer.entries] == ["/big", "/big/f"]
+    assert reader.largest <= CHUNK
+
+
+@pytest.mark.parametrize("flag", [b"x", b"L", b"K"])
+def test_extended_records_are_bounded(flag: bytes) -> None:
+    """[TAR-5] a PAX or long-name record over 1 MiB is refused, whether the archive holds its bytes or not."""
+    size = (1 << 20) + 1
+    whole = _header(b"././@LongLink", flag, size) + b"a" * size + b"\0" * (-size % 512) + _header(b"f", b"0", 0)
+    with pytest.raises(SpecError, match=r"entry 0 \(at byte 0\): a PAX or long-name record of 1048577 bytes"):
+        decode_layer(whole + b"\0" * 1024)
+    with pytest.raises(SpecError, match="truncated archive"):
+        decode_layer(_header(b"././@LongLink", flag, 1 << 40) + b"a" * 4096)
+
+
+def test_paths_are_bounded() -> None:
+    """[TAR-5] a name or link target over PATH_MAX is refused before any parent of it is made."""
+    deep = "a/" * 2048 + "f"
+    with pytest.raises(SpecError, match="name longer than PATH_MAX"):
+        decode_layer(archive([(deep, "f", b"")]))
+    with pytest.raises(SpecError, match="link target longer than PATH_MAX"):
+        decode_layer(archive([("l", "l", "x" * 4097)]))
+    fits = "a/" * 2000 + "f"
+    assert decode_layer(archive([(fits, "f", b"")])).entries[-1].path == "/" + fits

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
-from .layer_tar import LayerTar, TarEntry, canonical_key
+from .layer_tar import PATH_MAX, LayerTar, TarEntry, canonical_key
 from .paths import ROOT, ancestors, fold, join, parent_of
 
 ImpliedParents = Literal["keep", "default"]
@@ -162,7 +162,12 @@ class _Tree:
                 base = "" if entry.link.startswith("/") else current
                 resolved = fold(base + "/" + entry.link)
                 rest = "/".join(parts[index + 1 :])
-                return self.resolve_inside(fold(resolved + "/" + rest), depth + 1)
+                followed = fold(resolved + "/" + rest)
+                if len(followed) > PATH_MAX:
+                    # No path longer than PATH_MAX is made, so no parent chain beyond it [TAR-5]:
+                    # such a resolution is given up, as one of too many links is.
+                    return path
+                return self.resolve_inside(followed, depth + 1)
             current = candidate
         return path
 

@@ -32,6 +32,11 @@ BLOCK = 512
 ZERO_BLOCK = b"\0" * BLOCK
 NO_DEVICE = (0, 0)
 CHUNK = 1 << 20
+MAX_EXTENDED = 1 << 20
+"""The largest PAX or GNU long-name record a layer may hold, in bytes [TAR-5]."""
+PATH_MAX = 4096
+"""The longest name or link target a layer may hold, in bytes, as Linux's PATH_MAX [TAR-5]."""
+EXTENDED = frozenset((b"x", b"L", b"K"))
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 TYPEFLAGS: dict[bytes, Kind] = {
@@ -258,7 +263,19 @@ def iter_records(read: Reader, keep_data: bool = True) -> Iterator[Record]:
         if size < 0:
             raise SpecError(f"{where}: negative member size (corrupt archive) [TAR-3]")
         payload: bytes | Content
-        if TYPEFLAGS.get(flag) == "file" and not keep_data:
+        if TYPEFLAGS.get(flag) != "file" and not (flag in EXTENDED and size <= MAX_EXTENDED):
+            # Bytes no reader needs are skipped a chunk at a time, never kept:
+            # a directory's data, a global header, an oversized PAX or long-name
+            # record (``iter_members`` refuses that one by its size) [TAR-5].
+            left = size
+            while left:
+                chunk = read(min(left, CHUNK))
+                if not chunk:
+                    break
+                left -= len(chunk)
+            got = size - left
+            payload = b""
+        elif TYPEFLAGS.get(flag) == "file" and not keep_data:
             digest = hashlib.sha256()
             left = size
             while left:
@@ -307,10 +324,14 @@ def iter_members(records: Iterable[Record]) -> Iterator[_Member]:
     long_name: str | None = None
     long_link: str | None = None
     count = 0
-    for position, flag, _, raw_name, raw_link, mode, uid, gid, mtime, major, minor, payload in records:
+    for position, flag, size, raw_name, raw_link, mode, uid, gid, mtime, major, minor, payload in records:
         kind = TYPEFLAGS.get(flag)
         if kind is None:
             where = f"entry {count} (at byte {position})"
+            if flag in EXTENDED and size > MAX_EXTENDED:
+                raise SpecError(
+                    f"{where}: a PAX or long-name record of {size} bytes, over the bound of {MAX_EXTENDED} [TAR-5]"
+                )
             if flag == b"x":
                 pending.update(_pax_records(_bytes(payload), where))
             elif flag == b"L":
@@ -410,6 +431,12 @@ def decode_members(members: Iterable[_Member]) -> LayerTar:
     seen: set[str] = set()
     for number, member in enumerate(members):
         name = member.name
+        for what, text in (("name", name), ("link target", member.link)):
+            if len(text) > PATH_MAX // 4 and len(text.encode("utf-8", "surrogateescape")) > PATH_MAX:
+                # Every parent of a path becomes a directory: a bound on length bounds them [TAR-5].
+                raise SpecError(
+                    f"entry {number} {text[:64]!r}...: {what} longer than PATH_MAX ({PATH_MAX} bytes) [TAR-5]"
+                )
         if "//" in name or "/." in name or name[:1] == ".":
             path = clean_name(name, f"entry {number} {name!r}")
         else:
