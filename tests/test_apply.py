@@ -155,7 +155,7 @@ def test_images_are_verified(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     manifest_bytes = json.dumps(manifest).encode()
     new_digest = digest(manifest_bytes)
     (odd / "blobs" / "sha256" / new_digest.split(":")[1]).write_bytes(manifest_bytes)
-    index["manifests"][0]["digest"] = new_digest
+    index["manifests"][0].update(digest=new_digest, size=len(manifest_bytes))
     (odd / "index.json").write_text(json.dumps(index))
     assert main(["layers", str(odd)]) == 2
     assert "unknown layer media type 'application/x-unknown'" in capsys.readouterr().err

@@ -17,6 +17,8 @@ generates cases with the state machine and prints a report.
 """
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -25,10 +27,29 @@ from collections.abc import Callable, Sequence
 from .driver import DriverError, DriverUnavailable
 
 EXIT_DIVERGED, EXIT_REJECTED, EXIT_UNAVAILABLE = 1, 2, 3
+WRITE_FAILURES = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE))
 
 
 class UsageError(Exception):
     """A command line that cannot run; the message is one line."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character escaped, so that it stays one line and sets no terminal mode.
+
+    Names from an image can hold newlines and ANSI escapes, and bytes that
+    are not UTF-8 (kept as lone surrogates): each is shown as ``\\n``,
+    ``\\x1b``, ``\\udc80``.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() or char == " " else repr(char)[1:-1] for char in text)
+
+
+def say(message: str) -> None:
+    """Print ``cowspec: MESSAGE`` on standard error, on one line."""
+    with contextlib.suppress(OSError):  # standard error gone: nothing more can be said
+        print(f"cowspec: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def emit(document: object) -> None:
@@ -115,7 +136,20 @@ def image_command(
 ) -> argparse.ArgumentParser:
     """A command that reads an image: its IMAGE argument and ``--reader``."""
     sub = commands.add_parser(name, help=summary)
-    sub.add_argument("image", metavar="IMAGE", help="an OCI image layout directory or a docker save tarball")
+    sub.add_argument(
+        "image",
+        metavar="IMAGE",
+        help="an OCI image layout directory or a docker save tarball (plain or compressed), PATH:REF for one of"
+        " several images, or - for a docker save stream on standard input",
+    )
+    sub.add_argument(
+        "--ref", help="the image to read of several: a RepoTags entry (docker save) or a ref name (OCI layout)"
+    )
+    sub.add_argument(
+        "--platform",
+        metavar="OS/ARCH[/VARIANT]",
+        help="the platform to read from an image index (default: this machine's, e.g. linux/amd64)",
+    )
     sub.add_argument(
         "--reader",
         choices=("auto", "stream"),
@@ -156,6 +190,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--implied-parents", choices=("keep", "default"), default="keep")
     sub.add_argument("--under-symlink", choices=("replace", "follow"), default="replace")
     sub.add_argument("--tar", metavar="OUT", help="write the root filesystem as a tar (file bytes are held in memory)")
+    sub.add_argument("--verbose", action="store_true", help="name the reader and hasher that run, on standard error")
     sub = image_command(
         commands, "layers", "each layer's DiffID, ChainID, size, adds, changes and deletes", command_layers
     )
@@ -196,8 +231,19 @@ def run() -> None:
             sys.stdout.flush()
         except BrokenPipeError:
             status = 0
-        sys.stderr.flush()
+        except OSError as error:
+            say(f"standard output: cannot write ({error.strerror})")
+            status = EXIT_REJECTED
+        with contextlib.suppress(OSError):
+            sys.stderr.flush()
         os._exit(status)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    except OSError as error:
+        say(f"standard output: cannot write ({error.strerror})")
+        status = EXIT_REJECTED
     sys.exit(status)
 
 
@@ -208,7 +254,7 @@ def main(argv: Sequence[str] | None = None, arguments: argparse.Namespace | None
     try:
         status: int = arguments.handler(arguments)
     except UsageError as error:
-        print(f"cowspec: {error}", file=sys.stderr)
+        say(str(error))
         return EXIT_REJECTED
     except DriverUnavailable as error:
         print(f"cowspec: driver {arguments.driver} cannot run here: {error}", file=sys.stderr)
@@ -222,6 +268,13 @@ def main(argv: Sequence[str] | None = None, arguments: argparse.Namespace | None
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:
+        if error.errno not in WRITE_FAILURES:
+            raise
+        # Standard output is full or broken (``> /dev/full``): one line, no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        say(f"standard output: cannot write ({error.strerror})")
+        return EXIT_REJECTED
     return status
 
 

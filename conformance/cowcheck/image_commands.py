@@ -1,8 +1,11 @@
 """The image commands: ``flatten``, ``layers`` and ``inspect`` (see ``cowcheck.cli``)."""
 
 import argparse
+import contextlib
 import gc
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii as quoted
@@ -11,7 +14,8 @@ from cowspec.apply import ApplyOptions, Rootfs, flatten, flatten_traced, flatten
 from cowspec.errors import SpecError
 from cowspec.layer_tar import encode_layer
 
-from .cli import EXIT_REJECTED, UsageError, emit
+from .cli import EXIT_REJECTED, UsageError, emit, say
+from .fastlayer import describe
 from .images import ImageLayer, ImageReading, Progress, read_image
 
 
@@ -56,34 +60,83 @@ def command_flatten(arguments: argparse.Namespace) -> int:
     options = ApplyOptions(implied_parents=arguments.implied_parents, under_symlink=arguments.under_symlink)
     try:
         with no_cycle_collection():
-            reading = ImageReading(arguments.image, keep_data=arguments.tar is not None, reader=arguments.reader)
+            if arguments.verbose:
+                say(describe(arguments.reader))
+            reading = ImageReading(
+                arguments.image,
+                keep_data=arguments.tar is not None,
+                reader=arguments.reader,
+                ref=arguments.ref,
+                platform=arguments.platform,
+            )
             # Layers are applied as they are read; nothing is shown before the
             # last DiffID is checked, which ends the reading.
             rootfs = flatten(reading.values(), options)
     except SpecError as error:
-        print(f"cowspec: {error}", file=sys.stderr)
+        say(str(error))
         return EXIT_REJECTED
     if arguments.tar is None:
-        sys.stdout.write(rootfs_json(rootfs) + "\n")
-        sys.stdout.flush()
+        return write_output("-", (rootfs_json(rootfs) + "\n").encode())
+    return write_output(arguments.tar, encode_layer(rootfs_layer(rootfs)))
+
+
+def write_output(path: str, data: bytes) -> int:
+    """Write ``data`` to ``path`` (``-``: standard output) whole or not at all; the exit status.
+
+    A file is written under a temporary name in its directory and renamed
+    into place once complete: a failure (a full disk) leaves nothing
+    behind, and says so on one line.
+    """
+    if path == "-":
+        try:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            say(f"standard output: cannot write ({error.strerror}); the output is incomplete")
+            return EXIT_REJECTED
         return 0
-    archive = encode_layer(rootfs_layer(rootfs))
+    directory, name = os.path.split(os.path.abspath(path))
+    temporary = ""
     try:
-        with open(arguments.tar, "wb") as handle:
-            handle.write(archive)
+        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+        with os.fdopen(handle, "wb") as output:
+            output.write(data)
+            output.flush()
+            os.fsync(output.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
     except OSError as error:
-        print(f"cowspec: cannot write {arguments.tar}: {error.strerror}", file=sys.stderr)
+        if temporary:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        say(f"{path}: cannot write ({error.strerror}); nothing was written")
         return EXIT_REJECTED
     return 0
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_checked(arguments: argparse.Namespace, on_layer: Progress | None = None) -> list[ImageLayer] | None:
     """The image's checked layers, or None once a one-line reason is printed."""
     try:
         with no_cycle_collection():
-            return read_image(arguments.image, on_layer=on_layer, reader=arguments.reader)
+            return read_image(
+                arguments.image,
+                on_layer=on_layer,
+                reader=arguments.reader,
+                ref=arguments.ref,
+                platform=arguments.platform,
+            )
     except SpecError as error:
-        print(f"cowspec: {error}", file=sys.stderr)
+        say(str(error))
         return None
 
 
