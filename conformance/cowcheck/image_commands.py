@@ -99,7 +99,17 @@ def write_output(path: str, data: bytes) -> int:
             say(f"standard output: cannot write ({error.strerror}); the output is incomplete")
             return EXIT_REJECTED
         return 0
-    directory, name = os.path.split(os.path.abspath(path))
+    real = os.path.realpath(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        # A device or a FIFO (/dev/stdout, a named pipe): written in place, as nothing can be renamed onto it.
+        try:
+            with open(path, "wb") as output:
+                output.write(data)
+        except OSError as error:
+            say(f"{path}: cannot write ({error.strerror}); the output is incomplete")
+            return EXIT_REJECTED
+        return 0
+    directory, name = os.path.split(real)
     temporary = ""
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
@@ -108,7 +118,7 @@ def write_output(path: str, data: bytes) -> int:
             output.flush()
             os.fsync(output.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
+        os.replace(temporary, real)
     except OSError as error:
         if temporary:
             with contextlib.suppress(OSError):
