@@ -44,6 +44,12 @@ MAX_LINKS = 40
 """Links followed inside a tarball to find one file, as Linux's ELOOP bound."""
 MAX_NESTING = 8
 """Image indexes followed one inside another, at most."""
+COMPRESSIONS: dict[bytes, Literal["r:gz", "r:bz2", "r:xz"]] = {
+    b"\x1f\x8b": "r:gz",
+    b"BZh": "r:bz2",
+    b"\xfd7zXZ": "r:xz",
+}
+"""A tarball's compression by its first bytes: tarfile's names for them."""
 READ_ERRORS = (OSError, EOFError, ValueError, tarfile.TarError, zlib.error, lzma.LZMAError, RecursionError)
 """What reading a damaged tarball, plain or compressed, can raise."""
 
@@ -99,12 +105,13 @@ class _Source:
                 probe.seek(0)
         except OSError as error:
             raise SpecError(f"{self.path}: cannot read ({error.strerror})") from None
-        archive = head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ")) or (
-            len(head) == BLOCK and head[257:262] == b"ustar"
+        mode: Literal["r:", "r:gz", "r:bz2", "r:xz"] = next(
+            (kind for magic, kind in COMPRESSIONS.items() if head.startswith(magic)), "r:"
         )
+        archive = mode != "r:" or (len(head) == BLOCK and head[257:262] == b"ustar")
         try:
             # Kept open while the image is read.
-            self.tar = tarfile.open(name, fileobj=fileobj, tarinfo=_BoundedInfo)  # noqa: SIM115
+            self.tar = tarfile.open(name, mode, fileobj=fileobj, tarinfo=_BoundedInfo)  # noqa: SIM115
             for member in self.tar.getmembers():
                 self._members[posixpath.normpath(member.name.lstrip("/"))] = member
             # tarfile ends quietly at a cut or at a damaged header: the archive
@@ -259,6 +266,12 @@ class _BoundedInfo(tarfile.TarInfo):
             raise tarfile.ReadError(f"a sparse member at byte {self.offset}")
         member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
         return member
+
+    def _sparse(self, *_: object) -> None:
+        # PAX sparse maps are read number by number from the member's data.
+        raise tarfile.ReadError(f"a sparse member at byte {self.offset}")
+
+    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _sparse
 
 
 class _Guarded:
