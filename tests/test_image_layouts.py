@@ -260,3 +260,51 @@ def test_a_failed_write_leaves_nothing_and_says_so(tmp_path: Path) -> None:
         assert done.returncode == 2
         lines = done.stderr.decode().splitlines()
         assert len(lines) == 1 and lines[0].startswith("cowspec: standard output: cannot write"), lines
+
+
+def test_only_regular_files_inside_the_image_are_read(tmp_path: Path) -> None:
+    """Absolute names, '..', links out of the image or to themselves, FIFOs: refused, both readers alike."""
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(docker_save({"x:1": [layer(("/a", b"a"))]}))) as tar:
+        tar.extractall(saved)
+    manifest = json.loads((saved / DOCKER_MANIFEST).read_text())
+    cases = {
+        "Layers": ("/dev/zero", "file '/dev/zero' names no file inside the image"),
+        "Config": ("/etc/hostname", "file '/etc/hostname' names no file inside the image"),
+        "up": ("../../etc/hostname", "file '../../etc/hostname' names no file inside the image"),
+    }
+    for key, (name, problem) in cases.items():
+        broken = [dict(manifest[0])]
+        if key == "Config":
+            broken[0]["Config"] = name
+        else:
+            broken[0]["Layers"] = [name]
+        (saved / DOCKER_MANIFEST).write_text(json.dumps(broken))
+        for reader in ("auto", "stream"):
+            assert refused("flatten", "--reader", reader, str(saved)) == f"cowspec: {saved}: {problem}"
+    (saved / DOCKER_MANIFEST).unlink()
+    (saved / DOCKER_MANIFEST).symlink_to(DOCKER_MANIFEST)
+    assert "Too many levels of symbolic links" in refused("flatten", str(saved))
+    (saved / DOCKER_MANIFEST).unlink()
+    (saved / DOCKER_MANIFEST).symlink_to("/etc/hostname")
+    assert refused("layers", str(saved)) == f"cowspec: {saved}: manifest.json is a link leading out of the image"
+    layout = tmp_path / "layout"
+    write_oci_layout(str(layout), [layer(("/a", b"a"))], gzipped=False)
+    index = json.loads((layout / "index.json").read_text())
+    described = manifest_of(layout, index["manifests"][0])["layers"]
+    assert isinstance(described, list)
+    blob = layout / "blobs" / "sha256" / described[0]["digest"].split(":")[1]
+    blob.unlink()
+    os.mkfifo(blob)
+    for reader in ("auto", "stream"):
+        line = refused("flatten", "--reader", reader, str(layout))
+        assert line == f"cowspec: {layout}: blobs/sha256/{blob.name} is not a regular file"
+    blob.unlink()
+    blob.symlink_to("/dev/zero")
+    assert refused("flatten", str(layout)).endswith(f"blobs/sha256/{blob.name} is a link leading out of the image")
+    (layout / "index.json").write_bytes(b'{"manifests":[' + b"[" * 100_000 + b"]" * 100_000 + b"]}")
+    assert refused("flatten", str(layout)) == f"cowspec: {layout}: index.json: JSON nested too deeply to read"
+    (layout / "index.json").unlink()
+    (layout / "index.json").symlink_to("/dev/zero")
+    assert refused("flatten", str(layout)) == f"cowspec: {layout}: index.json is a link leading out of the image"
