@@ -308,3 +308,11 @@ def test_only_regular_files_inside_the_image_are_read(tmp_path: Path) -> None:
     (layout / "index.json").unlink()
     (layout / "index.json").symlink_to("/dev/zero")
     assert refused("flatten", str(layout)) == f"cowspec: {layout}: index.json is a link leading out of the image"
+
+
+def test_messages_stay_on_one_line() -> None:
+    """Control characters and undecodable bytes of a name are escaped in every ``cowspec:`` line."""
+    from cowcheck.cli import one_line
+
+    assert one_line("a\nb\x1b[31mc\tdé \udc80") == "a\\nb\\x1b[31mc\\tdé \\udc80"
+    assert one_line("plain name: ok") == "plain name: ok"

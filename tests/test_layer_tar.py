@@ -334,3 +334,16 @@ def test_paths_are_bounded() -> None:
         decode_layer(archive([("l", "l", "x" * 4097)]))
     fits = "a/" * 2000 + "f"
     assert decode_layer(archive([(fits, "f", b"")])).entries[-1].path == "/" + fits
+
+
+def test_following_a_symlink_never_makes_a_path_over_path_max() -> None:
+    """[TAR-5] with --under-symlink follow, a resolution longer than PATH_MAX is given up, as a loop is."""
+    from cowspec.apply import ApplyOptions, flatten
+    from cowspec.layer_tar import PATH_MAX
+
+    target = "/" + "/".join(["t" * 200] * 15)  # 3,015 bytes: fits, but not with what follows it
+    below = LayerTar((TarEntry("/s", "symlink", link=target),))
+    above = LayerTar((TarEntry("/s/" + "/".join(["r" * 200] * 8), "file", data=b"x"),))
+    rootfs = flatten([below, above], ApplyOptions(under_symlink="follow"))
+    assert max(len(entry.path) for entry in rootfs.entries) <= PATH_MAX
+    assert any(entry.path.startswith("/s/rrr") for entry in rootfs.entries)
