@@ -226,9 +226,14 @@ class _Source:
         return Region(self.path, member.offset_data, member.size)
 
     def has(self, name: str) -> bool:
+        """Whether the image holds something by the name ``name`` (False for a name outside it)."""
+        try:
+            clean = self._clean(name)
+        except SpecError:
+            return False
         if self.tar is None:
-            return os.path.lexists(os.path.join(self.root, self._clean(name)))
-        return self._clean(name) in self._members
+            return os.path.lexists(os.path.join(self.root, clean))
+        return clean in self._members
 
     def json(self, name: str, what: str = "") -> object:
         data = self.read(name)
@@ -401,13 +406,15 @@ class ImageReading:
         self.on_layer = on_layer
         self.keep_data = keep_data
         self.layers: list[ImageLayer] = []
+        self.config: object = None
+        """The image's config, as JSON: its history for ``inspect``, even of an image read from standard input."""
         self._source = _Source(path)
         self.path = self._source.path
         docker_tagged = ref is not None and self._source.has(DOCKER_MANIFEST) and _tagged(self._source, ref)
         if self._source.has(OCI_INDEX) and not docker_tagged:
-            self._streams, self._expected = _read_oci(self._source, ref, platform or "")
+            self._streams, self._expected, self.config = _read_oci(self._source, ref, platform or "")
         elif self._source.has(DOCKER_MANIFEST):
-            self._streams, self._expected = _read_docker(self._source, ref)
+            self._streams, self._expected, self.config = _read_docker(self._source, ref)
         else:
             raise SpecError(
                 f"{self.path}: neither an OCI layout (index.json) nor a docker save tarball (manifest.json)"
@@ -652,7 +659,7 @@ def _descriptor(source: _Source, value: object, where: str) -> tuple[str, str]:
     return name, wanted
 
 
-def _read_oci(source: _Source, ref: str | None = None, wanted: str = "") -> tuple[list[_Stream], list[str]]:
+def _read_oci(source: _Source, ref: str | None = None, wanted: str = "") -> tuple[list[_Stream], list[str], object]:
     wanted = wanted or machine_platform()
     document = source.json(OCI_INDEX)
     where = OCI_INDEX
@@ -673,7 +680,7 @@ def _read_oci(source: _Source, ref: str | None = None, wanted: str = "") -> tupl
     raise SpecError(f"{source.path}: {where}: indexes nested more than {MAX_NESTING} deep")
 
 
-def _read_manifest(source: _Source, name: str, manifest: object) -> tuple[list[_Stream], list[str]]:
+def _read_manifest(source: _Source, name: str, manifest: object) -> tuple[list[_Stream], list[str], object]:
     """The layers of an OCI (or Docker v2) image manifest; ``mediaType`` is optional, as the image-spec says."""
     where = f"{source.path}: {name} (manifest)"
     if not isinstance(manifest, dict):
@@ -693,7 +700,7 @@ def _read_manifest(source: _Source, name: str, manifest: object) -> tuple[list[_
         if not isinstance(media_type, str):
             raise SpecError(f"{where}: layer {index}: mediaType is not a string")
         streams.append(_Stream(layer_name, media_type, layer_digest))
-    return streams, _diff_ids(config, f"{source.path}: {config_name} (config)")
+    return streams, _diff_ids(config, f"{source.path}: {config_name} (config)"), config
 
 
 def _blob_name(source: _Source, wanted: str) -> str:
@@ -703,7 +710,7 @@ def _blob_name(source: _Source, wanted: str) -> str:
     return f"blobs/sha256/{hexdigest}"
 
 
-def _read_docker(source: _Source, ref: str | None = None) -> tuple[list[_Stream], list[str]]:
+def _read_docker(source: _Source, ref: str | None = None) -> tuple[list[_Stream], list[str], object]:
     manifest = source.json(DOCKER_MANIFEST)
     if not isinstance(manifest, list) or not manifest:
         raise SpecError(f"{source.path}: {DOCKER_MANIFEST}: expected a list of images")
@@ -735,7 +742,7 @@ def _read_docker(source: _Source, ref: str | None = None) -> tuple[list[_Stream]
         with source.open(name) as probe:
             magic = probe.read(2)
         streams.append(_Stream(name, PLAIN + "+gzip" if magic == b"\x1f\x8b" else PLAIN, None))
-    return streams, _diff_ids(config, f"{source.path}: {config_name} (config)")
+    return streams, _diff_ids(config, f"{source.path}: {config_name} (config)"), config
 
 
 def _tagged(source: _Source, ref: str) -> bool:
