@@ -29,10 +29,12 @@ decoded and those being loaded), each at most ``LAYER_LIMIT`` bytes of tar
 plus its compressed blob; beyond that it grows with the entries only.
 """
 
+import functools
 import io
 import os
 import re
 import threading
+import time
 import types
 import zlib
 from collections.abc import Callable, Iterator
@@ -101,10 +103,11 @@ def hashers() -> tuple[str, ...]:
 def chosen_hasher() -> str | None:
     """The backend the fast reader hashes with; None where the C module is not built.
 
-    ``COWSPEC_HASHER`` (openssl or multibuffer) forces one. Otherwise:
-    AVX-512 multi-buffer for files (whole layers always go through OpenSSL)
-    where the CPU has AVX-512 and no SHA instructions; OpenSSL everywhere
-    else. See benchmarks/hashers.md for the measurements behind the choice.
+    ``COWSPEC_HASHER`` (openssl or multibuffer) forces one. Otherwise
+    OpenSSL, unless the CPU runs the AVX-512 multi-buffer kernel too: then
+    the one that hashes files faster here, by a short measurement
+    (``measured_hasher``). Whole layers always go through OpenSSL. See
+    benchmarks/hashers.md for the measurements behind the rule.
     """
     runs = hashers()
     if not runs:
@@ -114,7 +117,37 @@ def chosen_hasher() -> str | None:
         if forced not in runs:
             raise SpecError(f"COWSPEC_HASHER={forced}: this machine hashes with {' or '.join(runs)}")
         return forced
-    return "multibuffer" if "multibuffer" in runs and not sha_instructions() else "openssl"
+    return measured_hasher() if "multibuffer" in runs else "openssl"
+
+
+MEASURE_FILES = 256
+MEASURE_SIZE = 16 << 10
+"""The measurement hashes 256 files of 16 KiB (4 MiB) with each backend, best of three: 20 to 40 ms, once.
+
+Smaller batches measure the threads' start and wake-ups more than hashing."""
+MEASURE_MARGIN = 1.15
+"""How much faster the multi-buffer kernel must be to be chosen: below that, timing noise could decide."""
+
+
+@functools.cache
+def measured_hasher() -> str:
+    """The backend that hashes many small buffers faster on this CPU, measured once per process.
+
+    Where both run (AVX-512): without SHA instructions the multi-buffer
+    kernel wins by about 3x; with them (Intel since Ice Lake; AMD Zen 4
+    runs 512-bit operations in two halves) it may or may not, so it is
+    measured rather than assumed.
+    """
+    assert _fastlayer is not None
+    files = [bytes([index % 251]) * MEASURE_SIZE for index in range(MEASURE_FILES)]
+    best: dict[str, float] = {}
+    for _ in range(3):
+        for backend in HASHERS:
+            started = time.perf_counter()
+            _fastlayer.sha256_many(files, backend=backend, threads=1)
+            elapsed = time.perf_counter() - started
+            best[backend] = min(best.get(backend, elapsed), elapsed)
+    return "multibuffer" if best["multibuffer"] * MEASURE_MARGIN < best["openssl"] else "openssl"
 
 
 def hasher_name(backend: str) -> str:
@@ -230,6 +263,11 @@ class _Loaded:
     tar_job: int = -1
     blob_job: int = -1
     """The hasher's jobs for the tar (its DiffID) and for a compressed blob (its digest)."""
+    framed: list[tuple[object, ...]] | int = 0
+    """The C module's framing of the tar, or where it stopped vouching."""
+    first_file: int = -1
+    files: int = 0
+    """The hasher's jobs for the tar's files: the first one, and how many."""
 
 
 OpenBlob = Callable[[int], tuple[int, BinaryIO]]
@@ -288,7 +326,7 @@ class FastLayers:
         if len(raw) != size:
             return _Loaded(None, None)  # the file changed under us: the model reads what is there now
         if media_type in PLAIN_TYPES:
-            return _Loaded(raw, None, self._hash(raw))
+            return self._framed(_Loaded(raw, None, self._hash(raw)))
         blob_job = self._hash(raw)
         try:
             tar = gunzip(raw, LAYER_LIMIT) if media_type in GZIP_TYPES else unzstd(raw, LAYER_LIMIT)
@@ -296,7 +334,20 @@ class FastLayers:
             return _Loaded(None, None, -1, blob_job)
         if tar is None:
             return _Loaded(None, raw, -1, blob_job)
-        return _Loaded(tar, None, self._hash(tar), blob_job)
+        return self._framed(_Loaded(tar, None, self._hash(tar), blob_job))
+
+    def _framed(self, loaded: _Loaded) -> _Loaded:
+        """Frame the loaded tar and have its files hashed now, while the layer below is still being decoded."""
+        assert loaded.tar is not None and _fastlayer is not None
+        loaded.framed = _fastlayer.scan(loaded.tar)
+        if isinstance(loaded.framed, list) and not self._keep_data:
+            # The hasher holds the views until it gives their digests; the tar is never resized.
+            view = memoryview(loaded.tar)
+            files = [view[_span(record)] for record in loaded.framed if record[1] in FILE_FLAGS]
+            loaded.first_file = self._hasher.add(files)
+            loaded.files = len(files)
+            del files, view
+        return loaded
 
     def _digest(self, job: int) -> str:
         self._hasher.wait(job, job + 1)
@@ -315,35 +366,32 @@ class FastLayers:
             with self._lock:
                 return stream_layer()
         try:
-            value = self._decode(loaded.tar)
+            value = self._decode(loaded)
         except SpecError as error:
             raise SpecError(f"{where}: {error}") from None
         diff = self._digest(loaded.tar_job)
         return diff, len(loaded.tar), value, blob or diff
 
-    def _decode(self, tar: bytes | bytearray) -> LayerTar:
-        framed = _fastlayer.scan(tar) if _fastlayer is not None else 0
+    def _decode(self, loaded: _Loaded) -> LayerTar:
+        tar, framed = loaded.tar, loaded.framed
+        assert tar is not None
         if isinstance(framed, int):  # a header the C code will not vouch for: the model reads the same bytes
             return decode_layer_stream(io.BytesIO(tar).read, self._keep_data)
-        return decode_members(iter_members(self._records(tar, framed)))
+        return decode_members(iter_members(self._records(tar, framed, loaded)))
 
-    def _records(self, tar: bytes | bytearray, framed: list[tuple[object, ...]]) -> Iterator[Record]:
+    def _records(self, tar: bytes | bytearray, framed: list[tuple[object, ...]], loaded: _Loaded) -> Iterator[Record]:
         digests = ""
-        if not self._keep_data:
-            # The hasher holds the views until it gives their digests; tar is never resized.
-            view = memoryview(tar)
-            files = [view[_span(record)] for record in framed if record[1] in FILE_FLAGS]
-            first: int = self._hasher.add(files)
-            if files:
-                self._hasher.wait(first, first + len(files))
-                digests = self._hasher.digests(first, first + len(files)).hex()
-            del files, view
+        if loaded.files:
+            end = loaded.first_file + loaded.files
+            self._hasher.wait(loaded.first_file, end)
+            digests = self._hasher.digests(loaded.first_file, end).hex()
         job = 0
+        keep = self._keep_data
         for record in framed:
             start, size = record[11], record[2]
             assert isinstance(start, int) and isinstance(size, int)
             payload: bytes | Content
-            if record[1] in FILE_FLAGS and not self._keep_data:
+            if record[1] in FILE_FLAGS and not keep:
                 payload = Content(size, digests[64 * job : 64 * job + 64])
                 job += 1
             else:
