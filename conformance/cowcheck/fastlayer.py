@@ -33,6 +33,7 @@ import functools
 import io
 import os
 import re
+import stat
 import threading
 import time
 import types
@@ -200,7 +201,7 @@ class _TooBig(Exception):
     """A layer decompresses to more than the limit."""
 
 
-def gunzip(raw: bytes, limit: int) -> bytearray | None:
+def gunzip(raw: bytes | memoryview, limit: int) -> bytearray | None:
     """Every gzip member of ``raw``, as the model's reader (``gzip.GzipFile``) joins them.
 
     Zero bytes between and after members are skipped, as GzipFile skips
@@ -229,7 +230,7 @@ def gunzip(raw: bytes, limit: int) -> bytearray | None:
     return out
 
 
-def unzstd(raw: bytes, limit: int) -> bytearray | None:
+def unzstd(raw: bytes | memoryview, limit: int) -> bytearray | None:
     """Every zstd frame of ``raw`` one after another, as the model's reader joins them; None if one is cut short."""
     out = bytearray()
     frame = zstandard.ZstdDecompressor().decompressobj()
@@ -256,9 +257,9 @@ def unzstd(raw: bytes, limit: int) -> bytearray | None:
 class _Loaded:
     """A layer as the loader leaves it."""
 
-    tar: bytes | bytearray | None
+    tar: bytes | bytearray | memoryview | None
     """The uncompressed tar, or None when the model must read the layer."""
-    blob: bytes | None
+    blob: bytes | memoryview | None
     """The blob as read, for the model to read again, when it decompressed badly."""
     tar_job: int = -1
     blob_job: int = -1
@@ -268,10 +269,12 @@ class _Loaded:
     first_file: int = -1
     files: int = 0
     """The hasher's jobs for the tar's files: the first one, and how many."""
+    pooled: memoryview | None = None
+    """The blob as read into a buffer of the pool, to be given back once every digest of the layer is given."""
 
 
-OpenBlob = Callable[[int], tuple[int, BinaryIO]]
-"""Layer ``index``'s blob in the image: its size, and a stream of it."""
+OpenBlob = Callable[[int], "Region | tuple[int, BinaryIO]"]
+"""Layer ``index``'s blob in the image: where it lies in a file on disk, or its size and a stream of it."""
 StreamLayer = Callable[[], tuple[str, int, LayerTar, str]]
 """The model's reading of one layer from the image: (DiffID, size, value, blob digest)."""
 
@@ -291,6 +294,9 @@ class FastLayers:
         self._keep_data = keep_data
         self._hasher: Any = _fastlayer.Hasher(threads=HASH_THREADS, backend=backend)
         self._lock = threading.Lock()  # one reader of the image's files at a time
+        self._free: list[bytearray] = []
+        """Buffers that held a layer read from a file, to be read into again (at most ``PREFETCH + 1``)."""
+        self._pooled: dict[int, bytearray] = {}
         self._pool = ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="cowspec-load")
         self._loads: dict[int, Future[_Loaded]] = {}
         for index in range(min(PREFETCH, len(media_types))):
@@ -302,7 +308,7 @@ class FastLayers:
         backend = chosen_hasher()
         return None if backend is None or not media_types else cls(open_blob, media_types, keep_data, backend)
 
-    def _hash(self, data: bytes | bytearray) -> int:
+    def _hash(self, data: bytes | bytearray | memoryview) -> int:
         first: int = self._hasher.add([data], long=True)
         return first
 
@@ -311,20 +317,31 @@ class FastLayers:
         media_type = self._media_types[index]
         if media_type not in PLAIN_TYPES | GZIP_TYPES | ZSTD_TYPES:
             return _Loaded(None, None)  # the model names the problem
+        raw: bytes | memoryview | None
         with self._lock:
             try:
-                size, stream = self._open_blob(index)
-                with stream:
-                    if size > LAYER_LIMIT:
-                        return _Loaded(None, None)
-                    raw = stream.read(size)
+                blob = self._open_blob(index)
+                if isinstance(blob, Region):
+                    raw = self._read_region(blob) if blob.size <= LAYER_LIMIT else None
+                    size = blob.size
+                else:
+                    size, stream = blob
+                    with stream:
+                        raw = stream.read(size) if size <= LAYER_LIMIT else None
             except Exception:
                 # Whatever the image does wrong here (a file cut short or
                 # removed meanwhile, a damaged archive), the model's reader
                 # meets it too, and names it.
                 return _Loaded(None, None)
-        if len(raw) != size:
-            return _Loaded(None, None)  # the file changed under us: the model reads what is there now
+        if raw is None or len(raw) != size:
+            return _Loaded(None, None)  # too large, or the file changed under us: the model reads what is there now
+        loaded = self._loaded(index, raw)
+        if isinstance(raw, memoryview):
+            loaded.pooled = raw
+        return loaded
+
+    def _loaded(self, index: int, raw: bytes | memoryview) -> _Loaded:
+        media_type = self._media_types[index]
         if media_type in PLAIN_TYPES:
             return self._framed(_Loaded(raw, None, self._hash(raw)))
         blob_job = self._hash(raw)
@@ -335,6 +352,55 @@ class FastLayers:
         if tar is None:
             return _Loaded(None, raw, -1, blob_job)
         return self._framed(_Loaded(tar, None, self._hash(tar), blob_job))
+
+    def _read_region(self, region: Region) -> memoryview | None:
+        """The region's bytes, read into a buffer of the pool (no new pages per layer); None if cut short.
+
+        Only a regular file is read: the image's reader checked that, and a
+        file swapped for a FIFO since then does not block the open.
+        """
+        buffer = next((each for each in self._free if len(each) >= region.size), None)
+        if buffer is None:
+            if self._free:  # too small for this layer: let the smallest go rather than keep it
+                self._free.remove(min(self._free, key=len))
+            buffer = bytearray(region.size + region.size // 8)  # room for the next layer to be a little larger
+        else:
+            self._free.remove(buffer)
+        view = memoryview(buffer)[: region.size]
+        got = -1
+        try:
+            descriptor = os.open(region.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            try:
+                if stat.S_ISREG(os.fstat(descriptor).st_mode):
+                    got = 0
+                    while got < region.size:
+                        count = os.preadv(descriptor, [view[got:]], region.offset + got)
+                        if count <= 0:
+                            break
+                        got += count
+            finally:
+                os.close(descriptor)
+        finally:
+            if got != region.size:  # cut short, not a regular file, or unreadable: the model reads it
+                view.release()
+                self._free.append(buffer)
+        if got != region.size:
+            return None
+        self._pooled[id(view)] = buffer
+        return view
+
+    def _give_back(self, loaded: _Loaded) -> None:
+        """Return a layer's pooled buffer once nothing holds it: its digests were all given."""
+        if loaded.pooled is not None:
+            buffer = self._pooled.pop(id(loaded.pooled))
+            loaded.tar = loaded.blob = None
+            try:
+                loaded.pooled.release()
+            except BufferError:
+                return  # something still holds a view of it: a new buffer serves the next layer instead
+            finally:
+                loaded.pooled = None
+            self._free.append(buffer)
 
     def _framed(self, loaded: _Loaded) -> _Loaded:
         """Frame the loaded tar and have its files hashed now, while the layer below is still being decoded."""
@@ -359,6 +425,15 @@ class FastLayers:
         loaded = self._loads.pop(index).result()
         if index + PREFETCH < len(self._media_types):
             self._loads[index + PREFETCH] = self._pool.submit(self._load, index + PREFETCH)
+        # Only after a layer read whole is its buffer read into again: then
+        # every digest of it was given, and the hasher holds none of it.
+        result = self._layer(loaded, index, where, stream_layer)
+        self._give_back(loaded)
+        return result
+
+    def _layer(
+        self, loaded: _Loaded, index: int, where: str, stream_layer: StreamLayer
+    ) -> tuple[str, int, LayerTar, str]:
         blob = self._digest(loaded.blob_job) if loaded.blob_job >= 0 else None
         if loaded.tar is None:
             if loaded.blob is not None:  # the model reads the blob it could not decompress
@@ -379,7 +454,9 @@ class FastLayers:
             return decode_layer_stream(io.BytesIO(tar).read, self._keep_data)
         return decode_members(iter_members(self._records(tar, framed, loaded)))
 
-    def _records(self, tar: bytes | bytearray, framed: list[tuple[object, ...]], loaded: _Loaded) -> Iterator[Record]:
+    def _records(
+        self, tar: bytes | bytearray | memoryview, framed: list[tuple[object, ...]], loaded: _Loaded
+    ) -> Iterator[Record]:
         digests = ""
         if loaded.files:
             end = loaded.first_file + loaded.files
@@ -413,7 +490,9 @@ def _span(record: tuple[object, ...]) -> slice:
     return slice(start, start + size)
 
 
-def _read_blob(blob: bytes, media_type: str, where: str, keep_data: bool) -> tuple[str, int, LayerTar, str]:
+def _read_blob(
+    blob: bytes | memoryview, media_type: str, where: str, keep_data: bool
+) -> tuple[str, int, LayerTar, str]:
     from .images import read_layer  # images imports this module
 
     return read_layer(io.BytesIO(blob), media_type, where, keep_data)

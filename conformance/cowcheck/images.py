@@ -474,10 +474,10 @@ class ImageReading:
         stream = self._streams[index]
         return read_layer(self._source.open(stream.name), stream.media_type, where, self.keep_data)
 
-    def _open_blob(self, index: int) -> tuple[int, BinaryIO]:
-        """Layer ``index``'s blob, for the fast reader: its size, and a stream of it."""
+    def _open_blob(self, index: int) -> Region | tuple[int, BinaryIO]:
+        """Layer ``index``'s blob, for the fast reader: where it lies in a file, or its size and a stream of it."""
         name = self._streams[index].name
-        return self._source.size(name), self._source.open(name)
+        return self._source.region(name) or (self._source.size(name), self._source.open(name))
 
 
 class _Hashing:
