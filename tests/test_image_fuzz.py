@@ -17,8 +17,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -204,7 +206,9 @@ def images(draw: st.DrawFn) -> tuple[str, str]:
     if draw(st.booleans()):
         at = draw(st.integers(0, len(archives) - 1))
         archives[at] = damage(archives[at], draw)
-    where = tempfile.mkdtemp(prefix="cowspec-fuzz-")
+    # Inside the module's scratch directory: an example Hypothesis drops
+    # before the test runs leaves its files there, removed at the end.
+    where = tempfile.mkdtemp(dir=SCRATCH[0])
     form = draw(st.sampled_from(["docker", "docker-gzip", "docker-links", "oci", "oci-gzip"]))
     if form.startswith("oci"):
         layout = Path(where) / "layout"
@@ -221,6 +225,19 @@ def images(draw: st.DrawFn) -> tuple[str, str]:
     path = Path(where) / ("image.tar.gz" if form == "docker-gzip" else "image.tar")
     path.write_bytes(archive)
     return where, str(path)
+
+
+SCRATCH: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scratch() -> Iterator[None]:
+    """One directory for every image this module makes, removed with all it holds."""
+    SCRATCH[:] = [tempfile.mkdtemp(prefix="cowspec-fuzz-")]
+    try:
+        yield
+    finally:
+        shutil.rmtree(SCRATCH[0], ignore_errors=True)
 
 
 def capped() -> None:
