@@ -204,10 +204,7 @@ def _framed(data: bytes) -> list[tuple[object, ...]] | int:
     scanned = fastlayer.scan(data)
     if isinstance(scanned, int):
         return scanned
-    return [
-        (*record[:11], data[record[11] : record[11] + record[2]])  # type: ignore[index,misc,operator]
-        for record in scanned
-    ]
+    return [(*record[:11], fastlayer.payload_of(data, record)) for record in scanned]
 
 
 @needs_build

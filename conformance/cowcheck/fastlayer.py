@@ -47,7 +47,16 @@ import zstandard
 
 from cowspec.errors import SpecError
 from cowspec.identity import GZIP_TYPES, PLAIN_TYPES, ZSTD_TYPES
-from cowspec.layer_tar import TYPEFLAGS, Content, LayerTar, Record, decode_layer_stream, decode_members, iter_members
+from cowspec.layer_tar import (
+    TYPEFLAGS,
+    Content,
+    LayerTar,
+    Record,
+    carries_meaning,
+    decode_layer_stream,
+    decode_members,
+    iter_members,
+)
 
 try:
     from . import _fastlayer  # type: ignore[attr-defined]
@@ -66,7 +75,7 @@ except ImportError:  # pragma: no cover - only where isal is not installed
 FILE_FLAGS = frozenset(flag for flag, kind in TYPEFLAGS.items() if kind == "file")
 HASH_THREADS = max(1, min(len(os.sched_getaffinity(0)), 8))
 """Native threads that hash: one per core this process may use (up to eight)."""
-LAYER_LIMIT = 512 << 20
+LAYER_LIMIT = 256 << 20
 """The most bytes of one layer's tar held in memory; a larger layer goes to the model's streaming reader."""
 PREFETCH = 1
 """Layers loaded (read, decompressed, hashed) ahead of the one being decoded."""
@@ -472,7 +481,7 @@ class FastLayers:
                 payload = Content(size, digests[64 * job : 64 * job + 64])
                 job += 1
             else:
-                payload = bytes(tar[start : start + size])
+                payload = payload_of(tar, record)
             yield (*record[:11], payload)  # type: ignore[misc]
 
     def close(self) -> None:
@@ -482,6 +491,13 @@ class FastLayers:
         if self._hasher is not None:
             self._hasher.cancel()
             self._hasher = None
+
+
+def payload_of(tar: bytes | bytearray | memoryview, record: tuple[object, ...]) -> bytes:
+    """A framed member's bytes as the model's reader keeps them: none where they cannot matter [TAR-5]."""
+    flag, size = record[1], record[2]
+    assert isinstance(flag, bytes) and isinstance(size, int)
+    return bytes(tar[_span(record)]) if carries_meaning(flag, size) else b""
 
 
 def _span(record: tuple[object, ...]) -> slice:

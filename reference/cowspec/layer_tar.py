@@ -240,6 +240,15 @@ def _raw_name(header: bytes) -> bytes:
     return name
 
 
+def carries_meaning(flag: bytes, size: int) -> bool:
+    """Whether a member's bytes can matter to the layer: a file's, or a PAX or long-name record within the bound.
+
+    Every other member's bytes (a directory's, a global header's, an
+    unknown type's, an oversized record's) are skipped, never kept [TAR-5].
+    """
+    return TYPEFLAGS.get(flag) == "file" or (flag in EXTENDED and size <= MAX_EXTENDED)
+
+
 def iter_records(read: Reader, keep_data: bool = True) -> Iterator[Record]:
     """Every header of an uncompressed tar with its member's bytes, up to the end marker [TAR-3].
 
@@ -263,7 +272,7 @@ def iter_records(read: Reader, keep_data: bool = True) -> Iterator[Record]:
         if size < 0:
             raise SpecError(f"{where}: negative member size (corrupt archive) [TAR-3]")
         payload: bytes | Content
-        if TYPEFLAGS.get(flag) != "file" and not (flag in EXTENDED and size <= MAX_EXTENDED):
+        if not carries_meaning(flag, size):
             # Bytes no reader needs are skipped a chunk at a time, never kept:
             # a directory's data, a global header, an oversized PAX or long-name
             # record (``iter_members`` refuses that one by its size) [TAR-5].
