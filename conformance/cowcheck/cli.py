@@ -154,7 +154,8 @@ def image_command(
         "--reader",
         choices=("auto", "stream"),
         default="auto",
-        help="auto: plain layers mapped and hashed in C where the CPU allows; stream: the model's own reader",
+        help="auto: headers framed and files hashed in C where the module is built (--verbose names the hasher);"
+        " stream: the model's own reader",
     )
     sub.set_defaults(handler=handler, driver="")
     return sub
@@ -187,9 +188,25 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.set_defaults(handler=command_check)
     sub = image_command(commands, "flatten", "the root filesystem of an image, as JSON entries", command_flatten)
-    sub.add_argument("--implied-parents", choices=("keep", "default"), default="keep")
-    sub.add_argument("--under-symlink", choices=("replace", "follow"), default="replace")
-    sub.add_argument("--tar", metavar="OUT", help="write the root filesystem as a tar (file bytes are held in memory)")
+    sub.add_argument(
+        "--implied-parents",
+        choices=("keep", "default"),
+        default="keep",
+        help="a parent a layer implies but does not list, where a directory is below: keep its attributes,"
+        " or reset them to 0755 root:root (spec APPLY-4, APPLY-5)",
+    )
+    sub.add_argument(
+        "--under-symlink",
+        choices=("replace", "follow"),
+        default="replace",
+        help="an entry whose parent is a symlink: replace the symlink with a directory, or follow it inside the"
+        " root (spec APPLY-5)",
+    )
+    sub.add_argument(
+        "--tar",
+        metavar="OUT",
+        help="write the root filesystem as a tar, whole or not at all; - for standard output (bytes held in memory)",
+    )
     sub.add_argument("--verbose", action="store_true", help="name the reader and hasher that run, on standard error")
     sub = image_command(
         commands, "layers", "each layer's DiffID, ChainID, size, adds, changes and deletes", command_layers
