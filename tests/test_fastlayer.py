@@ -422,7 +422,8 @@ def test_the_fast_reader_is_used_and_frames_in_c(tmp_path: Path, monkeypatch: py
     for image in _images(tmp_path, archives):
         framed.clear()
         _read(image, "auto")
-        assert framed == [len(each) for each in archives], image
+        # Each layer framed once, by the C module (two loaders may frame them out of order).
+        assert sorted(framed) == sorted(len(each) for each in archives), image
         framed.clear()
         _read(image, "stream")
         assert framed == []

@@ -25,8 +25,9 @@ reader gives for the same bytes: the tests hold the two readers to each
 other on generated and broken archives, with every hasher this CPU runs.
 
 Memory: at most ``PREFETCH + 1`` layers are held at once (the one being
-decoded and those being loaded), each at most ``LAYER_LIMIT`` bytes of tar
-plus its compressed blob; beyond that it grows with the entries only.
+decoded and those being loaded, two at a time, so that two cores inflate
+gzip layers), each at most ``LAYER_LIMIT`` bytes of tar plus its
+compressed blob; beyond that it grows with the entries only.
 """
 
 import functools
@@ -77,7 +78,7 @@ HASH_THREADS = max(1, min(len(os.sched_getaffinity(0)), 8))
 """Native threads that hash: one per core this process may use (up to eight)."""
 LAYER_LIMIT = 256 << 20
 """The most bytes of one layer's tar held in memory; a larger layer goes to the model's streaming reader."""
-PREFETCH = 1
+PREFETCH = 2
 """Layers loaded (read, decompressed, hashed) ahead of the one being decoded."""
 HASHERS = ("openssl", "multibuffer")
 ZSTD_STEP = 128 << 10
@@ -303,6 +304,7 @@ class FastLayers:
         self._keep_data = keep_data
         self._hasher: Any = _fastlayer.Hasher(threads=HASH_THREADS, backend=backend)
         self._lock = threading.Lock()  # one reader of the image's files at a time
+        self._buffers = threading.Lock()  # guards the two below: loaders take buffers, this thread gives them back
         self._free: list[bytearray] = []
         """Buffers that held a layer read from a file, to be read into again (at most ``PREFETCH + 1``)."""
         self._pooled: dict[int, bytearray] = {}
@@ -368,13 +370,14 @@ class FastLayers:
         Only a regular file is read: the image's reader checked that, and a
         file swapped for a FIFO since then does not block the open.
         """
-        buffer = next((each for each in self._free if len(each) >= region.size), None)
-        if buffer is None:
-            if self._free:  # too small for this layer: let the smallest go rather than keep it
+        with self._buffers:
+            buffer = next((each for each in self._free if len(each) >= region.size), None)
+            if buffer is not None:
+                self._free.remove(buffer)
+            elif self._free:  # too small for this layer: let the smallest go rather than keep it
                 self._free.remove(min(self._free, key=len))
+        if buffer is None:
             buffer = bytearray(region.size + region.size // 8)  # room for the next layer to be a little larger
-        else:
-            self._free.remove(buffer)
         view = memoryview(buffer)[: region.size]
         got = -1
         try:
@@ -392,16 +395,19 @@ class FastLayers:
         finally:
             if got != region.size:  # cut short, not a regular file, or unreadable: the model reads it
                 view.release()
-                self._free.append(buffer)
+                with self._buffers:
+                    self._free.append(buffer)
         if got != region.size:
             return None
-        self._pooled[id(view)] = buffer
+        with self._buffers:
+            self._pooled[id(view)] = buffer
         return view
 
     def _give_back(self, loaded: _Loaded) -> None:
         """Return a layer's pooled buffer once nothing holds it: its digests were all given."""
         if loaded.pooled is not None:
-            buffer = self._pooled.pop(id(loaded.pooled))
+            with self._buffers:
+                buffer = self._pooled.pop(id(loaded.pooled))
             loaded.tar = loaded.blob = None
             try:
                 loaded.pooled.release()
@@ -409,7 +415,8 @@ class FastLayers:
                 return  # something still holds a view of it: a new buffer serves the next layer instead
             finally:
                 loaded.pooled = None
-            self._free.append(buffer)
+            with self._buffers:
+                self._free.append(buffer)
 
     def _framed(self, loaded: _Loaded) -> _Loaded:
         """Frame the loaded tar and have its files hashed now, while the layer below is still being decoded."""
