@@ -1,12 +1,13 @@
 """Chapter 12: what ``inspect`` and ``layers --files`` show: history, wasted files, efficiency, the CI gate."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cowcheck.cli import main
-from cowcheck.image_history import read_history
 from cowcheck.images import docker_archive, write_oci_layout
 from cowcheck.inspect_report import human_size, parse_ratio, parse_size
 from cowspec.apply import ApplyOptions, Copy, flatten_traced, flatten_with_stats
@@ -91,10 +92,17 @@ def test_history_rows_are_paired_with_layers(tmp_path: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "note: the config's history has 2 rows that made a layer, for 3 layers" in out
     assert "(no history)" in out
-    # PATH:REF names the same image, its reference holding a colon of its own.
-    ids = [row["diff_id"] for row in rows]
-    assert read_history(image + ":cowspec/inspect:1", ids).rows[1] == HistoryRow("RUN make")
-    assert read_history("-", ids).rows == (None, None, None)
+    # PATH:REF names the same image, its reference holding a colon of its own; standard input too.
+    assert main(["layers", *STREAM, "--json", image + ":cowspec/inspect:1"]) == 0
+    assert [row["created_by"] for row in json.loads(capsys.readouterr().out)][1] == "RUN make"
+    with open(image, "rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "cowcheck.cli", "layers", "--json", "-"],
+            stdin=stdin,
+            capture_output=True,
+            check=True,
+        )
+    assert [row["created_by"] for row in json.loads(done.stdout)] == ["ADD base.tar /", "RUN make", "COPY z"]
     # An OCI layout's history is read too.
     write_oci_layout(str(tmp_path / "oci"), [encode_layer(each) for each in WASTEFUL])
     _, document = inspect_json(capsys, str(tmp_path / "oci"))

@@ -12,11 +12,12 @@ from json.encoder import encode_basestring_ascii as quoted
 
 from cowspec.apply import ApplyOptions, Rootfs, flatten, flatten_traced, flatten_with_stats, rootfs_layer
 from cowspec.errors import SpecError
+from cowspec.history import layer_history
 from cowspec.layer_tar import encode_layer
 
 from .cli import EXIT_REJECTED, UsageError, emit, say
 from .fastlayer import describe
-from .images import ImageLayer, ImageReading, Progress, read_image
+from .images import ImageReading, Progress
 
 
 @contextmanager
@@ -134,36 +135,35 @@ def _umask() -> int:
     return mask
 
 
-def read_checked(arguments: argparse.Namespace, on_layer: Progress | None = None) -> list[ImageLayer] | None:
-    """The image's checked layers, or None once a one-line reason is printed."""
+def read_checked(arguments: argparse.Namespace, on_layer: Progress | None = None) -> ImageReading | None:
+    """The image read whole, every layer checked; or None once a one-line reason is printed."""
     try:
         with no_cycle_collection():
-            return read_image(
-                arguments.image,
-                on_layer=on_layer,
-                reader=arguments.reader,
-                ref=arguments.ref,
-                platform=arguments.platform,
+            reading = ImageReading(
+                arguments.image, on_layer, reader=arguments.reader, ref=arguments.ref, platform=arguments.platform
             )
+            for _ in reading.values():
+                pass
+            return reading
     except SpecError as error:
         say(str(error))
         return None
 
 
 def command_layers(arguments: argparse.Namespace) -> int:
-    from .image_history import read_history
     from .inspect_report import exact_size, human_size, layer_rows, layers_table
 
-    layers = read_checked(arguments)
-    if layers is None:
+    reading = read_checked(arguments)
+    if reading is None:
         return EXIT_REJECTED
+    layers = reading.layers
     values = [each.layer for each in layers]
     traces = None
     if arguments.files:
         _, stats, traces = flatten_traced(values)
     else:
         _, stats = flatten_with_stats(values)
-    history = read_history(arguments.image, [each.diff_id for each in layers])
+    history = layer_history(reading.config, len(layers))
     rows = layer_rows(layers, stats, history, traces)
     if arguments.json:
         emit(rows)
@@ -180,7 +180,6 @@ EXIT_GATE_FAILED = 1
 def command_inspect(arguments: argparse.Namespace) -> int:
     from cowspec.waste import image_waste, judge
 
-    from .image_history import read_history
     from .inspect_report import exact_size, gate_lines, human_size, inspect_document, inspect_report, layer_rows
     from .inspect_report import thresholds as given_thresholds
 
@@ -197,11 +196,12 @@ def command_inspect(arguments: argparse.Namespace) -> int:
         if progress:
             print(f"cowspec: reading layer {index} ({index + 1} of {total})", file=sys.stderr, flush=True)
 
-    layers = read_checked(arguments, on_layer=report)
-    if layers is None:
+    reading = read_checked(arguments, on_layer=report)
+    if reading is None:
         return EXIT_REJECTED
+    layers = reading.layers
     _, stats, traces = flatten_traced([each.layer for each in layers])
-    history = read_history(arguments.image, [each.diff_id for each in layers])
+    history = layer_history(reading.config, len(layers))
     waste = image_waste(stats, traces)
     verdicts = judge(waste, limits) if arguments.ci else None
     failed = verdicts is not None and any(each.status == "fail" for each in verdicts)
