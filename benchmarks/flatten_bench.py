@@ -140,6 +140,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--docker", action="store_true", help="also time docker load (starts a private dockerd)")
     parser.add_argument("--stream", action="store_true", help="also time the model's streaming reader")
+    parser.add_argument("--no-umoci", action="store_true", help="leave umoci out (a minute or more a round)")
+    parser.add_argument(
+        "--hashers", action="store_true", help="also time cowspec flatten with each hasher forced (COWSPEC_HASHER)"
+    )
     parser.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     os.makedirs(arguments.dir, exist_ok=True)
@@ -172,7 +176,16 @@ def main() -> int:
             "stream",
             saved,
         ]
-    if shutil.which("umoci"):
+    if arguments.hashers:
+        from cowcheck.fastlayer import hashers
+
+        for backend in hashers():
+            contenders[f"cowspec hasher={backend}"] = [
+                "env",
+                f"COWSPEC_HASHER={backend}",
+                *contenders["cowspec flatten"],
+            ]
+    if shutil.which("umoci") and not arguments.no_umoci:
         bundle = os.path.join(arguments.dir, "bundle")
         contenders["umoci unpack"] = ["sh", "-c", f"rm -rf {bundle} && umoci unpack --image {layout}:bench {bundle}"]
     times: dict[str, list[float]] = {name: [] for name in contenders}
