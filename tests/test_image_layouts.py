@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,87 @@ def test_messages_stay_on_one_line() -> None:
 
     assert one_line("a\nb\x1b[31mc\tdé \udc80") == "a\\nb\\x1b[31mc\\tdé \\udc80"
     assert one_line("plain name: ok") == "plain name: ok"
+
+
+def compressed(kind: str, data: bytes) -> bytes:
+    import bz2
+    import lzma
+
+    import zstandard
+
+    return {
+        "gzip": lambda: gzip.compress(data, compresslevel=1),
+        "bzip2": lambda: bz2.compress(data),
+        "xz": lambda: lzma.compress(data),
+        "zstd": lambda: zstandard.ZstdCompressor().compress(data),
+    }[kind]()
+
+
+def test_a_compressed_docker_save_is_decompressed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers stored last-first in a .tar.gz: every compressed byte is fed to the decompressor once, and each
+    layer is then read in place from the decompressed copy (a file region), as from a plain tarball."""
+    from cowcheck import images
+
+    archives = [layer((f"/f{index}", os.urandom(64 << 10))) for index in range(24)]
+    plain = docker_save({"x:1": archives})
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        members = [(info, tar.extractfile(info).read() if info.isfile() else b"") for info in tar]  # type: ignore[union-attr]
+    shuffled = io.BytesIO()
+    with tarfile.open(fileobj=shuffled, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, data in reversed(members):
+            tar.addfile(info, io.BytesIO(data))
+    saved = tmp_path / "saved.tar.gz"
+    saved.write_bytes(gzip.compress(shuffled.getvalue(), compresslevel=1))
+    fed: list[int] = []
+    feed = images._Inflater.feed
+
+    def counted(self: images._Inflater, data: bytes) -> Iterator[bytes]:
+        fed.append(len(data))
+        return feed(self, data)
+
+    monkeypatch.setattr(images._Inflater, "feed", counted)
+    reading = images.ImageReading(str(saved))
+    assert sum(fed) == saved.stat().st_size  # once, front to back
+    regions = [reading._source.region(stream.name) for stream in reading._streams]
+    assert all(region is not None and region.path.startswith("/proc/self/fd/") for region in regions)
+    fast = [each.diff_id for each in images.read_image(str(saved), reader="auto")]
+    streamed = [each.diff_id for each in images.read_image(str(saved), reader="stream")]
+    assert fast == streamed == [diff_id(each) for each in archives]
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "zstd"])
+def test_every_compression_of_a_docker_save(tmp_path: Path, kind: str) -> None:
+    """gzip, bzip2, xz and zstd, from a file and from standard input, both readers: the plain tarball's result.
+    Cut short or damaged: one line; past the bound on what is copied: one line."""
+    plain = docker_save({"x:1": [layer(("/a", b"a" * 5000)), layer(("/b", b"b"))]})
+    expected = flattened("-", stdin=plain)
+    packed = compressed(kind, plain)
+    saved = tmp_path / "saved"
+    saved.write_bytes(packed + b"\0" * 64)  # padding after the stream, as tape tools write it
+    for reader in ("auto", "stream"):
+        assert flattened("--reader", reader, str(saved)) == expected
+        assert flattened("--reader", reader, "-", stdin=packed) == expected
+    saved.write_bytes(packed[: len(packed) // 2])
+    for reader in ("auto", "stream"):
+        assert refused("flatten", "--reader", reader, str(saved)).startswith(
+            f"cowspec: {saved}: truncated or corrupt tarball ({kind}: "
+        )
+    damaged = bytearray(packed)
+    damaged[len(damaged) // 2] ^= 0x55
+    damaged[len(damaged) // 2 + 1] ^= 0x55
+    assert "corrupt" in refused("flatten", "-", stdin=bytes(damaged))  # zstd without its checksum: the tar's
+
+
+def test_what_is_copied_to_a_temporary_file_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cowcheck import images
+    from cowspec.errors import SpecError
+
+    saved = tmp_path / "saved.tar.zst"
+    saved.write_bytes(compressed("zstd", docker_save({"x:1": [layer(("/a", b"\0" * 100_000))]})))
+    monkeypatch.setattr(images, "MAX_SPOOL", 50_000)
+    with pytest.raises(SpecError) as error:
+        images.ImageReading(str(saved))
+    assert (
+        str(error.value)
+        == f"{saved}: decompresses (zstd) to more than 50000 bytes, cowspec's bound for a tarball it copies"
+    )

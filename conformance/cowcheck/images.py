@@ -5,7 +5,7 @@ DiffID its config records, before anything is made of it. A problem gives a
 ``SpecError`` of one line naming the file and what is wrong.
 """
 
-import contextlib
+import bz2
 import gzip
 import hashlib
 import io
@@ -14,7 +14,6 @@ import lzma
 import os
 import platform
 import posixpath
-import shutil
 import stat
 import sys
 import tarfile
@@ -31,7 +30,7 @@ from cowspec.errors import SpecError
 from cowspec.identity import PLAIN_TYPES, chain_ids, decompressing, diff_id, digest
 from cowspec.layer_tar import BLOCK, CHUNK, MAX_EXTENDED, LayerTar, decode_layer_stream
 
-from .fastlayer import FastLayers, Region
+from .fastlayer import FastLayers, Region, gzip_zlib
 
 OCI_INDEX = "index.json"
 DOCKER_MANIFEST = "manifest.json"
@@ -44,12 +43,17 @@ MAX_LINKS = 40
 """Links followed inside a tarball to find one file, as Linux's ELOOP bound."""
 MAX_NESTING = 8
 """Image indexes followed one inside another, at most."""
-COMPRESSIONS: dict[bytes, Literal["r:gz", "r:bz2", "r:xz"]] = {
-    b"\x1f\x8b": "r:gz",
-    b"BZh": "r:bz2",
-    b"\xfd7zXZ": "r:xz",
+COMPRESSIONS: dict[bytes, str] = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
 }
-"""A tarball's compression by its first bytes: tarfile's names for them."""
+"""A tarball's compression by its first bytes."""
+MAX_SPOOL = 64 << 30
+"""The most bytes cowspec copies to a temporary file: a compressed tarball decompressed, or standard input."""
+ZSTD_SLICE = 2048
+"""Compressed bytes given to zstd at a time: at its largest ratio (an RLE block of 128 KiB in 4 bytes), 64 MiB out."""
 READ_ERRORS = (OSError, EOFError, ValueError, tarfile.TarError, zlib.error, lzma.LZMAError, RecursionError)
 """What reading a damaged tarball, plain or compressed, can raise."""
 
@@ -80,9 +84,13 @@ class _Source:
         self.root = ""
         self.tar: tarfile.TarFile | None = None
         self._members: dict[str, tarfile.TarInfo] = {}
+        self._region_path: str | None = None
+        """The file on disk that holds the tarball's bytes as they are, for ``region``."""
         if path == STDIN:
             self.path = "<stdin>"
-            self._open_tar(None, _spool_stdin())
+            if sys.stdin is None:
+                raise SpecError(f"{self.path}: standard input is closed")
+            self._open_tar(*_spool(sys.stdin.buffer, self.path))
             return
         try:
             status = os.stat(path)
@@ -93,25 +101,35 @@ class _Source:
         if stat.S_ISDIR(status.st_mode):
             self.root = os.path.realpath(path)
         elif stat.S_ISREG(status.st_mode):
-            self._open_tar(path, None)
+            self._open_file(path)
         else:
             raise SpecError(f"{path}: neither a directory nor a regular file")
 
-    def _open_tar(self, name: str | None, fileobj: BinaryIO | None) -> None:
+    def _open_file(self, path: str) -> None:
+        """A tarball on disk: read in place if plain, else decompressed once to a temporary file."""
         try:
-            with open(name, "rb") if name is not None else contextlib.nullcontext(fileobj) as probe:
-                assert probe is not None
-                head = probe.read(BLOCK)
-                probe.seek(0)
+            handle = open(path, "rb")  # noqa: SIM115  (kept open while the image is read)
+            head = handle.read(BLOCK)
+            handle.seek(0)
         except OSError as error:
             raise SpecError(f"{self.path}: cannot read ({error.strerror})") from None
-        mode: Literal["r:", "r:gz", "r:bz2", "r:xz"] = next(
-            (kind for magic, kind in COMPRESSIONS.items() if head.startswith(magic)), "r:"
-        )
-        archive = mode != "r:" or (len(head) == BLOCK and head[257:262] == b"ustar")
+        if _compression(head) is None:
+            self._region_path = path
+            self._open_tar(handle, head, False)
+            return
+        with handle:
+            self._open_tar(*_spool(handle, self.path))
+
+    def _open_tar(self, fileobj: BinaryIO, head: bytes, compressed: bool) -> None:
+        """Read the members of the plain tarball ``fileobj``; ``head``: the first bytes of the file as given."""
+        archive = compressed or (len(head) == BLOCK and head[257:262] == b"ustar")
+        if self._region_path is None and os.path.isdir("/proc/self/fd"):
+            # A copy in a temporary file (standard input, or decompressed): unnamed, but a file on disk,
+            # which the fast reader reads in place.
+            self._region_path = f"/proc/self/fd/{fileobj.fileno()}"
         try:
             # Kept open while the image is read.
-            self.tar = tarfile.open(name, mode, fileobj=fileobj, tarinfo=_BoundedInfo)  # noqa: SIM115
+            self.tar = tarfile.open(fileobj=fileobj, mode="r:", tarinfo=_BoundedInfo)  # noqa: SIM115
             for member in self.tar.getmembers():
                 self._members[posixpath.normpath(member.name.lstrip("/"))] = member
             # tarfile ends quietly at a cut or at a damaged header: the archive
@@ -216,14 +234,14 @@ class _Source:
             if self.tar is None:
                 real, size = self._file(name)
                 return Region(real, 0, size)
-            if not isinstance(self.tar.fileobj, io.BufferedReader):
-                return None  # a compressed tarball or standard input: offsets are not file offsets
+            if self._region_path is None:
+                return None  # no file on disk holds the tarball as it is read
             member = self._member(name)
         except SpecError:
             return None  # the streaming reader refuses it, in its order
         if member.issparse():
             return None
-        return Region(self.path, member.offset_data, member.size)
+        return Region(self._region_path, member.offset_data, member.size)
 
     def has(self, name: str) -> bool:
         """Whether the image holds something by the name ``name`` (False for a name outside it)."""
@@ -306,16 +324,151 @@ def _reason(error: BaseException) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
-def _spool_stdin() -> BinaryIO:
-    """Standard input copied to an unnamed temporary file (in ``$TMPDIR``), which the system removes."""
+def _compression(head: bytes) -> str | None:
+    """The compression of a tarball that begins with ``head``; None for none."""
+    return next((kind for magic, kind in COMPRESSIONS.items() if head.startswith(magic)), None)
+
+
+def _spool(source: BinaryIO, where: str) -> tuple[BinaryIO, bytes, bool]:
+    """``source`` copied once to an unnamed temporary file (in ``$TMPDIR``), which the system removes.
+
+    A compressed tarball is decompressed on the way, once: tarfile would
+    decompress it again from the start for every member read out of order.
+    At most ``MAX_SPOOL`` bytes are written. Gives the temporary file (at its
+    start), the first bytes of ``source``, and whether it was compressed.
+    """
     spool = tempfile.TemporaryFile()  # noqa: SIM115  (kept open while the image is read)
     try:
-        shutil.copyfileobj(sys.stdin.buffer, spool, CHUNK)
-        spool.seek(0)
-    except OSError as error:
+        try:
+            head = source.read(BLOCK)
+        except OSError as error:
+            raise SpecError(f"{where}: cannot read ({error.strerror})") from None
+        kind = _compression(head)
+        pieces = _inflated(head, source, kind) if kind else _copied(head, source)
+        total = 0
+        while True:
+            try:
+                piece = next(pieces, b"")
+            except OSError as error:
+                raise SpecError(f"{where}: cannot read ({error.strerror})") from None
+            except _Corrupt as error:
+                raise SpecError(f"{where}: truncated or corrupt tarball ({error})") from None
+            if not piece:
+                break
+            total += len(piece)
+            if total > MAX_SPOOL:
+                what = f"decompresses ({kind}) to" if kind else "is"
+                raise SpecError(f"{where}: {what} more than {MAX_SPOOL} bytes, cowspec's bound for a tarball it copies")
+            try:
+                spool.write(piece)
+            except OSError as error:
+                raise SpecError(f"{where}: cannot copy to a temporary file ({error.strerror})") from None
+        try:
+            spool.flush()
+            spool.seek(0)
+        except OSError as error:
+            raise SpecError(f"{where}: cannot copy to a temporary file ({error.strerror})") from None
+    except BaseException:
         spool.close()
-        raise SpecError(f"<stdin>: cannot spool standard input ({error.strerror})") from None
-    return cast(BinaryIO, spool)
+        raise
+    return cast(BinaryIO, spool), head, kind is not None
+
+
+def _copied(head: bytes, source: BinaryIO) -> Iterator[bytes]:
+    yield head
+    while chunk := source.read(CHUNK):
+        yield chunk
+
+
+class _Corrupt(Exception):
+    """Compressed data that is cut short or damaged; the message says how."""
+
+
+class _Inflater:
+    """One compressed stream (a gzip member, a bzip2 or xz stream, a zstd frame), its output a piece at a time."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._zlib = gzip_zlib.decompressobj(31) if kind == "gzip" else None
+        self._other: bz2.BZ2Decompressor | lzma.LZMADecompressor | None = (
+            bz2.BZ2Decompressor()
+            if kind == "bzip2"
+            else lzma.LZMADecompressor(lzma.FORMAT_XZ)
+            if kind == "xz"
+            else None
+        )
+        self._zstd = zstandard.ZstdDecompressor().decompressobj() if kind == "zstd" else None
+        self.eof = False
+        self.unused = b""
+        """What followed the end of the stream in the data fed."""
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The output for ``data``, in pieces of at most ``CHUNK`` bytes (zstd: see ``ZSTD_SLICE``)."""
+        try:
+            if self._zlib is not None:
+                while True:
+                    out = self._zlib.decompress(data, CHUNK)
+                    data = self._zlib.unconsumed_tail
+                    yield out
+                    if self._zlib.eof or (not data and len(out) < CHUNK):
+                        break
+                self.eof, self.unused = self._zlib.eof, self._zlib.unused_data
+            elif self._other is not None:
+                yield self._other.decompress(data, CHUNK)
+                while not self._other.eof and not self._other.needs_input:
+                    yield self._other.decompress(b"", CHUNK)
+                self.eof, self.unused = self._other.eof, self._other.unused_data
+            else:
+                assert self._zstd is not None
+                for start in range(0, len(data), ZSTD_SLICE):
+                    yield self._zstd.decompress(data[start : start + ZSTD_SLICE])
+                    if self._zstd.eof:
+                        self.eof, self.unused = True, self._zstd.unused_data + data[start + ZSTD_SLICE :]
+                        break
+        except (
+            zlib.error,
+            gzip_zlib.error,
+            OSError,
+            EOFError,
+            ValueError,
+            lzma.LZMAError,
+            zstandard.ZstdError,
+        ) as error:
+            raise _Corrupt(f"{self.kind}: {_reason(error)}") from None
+
+
+def _inflated(head: bytes, source: BinaryIO, kind: str) -> Iterator[bytes]:
+    """The data inside a compressed tarball, a piece at a time.
+
+    Every stream is read, one after another (``pigz`` and ``cat`` join
+    gzip members); zero bytes between and after them are padding. Bytes
+    after the last stream that begin no stream of the same kind are
+    ignored, as ``gzip -d`` ignores trailing garbage (the tar's own end
+    marker is checked). Data that ends inside a stream, or a damaged stream,
+    raise ``_Corrupt``.
+    """
+    magic = next(key for key, value in COMPRESSIONS.items() if value == kind)
+    data, ended = head, False
+    while True:
+        # Between streams: skip the padding; find whether another stream begins.
+        data = data.lstrip(b"\0")
+        while not ended and len(data) < len(magic):
+            chunk = source.read(CHUNK)
+            ended = not chunk
+            data = (data + chunk).lstrip(b"\0")
+        if not data.startswith(magic):
+            return
+        stream = _Inflater(kind)
+        while True:
+            for piece in stream.feed(data):
+                if piece:
+                    yield piece
+            if stream.eof:
+                data = stream.unused
+                break
+            data = source.read(CHUNK)
+            if not data:
+                raise _Corrupt(f"{kind}: the compressed data end before the end of the stream")
 
 
 def _field(document: object, key: str, where: str) -> object:
