@@ -462,6 +462,25 @@ def test_a_header_the_c_code_refuses_goes_to_the_model(tmp_path: Path, reader: R
             _read(image, reader)
 
 
+def test_an_entry_below_a_same_layer_symlink_is_refused_by_every_reader(tmp_path: Path, reader: Reader) -> None:
+    """[TAR-6][APPLY-4][APPLY-5] Same layer: refused, by both readers alike; a lower layer's symlink: replaced."""
+    slip = archive([("up", "l", "../../../../tmp/slipped"), ("up/escape", "f", b"x")])
+    below = archive([("keep", "f", b"k")])
+    for image in _images(tmp_path / "same", [below, slip]):
+        message = _error(image, reader)
+        assert message == _error(image, "stream")
+        assert message.startswith(
+            f"{image}: layer 1: entry '/up/escape': lies below '/up', which this layer lists as a symlink"
+        )
+        assert message.endswith("[TAR-6]") and "\n" not in message
+    split = [archive([("up", "l", "../../../../tmp/slipped")]), archive([("up/escape", "f", b"x")])]
+    for image in _images(tmp_path / "two", split):
+        assert _read(image, reader) == _read(image, "stream")
+        root = flatten(ImageReading(str(image), reader=reader).values())
+        kinds = {entry["path"]: entry["type"] for entry in rootfs_entries(root)}
+        assert kinds["/up"] == "dir" and kinds["/up/escape"] == "file"
+
+
 @needs_build
 def test_a_corrupt_blob_is_caught_by_every_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """[IDENTITY-1] One flipped byte in a file of a plain OCI blob: the blob's digest fails."""

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import io
+import re
 import tarfile
 
 import pytest
@@ -124,6 +125,49 @@ def test_refused_members(members: list[tuple[str, str, bytes | str]], message: s
     with pytest.raises(SpecError, match=message) as raised:
         decode_layer(archive(members))
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        (
+            [("up", "l", "../../../../tmp/slipped"), ("up/escape", "f", b"x")],
+            "'/up/escape': lies below '/up', which this layer lists as a symlink",
+        ),
+        ([("up/escape", "f", b"x"), ("up", "l", "../../../../tmp/slipped")], "'/up/escape': lies below '/up'"),
+        (
+            [("p", "f", b"file"), ("p/child", "f", b"x")],
+            "'/p/child': lies below '/p', which this layer lists as a regular file",
+        ),
+        ([("p", "f", b"file"), ("p/a/b/c", "f", b"x")], "'/p/a/b/c': lies below '/p'"),
+        (
+            [("a", "f", b""), ("h", "h", "a"), ("h/x", "d", b"")],
+            "'/h/x': lies below '/h', which this layer lists as a hardlink",
+        ),
+        (
+            [("p", "f", b""), ("p/.wh.x", "f", b"")],
+            "'/p/.wh.x': lies below '/p', which this layer lists as a regular file",
+        ),
+        ([("d/p", "l", "/"), ("d/p/q/.wh..wh..opq", "f", b"")], "'/d/p/q/.wh..wh..opq': lies below '/d/p', which"),
+    ],
+)
+def test_nothing_below_a_non_directory_of_the_same_layer(
+    members: list[tuple[str, str, bytes | str]], message: str
+) -> None:
+    """[TAR-6] An entry or a marker below a same-layer non-directory is refused, in either order, at any depth."""
+    with pytest.raises(SpecError, match=re.escape(message) + ".*not a directory \\[TAR-6\\]$") as raised:
+        decode_layer(archive(members))
+    assert "\n" not in str(raised.value)
+
+
+def test_below_a_same_layer_directory_is_fine() -> None:
+    """[TAR-6] Below a same-layer directory, beside a prefix-sharing file, a whiteout of the path itself: fine."""
+    layer = decode_layer(
+        archive([("p", "d", b""), ("p/c", "f", b""), ("pq", "f", b""), ("pq-r/x", "f", b""), ("pq-r/.wh.pq", "f", b"")])
+    )
+    assert [each.path for each in layer.entries] == ["/p", "/p/c", "/pq", "/pq-r/x"]
+    layer = decode_layer(archive([("up", "l", "elsewhere"), (".wh.up", "f", b""), ("x/.wh..wh..opq", "f", b"")]))
+    assert layer.whiteouts == {"/up"} and layer.opaque == {"/x"}
 
 
 def test_refused_archives() -> None:

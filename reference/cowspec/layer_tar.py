@@ -22,10 +22,11 @@ import hashlib
 import io
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal, NamedTuple
 
 from .errors import ModelError, SpecError
-from .paths import ROOT, name_of, parent_of
+from .paths import ROOT, join, name_of, parent_of
 
 Kind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo"]
 BLOCK = 512
@@ -489,11 +490,51 @@ def decode_members(members: Iterable[_Member]) -> LayerTar:
                     f"entry {entry.path!r}: hardlink to {entry.link!r},"
                     " which is not a non-directory of this layer [TAR-3]"
                 )
-    return LayerTar(
-        tuple(sorted(entries.values(), key=lambda entry: canonical_key(entry.path))),
-        frozenset(whiteouts),
-        frozenset(opaque),
-    )
+    ordered = tuple(sorted(entries.values(), key=lambda entry: canonical_key(entry.path)))
+    _refuse_below_non_directories(ordered, entries, whiteouts, opaque)
+    return LayerTar(ordered, frozenset(whiteouts), frozenset(opaque))
+
+
+NON_DIRECTORY: dict[Kind, str] = {
+    "file": "a regular file",
+    "symlink": "a symlink",
+    "hardlink": "a hardlink",
+    "char": "a character device",
+    "block": "a block device",
+    "fifo": "a FIFO",
+}
+
+
+def _refuse_below_non_directories(
+    ordered: tuple[TarEntry, ...], entries: dict[str, TarEntry], whiteouts: set[str], opaque: set[str]
+) -> None:
+    """Refuse an entry or a marker that lies below a non-directory of the same layer [TAR-6].
+
+    In canonical order everything below a path comes right after it, so one
+    look at the next entry finds any entry below a non-directory; a marker's
+    directory is looked up, and its parents while the layer does not list them.
+    """
+    for entry, following in pairwise(ordered):
+        if entry.kind != "dir":
+            path, below = entry.path, following.path
+            if below.startswith(path) and below[len(path)] == "/":
+                raise SpecError(
+                    f"entry {below!r}: lies below {path!r}, which this layer lists as"
+                    f" {NON_DIRECTORY[entry.kind]}, not a directory [TAR-6]"
+                )
+    markers = [(directory, join(directory, OPAQUE_MARKER)) for directory in opaque]
+    markers += [(parent_of(path), join(parent_of(path), WHITEOUT_PREFIX + name_of(path))) for path in whiteouts]
+    for directory, marker in markers:
+        while directory != ROOT:
+            holder = entries.get(directory)
+            if holder is not None:
+                if holder.kind != "dir":
+                    raise SpecError(
+                        f"entry {marker!r}: lies below {directory!r}, which this layer lists as"
+                        f" {NON_DIRECTORY[holder.kind]}, not a directory [TAR-6]"
+                    )
+                break
+            directory = parent_of(directory)
 
 
 def canonical_key(path: str) -> str:
