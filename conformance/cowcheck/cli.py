@@ -245,7 +245,8 @@ def run() -> None:
     status = main(arguments=arguments)
     if arguments.handler in (command_flatten, command_layers, command_inspect):
         try:
-            sys.stdout.flush()
+            if sys.stdout is not None:  # closed (``>&-``): the command said so
+                sys.stdout.flush()
         except BrokenPipeError:
             status = 0
         except OSError as error:
