@@ -227,9 +227,12 @@ def layer_values(draw: st.DrawFn) -> LayerTar:
                 )
             ),
         )
-    whiteouts = frozenset(draw(st.lists(paths, max_size=3))) - {
-        path for path in entries if any(path.startswith(other + "/") for other in entries)
-    }
+    # No whiteout below a non-directory of the layer (TAR-6).
+    whiteouts = frozenset(
+        path
+        for path in draw(st.lists(paths, max_size=3))
+        if not any(path.startswith(other + "/") and entry.kind != "dir" for other, entry in entries.items())
+    )
     opaque = frozenset(path for path, entry in entries.items() if entry.kind == "dir" and draw(st.booleans()))
     return LayerTar(tuple(sorted(entries.values(), key=lambda entry: tuple(entry.path.split("/")))), whiteouts, opaque)
 
