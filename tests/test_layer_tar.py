@@ -109,8 +109,13 @@ def test_same_layer_entry_and_whiteout_both_kept() -> None:
     [
         ([("../etc/passwd", "f", b"")], "climbs out of the root"),
         ([("a/../../x", "f", b"")], "climbs out of the root"),
-        ([("link", "h", "missing")], "not a non-directory of this layer"),
-        ([("a/", "d", b""), ("link", "h", "a")], "not a non-directory of this layer"),
+        ([("link", "h", "missing")], "hardlink to '/missing', which this layer does not hold"),
+        ([("a/", "d", b""), ("link", "h", "a")], "hardlink to '/a', a directory"),
+        (
+            [("a", "f", b"1"), ("b", "h", "a"), ("c", "h", "b")],
+            r"entry '/c': hardlink to '/b', itself a hardlink to '/a' \(a tar hardlink names the member that holds"
+            r" the data; a chain is refused\) \[TAR-3\]$",
+        ),
         ([("link", "h", "../../etc/shadow")], "climbs out of the root"),
         ([(".wh.", "f", b"")], "invalid whiteout '.wh.'"),
         ([("x/.wh..", "f", b"")], "invalid whiteout '.wh..'"),

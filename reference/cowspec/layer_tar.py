@@ -485,11 +485,18 @@ def decode_members(members: Iterable[_Member]) -> LayerTar:
     for entry in entries.values():
         if entry.kind == "hardlink":
             origin = entries.get(entry.link)
-            if origin is None or origin.kind in ("dir", "hardlink"):
-                raise SpecError(
-                    f"entry {entry.path!r}: hardlink to {entry.link!r},"
-                    " which is not a non-directory of this layer [TAR-3]"
+            if origin is None:
+                why = "which this layer does not hold (a hardlink's target must be in its own layer)"
+            elif origin.kind == "dir":
+                why = "a directory (a directory cannot be hardlinked)"
+            elif origin.kind == "hardlink":
+                why = (
+                    f"itself a hardlink to {origin.link!r} (a tar hardlink names the member"
+                    " that holds the data; a chain is refused)"
                 )
+            else:
+                continue
+            raise SpecError(f"entry {entry.path!r}: hardlink to {entry.link!r}, {why} [TAR-3]")
     ordered = tuple(sorted(entries.values(), key=lambda entry: canonical_key(entry.path)))
     _refuse_below_non_directories(ordered, entries, whiteouts, opaque)
     return LayerTar(ordered, frozenset(whiteouts), frozenset(opaque))
