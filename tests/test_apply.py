@@ -1,5 +1,6 @@
 """Chapter 12: applying layers, flattening images, and reading images from disk."""
 
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 from cowcheck.cli import main
 from cowcheck.images import docker_archive, write_oci_layout
-from cowspec.apply import DEFAULTS, ApplyOptions, flatten, flatten_with_stats, rootfs_entries
+from cowspec.apply import DEFAULTS, ApplyOptions, flatten, flatten_with_stats, rootfs_entries, rootfs_layer
 from cowspec.identity import chain_ids, diff_id, digest
 from cowspec.layer_tar import LayerTar, TarEntry, decode_layer, encode_layer
 
@@ -195,3 +196,16 @@ def test_flatten_to_a_tar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         ]
     assert main(["flatten", "--tar", str(tmp_path / "missing" / "x.tar"), str(tmp_path / "oci")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_flatten_to_a_tar_gives_hardlinks_their_target_s_attributes() -> None:
+    """[APPLY-1][TAR-4] A hardlink member carries its inode's mode, owner and mtime, as GNU tar writes it."""
+    when = 1_700_000_000 * 1_000_000_000
+    layers = [L([F("/a", b"x", mode=0o4755, uid=7, gid=8, mtime=when), TarEntry("/b", "hardlink", link="/a")])]
+    written = encode_layer(rootfs_layer(flatten(layers)))
+    with tarfile.open(fileobj=io.BytesIO(written)) as tar:
+        members = [(m.name, m.type, m.mode, m.uid, m.gid, m.mtime, m.linkname) for m in tar]
+    assert members == [
+        ("a", tarfile.REGTYPE, 0o4755, 7, 8, 1_700_000_000, ""),
+        ("b", tarfile.LNKTYPE, 0o4755, 7, 8, 1_700_000_000, "a"),
+    ]

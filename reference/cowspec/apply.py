@@ -278,20 +278,24 @@ def rootfs_layer(rootfs: Rootfs) -> LayerTar:
     """The root filesystem as one layer (no markers): what ``flatten --tar`` writes [APPLY-1].
 
     Of the names of one inode, the first in path order is the file and the
-    others are hardlinks to it.
+    others are hardlinks to it, with its mode, owner and mtime, as GNU tar
+    writes them (the attributes are the inode's, whatever its name).
     """
     inode = rootfs.inode
-    first: dict[int, str] = {}
+    first: dict[int, TarEntry] = {}
     entries: list[TarEntry] = []
     for entry in rootfs.entries:
         if entry.kind == "dir":
             entries.append(entry)
             continue
         number = inode[entry.path]
-        if number in first:
-            entries.append(TarEntry(entry.path, "hardlink", link=first[number]))
+        target = first.get(number)
+        if target is not None:
+            entries.append(
+                TarEntry(entry.path, "hardlink", target.mode, target.uid, target.gid, target.mtime, link=target.path)
+            )
         else:
-            first[number] = entry.path
+            first[number] = entry
             entries.append(entry)
     return LayerTar(tuple(entries))
 
