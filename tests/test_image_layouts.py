@@ -401,3 +401,30 @@ def test_what_is_copied_to_a_temporary_file_is_bounded(monkeypatch: pytest.Monke
         str(error.value)
         == f"{saved}: decompresses (zstd) to more than 50000 bytes, cowspec's bound for a tarball it copies"
     )
+
+
+def test_a_descriptor_size_is_a_json_integer(tmp_path: Path) -> None:
+    """NaN, Infinity, 1e999, 356.0, 356.5, true, "356", -1, or none: refused, naming the file and the field."""
+    layout = tmp_path / "layout"
+    write_oci_layout(str(layout), [layer(("/a", b"a"))])
+    text = (layout / "index.json").read_text()
+    real = json.loads(text)["manifests"][0]["size"]
+    assert "/a" in flattened(str(layout))
+    for given, shown in [
+        ("NaN", "NaN"),
+        ("Infinity", "Infinity"),
+        ("1e999", "Infinity"),
+        (f"{real}.0", f"{real}.0"),
+        (f"{real}.5", f"{real}.5"),
+        ("true", "true"),
+        (f'"{real}"', f'"{real}"'),
+        ("-1", "-1"),
+    ]:
+        (layout / "index.json").write_text(text.replace(f'"size": {real}', f'"size": {given}'))
+        for reader in ("auto", "stream"):
+            line = refused("flatten", "--reader", reader, str(layout))
+            assert line == f"cowspec: {layout}: index.json manifests: size is not a non-negative integer ({shown})"
+    (layout / "index.json").write_text(text.replace(f'"size": {real}, ', ""))
+    assert refused("layers", str(layout)) == f"cowspec: {layout}: index.json manifests: missing 'size'"
+    (layout / "index.json").write_text(text.replace(f'"size": {real}', f'"size": {real + 1}'))
+    assert refused("layers", str(layout)).endswith(f"{real} bytes, but index.json manifests says {real + 1}")

@@ -806,8 +806,11 @@ def _descriptor(source: _Source, value: object, where: str) -> tuple[str, str]:
     if not isinstance(wanted, str):
         raise SpecError(f"{source.path}: {where}: digest is not a string")
     name = _blob_name(source, wanted)
-    size = cast(dict[str, object], value).get("size")
-    if isinstance(size, int) and not isinstance(size, bool) and size != source.size(name):
+    size = _field(value, "size", f"{source.path}: {where}")
+    # A JSON integer: not true, not 356.0, not NaN or 1e999 (floats to Python's json), not "356".
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise SpecError(f"{source.path}: {where}: size is not a non-negative integer ({json.dumps(size)[:40]})")
+    if size != source.size(name):
         raise SpecError(f"{source.path}: {name}: {source.size(name)} bytes, but {where} says {size}")
     return name, wanted
 
