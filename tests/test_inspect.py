@@ -260,6 +260,25 @@ def test_one_line_stays_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert document["layers"][0]["created_by"] == "RUN echo \x1b[31mred\nok"  # type: ignore[index]
 
 
+def test_tables_escape_what_messages_escape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[APPLY-8][APPLY-11] U+202E, U+2028, U+2029 and bytes that are not UTF-8 are escaped, as messages escape them.
+
+    A backslash is doubled, so that it is not read as an escape; one entry is "1 entry".
+    """
+    hostile = "/x\u202etxt.exe\u2028y\u2029z\udcff\\n"
+    image = save(tmp_path, [L([F(hostile, 1)])], [("RUN echo \u202ecba\udcfe", False)])
+    assert main(["layers", *STREAM, "--files", image]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "layer 0: 1 entry (A added, C changed, D deleted)" in lines
+    assert "  A file           1 B  /x\\u202etxt.exe\\u2028y\\u2029z\\udcff\\\\n" in lines
+    assert lines[1].endswith("  RUN echo \\u202ecba\\udcfe")
+    assert main(["inspect", *STREAM, image]) == 0
+    out = capsys.readouterr().out
+    assert "RUN echo \\u202ecba\\udcfe" in out
+    for text in (lines, [out]):
+        assert not any(char in line for line in text for char in "\u202e\u2028\u2029\udcff\udcfe")
+
+
 def test_thresholds_by_hand() -> None:
     """[APPLY-10] dive's defaults; below fails efficiency, above fails the others, equal passes."""
     _, stats, traces = flatten_traced(WASTEFUL)

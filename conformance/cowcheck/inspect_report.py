@@ -3,8 +3,10 @@
 Sizes are SI, as Docker and dive print them (1 kB = 1000 B), in
 go-humanize's form: ``999 B``, ``1.2 kB``, ``12 MB``. Layers are numbered
 from 0, bottom first, everywhere: in the tables, in the JSON and in
-messages ("layer 0"). Paths and commands are shown with control
-characters escaped, so that one line stays one line.
+messages ("layer 0"). Paths and commands are shown escaped as messages
+are (``cli.one_line``: control and format characters such as U+202E, line
+and paragraph separators, bytes that are not UTF-8), backslashes doubled,
+so that one line stays one line and reads as the image holds it.
 """
 
 import re
@@ -16,6 +18,7 @@ from cowspec.layer_tar import TarEntry, canonical_key
 from cowspec.paths import ROOT
 from cowspec.waste import ImageWaste, Thresholds, Verdict
 
+from .cli import one_line
 from .images import ImageLayer
 
 FORMAT = "cowspec-inspect/1"
@@ -29,7 +32,6 @@ PARSED_UNITS = {
     **{prefix + "ib": 1024**power for power, prefix in enumerate(("", "k", "m", "g", "t", "p", "e")) if prefix},
 }
 SIZE_TEXT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 Sizes = Callable[[int], str]
 
 
@@ -71,8 +73,12 @@ def parse_ratio(text: str) -> float | None:
 
 
 def escape(text: str) -> str:
-    """``text`` with control characters (and backslashes) escaped: one line stays one line."""
-    return CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+    """``text`` as a table shows it: escaped as a message is (``one_line``), backslashes doubled first.
+
+    Doubling keeps an escape unambiguous: a name that holds a backslash and
+    an ``n`` is shown ``\\\\n``, a newline ``\\n``.
+    """
+    return one_line(text.replace("\\", "\\\\") if "\\" in text else text)
 
 
 def entry_size(entry: TarEntry) -> int:
@@ -200,7 +206,8 @@ def layers_table(rows: list[dict[str, object]], history: LayerHistory, size: Siz
         files = row.get("files")
         if not isinstance(files, list):
             continue
-        lines.append(f"layer {row['index']}: {len(files)} entries (A added, C changed, D deleted)")
+        count = f"{len(files)} entry" if len(files) == 1 else f"{len(files)} entries"
+        lines.append(f"layer {row['index']}: {count} (A added, C changed, D deleted)")
         for each in files:
             target = f" -> {escape(str(each['target']))}" if "target" in each else ""
             lines.append(
