@@ -9,9 +9,9 @@ import pytest
 
 from cowcheck.cli import main
 from cowcheck.images import docker_archive, write_oci_layout
-from cowcheck.inspect_report import human_size, parse_ratio, parse_size
+from cowcheck.inspect_report import human_size, layers_table, parse_ratio, parse_size
 from cowspec.apply import ApplyOptions, Copy, flatten_traced, flatten_with_stats
-from cowspec.history import HistoryRow, layer_history
+from cowspec.history import HistoryRow, LayerHistory, layer_history, shown_command
 from cowspec.layer_tar import LayerTar, TarEntry, encode_layer
 from cowspec.waste import Thresholds, image_waste, judge
 
@@ -110,6 +110,23 @@ def test_history_rows_are_paired_with_layers(tmp_path: Path, capsys: pytest.Capt
         "cowspec layer 0",
         "cowspec layer 1",
         "cowspec layer 2",
+    ]
+
+
+def test_a_row_without_a_command_shows_its_comment() -> None:
+    """[APPLY-11] docker import's row (created and comment only) shows ``# COMMENT``; neither: ``(no history)``."""
+    config = {"history": [{"created": "2024-01-01T00:00:00Z", "comment": "Imported from -"}, {"created_by": ""}]}
+    paired = layer_history(config, 3)
+    assert [shown_command(row) for row in paired.rows] == ["# Imported from -", "(no history)", "(no history)"]
+    assert shown_command(HistoryRow("RUN x", None, "buildkit")) == "RUN x"
+    rows = [{"index": index, "diff_id": "sha256:0", "chain_id": "sha256:0", "size": 0, "adds": 0, "changes": 0,
+             "deletes": 0} for index in range(3)]  # fmt: skip
+    hostile = LayerHistory((HistoryRow(None, None, "Imported\nfrom \u202e-"), *paired.rows[1:]), 2)
+    table = layers_table(rows, hostile, human_size)  # type: ignore[arg-type]
+    assert [line.split("  ")[-1] for line in table[1:]] == [
+        "# Imported\\nfrom \\u202e-",
+        "(no history)",
+        "(no history)",
     ]
 
 

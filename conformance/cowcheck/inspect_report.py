@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from cowspec.apply import Copy, LayerStats, LayerTrace
-from cowspec.history import HistoryRow, LayerHistory
+from cowspec.history import HistoryRow, LayerHistory, shown_command
 from cowspec.layer_tar import TarEntry, canonical_key
 from cowspec.paths import ROOT
 from cowspec.waste import ImageWaste, Thresholds, Verdict
@@ -185,9 +185,7 @@ def inspect_document(
 
 
 def _command(row: HistoryRow | None) -> str:
-    if row is None or row.created_by is None:
-        return "(no history)"
-    return escape(row.created_by)
+    return escape(shown_command(row))
 
 
 def layers_table(rows: list[dict[str, object]], history: LayerHistory, size: Sizes) -> list[str]:

@@ -6,6 +6,11 @@ each other row stands for the next layer. ``docker history`` and dive pair
 them the same way. History is optional metadata that no digest binds to
 the layers, so a reader of images from disk pairs what there is: a layer
 past the last such row has none, and rows past the last layer are left out.
+
+The tables show a row by ``shown_command``: its ``created_by``; a row
+without one (``docker import`` writes only ``created`` and ``comment``,
+such as "Imported from -") shows its comment after ``# ``, as a shell
+comment; a layer with no row, or a row with neither, shows ``(no history)``.
 """
 
 from collections.abc import Mapping
@@ -29,6 +34,19 @@ class LayerHistory:
     rows: tuple[HistoryRow | None, ...]
     layer_rows: int | None
     """None when the config has no ``history`` list."""
+
+
+def shown_command(row: HistoryRow | None) -> str:
+    """What a table shows for a layer's history row [APPLY-11]: the command, else ``# COMMENT``, else ``(no history)``.
+
+    An empty ``created_by`` counts as none. The text is as the image holds
+    it: escaping it is the table's business.
+    """
+    if row is not None and row.created_by:
+        return row.created_by
+    if row is not None and row.comment:
+        return "# " + row.comment
+    return "(no history)"
 
 
 def _text(row: Mapping[str, object], key: str) -> str | None:
