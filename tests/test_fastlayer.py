@@ -573,6 +573,53 @@ def test_a_layer_beyond_the_limit_is_streamed_by_the_model(
         assert _read(image, reader) == _read(image, "stream")
 
 
+@needs_build
+def test_a_layer_that_says_it_is_beyond_the_limit_is_not_inflated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[IDENTITY-3] A gzip ISIZE or zstd content size over LAYER_LIMIT: straight to the model, nothing inflated.
+
+    A declared size that lies (ISIZE too large, or too small for a member
+    before the last) changes nothing: the model's answer, error or value.
+    """
+    archives = [encode_layer(layer) for layer in _layers(10)]
+    big = encode_layer(LayerTar((TarEntry("/big", "file", data=random.Random(10).randbytes(300_000)),)))
+    archives[1] = big
+    monkeypatch.setattr(fastlayer, "LAYER_LIMIT", len(big) - 1)
+    inflated: list[int] = []
+    for name in ("gunzip", "unzstd"):
+        original = getattr(fastlayer, name)
+
+        def spy(raw: Any, limit: int, original: Any = original) -> object:
+            inflated.append(len(raw))
+            return original(raw, limit)
+
+        monkeypatch.setattr(fastlayer, name, spy)
+    small = [len(archives[0]), len(archives[2]), len(archives[3])]
+    assert max(small) < len(big) - 1
+    for image in _images(tmp_path / "declared", archives)[2:]:
+        inflated.clear()
+        assert _read(image, "auto") == _read(image, "stream")
+        assert len(inflated) == 3, image  # layers 0, 2 and 3, never layer 1
+    lying_large = bytearray(gzip.compress(archives[0], mtime=0))
+    lying_large[-4:] = (len(big)).to_bytes(4, "little")
+    lying_small = gzip.compress(big[:-2048], mtime=0) + gzip.compress(big[-2048:], mtime=0)
+    cases = [(bytes(lying_large), 0), (lying_small, 1)]
+    for number, (blob, times) in enumerate(cases):
+        layout = tmp_path / f"lying{number}"
+        write_oci_layout(str(layout), [archives[0], archives[0]], gzipped=False)
+        _swap_blob(layout, 1, blob, "+gzip")
+        inflated.clear()
+        outcome: list[object] = []
+        for each in ("stream", "auto"):
+            try:
+                outcome.append(_read(layout, each))  # type: ignore[arg-type]
+            except SpecError as error:
+                outcome.append(str(error))
+        assert outcome[0] == outcome[1], number
+        assert inflated == [len(blob)] * times, number
+
+
 def test_an_image_cut_short_while_it_is_read_gives_an_error_not_a_signal(tmp_path: Path, reader: Reader) -> None:
     """The image file truncated under a running read: a one-line SpecError naming it, or the right answer."""
     archives = [encode_layer(layer) for layer in _layers(8)]

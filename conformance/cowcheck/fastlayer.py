@@ -23,6 +23,10 @@ cleanly (the model reads the same blob), a layer larger than
 model streams it from the image). So what comes out is what the model's
 reader gives for the same bytes: the tests hold the two readers to each
 other on generated and broken archives, with every hasher this CPU runs.
+A compressed layer that declares itself larger than the limit (a gzip
+trailer's ISIZE, a zstd frame's content size) goes to the model at once,
+inflated by nobody first; the limit is still checked as a layer inflates,
+since a declared size can lie (ISIZE is the size modulo 2**32).
 
 Memory: at most ``PREFETCH + 1`` layers are held at once (the one being
 decoded and those being loaded, two at a time, so that two cores inflate
@@ -263,6 +267,24 @@ def unzstd(raw: bytes | memoryview, limit: int) -> bytearray | None:
     return None if in_frame else out
 
 
+def declared_size(raw: bytes | memoryview, media_type: str) -> int:
+    """The size a compressed blob says its tar has, or 0 where it says none.
+
+    gzip: the last member's trailer (ISIZE, the size modulo 2**32; a blob
+    ending in padding says nothing). zstd: the first frame's content size,
+    where its header holds one. Only a hint: inflating checks the limit.
+    """
+    if media_type in GZIP_TYPES:
+        return int.from_bytes(raw[-4:], "little") if len(raw) >= 18 and bytes(raw[:2]) == b"\x1f\x8b" else 0
+    if media_type in ZSTD_TYPES:
+        try:
+            size: int = zstandard.get_frame_parameters(raw[:18]).content_size
+        except zstandard.ZstdError:
+            return 0
+        return size if size < zstandard.CONTENTSIZE_ERROR else 0
+    return 0
+
+
 @dataclass
 class _Loaded:
     """A layer as the loader leaves it."""
@@ -355,6 +377,8 @@ class FastLayers:
         media_type = self._media_types[index]
         if media_type in PLAIN_TYPES:
             return self._framed(_Loaded(raw, None, self._hash(raw)))
+        if declared_size(raw, media_type) > LAYER_LIMIT:
+            return _Loaded(None, None)  # the model streams it: no inflating up to the limit only to give up
         blob_job = self._hash(raw)
         try:
             tar = gunzip(raw, LAYER_LIMIT) if media_type in GZIP_TYPES else unzstd(raw, LAYER_LIMIT)
