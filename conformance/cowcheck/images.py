@@ -651,13 +651,19 @@ class _Hashing:
         self._hasher = ThreadPoolExecutor(max_workers=1)
         self._pending: list[Future[None]] = []
 
-    def _fill(self) -> bool:
+    def _chunk(self) -> bytes:
+        """The next chunk of the stream, given to the hashing thread; b"" at its end."""
         chunk = self._read(CHUNK)
+        if chunk:
+            self._pending = [each for each in self._pending if not each.done()]
+            self._pending.append(self._hasher.submit(self.digest.update, chunk))
+            self.count += len(chunk)
+        return chunk
+
+    def _fill(self) -> bool:
+        chunk = self._chunk()
         if not chunk:
             return False
-        self._pending = [each for each in self._pending if not each.done()]
-        self._pending.append(self._hasher.submit(self.digest.update, chunk))
-        self.count += len(chunk)
         # Linear: what was read goes first (at most a chunk, or all of it), then the chunk is appended.
         del self._buffer[: self._position]
         self._position = 0
@@ -669,11 +675,31 @@ class _Hashing:
             while self._fill():
                 pass
             size = len(self._buffer) - self._position
+        if size > CHUNK:
+            return self._read_large(size)
         while len(self._buffer) - self._position < size and self._fill():
             pass
         data = bytes(self._buffer[self._position : self._position + size])
         self._position += len(data)
         return data
+
+    def _read_large(self, size: int) -> bytes:
+        """A large read (a file's bytes, kept): gathered past the buffer, so that they are held once.
+
+        ``BytesIO.getvalue`` gives its own buffer rather than a copy; the
+        buffer and a slice of it would hold the bytes two or three times.
+        """
+        out = io.BytesIO()
+        out.write(memoryview(self._buffer)[self._position : self._position + size])
+        self._position += out.tell()
+        while out.tell() < size and (chunk := self._chunk()):
+            need = size - out.tell()
+            out.write(memoryview(chunk)[:need])
+            if len(chunk) > need:  # the rest of the chunk: the next reads'
+                del self._buffer[: self._position]
+                self._position = 0
+                self._buffer += memoryview(chunk)[need:]
+        return out.getvalue()
 
     def drain(self) -> None:
         self._buffer, self._position = bytearray(), 0

@@ -626,7 +626,13 @@ def encode_layer(layer: LayerTar) -> bytes:
     Names are relative (``a/b``, directories ``a/b/``); user and group names
     are empty; PAX records carry what USTAR cannot hold.
     """
-    items: list[tuple[str, bytes]] = []
+    return b"".join(iter_encoded(layer))
+
+
+def iter_encoded(layer: LayerTar) -> Iterator[bytes]:
+    """``encode_layer(layer)`` a piece at a time: each member's header (and PAX header), then its file's
+    bytes as the entry holds them (not copied), then their padding; the end-of-archive blocks last [TAR-4]."""
+    items: list[tuple[str, str, bytes, bytes, TarEntry, str]] = []
     for entry in layer.entries:
         if entry.content is not None:
             raise SpecError(f"entry {entry.path!r}: its bytes were not kept, so it cannot be written")
@@ -635,13 +641,21 @@ def encode_layer(layer: LayerTar) -> bytes:
         link = entry.link[1:] if entry.kind == "hardlink" else entry.link
         # A hardlink must follow its target, wherever the two sort: all go last.
         key = "\uffff" + canonical_key(entry.path) if entry.kind == "hardlink" else canonical_key(entry.path)
-        items.append((key, _member(name, flag, entry.data if entry.kind == "file" else b"", entry, link)))
+        items.append((key, name, flag, entry.data if entry.kind == "file" else b"", entry, link))
     for directory in layer.opaque:
         marker = (directory if directory != ROOT else "") + "/" + OPAQUE_MARKER
-        items.append((canonical_key(marker), _member(marker[1:], b"0", b"", TarEntry(marker, "file", 0o644))))
+        items.append((canonical_key(marker), marker[1:], b"0", b"", TarEntry(marker, "file", 0o644), ""))
     for path in layer.whiteouts:
         parent = parent_of(path)
         marker = (parent if parent != ROOT else "") + "/" + WHITEOUT_PREFIX + name_of(path)
-        items.append((canonical_key(marker), _member(marker[1:], b"0", b"", TarEntry(marker, "file", 0o600))))
+        items.append((canonical_key(marker), marker[1:], b"0", b"", TarEntry(marker, "file", 0o600), ""))
     items.sort(key=lambda item: item[0])
-    return b"".join(body for _, body in items) + b"\0" * (2 * BLOCK)
+    for _, name, flag, data, entry, link in items:
+        # The PAX records and the header of a member without bytes, its size then set: one rule for both.
+        headers = _member(name, flag, b"", entry, link)
+        yield headers[:-BLOCK] + _header(name, flag, len(data), entry, link)
+        if data:
+            yield data
+            if len(data) % BLOCK:
+                yield b"\0" * (-len(data) % BLOCK)
+    yield b"\0" * (2 * BLOCK)
