@@ -205,7 +205,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--tar",
         metavar="OUT",
-        help="write the root filesystem as a tar, whole or not at all; - for standard output (bytes held in memory)",
+        help="write the root filesystem as a tar, whole or not at all; - for standard output (every file's bytes"
+        " held in memory, once: the tar is written a member at a time; a file OUT replaced keeps its mode)",
     )
     sub.add_argument("--verbose", action="store_true", help="name the reader and hasher that run, on standard error")
     sub = image_command(

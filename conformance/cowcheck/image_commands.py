@@ -4,16 +4,17 @@ import argparse
 import contextlib
 import gc
 import os
+import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii as quoted
 
 from cowspec.apply import ApplyOptions, Rootfs, flatten, flatten_traced, flatten_with_stats, rootfs_layer
 from cowspec.errors import SpecError
 from cowspec.history import layer_history
-from cowspec.layer_tar import encode_layer
+from cowspec.layer_tar import iter_encoded
 
 from .cli import EXIT_REJECTED, UsageError, emit, say
 from .fastlayer import describe
@@ -69,6 +70,9 @@ def command_flatten(arguments: argparse.Namespace) -> int:
     options = ApplyOptions(implied_parents=arguments.implied_parents, under_symlink=arguments.under_symlink)
     if arguments.tar in (None, "-") and stdout_closed():
         return EXIT_REJECTED
+    if arguments.tar is not None and (problem := output_problem(arguments.tar)):
+        say(problem)
+        return EXIT_REJECTED
     try:
         with no_cycle_collection():
             if arguments.verbose:
@@ -88,20 +92,33 @@ def command_flatten(arguments: argparse.Namespace) -> int:
         return EXIT_REJECTED
     if arguments.tar is None:
         return write_output("-", (rootfs_json(rootfs) + "\n").encode())
-    return write_output(arguments.tar, encode_layer(rootfs_layer(rootfs)))
+    # Written a member at a time: the files' bytes are held once, by the root filesystem.
+    return write_output(arguments.tar, iter_encoded(rootfs_layer(rootfs)))
 
 
-def write_output(path: str, data: bytes) -> int:
-    """Write ``data`` to ``path`` (``-``: standard output) whole or not at all; the exit status.
+def output_problem(path: str) -> str | None:
+    """Why ``--tar PATH`` cannot be written, seen before the image is read; None if nothing is seen."""
+    if path == "":
+        return "--tar: an empty name; nothing was written"
+    if path != "-" and os.path.isdir(path):
+        return f"{path}: is a directory; nothing was written"
+    return None
 
-    A file is written under a temporary name in its directory and renamed
-    into place once complete: a failure (a full disk) leaves nothing
-    behind, and says so on one line.
+
+def write_output(path: str, data: bytes | Iterable[bytes]) -> int:
+    """Write ``data`` (bytes, or pieces) to ``path`` (``-``: standard output) whole or not at all; the exit status.
+
+    A file is written under a temporary name in the directory of the final
+    file (a symlink's target) and renamed into place once complete: a
+    failure (a full disk) leaves nothing behind, and says so on one line. A
+    file replaced keeps its permission bits, as the shell's ``>`` keeps them.
     """
+    pieces = [data] if isinstance(data, bytes) else data
     if path == "-":
         try:
             sys.stdout.flush()
-            sys.stdout.buffer.write(data)
+            for piece in pieces:
+                sys.stdout.buffer.write(piece)
             sys.stdout.buffer.flush()
         except BrokenPipeError:
             raise
@@ -110,12 +127,16 @@ def write_output(path: str, data: bytes) -> int:
             say(f"standard output: cannot write ({error.strerror}); the output is incomplete")
             return EXIT_REJECTED
         return 0
+    if problem := output_problem(path):
+        say(problem)
+        return EXIT_REJECTED
     real = os.path.realpath(path)
     if os.path.exists(path) and not os.path.isfile(path):
         # A device or a FIFO (/dev/stdout, a named pipe): written in place, as nothing can be renamed onto it.
         try:
             with open(path, "wb") as output:
-                output.write(data)
+                for piece in pieces:
+                    output.write(piece)
         except OSError as error:
             say(f"{path}: cannot write ({error.strerror}); the output is incomplete")
             return EXIT_REJECTED
@@ -123,17 +144,21 @@ def write_output(path: str, data: bytes) -> int:
     directory, name = os.path.split(real)
     temporary = ""
     try:
+        mode = stat.S_IMODE(os.stat(real).st_mode) if os.path.isfile(real) else 0o666 & ~_umask()
         handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
         with os.fdopen(handle, "wb") as output:
-            output.write(data)
+            for piece in pieces:
+                output.write(piece)
             output.flush()
             os.fsync(output.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
+        os.chmod(temporary, mode)
         os.replace(temporary, real)
-    except OSError as error:
+    except BaseException as error:
         if temporary:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+        if not isinstance(error, OSError):
+            raise
         say(f"{path}: cannot write ({error.strerror}); nothing was written")
         return EXIT_REJECTED
     return 0
