@@ -428,3 +428,32 @@ def test_a_descriptor_size_is_a_json_integer(tmp_path: Path) -> None:
     assert refused("layers", str(layout)) == f"cowspec: {layout}: index.json manifests: missing 'size'"
     (layout / "index.json").write_text(text.replace(f'"size": {real}', f'"size": {real + 1}'))
     assert refused("layers", str(layout)).endswith(f"{real} bytes, but index.json manifests says {real + 1}")
+
+
+def test_refs_as_docker_reads_them(tmp_path: Path) -> None:
+    """A ref without a tag means :latest, Docker Hub's prefixes are dropped; a bare OCI ref name matches as given;
+    a podman docker-dir (a registry manifest in manifest.json) is named for what it is."""
+    saved = tmp_path / "saved.tar"
+    saved.write_bytes(
+        docker_save(
+            {"localhost/img1:latest": [layer(("/one", b"1"))], "docker.io/library/bb:1": [layer(("/bb", b"b"))]}
+        )
+    )
+    assert "/one" in flattened(f"{saved}:localhost/img1")
+    assert "/bb" in flattened(str(saved), "--ref", "bb:1")
+    assert "no image tagged 'localhost/img2'" in refused("flatten", f"{saved}:localhost/img2")
+    assert "no image tagged 'bb'" in refused("flatten", f"{saved}:bb")  # bb:latest, not bb:1
+    layout = two_image_layout(tmp_path)
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] = "localhost/one:latest"
+    (layout / "index.json").write_text(json.dumps(index))
+    assert "/one" in flattened(f"{layout}:localhost/one")
+    assert "/two" in flattened(f"{layout}:two")
+    assert "no image named 'two:latest'" in refused("flatten", f"{layout}:two:latest")
+    docker_dir = tmp_path / "docker-dir"
+    docker_dir.mkdir()
+    (docker_dir / DOCKER_MANIFEST).write_text(json.dumps({"schemaVersion": 2, "layers": []}))
+    assert refused("flatten", str(docker_dir)) == (
+        f"cowspec: {docker_dir}: manifest.json is a registry manifest (schemaVersion 2),"
+        " not a docker save image list: not a format cowspec reads"
+    )

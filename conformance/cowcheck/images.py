@@ -804,7 +804,7 @@ def _platform_matches(found: tuple[str, str, str], wanted: str) -> bool:
 def _choose(source: _Source, descriptors: list[object], where: str, ref: str | None, wanted: str) -> object:
     """The one descriptor of ``descriptors`` that ``ref`` and the platform ``wanted`` name."""
     if ref is not None:
-        named = [each for each in descriptors if ref in _refs(each)]
+        named = [descriptors[index] for index in _named(ref, [_refs(each) for each in descriptors])]
         if not named:
             known = sorted({name for each in descriptors for name in _refs(each)})
             listed = ", ".join(known) if known else "none"
@@ -894,12 +894,18 @@ def _blob_name(source: _Source, wanted: str) -> str:
 
 def _read_docker(source: _Source, ref: str | None = None) -> tuple[list[_Stream], list[str], object]:
     manifest = source.json(DOCKER_MANIFEST)
+    if isinstance(manifest, dict) and "schemaVersion" in manifest:
+        # podman's docker-dir (skopeo dir:): a registry's manifest, its blobs beside it.
+        raise SpecError(
+            f"{source.path}: {DOCKER_MANIFEST} is a registry manifest (schemaVersion"
+            f" {json.dumps(manifest['schemaVersion'])[:20]}), not a docker save image list: not a format cowspec reads"
+        )
     if not isinstance(manifest, list) or not manifest:
         raise SpecError(f"{source.path}: {DOCKER_MANIFEST}: expected a list of images")
     tags = [each.get("RepoTags") if isinstance(each, dict) else None for each in manifest]
     names = [[tag for tag in each if isinstance(tag, str)] if isinstance(each, list) else [] for each in tags]
     if ref is not None:
-        chosen = [image for image, known in zip(manifest, names, strict=True) if ref in known]
+        chosen = [manifest[index] for index in _named(ref, names)]
         if not chosen:
             listed = ", ".join(sorted({tag for each in names for tag in each})) or "none"
             raise SpecError(f"{source.path}: {DOCKER_MANIFEST}: no image tagged {ref!r} (tags: {listed})")
@@ -930,10 +936,40 @@ def _read_docker(source: _Source, ref: str | None = None) -> tuple[list[_Stream]
 def _tagged(source: _Source, ref: str) -> bool:
     """Whether a ``docker save`` beside an OCI index (Docker 25 writes both) tags an image ``ref``."""
     manifest = source.json(DOCKER_MANIFEST)
-    return isinstance(manifest, list) and any(
-        isinstance(each, dict) and isinstance(each.get("RepoTags"), list) and ref in each["RepoTags"]
-        for each in manifest
+    if not isinstance(manifest, list):
+        return False
+    tags = [each.get("RepoTags") if isinstance(each, dict) else None for each in manifest]
+    return bool(
+        _named(ref, [[tag for tag in each if isinstance(tag, str)] if isinstance(each, list) else [] for each in tags])
     )
+
+
+def _normal(name: str) -> str:
+    """A reference as Docker reads it: ``:latest`` where it names no tag or digest; Docker Hub's prefixes dropped."""
+    if "@" not in name and ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    for prefix in ("docker.io/", "index.docker.io/"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    if name.startswith("library/") and "/" not in name[len("library/") :]:
+        name = name[len("library/") :]
+    return name
+
+
+def _named(ref: str, names: list[list[str]]) -> list[int]:
+    """Which images the lists ``names`` of name ``ref``: the ones that list it as given, else the ones that list it
+    as Docker reads a reference (``localhost/img1`` is ``localhost/img1:latest``). A bare OCI ref name (``latest``,
+    ``v1``: a tag alone) matches only as given."""
+    exact = [index for index, known in enumerate(names) if ref in known]
+    if exact:
+        return exact
+    wanted = _normal(ref)
+    return [
+        index
+        for index, known in enumerate(names)
+        if any(_normal(each) == wanted for each in known if "/" in each or ":" in each)
+    ]
 
 
 def split_reference(image: str) -> tuple[str, str | None]:
