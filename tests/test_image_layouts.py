@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cowcheck.images import DOCKER_MANIFEST, image_config, machine_platform, write_oci_layout
+from cowcheck.images import DOCKER_MANIFEST, image_config, machine_platform, tar_of, write_oci_layout
 from cowspec.identity import diff_id
 from cowspec.layer_tar import LayerTar, TarEntry, decode_layer, encode_layer
 
@@ -71,13 +71,7 @@ def docker_save(images: dict[str, list[bytes]]) -> bytes:
             files[names[-1]] = archive
         manifest.append({"Config": config_name, "RepoTags": [tag], "Layers": names})
     files[DOCKER_MANIFEST] = json.dumps(manifest).encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return tar_of(files)
 
 
 def put(layout: Path, document: object) -> dict[str, object]:

@@ -1042,6 +1042,11 @@ def docker_archive(archives: list[bytes], tag: str, history: list[tuple[str, boo
         names.append(f"{index:03d}/layer.tar")
         files[names[-1]] = archive
     files[DOCKER_MANIFEST] = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": names}]).encode()
+    return tar_of(files)
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    """A plain ustar archive of regular files, by name, in the order given."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in files.items():
