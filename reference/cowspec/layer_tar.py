@@ -26,7 +26,7 @@ from itertools import pairwise
 from typing import Literal, NamedTuple
 
 from .errors import ModelError, SpecError
-from .paths import ROOT, join, name_of, parent_of
+from .paths import ROOT, name_of, parent_of
 
 Kind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo"]
 BLOCK = 512
@@ -498,7 +498,7 @@ def decode_members(members: Iterable[_Member]) -> LayerTar:
                 continue
             raise SpecError(f"entry {entry.path!r}: hardlink to {entry.link!r}, {why} [TAR-3]")
     ordered = tuple(sorted(entries.values(), key=lambda entry: canonical_key(entry.path)))
-    _refuse_below_non_directories(ordered, entries, whiteouts, opaque)
+    _refuse_below_non_directories(ordered)
     return LayerTar(ordered, frozenset(whiteouts), frozenset(opaque))
 
 
@@ -512,14 +512,12 @@ NON_DIRECTORY: dict[Kind, str] = {
 }
 
 
-def _refuse_below_non_directories(
-    ordered: tuple[TarEntry, ...], entries: dict[str, TarEntry], whiteouts: set[str], opaque: set[str]
-) -> None:
-    """Refuse an entry or a marker that lies below a non-directory of the same layer [TAR-6].
+def _refuse_below_non_directories(ordered: tuple[TarEntry, ...]) -> None:
+    """Refuse an entry that lies below a non-directory of the same layer [TAR-6].
 
     In canonical order everything below a path comes right after it, so one
-    look at the next entry finds any entry below a non-directory; a marker's
-    directory is looked up, and its parents while the layer does not list them.
+    look at the next entry finds any entry below a non-directory. Markers
+    below one are not refused: they act on the layers below (APPLY-2).
     """
     for entry, following in pairwise(ordered):
         if entry.kind != "dir":
@@ -529,19 +527,6 @@ def _refuse_below_non_directories(
                     f"entry {below!r}: lies below {path!r}, which this layer lists as"
                     f" {NON_DIRECTORY[entry.kind]}, not a directory [TAR-6]"
                 )
-    markers = [(directory, join(directory, OPAQUE_MARKER)) for directory in opaque]
-    markers += [(parent_of(path), join(parent_of(path), WHITEOUT_PREFIX + name_of(path))) for path in whiteouts]
-    for directory, marker in markers:
-        while directory != ROOT:
-            holder = entries.get(directory)
-            if holder is not None:
-                if holder.kind != "dir":
-                    raise SpecError(
-                        f"entry {marker!r}: lies below {directory!r}, which this layer lists as"
-                        f" {NON_DIRECTORY[holder.kind]}, not a directory [TAR-6]"
-                    )
-                break
-            directory = parent_of(directory)
 
 
 def canonical_key(path: str) -> str:
