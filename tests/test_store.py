@@ -21,6 +21,7 @@ from cowspec.store import (
     system_df,
     with_filesystem,
 )  # fmt: skip
+from cowspec.store_trace import Build, Instruction, build
 from cowspec.trace import LayerEntry, build_layer
 
 
@@ -92,7 +93,44 @@ def test_five_containers_and_the_seed_formula() -> None:
     assert [(each.tags, each.size, each.shared, each.unique, each.containers) for each in usage] == [
         ((BASE_NAME,), 1137, 1137, 0, 0), ((FINAL_NAME,), 1137, 1137, 0, 5),
     ]  # fmt: skip
-    assert images_total == 1137 and reclaimable == 0
+    # Docker's CLI takes away only the used image's unique size, 0 here: all 1137 bytes count as reclaimable.
+    assert images_total == 1137 and reclaimable == 1137
+
+
+def test_reclaimable_is_docker_clis() -> None:
+    """[STORE-4] Reclaimable: the images' total less each used image's size less its shared size.
+
+    By hand, as docker/cli's ``diskUsageImagesContext.Reclaimable`` works it
+    out from ``LayersSize`` and each image's ``Size``, ``SharedSize`` and
+    ``Containers``; not "the unique size of the images no container uses".
+    """
+    base = load(Store(), BASE_NAME, BASE, [*UBUNTU, APP])
+    # The issue's smallest case: a base image, one build from it (one COPY), no container.
+    built = build(
+        base,
+        Build(
+            "acme/app:1", BASE_NAME, (Instruction("COPY", (LayerEntry("/app/new", "file", 0o644, data=b"n" * 23),)),)
+        ),
+    )
+    usage, total, reclaimable = system_df(built)
+    assert [(each.tags, each.size, each.shared, each.containers) for each in usage] == [
+        (("acme/app:1",), 1160, 1137, 0), ((BASE_NAME,), 1137, 1137, 0),
+    ]  # fmt: skip
+    assert total == 1160 and reclaimable == total  # the old rule said 23, the unique size of the unused build
+    # A container on the build: its unique 23 bytes are taken away, nothing else.
+    used = create(built, "c1", "acme/app:1")
+    assert system_df(used)[1:] == (1160, 1160 - 23)
+    # A container on the base instead: its unique size is 0, so all stays reclaimable,
+    # though the base's layers would not be freed.
+    assert system_df(create(built, "c1", BASE_NAME))[1:] == (1160, 1160)
+    # Both used: only the build's unique size is taken away; containers' SIZEs play no part.
+    both = create(create(used, "c2", BASE_NAME), "c3", "acme/app:1")
+    filesystem = step(both.containers["c3"].filesystem, Write("/app/hello.sh", 0, b"Hi")).container
+    assert system_df(with_filesystem(both, "c3", filesystem))[1:] == (1160, 1137)
+    # Three unshared images, one used: the total less that one's size.
+    other = load(Store(), "other:1", Image((IDS[3],), (HistoryRow("COPY dir:app"),)), [APP])
+    other = create(load(other, BASE_NAME, BASE, [*UBUNTU, APP]), "c", "other:1")
+    assert system_df(other)[1:] == (1237, 1137)
 
 
 def test_remove_and_free() -> None:

@@ -351,8 +351,11 @@ def system_df(store: Store) -> tuple[list[ImageUsage], int, int]:
     """Per image usage, the images' total and what is reclaimable [STORE-4].
 
     A layer is shared when the chains of more than one listed image hold
-    it. The total counts every stored layer once; reclaimable adds up the
-    unique size of the listed images no container uses.
+    it. The total counts every stored layer once. Reclaimable is the figure
+    Docker's CLI prints (``diskUsageImagesContext.Reclaimable``): the total
+    less the unique size of each listed image that a container uses. It is
+    not "what ``docker image prune -a`` would free": a layer that two used
+    images share counts as reclaimable.
     """
     # Untagged images that other images were made from are not listed, and
     # their layers are not counted as theirs [STORE-10].
@@ -370,7 +373,11 @@ def system_df(store: Store) -> tuple[list[ImageUsage], int, int]:
         tags = tuple(sorted(tag for tag, target in store.tags.items() if target == image.id))
         usage.append(ImageUsage(image.id, tags, image_size(store, image.id), shared, users))
     total = sum(layer.size for layer in store.layers.values())
-    reclaimable = sum(each.unique for each in usage if each.containers == 0)
+    # [STORE-4] As docker/cli computes it from /system/df: LayersSize minus
+    # Size - SharedSize of every image with Containers > 0. (The CLI skips an
+    # image whose Size or SharedSize is -1, unknown; the model always knows.)
+    in_use = sum(each.unique for each in usage if each.containers > 0)
+    reclaimable = total - in_use
     return sorted(usage, key=lambda each: each.tags), total, reclaimable
 
 
