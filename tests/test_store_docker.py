@@ -8,6 +8,7 @@ import pytest
 from cowcheck.driver import DriverUnavailable
 from cowcheck.engines import Dockerd, engine_api
 from cowcheck.images import docker_archive
+from cowcheck.store_docker import docker_cli_reclaimable
 from cowspec.identity import diff_id
 from cowspec.layer_tar import LayerTar, TarEntry, encode_layer
 from cowspec.operations import step
@@ -34,6 +35,33 @@ RUNS = {
     "c2": ("printf 12345 > /app/new", [Create("/app/new", 0o644), Write("/app/new", 0, b"12345")]),
     "c3": ("true", []),
 }
+
+
+def go_human_size(size: int) -> str:
+    """A size as docker's CLI prints it (go-units ``HumanSize``: decimal units, 4 significant digits)."""
+    value, units = float(size), ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+    while value >= 1000 and len(units) > 1:
+        value, units = value / 1000, units[1:]
+    return f"{value:.4g}{units[0]}"
+
+
+def test_go_human_size() -> None:
+    """[STORE-4] The units the CLI prints: the issue's 2,045,873 bytes were 2.046MB."""
+    assert [go_human_size(each) for each in (0, 72, 999, 1000, 1137, 2_045_873, 10**9)] == [
+        "0B", "72B", "999B", "1kB", "1.137kB", "2.046MB", "1GB",
+    ]  # fmt: skip
+
+
+def test_reclaimable_from_the_engines_numbers() -> None:
+    """[STORE-4] The driver's figure uses only /system/df: used images' Size - SharedSize, -1 skipped."""
+    images = [
+        {"Size": 72, "SharedSize": 28, "Containers": 2},
+        {"Size": 28, "SharedSize": 28, "Containers": 0},
+        {"Size": 50, "SharedSize": -1, "Containers": 1},  # unknown: the CLI takes nothing away
+        {"Size": 10, "SharedSize": 0, "Containers": 0},
+    ]
+    assert docker_cli_reclaimable({"LayersSize": 160, "Images": images}) == 160 - 44
+    assert docker_cli_reclaimable({"LayersSize": 0, "Images": None}) == 0
 
 
 def layers() -> list[LayerTar]:
@@ -79,6 +107,8 @@ def test_store_figures_equal_dockers(tmp_path: object) -> None:
             histories = {name: engine_api(docker, f"/images/{name}/history") for name in names.values()}
             containers = engine_api(docker, "/containers/json?all=1&size=1")
             df = engine_api(docker, "/system/df")
+            printed = docker.docker("system", "df", "--format", "{{.Type}}|{{.Size}}|{{.Reclaimable}}")
+            assert printed.returncode == 0, printed.stderr.decode()
     except DriverUnavailable as error:
         if os.environ.get("CI") == "true":
             pytest.fail(str(error))
@@ -91,10 +121,15 @@ def test_store_figures_equal_dockers(tmp_path: object) -> None:
     for name in RUNS:
         # The API leaves SizeRw out when it is 0.
         assert (by_name[name].get("SizeRw", 0), by_name[name]["SizeRootFs"]) == container_size(store, name)
-    usage, total, _ = system_df(store)
+    usage, total, reclaimable = system_df(store)
     reported = {each["RepoTags"][0]: each for each in df["Images"]}  # type: ignore[index]
     for each in usage:
         row = reported[each.tags[0]]
         assert (row["Size"], row["SharedSize"], row["Containers"]) == (each.size, each.shared, each.containers)
     assert df["LayersSize"] == total  # type: ignore[index]
+    # [STORE-4] Reclaimable, from the engine's numbers as the CLI works it out, and as the CLI prints it.
+    assert isinstance(df, dict)
+    assert docker_cli_reclaimable(df) == reclaimable == total  # the containers' image has no unique size
+    images_row = next(line for line in printed.stdout.decode().splitlines() if line.startswith("Images|"))
+    assert images_row == f"Images|{go_human_size(total)}|{go_human_size(reclaimable)} ({reclaimable * 100 // total}%)"
     assert len({each.get("SizeRw", 0) for each in by_name.values()}) == 3  # the three containers really differ

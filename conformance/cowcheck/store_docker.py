@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from typing import Any
 
 from cowspec.commit import layer_tar_of
 from cowspec.layer_tar import encode_layer
@@ -191,13 +192,29 @@ def build(docker: Dockerd, step: Build) -> Entry:
     return _done(docker.docker("tag", current, step.name))
 
 
+def docker_cli_reclaimable(df: dict[str, Any]) -> int:
+    """The images row's reclaimable bytes, as Docker's CLI works it out [STORE-4].
+
+    From the engine's own ``/system/df`` numbers and nothing of the model's
+    (docker/cli ``diskUsageImagesContext.Reclaimable``): ``LayersSize``
+    less ``Size - SharedSize`` of each image whose ``Containers`` is not 0,
+    skipping an image whose ``Size`` or ``SharedSize`` is -1 (unknown).
+    """
+    in_use: int = sum(
+        image["Size"] - image["SharedSize"]
+        for image in df["Images"] or []
+        if image["Containers"] != 0 and image["Size"] != -1 and image["SharedSize"] != -1
+    )
+    total: int = df["LayersSize"]
+    return total - in_use
+
+
 def figures(docker: Dockerd, items: list[Entry]) -> Entry:
     layerdb = os.path.join(docker.base, "root", "image", "overlay2", "layerdb", "sha256")
     df = engine_api(docker, "/system/df")
     assert isinstance(df, dict)
     images: dict[str, Entry] = {}
-    reclaimable = 0
-    for image in df["Images"]:
+    for image in df["Images"] or []:
         for tag in image.get("RepoTags") or []:
             if "<none>" in tag:
                 continue
@@ -209,8 +226,6 @@ def figures(docker: Dockerd, items: list[Entry]) -> Entry:
                 "shared_size": image["SharedSize"],
                 "containers": image["Containers"],
             }
-        if image["Containers"] == 0:
-            reclaimable += image["Size"] - image["SharedSize"]
     listed = engine_api(docker, "/containers/json?all=1&size=1")
     assert isinstance(listed, list)
     containers = {
@@ -224,7 +239,7 @@ def figures(docker: Dockerd, items: list[Entry]) -> Entry:
         "images": dict(sorted(images.items())),
         "containers": dict(sorted(containers.items())),
         "images_total": df["LayersSize"],
-        "reclaimable": reclaimable,
+        "reclaimable": docker_cli_reclaimable(df),
         "volumes": {
             volume["Name"]: {"size": volume["UsageData"]["Size"], "containers": volume["UsageData"]["RefCount"]}
             for volume in sorted(df.get("Volumes") or [], key=lambda each: each["Name"])
