@@ -84,6 +84,10 @@ CASES = (
     Case("file-under-lower-file", "L0 file `x`; L1 `x/y`: `x` becomes a directory (APPLY-4)", ((("x", "f", b"x"),), (("x/y", "f", b"y"),))),
     Case("hardlinks-in-one-layer", "`a` and hardlink `b -> a` in one layer: two names, nlink 2 (APPLY-3)",
          ((("a", "f", b"ab"), ("b", "h", "a")),)),
+    Case("entry-under-same-layer-symlink", "L0 `t/`; L1 `l -> t` and `l/new` in one layer: refused (TAR-6)",
+         ((("t/", "d", b""),), (("l", "l", "t"), ("l/new", "f", b"n")))),
+    Case("entry-under-same-layer-file", "one layer: file `p` and `p/child`: refused (TAR-6)",
+         ((("p", "f", b"p"), ("p/child", "f", b"c")),)),
 )  # fmt: skip
 
 
