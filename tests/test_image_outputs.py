@@ -46,6 +46,10 @@ def test_closed_standard_input_and_output(tmp_path: Path) -> None:
     out = tmp_path / "out.tar"
     assert run("flatten", "--tar", str(out), saved, setup=closed_out) == (0, [])
     assert sorted(entry.path for entry in decode_layer(out.read_bytes()).entries) == ["/a", "/b"]
+    # The trace commands too: one line, no traceback, nothing run.
+    trace = str(Path(__file__).resolve().parent.parent / "docs" / "rationale" / "hardlink-copy-up.json")
+    assert run("oracle", trace, setup=closed_out) == (2, [line])
+    assert run("oracle", trace)[0] == 0
 
 
 def test_where_tar_output_goes(tmp_path: Path) -> None:

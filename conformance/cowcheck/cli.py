@@ -257,7 +257,8 @@ def run() -> None:
             sys.stderr.flush()
         os._exit(status)
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:  # closed (``>&-``): main said so
+            sys.stdout.flush()
     except BrokenPipeError:
         pass
     except OSError as error:
@@ -266,10 +267,24 @@ def run() -> None:
     sys.exit(status)
 
 
+def _stdout_optional(arguments: argparse.Namespace) -> bool:
+    """Whether the command may run with standard output closed (``>&-``).
+
+    The image commands check for themselves (``flatten --tar FILE`` needs no
+    standard output); ``matrix --out FILE`` writes its table to the file.
+    """
+    if arguments.handler in (command_flatten, command_layers, command_inspect):
+        return True
+    return arguments.handler is command_matrix and arguments.out != "-"
+
+
 def main(argv: Sequence[str] | None = None, arguments: argparse.Namespace | None = None) -> int:
     """Entry point of the ``cowspec`` command: its exit status."""
     if arguments is None:
         arguments = parser().parse_args(argv)
+    if sys.stdout is None and not _stdout_optional(arguments):
+        say("standard output: closed; nothing was written")
+        return EXIT_REJECTED
     try:
         status: int = arguments.handler(arguments)
     except UsageError as error:

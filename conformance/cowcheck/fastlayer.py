@@ -173,11 +173,6 @@ def hasher_name(backend: str) -> str:
     return "openssl-sha-ni" if "sha_ni" in features else "openssl-sha2" if "sha2" in features else "openssl"
 
 
-def available() -> bool:
-    """Whether this machine reads layers the fast way (the C module is built)."""
-    return _fastlayer is not None
-
-
 def describe(reader: str = "auto") -> str:
     """The reader and hasher that ``reader`` (auto or stream) runs here, in one line."""
     backend = chosen_hasher() if reader != "stream" else None
