@@ -67,7 +67,6 @@ def test_the_module_is_built_and_knows_its_cpu() -> None:
         pytest.skip("cowcheck._fastlayer is not built (pip install -e .)")
     assert fastlayer.hashers() == (("openssl", "multibuffer") if AVX512 else ("openssl",))
     sha = bool({"sha_ni", "sha2"} & _flags())
-    assert fastlayer.sha_instructions() == sha
     if "COWSPEC_HASHER" not in os.environ:
         chosen = fastlayer.chosen_hasher()
         if not AVX512:

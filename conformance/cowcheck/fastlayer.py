@@ -103,11 +103,6 @@ def cpu_features() -> frozenset[str]:
     return frozenset()
 
 
-def sha_instructions() -> bool:
-    """Whether the CPU has SHA-256 instructions (x86 SHA-NI, arm64 SHA2)."""
-    return bool({"sha_ni", "sha2"} & cpu_features())
-
-
 def hashers() -> tuple[str, ...]:
     """The hashing backends this machine runs (none without the C module)."""
     if _fastlayer is None:
@@ -321,10 +316,9 @@ class FastLayers:
         self._keep_data = keep_data
         self._hasher: Any = _fastlayer.Hasher(threads=HASH_THREADS, backend=backend)
         self._lock = threading.Lock()  # one reader of the image's files at a time
-        self._buffers = threading.Lock()  # guards the two below: loaders take buffers, this thread gives them back
+        self._buffers = threading.Lock()  # guards the list below: loaders take buffers, this thread gives them back
         self._free: list[bytearray] = []
         """Buffers that held a layer read from a file, to be read into again (at most ``PREFETCH + 1``)."""
-        self._pooled: dict[int, bytearray] = {}
         self._pool = ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="cowspec-load")
         self._loads: dict[int, Future[_Loaded]] = {}
         for index in range(min(PREFETCH, len(media_types))):
@@ -416,17 +410,13 @@ class FastLayers:
                 view.release()
                 with self._buffers:
                     self._free.append(buffer)
-        if got != region.size:
-            return None
-        with self._buffers:
-            self._pooled[id(view)] = buffer
-        return view
+        return view if got == region.size else None
 
     def _give_back(self, loaded: _Loaded) -> None:
         """Return a layer's pooled buffer once nothing holds it: its digests were all given."""
         if loaded.pooled is not None:
-            with self._buffers:
-                buffer = self._pooled.pop(id(loaded.pooled))
+            buffer = loaded.pooled.obj
+            assert isinstance(buffer, bytearray)
             loaded.tar = loaded.blob = None
             try:
                 loaded.pooled.release()
@@ -500,10 +490,10 @@ class FastLayers:
         job = 0
         keep = self._keep_data
         for record in framed:
-            start, size = record[11], record[2]
-            assert isinstance(start, int) and isinstance(size, int)
             payload: bytes | Content
             if record[1] in FILE_FLAGS and not keep:
+                size = record[2]
+                assert isinstance(size, int)
                 payload = Content(size, digests[64 * job : 64 * job + 64])
                 job += 1
             else:
