@@ -268,10 +268,15 @@ def flatten_with_stats(
         index, size = tree.group_origin[group]
         kept[index] += size
     stats = tuple(replace(each, kept=kept[index]) for index, each in enumerate(done))
+    return _rootfs(tree), stats
+
+
+def _rootfs(tree: _Tree) -> Rootfs:
+    """The finished tree as a value: entries in canonical order, each inode's names counted."""
     names = Counter(tree.group.values())
     order = sorted(tree.entries, key=canonical_key)
     entries = tuple(tree.entries[path] for path in order if path != ROOT)
-    return Rootfs(entries, tree.entries[ROOT], MappingProxyType(tree.group), MappingProxyType(dict(names))), stats
+    return Rootfs(entries, tree.entries[ROOT], MappingProxyType(tree.group), MappingProxyType(dict(names)))
 
 
 def rootfs_layer(rootfs: Rootfs) -> LayerTar:
@@ -422,8 +427,4 @@ def flatten_traced(
     )
     kept = [sum(each.size for each in made if each.lost_in is None) for made in copies]
     stats = tuple(replace(each, kept=kept[index]) for index, each in enumerate(done))
-    names = Counter(tree.group.values())
-    order = sorted(tree.entries, key=canonical_key)
-    entries = tuple(tree.entries[path] for path in order if path != ROOT)
-    rootfs = Rootfs(entries, tree.entries[ROOT], MappingProxyType(tree.group), MappingProxyType(dict(names)))
-    return rootfs, stats, traces
+    return _rootfs(tree), stats, traces
