@@ -268,13 +268,12 @@ def run() -> None:
 
 
 def _stdout_optional(arguments: argparse.Namespace) -> bool:
-    """Whether the command may run with standard output closed (``>&-``).
+    """Whether the command may run with standard output closed (``>&-``): only where it writes to a file.
 
-    The image commands check for themselves (``flatten --tar FILE`` needs no
-    standard output); ``matrix --out FILE`` writes its table to the file.
+    ``flatten --tar FILE`` and ``matrix --out FILE`` need no standard output.
     """
-    if arguments.handler in (command_flatten, command_layers, command_inspect):
-        return True
+    if arguments.handler is command_flatten:
+        return arguments.tar not in (None, "-")
     return arguments.handler is command_matrix and arguments.out != "-"
 
 

@@ -58,18 +58,8 @@ def rootfs_json(rootfs: Rootfs) -> str:
     return "[" + ",".join(parts) + "]"
 
 
-def stdout_closed() -> bool:
-    """Whether standard output is closed (``>&-``): said on one line, before any work."""
-    if sys.stdout is not None:
-        return False
-    say("standard output: closed; nothing was written")
-    return True
-
-
 def command_flatten(arguments: argparse.Namespace) -> int:
     options = ApplyOptions(implied_parents=arguments.implied_parents, under_symlink=arguments.under_symlink)
-    if arguments.tar in (None, "-") and stdout_closed():
-        return EXIT_REJECTED
     if arguments.tar is not None and (problem := output_problem(arguments.tar)):
         say(problem)
         return EXIT_REJECTED
@@ -188,8 +178,6 @@ def read_checked(arguments: argparse.Namespace, on_layer: Progress | None = None
 def command_layers(arguments: argparse.Namespace) -> int:
     from .inspect_report import exact_size, human_size, layer_rows, layers_table
 
-    if stdout_closed():
-        return EXIT_REJECTED
     reading = read_checked(arguments)
     if reading is None:
         return EXIT_REJECTED
@@ -233,8 +221,6 @@ def command_inspect(arguments: argparse.Namespace) -> int:
         if progress:
             print(f"cowspec: reading layer {index} ({index + 1} of {total})", file=sys.stderr, flush=True)
 
-    if stdout_closed():
-        return EXIT_REJECTED
     reading = read_checked(arguments, on_layer=report)
     if reading is None:
         return EXIT_REJECTED
