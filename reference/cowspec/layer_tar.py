@@ -250,6 +250,19 @@ def carries_meaning(flag: bytes, size: int) -> bool:
     return TYPEFLAGS.get(flag) == "file" or (flag in EXTENDED and size <= MAX_EXTENDED)
 
 
+def _pass(read: Reader, size: int, seen: Callable[[bytes], object] | None = None) -> int:
+    """Read ``size`` bytes a chunk at a time without keeping them, each chunk shown to ``seen``; how many there were."""
+    left = size
+    while left:
+        chunk = read(min(left, CHUNK))
+        if not chunk:
+            break
+        if seen is not None:
+            seen(chunk)
+        left -= len(chunk)
+    return size - left
+
+
 def iter_records(read: Reader, keep_data: bool = True) -> Iterator[Record]:
     """Every header of an uncompressed tar with its member's bytes, up to the end marker [TAR-3].
 
@@ -277,24 +290,11 @@ def iter_records(read: Reader, keep_data: bool = True) -> Iterator[Record]:
             # Bytes no reader needs are skipped a chunk at a time, never kept:
             # a directory's data, a global header, an oversized PAX or long-name
             # record (``iter_members`` refuses that one by its size) [TAR-5].
-            left = size
-            while left:
-                chunk = read(min(left, CHUNK))
-                if not chunk:
-                    break
-                left -= len(chunk)
-            got = size - left
+            got = _pass(read, size)
             payload = b""
         elif TYPEFLAGS.get(flag) == "file" and not keep_data:
             digest = hashlib.sha256()
-            left = size
-            while left:
-                chunk = read(min(left, CHUNK))
-                if not chunk:
-                    break
-                digest.update(chunk)
-                left -= len(chunk)
-            got = size - left
+            got = _pass(read, size, digest.update)
             payload = Content(size, digest.hexdigest())
         else:
             payload = _take(read, size)
@@ -579,7 +579,8 @@ def _header(name: str, flag: bytes, size: int, entry: TarEntry | None, link: str
     return bytes(header)
 
 
-def _member(name: str, flag: bytes, data: bytes, entry: TarEntry | None, link: str = "") -> bytes:
+def _headers(name: str, flag: bytes, size: int, entry: TarEntry | None, link: str = "") -> bytes:
+    """A member's headers: its PAX header and records where it needs them, then its own header for ``size`` bytes."""
     records: list[tuple[str, bytes]] = []
     if len(name.encode("utf-8", "surrogateescape")) > 100:
         records.append(("path", name.encode("utf-8", "surrogateescape")))
@@ -598,8 +599,7 @@ def _member(name: str, flag: bytes, data: bytes, entry: TarEntry | None, link: s
     if records:
         body = _pax(records)
         out += _header("PaxHeader", b"x", len(body), None) + body + b"\0" * (-len(body) % BLOCK)
-    out += _header(name, flag, len(data), entry, link) + data + b"\0" * (-len(data) % BLOCK)
-    return out
+    return out + _header(name, flag, size, entry, link)
 
 
 def encode_layer(layer: LayerTar) -> bytes:
@@ -636,9 +636,7 @@ def iter_encoded(layer: LayerTar) -> Iterator[bytes]:
         items.append((canonical_key(marker), marker[1:], b"0", b"", TarEntry(marker, "file", 0o600), ""))
     items.sort(key=lambda item: item[0])
     for _, name, flag, data, entry, link in items:
-        # The PAX records and the header of a member without bytes, its size then set: one rule for both.
-        headers = _member(name, flag, b"", entry, link)
-        yield headers[:-BLOCK] + _header(name, flag, len(data), entry, link)
+        yield _headers(name, flag, len(data), entry, link)
         if data:
             yield data
             if len(data) % BLOCK:
