@@ -15,7 +15,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from cowcheck import _fastlayer  # type: ignore[attr-defined]
+try:
+    from cowcheck import _fastlayer  # type: ignore[attr-defined]
+except ImportError:  # the C module is optional: without it, hashers() is empty and hashlib is measured alone
+    _fastlayer = None
 from cowcheck.fastlayer import cpu_features, hashers
 
 
@@ -42,6 +45,8 @@ def main() -> None:
         model = next((line.partition(":")[2].strip() for line in info if line.startswith("model name")), "?")
     flags = sorted(cpu_features() & {"sha_ni", "sha2", "avx512f", "avx512bw", "avx2"})
     print(f"cpu: {model}; {' '.join(flags)}; {len(os.sched_getaffinity(0))} cores")
+    if _fastlayer is None:
+        print("the C module is not built (it needs gcc and the headers of Python and OpenSSL): hashlib only")
     pool = memoryview(os.urandom(64 << 20))
     cases = {
         "one 256 MiB buffer": [memoryview(os.urandom(256 << 20))],
