@@ -27,11 +27,11 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from cowcheck import fastlayer
-from cowcheck.image_commands import rootfs_json
+from cowcheck.image_commands import rootfs_json, rootfs_json_python
 from cowcheck.images import ImageReading, Reader, docker_archive, image_config, write_oci_layout
-from cowspec.apply import flatten, rootfs_entries
+from cowspec.apply import Rootfs, flatten, rootfs_entries
 from cowspec.errors import SpecError
-from cowspec.layer_tar import LayerTar, TarEntry, encode_layer, iter_records
+from cowspec.layer_tar import NO_DEVICE, Content, LayerTar, Member, TarEntry, encode_layer, iter_members, iter_records
 from tests.test_layer_tar import archive, layer_values
 
 BUILT = fastlayer._fastlayer is not None
@@ -207,13 +207,126 @@ def _framed(data: bytes) -> list[tuple[object, ...]] | int:
     return [(*record[:11], fastlayer.payload_of(data, record)) for record in scanned]
 
 
+def _members_agree(data: bytes) -> bool:
+    """Whether the C members of a framed archive are the model's, field for field; False if left to the model.
+
+    Only an archive the C framing vouches for is compared; the members it
+    makes must then be exactly ``iter_members`` of the model's records,
+    file digests included, with the model's own named tuples.
+    """
+    scanned = fastlayer.scan(data)
+    if isinstance(scanned, int):
+        return False
+    digests = b"".join(
+        hashlib.sha256(data[record[11] : record[11] + record[2]]).digest()  # type: ignore[operator]
+        for record in scanned
+        if record[1] in fastlayer.FILE_FLAGS
+    )
+    made = fastlayer._fastlayer.members(scanned, digests, Member, Content, fastlayer.PLAIN_KINDS, NO_DEVICE)
+    if made is None:
+        assert any(record[1] not in fastlayer.PLAIN_KINDS for record in scanned), "plain records left to the model"
+        return False
+    model = list(iter_members(iter_records(io.BytesIO(data).read, keep_data=False)))
+    assert made == model
+    assert all(type(member) is Member for member in made)
+    assert all(type(member.content) is Content for member in made if member.kind == "file")
+    return True
+
+
 @needs_build
 @settings(max_examples=150, deadline=None)
 @given(layer_values())
 def test_scan_frames_canonical_layers_as_the_model_does(layer: LayerTar) -> None:
-    """[TAR-3][TAR-4] Every canonical archive is framed, record for record, as the model frames it."""
+    """[TAR-3][TAR-4] Every canonical archive is framed, record for record, as the model frames it.
+
+    Its members, where no record needs a PAX record, a long name or device
+    numbers, are made in C exactly as the model makes them.
+    """
     data = encode_layer(layer)
     assert _framed(data) == _model_records(data)
+    event(f"members: {'made in C' if _members_agree(data) else 'left to the model'}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(layer_values(), min_size=1, max_size=3))
+def test_rootfs_json_is_json_dumps_of_the_entries(layers: list[LayerTar]) -> None:
+    """[APPLY-1] The JSON ``flatten`` writes is ``json.dumps`` of the entries, character for character.
+
+    Both writers (C, and Python where the extension is not built), on names
+    and targets of any characters: escapes, non-ASCII, lone surrogates.
+    """
+    try:
+        root = flatten(layers)
+    except SpecError:
+        return
+    expected = json.dumps(rootfs_entries(root), separators=(",", ":"))
+    assert rootfs_json_python(root) == expected
+    if BUILT:
+        assert rootfs_json(root) == expected
+
+
+def test_rootfs_json_writes_every_kind_and_any_number() -> None:
+    """[APPLY-1] Devices, big numbers, control characters and astral names, in both writers."""
+    entries = (
+        TarEntry('/a"q\n\x7f\u00e9\U0001f600\udcff', "file", 0o4755, 2**70, 5, data=b"x"),
+        TarEntry("/b", "char", 0o600, device=(2**40, 3)),
+        TarEntry("/c", "symlink", 0o777, link="\t../\u2028"),
+        TarEntry("/d", "fifo"),
+        TarEntry("/e", "dir", 0o1777, 1, 1),
+        TarEntry("/f", "block", device=(8, 1)),
+    )
+    path = entries[0].path
+    root = Rootfs(entries, inode={path: 1}, names={1: 1})
+    expected = json.dumps(rootfs_entries(root), separators=(",", ":"))
+    assert rootfs_json_python(root) == expected
+    if BUILT:
+        assert rootfs_json(root) == expected
+    elif os.environ.get("CI") == "true":
+        pytest.fail("cowcheck._fastlayer did not build")
+
+
+@needs_build
+def test_members_in_c_cover_plain_layers_and_leave_the_rest() -> None:
+    """[TAR-3] Plain layers get their members in C; devices, PAX and long names go to the model.
+
+    Also the edges of the numbers: an mtime of twelve octal digits (no NUL),
+    whose nanoseconds pass 64 bits, is still the model's exact integer.
+    """
+    plain = encode_layer(
+        LayerTar(
+            (
+                TarEntry("/d", "dir", 0o1755, 7, 8, 1_700_000_000_000_000_000),
+                TarEntry("/d/f", "file", 0o4644, data=b"x" * 1000),
+                TarEntry("/d/h", "hardlink", link="/d/f"),
+                TarEntry("/d/l", "symlink", 0o777, link="../\udcff"),
+                TarEntry("/d/p", "fifo"),
+                TarEntry("/d/z", "file"),
+            ),
+            frozenset({"/d/gone"}),
+            frozenset({"/d"}),
+        )
+    )
+    assert _members_agree(plain)
+    late = bytearray(plain)
+    late[136:148] = b"777777777777"  # the first header's mtime, all twelve bytes digits
+    late[148:156] = b" " * 8
+    late[148:156] = f"{sum(late[:512]):06o}\0 ".encode()
+    assert _members_agree(bytes(late))
+    first = next(iter_members(iter_records(io.BytesIO(bytes(late)).read)))
+    assert first.mtime == 0o777777777777 * 10**9
+    device = encode_layer(LayerTar((TarEntry("/null", "char", 0o666, device=(1, 3)),)))
+    assert not _members_agree(device)
+    pax = encode_layer(LayerTar((TarEntry("/f", "file", xattrs=(("user.a", b"1"),)),)))
+    assert not _members_agree(pax)
+    scanned = fastlayer.scan(plain)
+    assert not isinstance(scanned, int)
+    with pytest.raises(ValueError, match="fewer digests"):
+        fastlayer._fastlayer.members(scanned, b"", Member, Content, fastlayer.PLAIN_KINDS, NO_DEVICE)
+    files = sum(record[1] in fastlayer.FILE_FLAGS for record in scanned)  # markers are empty files
+    with pytest.raises(ValueError, match="more digests"):
+        fastlayer._fastlayer.members(
+            scanned, bytes(32 * (files + 1)), Member, Content, fastlayer.PLAIN_KINDS, NO_DEVICE
+        )
 
 
 @needs_build
@@ -229,6 +342,7 @@ def test_scan_frames_what_tarfile_writes(fmt: int) -> None:
     framed = _framed(data)
     assert not isinstance(framed, int), f"refused at byte {framed}"
     assert framed == _model_records(data)
+    assert _members_agree(data) == (fmt == tarfile.USTAR_FORMAT)  # GNU and PAX write extended records
 
 
 @needs_build
@@ -265,6 +379,12 @@ def test_scan_vouches_only_for_what_the_model_reads_alike(layer: LayerTar, where
     if isinstance(framed, int):
         return  # the model's reader decides: nothing to compare
     assert framed == _model_records(bytes(data))
+    try:
+        _members_agree(bytes(data))
+    except SpecError:
+        # The model refuses a member the C code would have made: only a record
+        # the C code leaves to the model may do that (an unknown type, a bad PAX record).
+        assert any(record[1] not in fastlayer.PLAIN_KINDS for record in framed if isinstance(record, tuple))
 
 
 def test_scan_refuses_what_it_cannot_vouch_for() -> None:

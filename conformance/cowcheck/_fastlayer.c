@@ -1032,6 +1032,362 @@ fail:
 }
 
 
+/* A new instance of the tuple subclass `type` holding `items` (stolen). */
+static PyObject *tuple_of(PyObject *type, PyObject *items) {
+    if (items == NULL) {
+        return NULL;
+    }
+    PyObject *args = PyTuple_Pack(1, items);
+    Py_DECREF(items);
+    if (args == NULL) {
+        return NULL;
+    }
+    PyObject *made = PyTuple_Type.tp_new((PyTypeObject *)type, args, NULL);
+    Py_DECREF(args);
+    return made;
+}
+
+static PyObject *decoded(PyObject *raw) {
+    return PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), "surrogateescape");
+}
+
+/* The members of framed records that need no PAX record, long name or device
+   number: what the model's iter_members gives for them, field for field. */
+static PyObject *members(PyObject *module, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"records", "digests", "member", "content", "kinds", "no_device", NULL};
+    PyObject *records, *member, *content, *kinds, *no_device;
+    Py_buffer digests;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!y*OOO!O", keywords, &PyList_Type, &records, &digests,
+                                     &member, &content, &PyDict_Type, &kinds, &no_device)) {
+        return NULL;
+    }
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *digest = digests.buf;
+    Py_ssize_t files = digests.len / 32;
+    Py_ssize_t count = PyList_GET_SIZE(records);
+    Py_ssize_t file = 0;
+    PyObject *file_kind = PyUnicode_InternFromString("file");
+    PyObject *empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *empty_tuple = PyTuple_New(0);
+    PyObject *out = PyList_New(count);
+    if (file_kind == NULL || empty_bytes == NULL || empty_tuple == NULL || out == NULL) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *record = PyList_GET_ITEM(records, i);
+        if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != 12) {
+            PyErr_SetString(PyExc_TypeError, "members: a record is a 12-tuple of scan()");
+            goto fail;
+        }
+        PyObject *kind = PyDict_GetItemWithError(kinds, PyTuple_GET_ITEM(record, 1));
+        if (kind == NULL) {
+            if (PyErr_Occurred()) {
+                goto fail;
+            }
+            goto model; /* an extended record, a device or an unknown type: the model's reading */
+        }
+        long long fields[4];
+        for (int f = 0; f < 4; f++) {
+            fields[f] = PyLong_AsLongLong(PyTuple_GET_ITEM(record, 5 + f));
+            if (fields[f] == -1 && PyErr_Occurred()) {
+                goto fail;
+            }
+        }
+        PyObject *mtime;
+        if (fields[3] <= INT64_MAX / 1000000000) {
+            mtime = PyLong_FromLongLong(fields[3] * 1000000000LL);
+        } else {
+            PyObject *billion = PyLong_FromLong(1000000000L);
+            mtime = billion == NULL ? NULL : PyNumber_Multiply(PyTuple_GET_ITEM(record, 8), billion);
+            Py_XDECREF(billion);
+        }
+        PyObject *stored = Py_None;
+        Py_INCREF(stored);
+        if (PyUnicode_Compare(kind, file_kind) == 0) {
+            if (file >= files) {
+                Py_DECREF(stored);
+                Py_XDECREF(mtime);
+                PyErr_SetString(PyExc_ValueError, "members: fewer digests than files");
+                goto fail;
+            }
+            PyObject *text = PyUnicode_New(64, 127);
+            if (text != NULL) {
+                Py_UCS1 *chars = PyUnicode_1BYTE_DATA(text);
+                for (int b = 0; b < 32; b++) {
+                    chars[2 * b] = (Py_UCS1)hex[digest[32 * file + b] >> 4];
+                    chars[2 * b + 1] = (Py_UCS1)hex[digest[32 * file + b] & 15];
+                }
+            }
+            Py_DECREF(stored);
+            stored = tuple_of(content, text == NULL ? NULL : Py_BuildValue("(ON)", PyTuple_GET_ITEM(record, 2), text));
+            file++;
+        }
+        PyObject *made = NULL;
+        if (mtime != NULL && stored != NULL) {
+            made = tuple_of(member, Py_BuildValue("(NOLLLNONOOO)", decoded(PyTuple_GET_ITEM(record, 3)), kind,
+                                                  fields[0] & 07777, fields[1], fields[2], mtime, empty_bytes,
+                                                  decoded(PyTuple_GET_ITEM(record, 4)), no_device, empty_tuple,
+                                                  stored));
+            mtime = NULL; /* stolen by the N above */
+        }
+        Py_XDECREF(mtime);
+        Py_XDECREF(stored);
+        if (made == NULL) {
+            goto fail;
+        }
+        PyList_SET_ITEM(out, i, made);
+    }
+    if (file != files) {
+        PyErr_SetString(PyExc_ValueError, "members: more digests than files");
+        goto fail;
+    }
+    Py_DECREF(file_kind);
+    Py_DECREF(empty_bytes);
+    Py_DECREF(empty_tuple);
+    PyBuffer_Release(&digests);
+    return out;
+model:
+    Py_XDECREF(file_kind);
+    Py_XDECREF(empty_bytes);
+    Py_XDECREF(empty_tuple);
+    Py_XDECREF(out);
+    PyBuffer_Release(&digests);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(file_kind);
+    Py_XDECREF(empty_bytes);
+    Py_XDECREF(empty_tuple);
+    Py_XDECREF(out);
+    PyBuffer_Release(&digests);
+    return NULL;
+}
+
+
+/* -- the JSON of a root filesystem ------------------------------------------ */
+
+typedef struct {
+    char *data;
+    size_t length, room;
+} Text;
+
+static int text_room(Text *text, size_t more) {
+    if (text->length + more <= text->room) {
+        return 0;
+    }
+    size_t room = text->room ? text->room : 1 << 16;
+    while (room < text->length + more) {
+        room *= 2;
+    }
+    char *grown = PyMem_Realloc(text->data, room);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    text->data = grown;
+    text->room = room;
+    return 0;
+}
+
+static int text_add(Text *text, const char *bytes, size_t count) {
+    if (text_room(text, count) < 0) {
+        return -1;
+    }
+    memcpy(text->data + text->length, bytes, count);
+    text->length += count;
+    return 0;
+}
+
+#define TEXT_ADD(text, literal) text_add((text), (literal), sizeof(literal) - 1)
+
+static void escape_unit(char *out, unsigned int unit) {
+    static const char hex[] = "0123456789abcdef";
+    out[0] = '\\';
+    out[1] = 'u';
+    out[2] = hex[(unit >> 12) & 15];
+    out[3] = hex[(unit >> 8) & 15];
+    out[4] = hex[(unit >> 4) & 15];
+    out[5] = hex[unit & 15];
+}
+
+/* A string as json's encode_basestring_ascii writes it: quoted, ASCII only. */
+static int text_string(Text *text, PyObject *string) {
+    if (string == NULL) {
+        return -1;
+    }
+    if (!PyUnicode_Check(string)) {
+        PyErr_SetString(PyExc_TypeError, "entries_json: a name or target is not a str");
+        return -1;
+    }
+    Py_ssize_t count = PyUnicode_GET_LENGTH(string);
+    int kind = PyUnicode_KIND(string);
+    const void *chars = PyUnicode_DATA(string);
+    if (text_room(text, 2 + 12 * (size_t)count) < 0) {
+        return -1;
+    }
+    char *out = text->data + text->length;
+    *out++ = '"';
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, chars, i);
+        if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
+            *out++ = (char)c;
+            continue;
+        }
+        *out++ = '\\';
+        switch (c) {
+        case '\\': *out++ = '\\'; continue;
+        case '"': *out++ = '"'; continue;
+        case '\b': *out++ = 'b'; continue;
+        case '\f': *out++ = 'f'; continue;
+        case '\n': *out++ = 'n'; continue;
+        case '\r': *out++ = 'r'; continue;
+        case '\t': *out++ = 't'; continue;
+        default: break;
+        }
+        out--;
+        if (c >= 0x10000) {
+            Py_UCS4 v = c - 0x10000;
+            escape_unit(out, 0xd800 | ((v >> 10) & 0x3ff));
+            escape_unit(out + 6, 0xdc00 | (v & 0x3ff));
+            out += 12;
+        } else {
+            escape_unit(out, (unsigned int)c);
+            out += 6;
+        }
+    }
+    *out++ = '"';
+    text->length = (size_t)(out - text->data);
+    return 0;
+}
+
+/* An integer as str() writes it. */
+static int text_number(Text *text, PyObject *number) {
+    if (number == NULL) {
+        return -1;
+    }
+    int overflow = 0;
+    long long value = PyLong_Check(number) ? PyLong_AsLongLongAndOverflow(number, &overflow) : 0;
+    if (PyLong_Check(number) && !overflow && !(value == -1 && PyErr_Occurred())) {
+        char digits[24];
+        char *end = digits + sizeof digits, *start = end;
+        unsigned long long left = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+        do {
+            *--start = (char)('0' + left % 10);
+            left /= 10;
+        } while (left);
+        if (value < 0) {
+            *--start = '-';
+        }
+        return text_add(text, start, (size_t)(end - start));
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *shown = PyObject_Str(number); /* beyond 64 bits, or an int subclass */
+    if (shown == NULL) {
+        return -1;
+    }
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(shown, &size);
+    int result = utf8 == NULL ? -1 : text_add(text, utf8, (size_t)size);
+    Py_DECREF(shown);
+    return result;
+}
+
+/* A field of an entry that must be a tuple of at least `size` items. */
+static PyObject *item(PyObject *tuple, Py_ssize_t index) {
+    if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) <= index) {
+        PyErr_SetString(PyExc_TypeError, "entries_json: an entry is not a TarEntry");
+        return NULL;
+    }
+    return PyTuple_GET_ITEM(tuple, index);
+}
+
+static int text_entry(Text *text, PyObject *entry, PyObject *inode, PyObject *names) {
+    PyObject *path = item(entry, 0), *kind = item(entry, 1);
+    if (path == NULL || kind == NULL || !PyUnicode_Check(kind)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "entries_json: an entry's kind is not a str");
+        }
+        return -1;
+    }
+    const char *type = PyUnicode_AsUTF8(kind);
+    if (type == NULL || TEXT_ADD(text, "{\"path\":") < 0 || text_string(text, path) < 0 ||
+        TEXT_ADD(text, ",\"type\":\"") < 0 || text_add(text, type, strlen(type)) < 0 ||
+        TEXT_ADD(text, "\",\"uid\":") < 0 || text_number(text, item(entry, 3)) < 0 ||
+        TEXT_ADD(text, ",\"gid\":") < 0 || text_number(text, item(entry, 4)) < 0) {
+        return -1;
+    }
+    if (strcmp(type, "symlink") == 0) {
+        if (TEXT_ADD(text, ",\"target\":") < 0 || text_string(text, item(entry, 7)) < 0) {
+            return -1;
+        }
+        return TEXT_ADD(text, "}");
+    }
+    if (TEXT_ADD(text, ",\"mode\":") < 0 || text_number(text, item(entry, 2)) < 0) {
+        return -1;
+    }
+    if (strcmp(type, "char") == 0 || strcmp(type, "block") == 0) {
+        PyObject *device = item(entry, 8);
+        if (device == NULL || TEXT_ADD(text, ",\"device\":[") < 0 || text_number(text, item(device, 0)) < 0 ||
+            TEXT_ADD(text, ",") < 0 || text_number(text, item(device, 1)) < 0 || TEXT_ADD(text, "]") < 0) {
+            return -1;
+        }
+    } else if (strcmp(type, "file") == 0) {
+        /* size and sha256 are the entry's properties: Content's when its bytes were not kept */
+        PyObject *content = item(entry, 10), *size, *digest;
+        if (content != NULL && PyTuple_Check(content) && PyTuple_GET_SIZE(content) == 2) {
+            size = PyTuple_GET_ITEM(content, 0);
+            digest = PyTuple_GET_ITEM(content, 1);
+            Py_INCREF(size);
+            Py_INCREF(digest);
+        } else {
+            size = content == NULL ? NULL : PyObject_GetAttrString(entry, "size");
+            digest = size == NULL ? NULL : PyObject_GetAttrString(entry, "sha256");
+        }
+        PyObject *number = PyObject_GetItem(inode, path);
+        PyObject *count = number == NULL ? NULL : PyObject_GetItem(names, number);
+        int result = count == NULL || TEXT_ADD(text, ",\"size\":") < 0 || text_number(text, size) < 0 ||
+                             TEXT_ADD(text, ",\"sha256\":") < 0 || text_string(text, digest) < 0 ||
+                             TEXT_ADD(text, ",\"nlink\":") < 0 || text_number(text, count) < 0
+                         ? -1
+                         : 0;
+        Py_XDECREF(size);
+        Py_XDECREF(digest);
+        Py_XDECREF(number);
+        Py_XDECREF(count);
+        if (result < 0) {
+            return -1;
+        }
+    }
+    return TEXT_ADD(text, "}");
+}
+
+static PyObject *entries_json(PyObject *module, PyObject *args) {
+    PyObject *entries, *inode, *names;
+    if (!PyArg_ParseTuple(args, "O!OO", &PyTuple_Type, &entries, &inode, &names)) {
+        return NULL;
+    }
+    Text text = {NULL, 0, 0};
+    if (TEXT_ADD(&text, "[") < 0) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(entries); i++) {
+        if ((i && TEXT_ADD(&text, ",") < 0) || text_entry(&text, PyTuple_GET_ITEM(entries, i), inode, names) < 0) {
+            goto fail;
+        }
+    }
+    if (TEXT_ADD(&text, "]") < 0) {
+        goto fail;
+    }
+    PyObject *result = PyUnicode_DecodeASCII(text.data, (Py_ssize_t)text.length, "strict");
+    PyMem_Free(text.data);
+    return result;
+fail:
+    PyMem_Free(text.data);
+    return NULL;
+}
+
+
 static PyMethodDef methods[] = {
     {"sha256_many", (PyCFunction)(void (*)(void))sha256_many, METH_VARARGS | METH_KEYWORDS,
      "sha256_many(buffers, backend='openssl', long_count=0, threads=1)\n"
@@ -1039,13 +1395,18 @@ static PyMethodDef methods[] = {
     {"multi_buffer", multi_buffer, METH_NOARGS, "multi_buffer() -> bool: whether this CPU runs the multibuffer backend (AVX-512)."},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_VARARGS | METH_KEYWORDS,
      "scan(buffer) -> list[tuple] | int: the headers of an uncompressed tar."},
+    {"entries_json", entries_json, METH_VARARGS,
+     "entries_json(entries, inode, names) -> str: a root filesystem's entries as cowspec flatten writes them."},
+    {"members", (PyCFunction)(void (*)(void))members, METH_VARARGS | METH_KEYWORDS,
+     "members(records, digests, member, content, kinds, no_device) -> list | None:\n"
+     "the members of plain records (None if any needs the model's reading)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "cowcheck._fastlayer",
-    .m_doc = "Hashing and tar framing for large layers, in C.",
+    .m_doc = "Hashing, tar framing and the JSON of a root filesystem, for large images, in C.",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -43,7 +43,7 @@ import threading
 import time
 import types
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -53,10 +53,13 @@ import zstandard
 from cowspec.errors import SpecError
 from cowspec.identity import GZIP_TYPES, PLAIN_TYPES, ZSTD_TYPES
 from cowspec.layer_tar import (
+    NO_DEVICE,
     TYPEFLAGS,
     Content,
     LayerTar,
+    Member,
     Record,
+    TarEntry,
     carries_meaning,
     decode_layer_stream,
     decode_members,
@@ -78,6 +81,8 @@ except ImportError:  # pragma: no cover - only where isal is not installed
     GZIP_LIBRARY = "zlib"
 
 FILE_FLAGS = frozenset(flag for flag, kind in TYPEFLAGS.items() if kind == "file")
+PLAIN_KINDS = {flag: kind for flag, kind in TYPEFLAGS.items() if kind not in ("char", "block")}
+"""The types whose members the C code makes: no device numbers to read."""
 HASH_THREADS = max(1, min(len(os.sched_getaffinity(0)), 8))
 """Native threads that hash: one per core this process may use (up to eight)."""
 LAYER_LIMIT = 256 << 20
@@ -477,16 +482,27 @@ class FastLayers:
         assert tar is not None
         if isinstance(framed, int):  # a header the C code will not vouch for: the model reads the same bytes
             return decode_layer_stream(io.BytesIO(tar).read, self._keep_data)
-        return decode_members(iter_members(self._records(tar, framed, loaded)))
+        digests = self._file_digests(loaded)
+        if not self._keep_data:
+            # Plain records (no PAX record, long name or device) become members
+            # in C, field for field as iter_members makes them (tests hold the two equal).
+            made = _fastlayer.members(framed, digests, Member, Content, PLAIN_KINDS, NO_DEVICE)
+            if made is not None:
+                return decode_members(made)
+        return decode_members(iter_members(self._records(tar, framed, digests.hex())))
+
+    def _file_digests(self, loaded: _Loaded) -> bytes:
+        """The SHA-256 of each file of the layer, 32 bytes each, in archive order."""
+        if not loaded.files:
+            return b""
+        end = loaded.first_file + loaded.files
+        self._hasher.wait(loaded.first_file, end)
+        digests: bytes = self._hasher.digests(loaded.first_file, end)
+        return digests
 
     def _records(
-        self, tar: bytes | bytearray | memoryview, framed: list[tuple[object, ...]], loaded: _Loaded
+        self, tar: bytes | bytearray | memoryview, framed: list[tuple[object, ...]], digests: str
     ) -> Iterator[Record]:
-        digests = ""
-        if loaded.files:
-            end = loaded.first_file + loaded.files
-            self._hasher.wait(loaded.first_file, end)
-            digests = self._hasher.digests(loaded.first_file, end).hex()
         job = 0
         keep = self._keep_data
         for record in framed:
@@ -507,6 +523,14 @@ class FastLayers:
         if self._hasher is not None:
             self._hasher.cancel()
             self._hasher = None
+
+
+def entries_json(entries: tuple[TarEntry, ...], inode: Mapping[str, int], names: Mapping[int, int]) -> str | None:
+    """The JSON array ``cowspec flatten`` writes for these entries, made in C; None where the extension is not built."""
+    if _fastlayer is None:
+        return None
+    text: str = _fastlayer.entries_json(entries, inode, names)
+    return text
 
 
 def payload_of(tar: bytes | bytearray | memoryview, record: tuple[object, ...]) -> bytes:

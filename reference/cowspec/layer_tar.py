@@ -170,7 +170,9 @@ def _checksum_ok(header: bytes) -> bool:
     return sum(header) - sum(header[148:156]) + 8 * 32 == expected
 
 
-class _Member(NamedTuple):
+class Member(NamedTuple):
+    """One member of an archive as its headers give it: name and link as written, before any meaning [TAR-3]."""
+
     name: str
     kind: Kind
     mode: int
@@ -328,7 +330,7 @@ def _needed(value: int | None, what: str, where: str) -> int:
     return value
 
 
-def iter_members(records: Iterable[Record]) -> Iterator[_Member]:
+def iter_members(records: Iterable[Record]) -> Iterator[Member]:
     """The members of an archive's headers: PAX records and GNU long names applied [TAR-3]."""
     pending: dict[str, bytes] = {}
     long_name: str | None = None
@@ -357,21 +359,19 @@ def iter_members(records: Iterable[Record]) -> Iterator[_Member]:
         data = payload if kind == "file" and isinstance(payload, bytes) else b""
         if pending or mode is None or uid is None or gid is None or mtime is None or kind in ("char", "block"):
             yield _extended(
-                _Member(name, kind, 0, 0, 0, 0, data, link, NO_DEVICE, (), content),
+                Member(name, kind, 0, 0, 0, 0, data, link, NO_DEVICE, (), content),
                 (mode, uid, gid, mtime, major, minor),
                 pending,
                 f"entry {count} (at byte {position})",
             )
         else:
-            yield _Member(
-                name, kind, mode & 0o7777, uid, gid, mtime * 1_000_000_000, data, link, NO_DEVICE, (), content
-            )
+            yield Member(name, kind, mode & 0o7777, uid, gid, mtime * 1_000_000_000, data, link, NO_DEVICE, (), content)
         count += 1
         if pending or long_name is not None or long_link is not None:
             pending, long_name, long_link = {}, None, None
 
 
-def _extended(member: _Member, fields: tuple[int | None, ...], pending: dict[str, bytes], where: str) -> _Member:
+def _extended(member: Member, fields: tuple[int | None, ...], pending: dict[str, bytes], where: str) -> Member:
     """A member whose PAX records, device numbers or odd header fields need a closer look [TAR-3]."""
     mode, uid, gid, mtime, major, minor = fields
     name, link = member.name, member.link
@@ -433,7 +433,7 @@ def decode_layer_stream(read: Reader, keep_data: bool = False) -> LayerTar:
     return decode_members(iter_members(iter_records(read, keep_data)))
 
 
-def decode_members(members: Iterable[_Member]) -> LayerTar:
+def decode_members(members: Iterable[Member]) -> LayerTar:
     """The layer value of a sequence of archive members [TAR-1][TAR-2][TAR-3]."""
     entries: dict[str, TarEntry] = {}
     whiteouts: set[str] = set()
