@@ -441,12 +441,8 @@ def decode_members(members: Iterable[Member]) -> LayerTar:
     seen: set[str] = set()
     for number, member in enumerate(members):
         name = member.name
-        for what, text in (("name", name), ("link target", member.link)):
-            if len(text) > PATH_MAX // 4 and len(text.encode("utf-8", "surrogateescape")) > PATH_MAX:
-                # Every parent of a path becomes a directory: a bound on length bounds them [TAR-5].
-                raise SpecError(
-                    f"entry {number} {text[:64]!r}...: {what} longer than PATH_MAX ({PATH_MAX} bytes) [TAR-5]"
-                )
+        if len(name) > SHORT or len(member.link) > SHORT:
+            _bound_length(number, member)
         if "//" in name or "/." in name or name[:1] == ".":
             path = clean_name(name, f"entry {number} {name!r}")
         else:
@@ -481,7 +477,7 @@ def decode_members(members: Iterable[Member]) -> LayerTar:
             link = clean_name(member.link, f"entry {number} {name!r} hardlink target")
             entries[path] = TarEntry(path, *member[1:7], link, *member[8:])
         else:
-            entries[path] = TarEntry(path, *member[1:])
+            entries[path] = _entry(TarEntry, (path, *member[1:]))  # the member's fields, under its path
     for entry in entries.values():
         if entry.kind == "hardlink":
             origin = entries.get(entry.link)
@@ -497,9 +493,23 @@ def decode_members(members: Iterable[Member]) -> LayerTar:
             else:
                 continue
             raise SpecError(f"entry {entry.path!r}: hardlink to {entry.link!r}, {why} [TAR-3]")
-    ordered = tuple(sorted(entries.values(), key=lambda entry: canonical_key(entry.path)))
+    ordered = tuple(sorted(entries.values(), key=entry_key))
     _refuse_below_non_directories(ordered)
     return LayerTar(ordered, frozenset(whiteouts), frozenset(opaque))
+
+
+SHORT = PATH_MAX // 4
+"""No text of at most this many characters is longer than PATH_MAX in UTF-8 (four bytes a character at most)."""
+_entry = tuple.__new__
+"""Makes a TarEntry from a tuple of its fields without the keyword machinery of its constructor."""
+
+
+def _bound_length(number: int, member: Member) -> None:
+    """Refuse a name or link target longer than PATH_MAX bytes [TAR-5]."""
+    for what, text in (("name", member.name), ("link target", member.link)):
+        if len(text) > SHORT and len(text.encode("utf-8", "surrogateescape")) > PATH_MAX:
+            # Every parent of a path becomes a directory: a bound on length bounds them [TAR-5].
+            raise SpecError(f"entry {number} {text[:64]!r}...: {what} longer than PATH_MAX ({PATH_MAX} bytes) [TAR-5]")
 
 
 NON_DIRECTORY: dict[Kind, str] = {
@@ -537,6 +547,11 @@ def canonical_key(path: str) -> str:
     NUL, a character that sorts below every other and is in no name.
     """
     return path.replace("/", "\0")
+
+
+def entry_key(entry: TarEntry) -> str:
+    """The canonical key of an entry's path: entries sorted by it come in canonical order."""
+    return entry.path.replace("/", "\0")
 
 
 # -- encoding -------------------------------------------------------------------
