@@ -38,7 +38,7 @@ import time
 
 from cowcheck.fastlayer import describe
 from cowcheck.images import docker_archive, write_oci_layout
-from cowspec.layer_tar import LayerTar, TarEntry, encode_layer
+from cowspec.oci.layer_tar import LayerTar, TarEntry, encode_layer
 
 
 def generate(layers: int, files: int, megabytes: int, seed: int) -> list[bytes]:
@@ -192,7 +192,7 @@ def main() -> int:
     memory: dict[str, list[int]] = {name: [] for name in contenders}
     engine = None
     if arguments.docker:
-        from cowcheck.engines import Dockerd
+        from cowcheck.drivers.engines import Dockerd
 
         engine = Dockerd().__enter__()
         times["docker load"] = []

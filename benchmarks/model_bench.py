@@ -15,8 +15,8 @@ import resource
 import sys
 import time
 
-from cowspec.operations import step
-from cowspec.ops import (
+from cowspec.fs.build import LayerEntry, build_layer
+from cowspec.fs.calls import (
     Append,
     Chmod,
     Chown,
@@ -35,8 +35,8 @@ from cowspec.ops import (
     Unlink,
     Write,
 )
-from cowspec.stack import lookup, new_container
-from cowspec.trace import LayerEntry, build_layer
+from cowspec.fs.operations import step
+from cowspec.fs.stack import lookup, new_container
 
 
 def make_layers(count: int, entries: int, rng: random.Random) -> tuple[tuple[tuple[LayerEntry, ...], ...], list[str]]:

@@ -11,10 +11,10 @@ import os
 import pytest
 from hypothesis import settings
 
-from cowcheck import profiles  # noqa: F401  (registers the profiles)
-from cowcheck.driver import DriverUnavailable
-from cowcheck.kernel_overlay import KernelOverlay
-from cowcheck.namespace import scratch_root
+from cowcheck.drivers.kernel_overlay import KernelOverlay
+from cowcheck.drivers.namespace import scratch_root
+from cowcheck.drivers.protocol import DriverUnavailable
+from cowcheck.machines import profiles  # noqa: F401  (registers the profiles)
 
 pytest.register_assert_rewrite("tests.support")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev"))

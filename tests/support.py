@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from cowcheck.compare import result_differences
-from cowcheck.kernel_overlay import KernelOverlay
-from cowcheck.runner import run_real
-from cowspec.oracle import oracle
-from cowspec.trace import decode_trace
+from cowcheck.drivers.kernel_overlay import KernelOverlay
+from cowcheck.drivers.runner import run_real
+from cowspec.formats.oracle import oracle
+from cowspec.formats.trace import decode_trace
 
 Result = dict[str, Any]
 

@@ -1,6 +1,6 @@
 """The seed's scenarios (Docker's "About storage drivers") as plain tests."""
 
-from .support import Scenario, b64, d, f, op, paths, scenario_tests
+from tests.support import Scenario, b64, d, f, op, paths, scenario_tests
 
 # FROM ubuntu:15.04 / COPY . /app / RUN make /app / CMD python /app/app.py:
 # three layers with content; CMD adds metadata only and no layer.
@@ -64,7 +64,7 @@ test_model, test_kernel = scenario_tests(SCENARIOS)
 
 def test_containers_on_one_image_are_separate(kernel) -> None:  # type: ignore[no-untyped-def]
     """[COPYUP-1] Five containers on one image, each with its own writable layer, open at once."""
-    from cowspec.trace import decode_trace
+    from cowspec.formats.trace import decode_trace
 
     trace = decode_trace({"format": "cowspec-trace/1", "layers": DOCKERFILE, "ops": []})
     sessions = [kernel.open(trace.layers, trace.features) for _ in range(5)]

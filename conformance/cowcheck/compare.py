@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from cowspec.observe import Entry
+from cowspec.fs.observe import Entry
 
 
 def _by_path(entries: Iterable[Entry]) -> dict[str, Entry]:

@@ -1,6 +1,6 @@
 """Reading an image's layers fast, held to the model's reader.
 
-The model reads a layer as a stream (``cowspec.layer_tar.iter_records``):
+The model reads a layer as a stream (``cowspec.oci.layer_tar.iter_records``):
 exact, and as slow as Python is per byte and per header. ``FastLayers``
 reads the same bytes another way, a layer at a time, bottom first:
 
@@ -51,8 +51,8 @@ from typing import Any, BinaryIO
 import zstandard
 
 from cowspec.errors import SpecError
-from cowspec.identity import GZIP_TYPES, PLAIN_TYPES, ZSTD_TYPES
-from cowspec.layer_tar import (
+from cowspec.oci.identity import GZIP_TYPES, PLAIN_TYPES, ZSTD_TYPES
+from cowspec.oci.layer_tar import (
     NO_DEVICE,
     TYPEFLAGS,
     Content,
@@ -67,7 +67,7 @@ from cowspec.layer_tar import (
 )
 
 try:
-    from . import _fastlayer  # type: ignore[attr-defined]
+    from cowcheck import _fastlayer  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - only when the extension was not built
     _fastlayer = None
 
@@ -466,8 +466,7 @@ class FastLayers:
     ) -> tuple[str, int, LayerTar, str]:
         blob = self._digest(loaded.blob_job) if loaded.blob_job >= 0 else None
         if loaded.tar is None:
-            if loaded.blob is not None:  # the model reads the blob it could not decompress
-                return _read_blob(loaded.blob, self._media_types[index], where, self._keep_data)
+            # A blob it could not decompress, or did not read: the model reads it from the image again.
             with self._lock:
                 return stream_layer()
         try:
@@ -544,11 +543,3 @@ def _span(record: tuple[object, ...]) -> slice:
     start, size = record[11], record[2]
     assert isinstance(start, int) and isinstance(size, int)
     return slice(start, start + size)
-
-
-def _read_blob(
-    blob: bytes | memoryview, media_type: str, where: str, keep_data: bool
-) -> tuple[str, int, LayerTar, str]:
-    from .images import read_layer  # images imports this module
-
-    return read_layer(io.BytesIO(blob), media_type, where, keep_data)

@@ -26,11 +26,10 @@ from typing import BinaryIO, Literal, cast
 
 import zstandard
 
+from cowcheck.fastlayer import FastLayers, Region, gzip_zlib
 from cowspec.errors import SpecError
-from cowspec.identity import PLAIN_TYPES, chain_ids, decompressing, diff_id, digest
-from cowspec.layer_tar import BLOCK, CHUNK, MAX_EXTENDED, LayerTar, decode_layer_stream
-
-from .fastlayer import FastLayers, Region, gzip_zlib
+from cowspec.oci.identity import PLAIN_TYPES, chain_ids, decompressing, diff_id, digest
+from cowspec.oci.layer_tar import BLOCK, CHUNK, MAX_EXTENDED, LayerTar, decode_layer_stream
 
 OCI_INDEX = "index.json"
 DOCKER_MANIFEST = "manifest.json"

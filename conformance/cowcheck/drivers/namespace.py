@@ -1,0 +1,80 @@
+"""A private mount namespace and a scratch tmpfs for the whole process.
+
+Every mount the harness makes happens inside a mount namespace of its own,
+entered once per process, with propagation private: nothing it mounts is
+seen by the host, and whatever a crash leaves mounted goes away with the
+process. Layers, upper and work directories live on a tmpfs mounted in that
+namespace, so they are fast and never touch the root filesystem.
+"""
+
+import atexit
+import ctypes
+import ctypes.util
+import os
+import tempfile
+
+from cowcheck.drivers.protocol import DriverUnavailable
+
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+
+_scratch: str | None = None
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def mount(source: str, target: str, fstype: str, options: str) -> None:
+    """``mount(2)``; raises ``OSError`` naming the call on failure."""
+    _check(
+        _libc.mount(source.encode(), target.encode(), fstype.encode(), 0, options.encode()),
+        f"mount -t {fstype} {target} -o {options}",
+    )
+
+
+def umount(target: str) -> None:
+    """``umount2(2)``, detaching lazily if the mount is busy."""
+    if _libc.umount2(target.encode(), 0) != 0:
+        _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
+
+
+def scratch_root() -> str:
+    """A tmpfs in this process's private mount namespace (made on first use)."""
+    global _scratch
+    if _scratch is not None:
+        return _scratch
+    if os.geteuid() != 0:
+        raise DriverUnavailable("the kernel overlay driver needs root (mount -t overlay)")
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise DriverUnavailable(f"cannot enter a private mount namespace: {os.strerror(err)}")
+    try:
+        _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+        base = tempfile.mkdtemp(prefix="cowcheck-")
+        mount("cowcheck", base, "tmpfs", "mode=0755")
+    except OSError as error:
+        raise DriverUnavailable(f"cannot set up scratch space: {error}") from None
+    with open("/proc/filesystems") as table:
+        if not any(line.split()[-1] == "overlay" for line in table if line.strip()):
+            raise DriverUnavailable("the kernel has no overlay filesystem")
+    _scratch = base
+    atexit.register(_release, base)
+    return base
+
+
+def _release(base: str) -> None:
+    try:
+        umount(base)
+        os.rmdir(base)
+    except OSError:
+        pass

@@ -1,0 +1,203 @@
+"""The store-level state machine: the model's figures against a real Docker engine.
+
+Each example starts from an empty engine and takes random steps: load an
+image made of random layers with a random history, create a container, run
+a few filesystem ops in one, commit one, remove a container or an image.
+After every step every figure is compared (a smaller budget than the
+filesystem level's: an engine is slow).
+"""
+
+import os
+
+from hypothesis import note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from cowcheck.compare import store_differences
+from cowcheck.drivers.docker_store import figures, perform_step
+from cowcheck.drivers.engines import Dockerd
+from cowcheck.machines.strategies import fill_known, layer_entries, ops
+from cowspec.formats.store_trace import (
+    Build,
+    Commit,
+    CreateContainer,
+    Instruction,
+    LoadImage,
+    RemoveContainer,
+    RemoveImage,
+    RemoveVolume,
+    RunOps,
+    Step,
+    apply_step,
+    store_result,
+)  # fmt: skip
+from cowspec.fs.build import LayerEntry
+from cowspec.fs.calls import Op
+from cowspec.fs.observe import Entry, merged_tree
+from cowspec.fs.stack import new_container
+from cowspec.store.state import HistoryRow, Store
+
+
+class StoreDivergence(AssertionError):
+    """The engine and the model disagree; ``steps`` reproduce it as a store trace."""
+
+    def __init__(self, message: str, steps: tuple[Step, ...]) -> None:
+        super().__init__(message)
+        self.steps = steps
+
+
+found: list[StoreDivergence] = []
+"""Every divergence raised, the last one the smallest Hypothesis found."""
+
+
+def clean(docker: Dockerd) -> None:
+    """Remove every container and image, so an example starts from nothing.
+
+    Raises if anything is left: an example must not see its predecessor's
+    layers, or the machine would be flaky.
+    """
+    containers = docker.docker("ps", "-aq").stdout.decode().split()
+    if containers:
+        docker.docker("rm", "-f", *containers)
+    volumes = docker.docker("volume", "ls", "-q").stdout.decode().split()
+    if volumes:
+        docker.docker("volume", "rm", "-f", *volumes)
+    # A child must go before its parent: prune, then remove what is left,
+    # leaves first, until nothing is (builds and commits make deep chains).
+    docker.docker("image", "prune", "--all", "--force")
+    for _ in range(50):
+        images = docker.docker("images", "-aq").stdout.decode().split()
+        if not images:
+            break
+        docker.docker("rmi", "-f", *sorted(set(images)))
+    layerdb = os.path.join(docker.base, "root", "image", "overlay2", "layerdb", "sha256")
+    left = os.listdir(layerdb) if os.path.isdir(layerdb) else []
+    if left or docker.docker("images", "-aq").stdout.strip():
+        raise RuntimeError(f"the engine kept {len(left)} layers after cleaning")
+
+
+histories = st.lists(st.booleans(), max_size=3)
+
+
+def store_machine_for(docker: Dockerd) -> type:
+    """A state machine class holding ``docker`` to the store model."""
+
+    class StoreMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.store = Store()
+            self.steps: list[Step] = []
+            self.items: list[Entry] = []
+            self.real_items: list[Entry] = []
+            self.count = 0
+
+        def take(self, step: Step) -> None:
+            note(f"step {len(self.steps)}: {step}")
+            self.steps.append(step)
+            self.store, item = apply_step(self.store, step)
+            self.items.append(item)
+            self.real_items.append(perform_step(docker, step))
+
+        @initialize()
+        def start(self) -> None:
+            clean(docker)
+
+        @rule(layers=st.lists(layer_entries(), min_size=1, max_size=3), extra=histories)
+        def load_image(self, layers: list[tuple[object, ...]], extra: list[bool]) -> None:
+            self.count += 1
+            rows = [HistoryRow(f"layer {index}") for index in range(len(layers))]
+            rows += [HistoryRow(f"CMD {index}", empty_layer=True) for index, _ in enumerate(extra)]
+            self.take(LoadImage(f"img{self.count}:1", tuple(layers), tuple(rows)))  # type: ignore[arg-type]
+
+        @precondition(lambda self: bool(self.store.tags))
+        @rule(
+            data=st.data(),
+            mounts=st.lists(
+                st.tuples(st.sampled_from(["/a", "/vol"]), st.sampled_from(["v1", "v2"])),
+                max_size=2,
+                unique_by=lambda pair: pair[0],
+            ),
+        )
+        def create(self, data: st.DataObject, mounts: list[tuple[str, str]]) -> None:
+            self.count += 1
+            image = data.draw(st.sampled_from(sorted(self.store.tags)))
+            self.take(CreateContainer(f"c{self.count}", image, tuple(sorted(mounts))))
+
+        @precondition(lambda self: bool(self.store.containers))
+        @rule(data=st.data(), changes=st.lists(ops(), min_size=1, max_size=4))
+        def run_ops(self, data: st.DataObject, changes: list[object]) -> None:
+            name = data.draw(st.sampled_from(sorted(self.store.containers)))
+            tree = merged_tree(self.store.containers[name].filesystem)
+            known = tuple(str(entry["path"]) for entry in tree)
+            dirs = ("/", *(str(entry["path"]) for entry in tree if entry["type"] == "dir"))
+            filled = tuple(fill_known(op, known, dirs) for op in changes)  # type: ignore[arg-type]
+            self.take(RunOps(name, filled))
+
+        @precondition(lambda self: bool(self.store.tags))
+        @rule(
+            data=st.data(),
+            steps=st.lists(
+                st.one_of(
+                    st.sampled_from(["CMD", "ENV", "LABEL"]),
+                    st.lists(ops(), min_size=1, max_size=3),
+                    st.lists(st.sampled_from(["/a", "/b", "/c/d"]), min_size=1, max_size=2, unique=True),
+                ),
+                min_size=1,
+                max_size=3,
+            ),
+        )
+        def build(self, data: st.DataObject, steps: list[str | list[str] | list[Op]]) -> None:
+            self.count += 1
+            base = data.draw(st.sampled_from(sorted(self.store.tags)))
+            image = self.store.image(base)
+            contents = tuple(self.store.layers[chain].content for chain in image.chain)
+            tree = merged_tree(new_container(contents))
+            known = tuple(str(entry["path"]) for entry in tree)
+            dirs = ("/", *(str(entry["path"]) for entry in tree if entry["type"] == "dir"))
+            instructions = []
+            for each in steps:
+                if isinstance(each, str):
+                    instructions.append(Instruction(each, text=f"value{self.count}"))
+                elif all(isinstance(path, str) for path in each):
+                    paths = [path for path in each if isinstance(path, str)]
+                    entries = tuple(LayerEntry(path, "file", 0o644, data=path.encode()) for path in paths)
+                    instructions.append(Instruction("COPY", entries=entries))
+                else:
+                    changes = [op for op in each if not isinstance(op, str)]
+                    instructions.append(Instruction("RUN", ops=tuple(fill_known(op, known, dirs) for op in changes)))
+            self.take(Build(f"img{self.count}:1", base, tuple(instructions)))
+
+        @precondition(lambda self: bool(self.store.containers))
+        @rule(data=st.data())
+        def commit(self, data: st.DataObject) -> None:
+            self.count += 1
+            self.take(Commit(data.draw(st.sampled_from(sorted(self.store.containers))), f"img{self.count}:1"))
+
+        @precondition(lambda self: bool(self.store.containers))
+        @rule(data=st.data())
+        def remove_container(self, data: st.DataObject) -> None:
+            self.take(RemoveContainer(data.draw(st.sampled_from(sorted(self.store.containers)))))
+
+        @precondition(lambda self: bool(self.store.tags))
+        @rule(data=st.data())
+        def remove_image(self, data: st.DataObject) -> None:
+            self.take(RemoveImage(data.draw(st.sampled_from(sorted(self.store.tags)))))
+
+        @precondition(lambda self: bool(self.store.volumes))
+        @rule(data=st.data())
+        def remove_volume(self, data: st.DataObject) -> None:
+            self.take(RemoveVolume(data.draw(st.sampled_from(sorted(self.store.volumes)))))
+
+        @invariant()
+        def same_figures(self) -> None:
+            if not self.steps:
+                return
+            expected = store_result(self.store, self.items)
+            observed = figures(docker, self.real_items)
+            lines = store_differences(expected, observed)
+            if lines:
+                failure = StoreDivergence("; ".join(lines), tuple(self.steps))
+                found.append(failure)
+                raise failure
+
+    return StoreMachine

@@ -1,0 +1,130 @@
+"""Path resolution in the merged view, as the kernel's path walk does it.
+
+A path given to an operation is walked component by component from the
+container root [PATH-2]:
+
+- ``.`` stays, ``..`` goes up (the root's parent is the root);
+- a symlink met in an intermediate component is followed: an absolute
+  target restarts from the container root, a relative one from the
+  directory that holds the link [PATH-3];
+- more than 40 symlinks followed in one walk give ``ELOOP`` [PATH-4];
+- a missing intermediate component gives ``ENOENT``, one that is not a
+  directory gives ``ENOTDIR`` [PATH-5].
+
+The last component is followed or not according to the call [PATH-6]:
+``lstat``, ``unlink``, ``rmdir``, ``rename``, ``readlink``, ``link``,
+``lchown`` and the creating calls do not follow it; ``open``, ``truncate``,
+``chmod`` and ``opendir`` do. An empty symlink target gives ``ENOENT``, and a
+target ending in ``/`` asks for a directory.
+"""
+
+from dataclasses import dataclass
+
+from cowspec.errors import Errno
+from cowspec.fs.entries import Name, SymlinkInode
+from cowspec.fs.paths import ROOT, join
+from cowspec.fs.stack import Container, Found, inode_of, lookup_child, root_of
+
+MAX_SYMLINKS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The end of a walk: the directory that holds the last name, the name,
+    and the object there (None if absent). ``path`` is its normalised path;
+    ``must_be_dir`` is set when a followed link's target ended in ``/``."""
+
+    parent: Found
+    name: str
+    found: Found | None
+    must_be_dir: bool = False
+
+    @property
+    def path(self) -> str:
+        """The normalised path of the last component."""
+        return join(self.parent.path, self.name) if self.name else ROOT
+
+
+def symlink_target(container: Container, found: Found) -> str | None:
+    """The target of ``found`` if it is a symlink, else None."""
+    if not isinstance(found.node, Name):
+        return None
+    inode = inode_of(container, found)
+    return inode.target if isinstance(inode, SymlinkInode) else None
+
+
+def _components(path: str) -> list[str]:
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
+def resolve(container: Container, path: str, *, follow: bool) -> Resolved | Errno:
+    """Walk ``path``; ``follow`` says whether a final symlink is followed.
+
+    [PATH-2][PATH-3][PATH-4][PATH-5][PATH-6]
+    """
+    root = root_of(container)
+    # The walk keeps the chain of directories it stands in, for "..".
+    chain: list[Found] = [root]
+    pending = list(reversed(_components(path)))
+    links = 0
+    must_be_dir = False
+    if not pending:
+        return Resolved(root, "", root)
+    while True:
+        name = pending.pop()
+        here = chain[-1]
+        last = not pending
+        if name == "..":
+            if len(chain) > 1:
+                chain.pop()
+            if last:
+                return _at_directory(chain, must_be_dir)
+            continue
+        found = lookup_child(container, here, name)
+        target = symlink_target(container, found) if found is not None else None
+        if target is not None and (not last or follow or must_be_dir):
+            links += 1
+            if links > MAX_SYMLINKS:
+                return "ELOOP"
+            if target == "":
+                return "ENOENT"
+            if target.startswith("/"):
+                del chain[1:]
+            if last:
+                # A trailing slash anywhere along the chain of final links
+                # asks for a directory at its end.
+                must_be_dir = must_be_dir or target.endswith("/")
+            parts = _components(target)
+            if not parts:
+                # The target names a directory itself ("/", "." and the like).
+                if last:
+                    return _at_directory(chain, must_be_dir)
+                continue
+            pending.extend(reversed(parts))
+            continue
+        if last:
+            return Resolved(here, name, found, must_be_dir)
+        if found is None:
+            return "ENOENT"
+        if not found.is_dir:
+            return "ENOTDIR"
+        chain.append(found)
+
+
+def _at_directory(chain: list[Found], must_be_dir: bool) -> Resolved:
+    directory = chain[-1]
+    parent = chain[-2] if len(chain) > 1 else chain[-1]
+    name = directory.path.rsplit("/", 1)[1] if directory.path != ROOT else ""
+    return Resolved(parent, name, directory, must_be_dir)
+
+
+def resolve_final(container: Container, path: str, *, follow: bool) -> Found | Errno:
+    """The object ``path`` names, or the errno of a walk that finds none."""
+    resolved = resolve(container, path, follow=follow)
+    if isinstance(resolved, str):
+        return resolved
+    if resolved.found is None:
+        return "ENOENT"
+    if resolved.must_be_dir and not resolved.found.is_dir:
+        return "ENOTDIR"
+    return resolved.found

@@ -1,0 +1,1 @@
+"""Tests of the harness: the command, image reading, drivers and machines."""

@@ -1,0 +1,170 @@
+"""Chapter 15: store traces, on the model and on a real Docker engine."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cowcheck.cli.main import main
+from cowspec.errors import SpecError
+from cowspec.formats.store_trace import decode_store_trace, run_store_model
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+VECTOR = VECTORS / "store-seed-walkthrough.json"
+STORE_VECTORS = sorted(VECTORS.glob("store-*.json"))
+
+
+def test_model_figures_of_the_walkthrough() -> None:
+    """[STORE-5][STORE-4][STORE-1] Two images on one chain, a commit, three containers."""
+    result = run_store_model(decode_store_trace(json.loads(VECTOR.read_text())))
+    assert result["layers"] == 3
+    assert result["images"] == {
+        "acme/final:1.0": {"size": 30, "history": [0, 3, 0, 27], "shared_size": 30, "containers": 2},
+        "acme/snap:1": {"size": 52, "history": [22, 0, 3, 0, 27], "shared_size": 30, "containers": 1},
+    }
+    assert result["containers"] == {
+        "c1": {"size": 22, "virtual_size": 52}, "c2": {"size": 0, "virtual_size": 30},
+        "c4": {"size": 5, "virtual_size": 57},
+    }  # fmt: skip
+    # 52 less snap's unique 22 (final's is 0): Docker printed 30B (57%) for this trace [STORE-4]
+    assert (result["images_total"], result["reclaimable"]) == (52, 30)
+    ops = result["steps"][4]["results"]
+    assert ops[-1] == {"errno": "EXDEV"}  # renaming an image directory, as on the kernel
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([{"step": "boot"}], "unknown step 'boot'"),
+        ([{"step": "image", "name": "A:1", "layers": []}], "not a lower-case"),
+        ([{"step": "create", "container": "", "image": "a"}], "non-empty string"),
+        (
+            [{"step": "build", "name": "b", "from": "a", "instructions": [{"instruction": "ADD"}]}],
+            "unknown instruction",
+        ),
+        (
+            [{"step": "build", "name": "b", "from": "a", "instructions": [{"instruction": "COPY", "entries": []}]}],
+            "at least one entry",
+        ),
+    ],
+)
+def test_refused_store_traces(steps: list[object], message: str) -> None:
+    """[STORE-5]"""
+    with pytest.raises(SpecError, match=message):
+        decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps})
+
+
+def test_oracle_and_wrong_driver(capsys: pytest.CaptureFixture[str]) -> None:
+    """[STORE-5] The oracle answers store traces; the kernel driver refuses them with one line."""
+    assert main(["oracle", str(VECTOR)]) == 0
+    assert json.loads(capsys.readouterr().out)["layers"] == 3
+    assert main(["run", "--driver", "kernel-overlay", str(VECTOR)]) == 2
+    assert "store traces run on --driver docker" in capsys.readouterr().err
+
+
+def test_commit_of_an_unchanged_container_adds_no_layer() -> None:
+    """[STORE-6] The empty commit is a history row; a commit with a new directory is a layer."""
+    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-commit-unchanged.json").read_text())))
+    assert result["layers"] == 2
+    assert result["images"]["img3:1"]["history"] == [0, 0]
+    assert result["images"]["img5:1"]["history"] == [0, 0, 0]
+
+
+def test_build_adds_layers_and_rows() -> None:
+    """[STORE-8][STORE-6][STORE-2] COPY and RUN add layers, a RUN that changes nothing and CMD/ENV add rows."""
+    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-build.json").read_text())))
+    assert result["steps"][1] == {"ok": True}
+    final = result["images"]["acme/my-final-image:1.0"]
+    # newest first: CMD, ENV, the empty RUN, RUN (/var/log, 9 bytes), COPY (29 + a 6-byte symlink), base rows
+    assert final["history"] == [0, 0, 0, 9, 35, 0, 28]
+    assert (result["layers"], final["size"], final["shared_size"]) == (3, 72, 28)
+    assert result["containers"]["my_container_2"] == {"size": 38, "virtual_size": 110}
+
+
+def test_volumes_bypass_the_writable_layer() -> None:
+    """[STORE-9] Filled from the image, shared, outside every SIZE, EXDEV across, kept after rm."""
+    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-volumes.json").read_text())))
+    assert result["steps"][4]["results"][-1] == {"errno": "EXDEV"}
+    assert result["steps"][5]["results"][0] == {"ok": True, "value": "MTIzNDU2Nzg5MA=="}  # w1's write, seen by w2
+    assert result["steps"][8] == {"ok": False, "reason": "volume 'shared' is in use"}
+    assert result["containers"] == {"w2": {"size": 0, "virtual_size": 17}}
+    # seed.txt and its hardlink once (10) + w1's file (10); readme (7) filled into the new volume
+    assert result["volumes"] == {"empty": {"size": 7, "containers": 1}, "shared": {"size": 20, "containers": 1}}
+
+
+def test_tags_parents_and_dangling_images() -> None:
+    """[STORE-10][STORE-7] Tags move, children keep untagged parents, rmi removes childless ones."""
+    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-tags-and-parents.json").read_text())))
+    assert [step["ok"] for step in result["steps"]] == [True, True, False] + [True] * 12
+    assert result["layers"] == 3  # a's, b's and the commit's: the dangling commit still holds two
+    assert result["images"] == {"a:1": {"size": 1, "history": [1], "shared_size": 0, "containers": 1}}
+    assert (result["images_total"], result["reclaimable"]) == (7, 6)  # the dangling commit image is reclaimable
+
+
+@pytest.mark.parametrize("vector", STORE_VECTORS, ids=[each.stem for each in STORE_VECTORS])
+def test_docker_agrees_with_the_model(vector: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[STORE-5][STORE-4][STORE-6] ``cowspec check --driver docker``: every figure equal, to the byte."""
+    if not os.path.exists("/usr/sbin/dockerd") and os.environ.get("CI") != "true":
+        pytest.skip("dockerd is not installed")
+    status = main(["check", "--driver", "docker", str(vector)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    result = json.loads(out)
+    assert result["agrees"] is True and result["differences"] == []
+    assert result["layers"] > 0
+
+
+STORE_BUDGET = {"dev": 5, "ci": 25, "nightly": 200}
+
+
+def test_store_machine_against_docker() -> None:
+    """[STORE-1][STORE-4][STORE-5][STORE-6] Random steps; every figure after every step, on a real engine."""
+    from hypothesis import HealthCheck, Phase, settings
+    from hypothesis.stateful import run_state_machine_as_test
+
+    from cowcheck.drivers.engines import Dockerd
+    from cowcheck.drivers.protocol import DriverUnavailable
+    from cowcheck.machines.store_machine import store_machine_for
+
+    profile = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
+    budget = settings(
+        max_examples=STORE_BUDGET.get(profile, 5),
+        stateful_step_count=8,
+        deadline=None,
+        database=None,
+        derandomize=profile == "ci",
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    )
+    try:
+        with Dockerd() as docker:
+            run_state_machine_as_test(store_machine_for(docker), settings=budget)
+    except DriverUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+
+
+def test_demo_from_the_model_and_an_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    """[STORE-4][STORE-1] The seed's walk-through: shared layers, five containers, copy-up sizes, agreement."""
+    if not os.path.exists("/usr/sbin/dockerd") and os.environ.get("CI") != "true":
+        assert main(["demo"]) == 0
+        pytest.skip("dockerd is not installed: model only")
+    assert main(["demo", "--engine"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("-- agreement: every figure equal") == 2
+    assert "my_container_5      37B (virtual 1.11kB)" in out
+    assert "disk for the five: 185B of writable layers + 1.07kB of image, once = 1.26kB; layers stored: 4" in out
+
+
+def test_volume_over_a_file_is_refused_after_the_volume_is_made() -> None:
+    """[STORE-9] Docker makes the named volume, then refuses to mount it over a file."""
+    steps = [
+        {"step": "image", "name": "f:1", "layers": [[{"path": "/a", "type": "file", "data": "eA=="}]]},
+        {"step": "create", "container": "c", "image": "f:1", "volumes": {"/a": "v", "/b": "v"}},
+        {"step": "create", "container": "d", "image": "f:1", "volumes": {"/x": "v", "/y": "v"}},
+    ]
+    result = run_store_model(decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps}))
+    assert result["steps"][1]["ok"] is False and "not a directory" in result["steps"][1]["reason"]
+    assert result["volumes"] == {"v": {"size": 0, "containers": 1}}  # d mounts it twice, counts once

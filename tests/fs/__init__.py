@@ -1,0 +1,1 @@
+"""Tests of level 1, cowspec.fs."""

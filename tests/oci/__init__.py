@@ -1,0 +1,1 @@
+"""Tests of level 2, cowspec.oci."""

@@ -1,0 +1,1 @@
+"""Tests of level 3, cowspec.store."""

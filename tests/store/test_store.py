@@ -1,0 +1,145 @@
+"""Chapter 15: the store, after the seed's walk-through (acme/my-base-image, acme/my-final-image)."""
+
+import pytest
+
+from cowspec.errors import SpecError
+from cowspec.formats.store_trace import Build, Instruction, build
+from cowspec.fs.build import LayerEntry, build_layer
+from cowspec.fs.calls import Write
+from cowspec.fs.layer import Layer
+from cowspec.fs.operations import step
+from cowspec.oci.identity import digest
+from cowspec.store.state import (
+    HistoryRow,
+    Image,
+    Store,
+    container_size,
+    create,
+    history,
+    image_size,
+    load,
+    remove_container,
+    remove_image,
+    system_df,
+    with_filesystem,
+)  # fmt: skip
+
+
+def layer(*files: tuple[str, int]) -> Layer:
+    return build_layer(tuple(LayerEntry(path, "file", 0o644, data=b"x" * size) for path, size in files), "layer")
+
+
+UBUNTU = [layer(("/bin/bash", 1000), ("/etc/os-release", 30)), layer(("/etc/apt/sources.list", 7)), layer()]
+APP = layer(("/app/hello.sh", 100))
+IDS = [digest(f"layer {index}".encode()) for index in range(4)]
+BASE_NAME, FINAL_NAME = "acme/my-base-image:1.0", "acme/my-final-image:1.0"
+BASE = Image(
+    tuple(IDS),
+    (HistoryRow("ADD file:ubuntu"), HistoryRow("RUN mkdir -p /run/systemd"), HistoryRow("RUN sed"),
+     HistoryRow('CMD ["/bin/bash"]', empty_layer=True), HistoryRow("COPY dir:app")),
+)  # fmt: skip
+FINAL = Image(tuple(IDS), (*BASE.history, HistoryRow("CMD /app/hello.sh", empty_layer=True)))
+
+
+def seed_store() -> Store:
+    store = load(Store(), BASE_NAME, BASE, [*UBUNTU, APP])
+    return load(store, FINAL_NAME, FINAL, [*UBUNTU, APP])
+
+
+def test_images_share_layers_by_chain_id() -> None:
+    """[STORE-1][STORE-2][IDENTITY-2] The final image adds only a history row: no layer is stored twice."""
+    store = seed_store()
+    assert len(store.layers) == 4
+    assert image_size(store, BASE.id) == image_size(store, FINAL.id) == 1000 + 30 + 7 + 100
+    other = Image((IDS[3],), (HistoryRow("COPY dir:app"),))
+    assert len(load(store, "other:1", other, [APP]).layers) == 5  # the same DiffID on another parent
+
+
+def test_equal_images_are_one_image_under_two_tags() -> None:
+    """[STORE-7] Same layers and history: one image, so nothing is shared and rmi of one tag only untags."""
+    store = load(seed_store(), "again:1", BASE, [*UBUNTU, APP])
+    assert len(store.images) == 2 and store.tags["again:1"] == store.tags[BASE_NAME]
+    usage, _, _ = system_df(store)
+    assert [each.tags for each in usage] == [(BASE_NAME, "again:1"), (FINAL_NAME,)]
+    store = create(store, "c", "again:1")
+    untagged = remove_image(store, BASE_NAME)
+    assert BASE_NAME not in untagged.tags and len(untagged.images) == 2
+
+
+def test_history_rows() -> None:
+    """[STORE-2][STORE-4] Newest first; rows that made no layer are 0."""
+    assert history(seed_store(), FINAL.id) == [
+        ("CMD /app/hello.sh", 0), ("COPY dir:app", 100), ('CMD ["/bin/bash"]', 0), ("RUN sed", 0),
+        ("RUN mkdir -p /run/systemd", 7), ("ADD file:ubuntu", 1030),
+    ]  # fmt: skip
+    with pytest.raises(SpecError, match="history rows that made a layer"):
+        load(Store(), "bad:1", Image(tuple(IDS[:1]), ()), [UBUNTU[0]])
+
+
+def test_five_containers_and_the_seed_formula() -> None:
+    """[STORE-3][STORE-4][SIZE-2][SIZE-3] Each container its own writable layer; the image counted once."""
+    store = seed_store()
+    for number in range(1, 6):
+        name = f"my_container_{number}"
+        store = create(store, name, FINAL_NAME)
+        filesystem = step(store.containers[name].filesystem, Write("/app/hello.sh", 0, b"Hi" * number)).container
+        store = with_filesystem(store, name, filesystem)
+    sizes = [container_size(store, f"my_container_{number}") for number in range(1, 6)]
+    assert [size for size, _ in sizes] == [100] * 5  # each copied hello.sh up whole
+    assert {virtual for _, virtual in sizes} == {100 + 1137}
+    total = sum(size for size, _ in sizes) + (sizes[0][1] - sizes[0][0])
+    assert total == 5 * 100 + 1137
+    usage, images_total, reclaimable = system_df(store)
+    assert [(each.tags, each.size, each.shared, each.unique, each.containers) for each in usage] == [
+        ((BASE_NAME,), 1137, 1137, 0, 0), ((FINAL_NAME,), 1137, 1137, 0, 5),
+    ]  # fmt: skip
+    # Docker's CLI takes away only the used image's unique size, 0 here: all 1137 bytes count as reclaimable.
+    assert images_total == 1137 and reclaimable == 1137
+
+
+def test_reclaimable_is_docker_clis() -> None:
+    """[STORE-4] Reclaimable: the images' total less each used image's size less its shared size.
+
+    By hand, as docker/cli's ``diskUsageImagesContext.Reclaimable`` works it
+    out from ``LayersSize`` and each image's ``Size``, ``SharedSize`` and
+    ``Containers``; not "the unique size of the images no container uses".
+    """
+    base = load(Store(), BASE_NAME, BASE, [*UBUNTU, APP])
+    # The issue's smallest case: a base image, one build from it (one COPY), no container.
+    built = build(
+        base,
+        Build(
+            "acme/app:1", BASE_NAME, (Instruction("COPY", (LayerEntry("/app/new", "file", 0o644, data=b"n" * 23),)),)
+        ),
+    )
+    usage, total, reclaimable = system_df(built)
+    assert [(each.tags, each.size, each.shared, each.containers) for each in usage] == [
+        (("acme/app:1",), 1160, 1137, 0), ((BASE_NAME,), 1137, 1137, 0),
+    ]  # fmt: skip
+    assert total == 1160 and reclaimable == total  # the old rule said 23, the unique size of the unused build
+    # A container on the build: its unique 23 bytes are taken away, nothing else.
+    used = create(built, "c1", "acme/app:1")
+    assert system_df(used)[1:] == (1160, 1160 - 23)
+    # A container on the base instead: its unique size is 0, so all stays reclaimable,
+    # though the base's layers would not be freed.
+    assert system_df(create(built, "c1", BASE_NAME))[1:] == (1160, 1160)
+    # Both used: only the build's unique size is taken away; containers' SIZEs play no part.
+    both = create(create(used, "c2", BASE_NAME), "c3", "acme/app:1")
+    filesystem = step(both.containers["c3"].filesystem, Write("/app/hello.sh", 0, b"Hi")).container
+    assert system_df(with_filesystem(both, "c3", filesystem))[1:] == (1160, 1137)
+    # Three unshared images, one used: the total less that one's size.
+    other = load(Store(), "other:1", Image((IDS[3],), (HistoryRow("COPY dir:app"),)), [APP])
+    other = create(load(other, BASE_NAME, BASE, [*UBUNTU, APP]), "c", "other:1")
+    assert system_df(other)[1:] == (1237, 1137)
+
+
+def test_remove_and_free() -> None:
+    """[STORE-1][STORE-3] rm keeps the image; rmi frees what no image holds; a used image is refused."""
+    store = create(seed_store(), "c1", FINAL_NAME)
+    with pytest.raises(SpecError, match="used by a container"):
+        remove_image(store, FINAL_NAME)
+    store = remove_image(remove_container(store, "c1"), FINAL_NAME)
+    assert len(store.layers) == 4  # the base image still holds them all
+    assert len(remove_image(store, BASE_NAME).layers) == 0
+    with pytest.raises(SpecError, match="no image"):
+        create(store, "c2", FINAL_NAME)
