@@ -1,22 +1,30 @@
 """Chapter 5: copy-up."""
 
-from tests.support import OK, Scenario, d, f, h, op, paths, scenario_tests, val
+from collections.abc import Callable
+
+import pytest
+
+from cowspec.errors import ModelError
+from cowspec.fs.build import LayerEntry, build_layer
+from cowspec.fs.copy_up import copy_up_parents
+from cowspec.fs.stack import new_container
+from tests.support import OK, Result, Scenario, d, f, h, op, paths, scenario_tests, val
 
 
-def upper_paths(expected: set[str]):
-    def check(result: dict) -> None:
+def upper_paths(expected: set[str]) -> Callable[[Result], None]:
+    def check(result: Result) -> None:
         assert set(paths(result["upper"])) == expected
 
     return check
 
 
-def after_chmod(result: dict) -> None:
+def after_chmod(result: Result) -> None:
     upper = paths(result["upper"])
     assert upper["/x"] == {"path": "/x", "type": "dir", "mode": 0o700, "uid": 3, "gid": 0, "opaque": False}
     assert "/x/a" not in upper and "/x/b" not in upper
 
 
-def broken_link(result: dict) -> None:
+def broken_link(result: Result) -> None:
     merged = paths(result["merged"])
     assert merged["/a"]["nlink"] == 1 and merged["/b"]["nlink"] == 2
     assert merged["/a"]["size"] == 7 and merged["/b"]["size"] == 4
@@ -69,3 +77,12 @@ SCENARIOS = [
 ]
 
 test_model, test_kernel = scenario_tests(SCENARIOS)
+
+
+def test_copying_up_parents_that_are_no_directories_is_a_model_error() -> None:
+    """[COPYUP-2] Every directory above a path is copied up; a path whose parent is a file has none
+    to copy, and asking is a model bug (``ModelError``, which ``python -O`` keeps)."""
+    container = new_container((build_layer((LayerEntry("/x", "file", 0o644),), "layer 0"),))
+    with pytest.raises(ModelError, match="/x"):
+        copy_up_parents(container, "/x/y")
+    assert copy_up_parents(container, "/y").upper is container.upper

@@ -7,6 +7,8 @@ with umask 0 (``docs/formats/trace-format.md``). Paths are absolute.
 from dataclasses import dataclass
 from typing import Literal
 
+from cowspec.errors import Errno
+
 OpenFlags = Literal["r", "w", "rw"]
 
 
@@ -205,5 +207,5 @@ class Ok:
     value: Value | None = None
 
 
-Outcome = Ok | str
-"""``Ok`` or the errno name of a failed call."""
+Outcome = Ok | Errno
+"""``Ok`` or the errno of a failed call, by name (``"ENOENT"``)."""

@@ -18,6 +18,7 @@ Which calls copy up is said with each operation (``operations.py``).
 
 from dataclasses import replace
 
+from cowspec.errors import ModelError
 from cowspec.fs.entries import Dir, Name
 from cowspec.fs.layer import new_name, put
 from cowspec.fs.paths import ancestors
@@ -33,7 +34,8 @@ def copy_up_parents(container: Container, path: str) -> Container:
         if container.upper.get(each) is not None:
             continue
         found = lookup(container, each)
-        assert found is not None and isinstance(found.node, Dir)
+        if found is None or not isinstance(found.node, Dir):
+            raise ModelError(f"{each} is above {path} but is no directory of the merged view")
         copied = Dir(found.node.mode, found.node.uid, found.node.gid, opaque=False)
         container = replace(container, upper=put(container.upper, each, copied))
     return container
@@ -60,5 +62,6 @@ def copy_up(container: Container, found: Found) -> tuple[Container, Found]:
     upper = new_name(container.upper, found.path, replace(inode, nlink=1, origin=found.path))
     container = replace(container, upper=upper)
     name = upper.get(found.path)
-    assert isinstance(name, Name)
+    if not isinstance(name, Name):
+        raise ModelError(f"the copy of {found.path} is not a name in the writable layer")
     return container, Found(found.path, name, ((0, found.path),))

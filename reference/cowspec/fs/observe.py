@@ -9,7 +9,7 @@ the plain JSON shape of the trace format's result.
 
 import hashlib
 
-from cowspec.fs.entries import Dir, FileInode, Name, SymlinkInode, Whiteout
+from cowspec.fs.entries import Dir, FileInode, SymlinkInode, Whiteout
 from cowspec.fs.layer import Layer
 from cowspec.fs.paths import ROOT
 from cowspec.fs.stack import Container, Found, inode_of, root_of, visible_children
@@ -69,6 +69,5 @@ def layer_tree(layer: Layer) -> list[Entry]:
                 }
             )
         else:
-            assert isinstance(node, Name)
             entries.append({"path": path, **_inode_fields(layer.inode(node.ino), nlink=False)})
     return sorted(entries, key=lambda entry: str(entry["path"]))

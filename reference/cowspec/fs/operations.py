@@ -1,20 +1,33 @@
-"""Every operation of the trace format: its errno, its effect, its value.
+"""Every operation of the trace format: its checks, its effect, its value.
 
-Each operation follows the same phases, marked in the code:
+Each call is stated twice, as the kernel runs it:
+
+- ``check_CALL(container, op)`` gives the errno of the first check that
+  fails, in the kernel's order, or None when every check passes. It changes
+  nothing: it is a function of the container and the op.
+- ``apply_CALL(container, op)`` gives what a call whose checks passed does:
+  the container after it and the call's value (``Applied``). Applying a
+  call whose check fails is a bug in the model (``ModelError``).
+
+Inside each, the phases are marked in the same order:
 
 - ``# RESOLVE``: walk the path (``resolve.py``);
 - ``# CHECK``: the errno, in the order the kernel checks;
 - ``# COPY-UP``: bring what will change into the writable layer;
 - ``# APPLY``: the new state, and the value returned.
 
-``step`` is the one entry point: it takes a container and an op and gives
-the new container and the outcome. A failed call leaves the container
-unchanged [OP-1], with the one exception the kernel makes (RENAME-7). The
-caller is root with umask 0, so permission checks never fail and modes are taken as given (``& 0o7777``) [OP-2].
+``step`` composes them: the check, then either the apply or the failure.
+A failed call leaves the container unchanged [OP-1], with the one
+exception the kernel makes (``refused``, RENAME-7). ``allowed`` gives every
+answer the spec allows for a call, as a set: one today, for every call.
+
+The caller is root with umask 0, so permission checks never fail and modes
+are taken as given (``& 0o7777``) [OP-2].
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from cowspec.errors import Errno, ModelError
 from cowspec.fs.calls import (
@@ -45,14 +58,7 @@ from cowspec.fs.entries import SETGID, SETUID, Dir, FileInode, Name, SymlinkInod
 from cowspec.fs.layer import link, move, new_name, put, remove, set_inode
 from cowspec.fs.paths import ROOT, is_inside, name_of, parent_of
 from cowspec.fs.resolve import Resolved, resolve, resolve_final, symlink_target
-from cowspec.fs.stack import (
-    Container,
-    Found,
-    inode_of,
-    is_empty_dir,
-    listed_names,
-    lookup,
-)
+from cowspec.fs.stack import Container, Found, inode_of, is_empty_dir, listed_names, lookup
 from cowspec.fs.whiteouts import lower_positive, remove_visible
 
 
@@ -64,32 +70,68 @@ class Transition:
     outcome: Outcome
 
 
-def failed(container: Container, errno: Errno) -> Transition:
-    """A call that failed with ``errno``: nothing changes [OP-1]."""
-    return Transition(container, errno)
+NO_VALUE = Ok()
 
 
-def done(container: Container, value: Ok | None = None) -> Transition:
-    """A call that succeeded."""
-    return Transition(container, value if value is not None else Ok())
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What a call whose checks passed does: the container after it, its value."""
+
+    container: Container
+    value: Ok = NO_VALUE
 
 
-# -- helpers shared by the creating calls -------------------------------------
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    """Every transition the spec allows one call; the first is ``step``'s.
 
-
-def creation_point(container: Container, path: str) -> Resolved | Errno:
-    """Where a new name goes: the parent must exist and the name must not.
-
-    [OP-3]
+    Usually one. Where real systems may legitimately answer differently,
+    each answer they may give is a member, with the container that follows
+    it; a checker accepts any member (design invariant 4).
     """
-    # RESOLVE
-    resolved = resolve(container, path, follow=False)
-    if isinstance(resolved, str):
-        return resolved
-    # CHECK
-    if resolved.name == "" or resolved.found is not None:
+
+    transitions: tuple[Transition, ...]
+
+    def __post_init__(self) -> None:
+        if not self.transitions:
+            raise ModelError("a call must allow at least one outcome")
+
+    @property
+    def outcomes(self) -> frozenset[Outcome]:
+        """The outcomes allowed, as a set."""
+        return frozenset(transition.outcome for transition in self.transitions)
+
+    def admits(self, outcome: Outcome) -> bool:
+        """True if ``outcome`` is one of the allowed outcomes."""
+        return outcome in self.outcomes
+
+    def after(self, outcome: Outcome) -> Container | None:
+        """The container that follows ``outcome``; None if it is not allowed."""
+        for transition in self.transitions:
+            if transition.outcome == outcome:
+                return transition.container
+        return None
+
+
+T = TypeVar("T")
+
+
+def passed(result: T | Errno, call: str) -> T:
+    """``result`` of a walk whose check has passed; an errno here is a model bug."""
+    if isinstance(result, str):
+        raise ModelError(f"{call} applied although its check fails with {result}")
+    return result
+
+
+# -- helpers shared by several calls -------------------------------------------
+
+
+def creation_errno(point: Resolved) -> Errno | None:
+    """A new name needs a free name: not the root, nothing there, not even a
+    dangling symlink [OP-3]."""
+    if point.name == "" or point.found is not None:
         return "EEXIST"
-    return resolved
+    return None
 
 
 def inherited(parent: Found, mode: int, *, is_dir: bool) -> tuple[int, int]:
@@ -98,7 +140,8 @@ def inherited(parent: Found, mode: int, *, is_dir: bool) -> tuple[int, int]:
     A set-group-ID directory gives new entries its group, and new
     directories its set-group-ID bit as well.
     """
-    assert isinstance(parent.node, Dir)
+    if not isinstance(parent.node, Dir):
+        raise ModelError(f"new entry in {parent.path}, which is not a directory")
     if parent.node.mode & SETGID:
         return (mode | SETGID if is_dir else mode), parent.node.gid
     return mode, 0
@@ -112,64 +155,82 @@ def upper_name(container: Container, path: str) -> Name:
     return node
 
 
-def writable_file(container: Container, path: str, flags_write: bool) -> tuple[Container, Found] | Errno:
-    """Resolve ``path`` for an open that follows links; copy up for writing.
-
-    [OPEN-1][OPEN-2][COPYUP-6]
-    """
-    # RESOLVE
-    found = resolve_final(container, path, follow=True)
-    if isinstance(found, str):
-        return found
-    # CHECK
-    if flags_write and found.is_dir:
-        return "EISDIR"
-    if not flags_write:
-        return container, found
-    # COPY-UP
-    return copy_up(container, found)
-
-
 def change_file(container: Container, found: Found, change: Callable[[FileInode], FileInode]) -> Container:
     """``container`` with the upper file ``found`` changed by ``change``."""
     name = upper_name(container, found.path)
     inode = container.upper.inode(name.ino)
-    assert isinstance(inode, FileInode)
+    if not isinstance(inode, FileInode):
+        raise ModelError(f"{found.path} is opened for writing but is not a regular file")
     return replace(container, upper=set_inode(container.upper, name.ino, change(inode)))
 
 
-# -- the calls ------------------------------------------------------------------
+# -- create, open, write, append, truncate --------------------------------------
 
 
-def do_create(container: Container, op: Create) -> Transition:
-    """``open(O_CREAT|O_EXCL|O_WRONLY)`` [CREATE-1][OP-3][OP-4][WHITEOUT-3]."""
-    # RESOLVE / CHECK
-    point = creation_point(container, op.path)
+def check_create(container: Container, op: Create) -> Errno | None:
+    """``open(O_CREAT|O_EXCL|O_WRONLY)`` [CREATE-1][OP-3]."""
+    # RESOLVE
+    point = resolve(container, op.path, follow=False)
     if isinstance(point, str):
-        return failed(container, point)
+        return point
+    # CHECK
+    return creation_errno(point)
+
+
+def apply_create(container: Container, op: Create) -> Applied:
+    """An empty file in the writable layer [CREATE-1][OP-4][WHITEOUT-3]."""
+    # RESOLVE
+    point = passed(resolve(container, op.path, follow=False), "create")
     # COPY-UP
     container = copy_up_parents(container, point.path)
     # APPLY
     mode, gid = inherited(point.parent, op.mode & 0o7777, is_dir=False)
     upper = new_name(container.upper, point.path, FileInode(b"", mode, 0, gid, touched=True))
-    return done(replace(container, upper=upper))
+    return Applied(replace(container, upper=upper))
 
 
-def do_open(container: Container, op: Open) -> Transition:
-    """``open`` then ``close``: a write open copies up [OPEN-1][OPEN-2]."""
-    opened = writable_file(container, op.path, op.flags != "r")
-    if isinstance(opened, str):
-        return failed(container, opened)
-    return done(opened[0])
+def check_open(container: Container, op: Open) -> Errno | None:
+    """``open`` then ``close`` [OPEN-1]."""
+    # RESOLVE
+    found = resolve_final(container, op.path, follow=True)
+    if isinstance(found, str):
+        return found
+    # CHECK: a directory opens for reading only
+    if op.flags != "r" and found.is_dir:
+        return "EISDIR"
+    return None
 
 
-def do_write(container: Container, op: Write) -> Transition:
+def apply_open(container: Container, op: Open) -> Applied:
+    """An open for writing copies up and changes nothing else [OPEN-2]."""
+    # RESOLVE
+    found = passed(resolve_final(container, op.path, follow=True), "open")
+    # COPY-UP: for writing only [COPYUP-6]
+    if op.flags != "r":
+        container, found = copy_up(container, found)
+    # APPLY: nothing else changes
+    return Applied(container)
+
+
+def check_write(container: Container, op: Write) -> Errno | None:
+    """``pwrite`` opens for writing first [WRITE-1][OPEN-1]."""
+    # RESOLVE
+    found = resolve_final(container, op.path, follow=True)
+    if isinstance(found, str):
+        return found
+    # CHECK
+    if found.is_dir:
+        return "EISDIR"
+    return None
+
+
+def apply_write(container: Container, op: Write) -> Applied:
     """``pwrite`` at ``offset``; a gap is filled with zero bytes, and an empty
     write changes nothing but the copy-up [WRITE-1]."""
-    opened = writable_file(container, op.path, True)
-    if isinstance(opened, str):
-        return failed(container, opened)
-    container, found = opened
+    # RESOLVE
+    found = passed(resolve_final(container, op.path, follow=True), "write")
+    # COPY-UP [COPYUP-6]
+    container, found = copy_up(container, found)
 
     # APPLY
     def written(inode: FileInode) -> FileInode:
@@ -178,53 +239,90 @@ def do_write(container: Container, op: Write) -> Transition:
         data = inode.data.ljust(op.offset, b"\0")
         return replace(inode, data=data[: op.offset] + op.data + data[op.offset + len(op.data) :], touched=True)
 
-    return done(change_file(container, found, written))
+    return Applied(change_file(container, found, written))
 
 
-def do_append(container: Container, op: Append) -> Transition:
-    """``write`` with ``O_APPEND``: at the end of the file [WRITE-2]."""
-    opened = writable_file(container, op.path, True)
-    if isinstance(opened, str):
-        return failed(container, opened)
-    container, found = opened
-    return done(
-        change_file(
-            container,
-            found,
-            lambda inode: replace(inode, data=inode.data + op.data, touched=inode.touched or bool(op.data)),
-        )
-    )
-
-
-def do_truncate(container: Container, op: Truncate) -> Transition:
-    """``truncate``: copies up, cuts or extends with zeros [TRUNCATE-1]."""
+def check_append(container: Container, op: Append) -> Errno | None:
+    """``write`` with ``O_APPEND`` opens for writing first [WRITE-2][OPEN-1]."""
+    # RESOLVE
+    found = resolve_final(container, op.path, follow=True)
+    if isinstance(found, str):
+        return found
     # CHECK
+    if found.is_dir:
+        return "EISDIR"
+    return None
+
+
+def apply_append(container: Container, op: Append) -> Applied:
+    """``write`` with ``O_APPEND``: at the end of the file [WRITE-2]."""
+    # RESOLVE
+    found = passed(resolve_final(container, op.path, follow=True), "append")
+    # COPY-UP [COPYUP-6]
+    container, found = copy_up(container, found)
+
+    # APPLY
+    def appended(inode: FileInode) -> FileInode:
+        return replace(inode, data=inode.data + op.data, touched=inode.touched or bool(op.data))
+
+    return Applied(change_file(container, found, appended))
+
+
+def check_truncate(container: Container, op: Truncate) -> Errno | None:
+    """``truncate``: a negative size before the path, then as an open for
+    writing [TRUNCATE-1]."""
+    # CHECK: the size, before the path is looked at
     if op.size < 0:
-        return failed(container, "EINVAL")
-    opened = writable_file(container, op.path, True)
-    if isinstance(opened, str):
-        return failed(container, opened)
-    container, found = opened
+        return "EINVAL"
+    # RESOLVE
+    found = resolve_final(container, op.path, follow=True)
+    if isinstance(found, str):
+        return found
+    # CHECK
+    if found.is_dir:
+        return "EISDIR"
+    return None
+
+
+def apply_truncate(container: Container, op: Truncate) -> Applied:
+    """``truncate``: copies up, cuts or extends with zeros [TRUNCATE-1]."""
+    # RESOLVE
+    found = passed(resolve_final(container, op.path, follow=True), "truncate")
+    # COPY-UP [COPYUP-6]
+    container, found = copy_up(container, found)
 
     # APPLY
     def cut(inode: FileInode) -> FileInode:
         return replace(inode, data=inode.data[: op.size].ljust(op.size, b"\0"), touched=True)
 
-    return done(change_file(container, found, cut))
+    return Applied(change_file(container, found, cut))
 
 
-def do_read(container: Container, op: Read) -> Transition:
-    """Read a whole file; never copies up [READ-1]."""
+# -- the calls that only look ---------------------------------------------------
+
+
+def check_read(container: Container, op: Read) -> Errno | None:
+    """Read a whole file [READ-1][OPEN-1]."""
     # RESOLVE
     found = resolve_final(container, op.path, follow=True)
     if isinstance(found, str):
-        return failed(container, found)
+        return found
     # CHECK
     if found.is_dir:
-        return failed(container, "EISDIR")
+        return "EISDIR"
+    return None
+
+
+def apply_read(container: Container, op: Read) -> Applied:
+    """The whole content; never copies up [READ-1]."""
+    # RESOLVE
+    found = passed(resolve_final(container, op.path, follow=True), "read")
+    # COPY-UP: none, read never copies up [COPYUP-6]
+    # APPLY
     inode = inode_of(container, found)
-    assert isinstance(inode, FileInode)
-    return done(container, Ok(inode.data))
+    if not isinstance(inode, FileInode):
+        raise ModelError(f"read of {op.path} ends at a symlink, which the walk follows")
+    return Applied(container, Ok(inode.data))
 
 
 def stat_of(container: Container, found: Found) -> StatValue:
@@ -238,40 +336,87 @@ def stat_of(container: Container, found: Found) -> StatValue:
     return StatValue("file", inode.mode, inode.uid, inode.gid, size=len(inode.data), nlink=inode.nlink)
 
 
-def do_stat(container: Container, op: Stat) -> Transition:
-    """``lstat`` [STAT-1]."""
+def check_stat(container: Container, op: Stat) -> Errno | None:
+    """``lstat``: only the walk can fail [STAT-1]."""
+    # RESOLVE
     found = resolve_final(container, op.path, follow=False)
-    if isinstance(found, str):
-        return failed(container, found)
-    return done(container, Ok(stat_of(container, found)))
+    # CHECK: nothing but the walk
+    return found if isinstance(found, str) else None
 
 
-def do_readdir(container: Container, op: Readdir) -> Transition:
-    """``opendir`` and ``readdir`` [READDIR-1][READDIR-2]."""
+def apply_stat(container: Container, op: Stat) -> Applied:
+    """``lstat`` [STAT-1]."""
+    # RESOLVE
+    found = passed(resolve_final(container, op.path, follow=False), "stat")
+    # COPY-UP: none, stat never copies up [COPYUP-6]
+    # APPLY
+    return Applied(container, Ok(stat_of(container, found)))
+
+
+def check_readdir(container: Container, op: Readdir) -> Errno | None:
+    """``opendir`` follows the last symlink and wants a directory [READDIR-1]."""
+    # RESOLVE
     found = resolve_final(container, op.path, follow=True)
     if isinstance(found, str):
-        return failed(container, found)
+        return found
+    # CHECK
     if not found.is_dir:
-        return failed(container, "ENOTDIR")
-    return done(container, Ok(tuple(listed_names(container, found))))
+        return "ENOTDIR"
+    return None
 
 
-def do_readlink(container: Container, op: Readlink) -> Transition:
-    """``readlink`` [READLINK-1]."""
+def apply_readdir(container: Container, op: Readdir) -> Applied:
+    """``opendir`` and ``readdir`` [READDIR-1][READDIR-2]."""
+    # RESOLVE
+    found = passed(resolve_final(container, op.path, follow=True), "readdir")
+    # COPY-UP: none, readdir never copies up [COPYUP-6]
+    # APPLY
+    return Applied(container, Ok(tuple(listed_names(container, found))))
+
+
+def check_readlink(container: Container, op: Readlink) -> Errno | None:
+    """``readlink``: ``EINVAL`` for anything but a symlink [READLINK-1]."""
+    # RESOLVE
     found = resolve_final(container, op.path, follow=False)
     if isinstance(found, str):
-        return failed(container, found)
+        return found
+    # CHECK
+    if symlink_target(container, found) is None:
+        return "EINVAL"
+    return None
+
+
+def apply_readlink(container: Container, op: Readlink) -> Applied:
+    """``readlink`` [READLINK-1]."""
+    # RESOLVE
+    found = passed(resolve_final(container, op.path, follow=False), "readlink")
+    # COPY-UP: none, readlink never copies up [COPYUP-6]
+    # APPLY
     target = symlink_target(container, found)
     if target is None:
-        return failed(container, "EINVAL")
-    return done(container, Ok(target))
+        raise ModelError(f"readlink of {op.path}, which is not a symlink")
+    return Applied(container, Ok(target))
 
 
-def do_mkdir(container: Container, op: Mkdir) -> Transition:
-    """``mkdir``; over a whiteout the new directory is opaque [MKDIR-1][WHITEOUT-4][REDIRECT-4]."""
-    point = creation_point(container, op.path)
+# -- mkdir, rmdir, unlink, symlink, link -----------------------------------------
+
+
+def check_mkdir(container: Container, op: Mkdir) -> Errno | None:
+    """``mkdir`` [MKDIR-1][OP-3]."""
+    # RESOLVE
+    point = resolve(container, op.path, follow=False)
     if isinstance(point, str):
-        return failed(container, point)
+        return point
+    # CHECK
+    return creation_errno(point)
+
+
+def apply_mkdir(container: Container, op: Mkdir) -> Applied:
+    """A directory in the writable layer; over a whiteout it is opaque
+    [MKDIR-1][OP-4][WHITEOUT-4][REDIRECT-4]."""
+    # RESOLVE
+    point = passed(resolve(container, op.path, follow=False), "mkdir")
+    # COPY-UP
     container = copy_up_parents(container, point.path)
     # APPLY
     mode, gid = inherited(point.parent, op.mode & 0o1777, is_dir=True)
@@ -280,92 +425,166 @@ def do_mkdir(container: Container, op: Mkdir) -> Transition:
     # copies is made opaque at once [REDIRECT-4].
     in_merged = container.features.redirect_dir and point.parent.has_lower
     upper = put(container.upper, point.path, Dir(mode, 0, gid, opaque=over_whiteout or in_merged))
-    return done(replace(container, upper=upper))
+    return Applied(replace(container, upper=upper))
 
 
-def do_rmdir(container: Container, op: Rmdir) -> Transition:
-    """``rmdir`` [RMDIR-1][RMDIR-2][WHITEOUT-2]."""
+def check_rmdir(container: Container, op: Rmdir) -> Errno | None:
+    """``rmdir`` [RMDIR-1][RMDIR-2]."""
+    # RESOLVE
     resolved = resolve(container, op.path, follow=False)
     if isinstance(resolved, str):
-        return failed(container, resolved)
+        return resolved
     # CHECK
     found = resolved.found
     if resolved.name == "":
-        return failed(container, "EBUSY")
+        return "EBUSY"
     if found is None:
-        return failed(container, "ENOENT")
+        return "ENOENT"
     if not found.is_dir:
-        return failed(container, "ENOTDIR")
+        return "ENOTDIR"
     if not is_empty_dir(container, found):
-        return failed(container, "ENOTEMPTY")
-    return done(remove_visible(container, resolved.parent, found))
+        return "ENOTEMPTY"
+    return None
 
 
-def do_unlink(container: Container, op: Unlink) -> Transition:
-    """``unlink`` [UNLINK-1][WHITEOUT-2]."""
+def apply_rmdir(container: Container, op: Rmdir) -> Applied:
+    """The directory leaves the merged view [RMDIR-2][WHITEOUT-2]."""
+    # RESOLVE
+    resolved = passed(resolve(container, op.path, follow=False), "rmdir")
+    found = resolved.found
+    if found is None:
+        raise ModelError(f"rmdir of {op.path}, which is absent")
+    # COPY-UP: the parents only [COPYUP-2]
+    container = copy_up_parents(container, found.path)
+    # APPLY
+    return Applied(remove_visible(container, resolved.parent, found))
+
+
+def check_unlink(container: Container, op: Unlink) -> Errno | None:
+    """``unlink`` [UNLINK-1]."""
+    # RESOLVE
     resolved = resolve(container, op.path, follow=False)
     if isinstance(resolved, str):
-        return failed(container, resolved)
+        return resolved
+    # CHECK
     found = resolved.found
     if resolved.name == "":
-        return failed(container, "EISDIR")
+        return "EISDIR"
     if found is None:
-        return failed(container, "ENOENT")
+        return "ENOENT"
     if found.is_dir:
-        return failed(container, "EISDIR")
-    return done(remove_visible(container, resolved.parent, found))
+        return "EISDIR"
+    return None
 
 
-def do_symlink(container: Container, op: Symlink) -> Transition:
-    """``symlink`` [SYMLINK-1][OP-3][OP-4]."""
+def apply_unlink(container: Container, op: Unlink) -> Applied:
+    """The name leaves the merged view; a writable-layer inode loses a link
+    [UNLINK-1][WHITEOUT-2]."""
+    # RESOLVE
+    resolved = passed(resolve(container, op.path, follow=False), "unlink")
+    found = resolved.found
+    if found is None:
+        raise ModelError(f"unlink of {op.path}, which is absent")
+    # COPY-UP: the parents only [COPYUP-2]
+    container = copy_up_parents(container, found.path)
+    # APPLY
+    return Applied(remove_visible(container, resolved.parent, found))
+
+
+def check_symlink(container: Container, op: Symlink) -> Errno | None:
+    """``symlink``: an empty target first, then as OP-3 [SYMLINK-1][OP-3]."""
+    # CHECK: the target, before the path is looked at
     if op.target == "":
-        return failed(container, "ENOENT")
-    point = creation_point(container, op.path)
+        return "ENOENT"
+    # RESOLVE
+    point = resolve(container, op.path, follow=False)
     if isinstance(point, str):
-        return failed(container, point)
+        return point
+    # CHECK
+    return creation_errno(point)
+
+
+def apply_symlink(container: Container, op: Symlink) -> Applied:
+    """A new symlink in the writable layer [SYMLINK-1][OP-4][WHITEOUT-3]."""
+    # RESOLVE
+    point = passed(resolve(container, op.path, follow=False), "symlink")
+    # COPY-UP
     container = copy_up_parents(container, point.path)
+    # APPLY
     _, gid = inherited(point.parent, 0, is_dir=False)
     upper = new_name(container.upper, point.path, SymlinkInode(op.target, 0, gid, touched=True))
-    return done(replace(container, upper=upper))
+    return Applied(replace(container, upper=upper))
 
 
-def do_link(container: Container, op: Link) -> Transition:
-    """``link``: the source is copied up first [LINK-1][COPYUP-6][COPYUP-5]."""
+def check_link(container: Container, op: Link) -> Errno | None:
+    """``link``: the source, then the destination, then the kind [LINK-1]."""
     # RESOLVE
     source = resolve_final(container, op.src, follow=False)
     if isinstance(source, str):
-        return failed(container, source)
-    point = creation_point(container, op.dst)
+        return source
+    point = resolve(container, op.dst, follow=False)
     if isinstance(point, str):
-        return failed(container, point)
+        return point
     # CHECK
+    errno = creation_errno(point)
+    if errno is not None:
+        return errno
     if source.is_dir:
-        return failed(container, "EPERM")
+        return "EPERM"
+    return None
+
+
+def apply_link(container: Container, op: Link) -> Applied:
+    """The source is copied up, then gets a second name [LINK-1][COPYUP-6][COPYUP-5]."""
+    # RESOLVE
+    source = passed(resolve_final(container, op.src, follow=False), "link")
+    point = passed(resolve(container, op.dst, follow=False), "link")
     # COPY-UP
     container, source = copy_up(container, source)
     container = copy_up_parents(container, point.path)
     # APPLY
     ino = upper_name(container, source.path).ino
-    return done(replace(container, upper=link(container.upper, point.path, ino)))
+    return Applied(replace(container, upper=link(container.upper, point.path, ino)))
 
 
-def do_chmod(container: Container, op: Chmod) -> Transition:
-    """``chmod``: a metadata change, so a copy-up [CHMOD-1][COPYUP-6]."""
+# -- chmod, lchown ------------------------------------------------------------------
+
+
+def check_chmod(container: Container, op: Chmod) -> Errno | None:
+    """``chmod`` follows the last symlink; only the walk can fail [CHMOD-1]."""
+    # RESOLVE
     found = resolve_final(container, op.path, follow=True)
-    if isinstance(found, str):
-        return failed(container, found)
+    # CHECK: nothing but the walk
+    return found if isinstance(found, str) else None
+
+
+def apply_chmod(container: Container, op: Chmod) -> Applied:
+    """``chmod``: a metadata change, so a copy-up [CHMOD-1][COPYUP-6]."""
+    # RESOLVE
+    found = passed(resolve_final(container, op.path, follow=True), "chmod")
+    # COPY-UP
     container, found = copy_up(container, found)
-    return done(set_attributes(container, found, mode=op.mode & 0o7777))
+    # APPLY
+    return Applied(set_attributes(container, found, mode=op.mode & 0o7777))
 
 
-def do_chown(container: Container, op: Chown) -> Transition:
+def check_chown(container: Container, op: Chown) -> Errno | None:
+    """``lchown`` does not follow the last symlink; only the walk can fail [CHOWN-1]."""
+    # RESOLVE
+    found = resolve_final(container, op.path, follow=False)
+    # CHECK: nothing but the walk
+    return found if isinstance(found, str) else None
+
+
+def apply_chown(container: Container, op: Chown) -> Applied:
     """``lchown``: copies up; a file loses set-user-ID, and set-group-ID
     when it is group-executable [CHOWN-1][COPYUP-6]."""
-    found = resolve_final(container, op.path, follow=False)
-    if isinstance(found, str):
-        return failed(container, found)
+    # RESOLVE
+    found = passed(resolve_final(container, op.path, follow=False), "chown")
+    # COPY-UP
     container, found = copy_up(container, found)
-    return done(set_attributes(container, found, uid=op.uid, gid=op.gid, owner_change=True))
+    # APPLY
+    return Applied(set_attributes(container, found, uid=op.uid, gid=op.gid, owner_change=True))
 
 
 def set_attributes(
@@ -408,57 +627,141 @@ def set_attributes(
     return replace(container, upper=set_inode(container.upper, name.ino, new_inode))
 
 
-def do_rename(container: Container, op: Rename) -> Transition:
-    """``rename`` [RENAME-1][RENAME-2][RENAME-3][RENAME-4][RENAME-5][RENAME-6][RENAME-7][REDIRECT-3]."""
-    # RESOLVE
+# -- rename -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RenamePlan:
+    """A rename that passed the checks made before anything changes.
+
+    ``replaced`` is what the destination names now, if anything; ``noop``
+    is set when source and destination are one object [RENAME-4].
+    """
+
+    source: Resolved
+    target: Resolved
+    moving: Found
+    replaced: Found | None
+    noop: bool
+
+
+def resolve_rename(container: Container, op: Rename) -> tuple[Resolved, Resolved] | Errno:
+    """The walks of ``rename``: the source's, then the destination's [RENAME-1]."""
     source = resolve(container, op.src, follow=False)
     if isinstance(source, str):
-        return failed(container, source)
+        return source
     target = resolve(container, op.dst, follow=False)
     if isinstance(target, str):
-        return failed(container, target)
-    # CHECK: the walk's own errors, then the ancestry traps [RENAME-1]
+        return target
+    return source, target
+
+
+def plan_rename(container: Container, source: Resolved, target: Resolved) -> RenamePlan | Errno:
+    """The checks of ``rename`` made before anything changes, in the kernel's
+    order [RENAME-1][RENAME-2][RENAME-3][RENAME-4]."""
+    # The walk's own errors, then the ancestry traps [RENAME-1]
     if source.name == "" or target.name == "":
-        return failed(container, "EBUSY")
+        return "EBUSY"
     moving = source.found
     if moving is None:
-        return failed(container, "ENOENT")
+        return "ENOENT"
     if is_inside(target.parent.path, source.path) or target.parent.path == source.path:
-        return failed(container, "EINVAL")
+        return "EINVAL"
     if is_inside(source.parent.path, target.path) or source.parent.path == target.path:
-        return failed(container, "ENOTEMPTY")
-    # CHECK: the kinds of source and target [RENAME-2][RENAME-4]
+        return "ENOTEMPTY"
+    # The kinds of source and target [RENAME-2][RENAME-4]
     replaced = target.found
     if replaced is not None:
         if same_inode(moving, replaced):
-            return done(container)
+            return RenamePlan(source, target, moving, replaced, noop=True)
         if moving.is_dir and not replaced.is_dir:
-            return failed(container, "ENOTDIR")
+            return "ENOTDIR"
         if not moving.is_dir and replaced.is_dir:
-            return failed(container, "EISDIR")
-    # CHECK: overlayfs's own refusals [RENAME-3]
+            return "EISDIR"
+    # Overlayfs's own refusals [RENAME-3]
     if moving.is_dir and moving.has_lower and not container.features.redirect_dir:
-        return failed(container, "EXDEV")
+        return "EXDEV"
     if replaced is not None and replaced.is_dir and replaced.has_lower and not is_empty_dir(container, replaced):
-        return failed(container, "ENOTEMPTY")
-    # COPY-UP [RENAME-6]
-    needs_whiteout = lower_positive(container, source.parent, moving)
-    had_lower = moving.is_dir and moving.has_lower
-    container, moving = copy_up(container, moving)
-    container = copy_up_parents(container, target.path)
-    container = mark_moving_dir(container, moving.path, had_lower, source, target)
-    # CHECK: the writable layer's own rename refuses a non-empty directory,
-    # after the copy-up and the marks above [RENAME-7]
+        return "ENOTEMPTY"
+    return RenamePlan(source, target, moving, replaced, noop=False)
+
+
+def copy_up_for_rename(container: Container, plan: RenamePlan) -> tuple[Container, Found]:
+    """``container`` with the source copied up and marked, and the destination's
+    parents copied up; and the source's new place [RENAME-6][RENAME-5][REDIRECT-3]."""
+    had_lower = plan.moving.is_dir and plan.moving.has_lower
+    container, moving = copy_up(container, plan.moving)
+    container = copy_up_parents(container, plan.target.path)
+    return mark_moving_dir(container, moving.path, had_lower, plan.source, plan.target), moving
+
+
+def late_rename_errno(container: Container, plan: RenamePlan) -> Errno | None:
+    """The writable layer's own refusal, checked after the copy-up: a
+    directory onto a non-empty one [RENAME-7][RENAME-2]."""
+    replaced = plan.replaced
     if replaced is not None and replaced.is_dir and not is_empty_dir(container, replaced):
-        return Transition(container, "ENOTEMPTY")
+        return "ENOTEMPTY"
+    return None
+
+
+def check_rename(container: Container, op: Rename) -> Errno | None:
+    """``rename``: the checks before anything changes, then the one the
+    writable layer makes after the copy-up, on the state it would leave.
+
+    [RENAME-1][RENAME-2][RENAME-3][RENAME-4][RENAME-7]
+    """
+    # RESOLVE
+    ends = resolve_rename(container, op)
+    if isinstance(ends, str):
+        return ends
+    # CHECK: before anything changes
+    plan = plan_rename(container, *ends)
+    if isinstance(plan, str):
+        return plan
+    if plan.noop or plan.replaced is None or not plan.replaced.is_dir:
+        return None
+    # COPY-UP: made on a value; the container given does not change
+    prepared, _ = copy_up_for_rename(container, plan)
+    # CHECK: after the copy-up [RENAME-7]
+    return late_rename_errno(prepared, plan)
+
+
+def apply_rename(container: Container, op: Rename) -> Applied:
+    """``rename`` [RENAME-4][RENAME-5][RENAME-6][REDIRECT-3][WHITEOUT-2]."""
+    # RESOLVE, and the plan its check made
+    plan = passed(plan_rename(container, *passed(resolve_rename(container, op), "rename")), "rename")
+    if plan.noop:
+        return Applied(container)
+    # COPY-UP [RENAME-6]
+    needs_whiteout = lower_positive(container, plan.source.parent, plan.moving)
+    container, moving = copy_up_for_rename(container, plan)
+    if late_rename_errno(container, plan) is not None:
+        raise ModelError(f"rename of {op.src} applied although its check fails")
     # APPLY [RENAME-6]
     upper = container.upper
-    if upper.get(target.path) is not None:
-        upper = remove(upper, target.path)
-    upper = move(upper, moving.path, target.path)
+    if upper.get(plan.target.path) is not None:
+        upper = remove(upper, plan.target.path)
+    upper = move(upper, moving.path, plan.target.path)
     if needs_whiteout:
         upper = put(upper, moving.path, Whiteout())
-    return done(replace(container, upper=upper))
+    return Applied(replace(container, upper=upper))
+
+
+def refused_rename(container: Container, op: Rename) -> Container:
+    """The container after a rename that failed: unchanged [OP-1], except
+    when the writable layer refused it after the copy-up, which stays [RENAME-7]."""
+    # RESOLVE
+    ends = resolve_rename(container, op)
+    if isinstance(ends, str):
+        return container
+    # CHECK: a refusal before anything changed leaves nothing
+    plan = plan_rename(container, *ends)
+    if isinstance(plan, str) or plan.noop:
+        return container
+    # COPY-UP: what the kernel did before it refused
+    prepared, _ = copy_up_for_rename(container, plan)
+    # APPLY: nothing more
+    return prepared
 
 
 def mark_moving_dir(container: Container, path: str, had_lower: bool, source: Resolved, target: Resolved) -> Container:
@@ -491,7 +794,8 @@ def redirect_for(container: Container, path: str, *, same_dir: bool) -> str:
     bare name and a path from the root is now needed.
     """
     node = container.upper.get(path)
-    assert isinstance(node, Dir)
+    if not isinstance(node, Dir):
+        raise ModelError(f"redirect for {path}, which is not a directory in the writable layer")
     existing = node.redirect
     if existing is not None and (existing.startswith("/") or same_dir):
         return existing
@@ -534,40 +838,105 @@ def same_inode(one: Found, other: Found) -> bool:
     )
 
 
-def step(container: Container, op: Op) -> Transition:
-    """The outcome of ``op`` on ``container`` and the container after it."""
+# -- every call --------------------------------------------------------------------
+
+
+def check(container: Container, op: Op) -> Errno | None:
+    """The errno ``op`` fails with on ``container``, or None if it succeeds."""
     match op:
         case Create():
-            return do_create(container, op)
+            return check_create(container, op)
         case Open():
-            return do_open(container, op)
+            return check_open(container, op)
         case Write():
-            return do_write(container, op)
+            return check_write(container, op)
         case Append():
-            return do_append(container, op)
+            return check_append(container, op)
         case Truncate():
-            return do_truncate(container, op)
+            return check_truncate(container, op)
         case Read():
-            return do_read(container, op)
+            return check_read(container, op)
         case Stat():
-            return do_stat(container, op)
+            return check_stat(container, op)
         case Readdir():
-            return do_readdir(container, op)
+            return check_readdir(container, op)
         case Readlink():
-            return do_readlink(container, op)
+            return check_readlink(container, op)
         case Mkdir():
-            return do_mkdir(container, op)
+            return check_mkdir(container, op)
         case Rmdir():
-            return do_rmdir(container, op)
+            return check_rmdir(container, op)
         case Unlink():
-            return do_unlink(container, op)
+            return check_unlink(container, op)
         case Rename():
-            return do_rename(container, op)
+            return check_rename(container, op)
         case Symlink():
-            return do_symlink(container, op)
+            return check_symlink(container, op)
         case Link():
-            return do_link(container, op)
+            return check_link(container, op)
         case Chmod():
-            return do_chmod(container, op)
+            return check_chmod(container, op)
         case Chown():
-            return do_chown(container, op)
+            return check_chown(container, op)
+
+
+def apply(container: Container, op: Op) -> Applied:
+    """What ``op`` does to ``container`` once its check has passed."""
+    match op:
+        case Create():
+            return apply_create(container, op)
+        case Open():
+            return apply_open(container, op)
+        case Write():
+            return apply_write(container, op)
+        case Append():
+            return apply_append(container, op)
+        case Truncate():
+            return apply_truncate(container, op)
+        case Read():
+            return apply_read(container, op)
+        case Stat():
+            return apply_stat(container, op)
+        case Readdir():
+            return apply_readdir(container, op)
+        case Readlink():
+            return apply_readlink(container, op)
+        case Mkdir():
+            return apply_mkdir(container, op)
+        case Rmdir():
+            return apply_rmdir(container, op)
+        case Unlink():
+            return apply_unlink(container, op)
+        case Rename():
+            return apply_rename(container, op)
+        case Symlink():
+            return apply_symlink(container, op)
+        case Link():
+            return apply_link(container, op)
+        case Chmod():
+            return apply_chmod(container, op)
+        case Chown():
+            return apply_chown(container, op)
+
+
+def refused(container: Container, op: Op) -> Container:
+    """The container after ``op`` failed: unchanged [OP-1], but for RENAME-7."""
+    if isinstance(op, Rename):
+        return refused_rename(container, op)
+    return container
+
+
+def step(container: Container, op: Op) -> Transition:
+    """The outcome of ``op`` on ``container`` and the container after it:
+    the check, then the apply or the refusal."""
+    errno = check(container, op)
+    if errno is not None:
+        return Transition(refused(container, op), errno)
+    applied = apply(container, op)
+    return Transition(applied.container, applied.value)
+
+
+def allowed(container: Container, op: Op) -> Allowed:
+    """Every outcome the spec allows ``op`` on ``container``, each with the
+    container after it. One for every call today (``step``'s)."""
+    return Allowed((step(container, op),))

@@ -195,17 +195,23 @@ def lookup_child(container: Container, parent: Found, name: str) -> Found | None
     path = join(parent.path, name)
     stack = parent.stack
     image = container.image.found
-    # Where the parent's image-layer copies are: one path in every image layer.
+    # Where the parent's image-layer copies are: one path in every image
+    # layer, since only the writable layer redirects [REDIRECT-1].
     if stack[0][0] != 0:
         below: str | None = stack[0][1]
     else:
         below = stack[1][1] if len(stack) > 1 else None
+        # The writable layer decides first [LOOKUP-1][LOOKUP-2][WHITEOUT-1].
         node = container.upper.entries.get(path)
         if isinstance(node, Whiteout):
             return None
         if isinstance(node, Name):
             return Found(path, node, ((0, path),))
         if isinstance(node, Dir):
+            # It collects the image-layer directories under its own name, a
+            # bare redirect's, or a root path's: walking each image layer from
+            # its root stops where LOOKUP-3 stops, so that is the view's entry
+            # there too [LOOKUP-3][OPAQUE-1][REDIRECT-2].
             top = ((0, path),)
             if node.opaque:
                 return Found(path, node, top)
@@ -218,6 +224,7 @@ def lookup_child(container: Container, parent: Found, name: str) -> Found | None
             if copies is None or not copies.is_dir:
                 return Found(path, node, top)
             return Found(path, node, top + copies.stack)
+    # Otherwise the image layers decide, as the view found them.
     if below is None:
         return None
     seen = image.get(join(below, name))

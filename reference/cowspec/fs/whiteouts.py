@@ -15,7 +15,6 @@ cannot reappear [WHITEOUT-4].
 
 from dataclasses import replace
 
-from cowspec.fs.copy_up import copy_up_parents
 from cowspec.fs.entries import Whiteout
 from cowspec.fs.layer import put, remove
 from cowspec.fs.paths import join
@@ -46,10 +45,10 @@ def remove_visible(container: Container, parent: Found, found: Found) -> Contain
     """``container`` without ``found`` in the merged view [WHITEOUT-2].
 
     The writable layer's copy goes; a whiteout takes its place when the
-    name would otherwise show from an image layer.
+    name would otherwise show from an image layer. The caller has copied
+    the parents up (COPYUP-2); ``found`` and ``parent`` may be from before.
     """
     needs_whiteout = lower_positive(container, parent, found)
-    container = copy_up_parents(container, found.path)
     upper = container.upper
     if upper.get(found.path) is not None:
         upper = remove(upper, found.path)
