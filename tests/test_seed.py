@@ -1,6 +1,6 @@
 """The seed's scenarios (Docker's "About storage drivers") as plain tests."""
 
-from tests.support import Scenario, b64, d, f, op, paths, scenario_tests
+from tests.support import Result, Scenario, b64, d, f, op, paths, scenario_tests
 
 # FROM ubuntu:15.04 / COPY . /app / RUN make /app / CMD python /app/app.py:
 # three layers with content; CMD adds metadata only and no layer.
@@ -10,7 +10,7 @@ RUN_MAKE = [d("/app"), f("/app/app.bin", "\x7fELF"), d("/tmp", 0o1777), f("/tmp/
 DOCKERFILE = [UBUNTU, COPY_APP, RUN_MAKE]
 
 
-def four_instruction_stack(result: dict) -> None:
+def four_instruction_stack(result: Result) -> None:
     merged = paths(result["merged"])
     assert {"/app/app.py", "/app/Makefile", "/app/app.bin", "/etc/os-release", "/tmp/build.log"} <= set(merged)
     assert result["upper"] == []
@@ -20,14 +20,14 @@ def four_instruction_stack(result: dict) -> None:
     )
 
 
-def changed_in_container(result: dict) -> None:
+def changed_in_container(result: Result) -> None:
     upper = paths(result["upper"])
     assert set(upper) == {"/app", "/app/app.py"}
     assert paths(result["merged"])["/app/app.py"]["size"] == len("print('hi')") + len("# edited\n")
     assert result["sizes"]["size"] == len("print('hi')# edited\n")
 
 
-def separate_container(result: dict) -> None:
+def separate_container(result: Result) -> None:
     assert paths(result["merged"])["/app/app.py"]["size"] == len("print('hi')")
     assert set(paths(result["upper"])) == {"/app", "/app/notes"}
 
@@ -85,5 +85,5 @@ def test_containers_on_one_image_are_separate(kernel) -> None:  # type: ignore[n
             session.close()
 
 
-def _doc() -> dict:
+def _doc() -> dict[str, object]:
     return {"format": "cowspec-trace/1", "layers": []}

@@ -49,17 +49,53 @@ def result_differences(expected: Entry, observed: Entry) -> list[str]:
     return lines
 
 
-def store_differences(expected: Entry, observed: Entry) -> list[str]:
-    """One line per difference between two store results (a step's reason is not compared)."""
+def _said(item: Entry) -> str:
+    """What one step's item says, in a few words (the reason as an aside)."""
+    if item.get("ok"):
+        return "ok"
+    reason = f" ({item['reason']})" if "reason" in item else ""
+    if item.get("rejected"):
+        return f"the spec rejects the step's input{reason}"
+    return f"refused, {item.get('refusal', 'of no kind given')}{reason}"
+
+
+def step_differences(index: int, want: Entry, got: Entry) -> list[str]:
+    """One line per difference in a step's item (STORE-12).
+
+    A refusal matches a refusal of the same kind; its reason is for people and
+    is never compared. A step whose input the spec rejects is outside the
+    spec, so it is always reported: the model cannot say what an engine
+    should do with it.
+    """
+    if want.get("rejected") or got.get("rejected") or want.get("ok") != got.get("ok"):
+        return [f"step {index}: model {_said(want)}, real {_said(got)}"]
+    if not want.get("ok"):
+        if "refusal" not in want or want.get("refusal") != got.get("refusal"):
+            return [f"step {index}: model {_said(want)}, real {_said(got)}"]
+        return []
     lines: list[str] = []
+    want_results, got_results = want.get("results", []), got.get("results", [])
+    assert isinstance(want_results, list) and isinstance(got_results, list)
+    for number, (expected, observed) in enumerate(zip(want_results, got_results, strict=False)):
+        if expected != observed:
+            lines.append(f"step {index} op {number}: model {expected}, real {observed}")
+    if len(want_results) != len(got_results):
+        lines.append(f"step {index}: model has {len(want_results)} op results, real has {len(got_results)}")
+    for key in sorted((set(want) | set(got)) - {"ok", "results", "reason"}):
+        if want.get(key) != got.get(key):
+            lines.append(f"step {index} {key}: model {want.get(key)}, real {got.get(key)}")
+    return lines
 
-    def plain(items: object) -> list[object]:
-        assert isinstance(items, list)
-        return [{key: value for key, value in item.items() if key != "reason"} for item in items]
 
-    for index, (want, got) in enumerate(zip(plain(expected["steps"]), plain(observed["steps"]), strict=False)):
-        if want != got:
-            lines.append(f"step {index}: model {want}, real {got}")
+def store_differences(expected: Entry, observed: Entry) -> list[str]:
+    """One line per difference between two store results (a refusal's kind is compared, its reason is not)."""
+    lines: list[str] = []
+    want_steps, got_steps = expected["steps"], observed["steps"]
+    assert isinstance(want_steps, list) and isinstance(got_steps, list)
+    for index, (want, got) in enumerate(zip(want_steps, got_steps, strict=False)):
+        lines += step_differences(index, want, got)
+    if len(want_steps) != len(got_steps):
+        lines.append(f"steps: model has {len(want_steps)} items, real has {len(got_steps)}")
     for key in ("layers", "images", "containers", "images_total", "reclaimable", "volumes"):
         if expected.get(key) != observed.get(key):
             lines.append(f"{key}: model {expected.get(key)}, real {observed.get(key)}")

@@ -18,7 +18,15 @@ import pytest
 from cowcheck.cli.main import main
 from cowcheck.drivers.engines import Dockerd, Podman, need
 from cowcheck.drivers.kernel_overlay import tree
-from cowcheck.drivers.layer_tools import DOCKER_INIT, DockerLayers, PodmanLayers, Spec, UmociLayers, export_entries
+from cowcheck.drivers.layer_tools import (
+    DOCKER_INIT,
+    DockerLayers,
+    LayerDriver,
+    PodmanLayers,
+    Spec,
+    UmociLayers,
+    export_entries,
+)
 from cowcheck.drivers.protocol import DriverUnavailable
 from cowcheck.images import read_image, write_oci_layout
 from cowcheck.matrix import CASES, run_matrix
@@ -53,7 +61,7 @@ def podman() -> Iterator[Podman]:
 def test_matrix_through_docker_umoci_and_podman(docker: Dockerd, podman: Podman) -> None:
     """[APPLY-2][APPLY-3][APPLY-5][TAR-3][TAR-6] Every case through every tool; the drivers work."""
     try:
-        drivers = [DockerLayers(docker), UmociLayers(), PodmanLayers(podman)]
+        drivers: list[LayerDriver] = [DockerLayers(docker), UmociLayers(), PodmanLayers(podman)]
     except DriverUnavailable as error:
         unavailable(str(error))
     rows = {case.name: (expected, cells) for case, expected, cells in run_matrix(drivers, Spec())}

@@ -40,7 +40,7 @@ def cowspec(
     )
 
 
-def flattened(*arguments: str, stdin: bytes = b"") -> dict[str, object]:
+def flattened(*arguments: str, stdin: bytes = b"") -> dict[str, dict[str, object]]:
     """The paths ``cowspec flatten`` gives, with their entries; the command must succeed."""
     done = cowspec("flatten", *arguments, stdin=stdin)
     assert done.returncode == 0, done.stderr
@@ -111,7 +111,10 @@ def test_a_layout_written_by_umoci(tmp_path: Path) -> None:
     """umoci omits a manifest's mediaType, which the image-spec makes optional; two tags need a ref."""
     umoci = need_umoci()
     layout, bundle = str(tmp_path / "layout"), str(tmp_path / "bundle")
-    run = lambda *arguments: subprocess.run([umoci, *arguments], check=True, capture_output=True)  # noqa: E731
+
+    def run(*arguments: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([umoci, *arguments], check=True, capture_output=True)
+
     run("init", "--layout", layout)
     run("new", "--image", layout + ":first")
     run("unpack", "--rootless", "--image", layout + ":first", bundle)

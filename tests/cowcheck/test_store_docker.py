@@ -2,18 +2,30 @@
 
 import os
 import shutil
+from typing import cast
 
 import pytest
 
-from cowcheck.drivers.docker_store import docker_cli_reclaimable
+from cowcheck.compare import store_differences
+from cowcheck.drivers.docker_store import (
+    _call_outcome,
+    docker_cli_reclaimable,
+    figures,
+    mount_point_places,
+    perform_step,
+    refusal_kind,
+)  # fmt: skip
 from cowcheck.drivers.engines import Dockerd, engine_api
-from cowcheck.drivers.protocol import DriverUnavailable
+from cowcheck.drivers.protocol import DriverError, DriverUnavailable
 from cowcheck.images import docker_archive
+from cowspec.formats.store_trace import CreateContainer, LoadImage, RunOps, Step, apply_step, store_result
 from cowspec.fs.calls import Append, Create, Write
+from cowspec.fs.observe import Entry
 from cowspec.fs.operations import step
 from cowspec.oci.identity import diff_id
 from cowspec.oci.layer_tar import LayerTar, TarEntry, encode_layer
 from cowspec.store.state import (
+    REFUSAL_KINDS,
     HistoryRow,
     Image,
     Store,
@@ -26,6 +38,7 @@ from cowspec.store.state import (
     system_df,
     with_filesystem,
 )  # fmt: skip
+from tests.store.test_store import MOUNT_CASES, MOUNTED_IMAGE, MOUNTS
 
 BASE_HISTORY = [("ADD busybox", False), ('CMD ["/bin/sh"]', True), ("COPY app", False)]
 FINAL_HISTORY = [*BASE_HISTORY, ("CMD /app/hello.sh", True)]
@@ -133,3 +146,140 @@ def test_store_figures_equal_dockers(tmp_path: object) -> None:
     images_row = next(line for line in printed.stdout.decode().splitlines() if line.startswith("Images|"))
     assert images_row == f"Images|{go_human_size(total)}|{go_human_size(reclaimable)} ({reclaimable * 100 // total}%)"
     assert len({each.get("SizeRw", 0) for each in by_name.values()}) == 3  # the three containers really differ
+
+
+def engine_unavailable(error: Exception) -> None:
+    """Skip where no engine can run; fail loudly in CI, where one must."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(str(error))
+    pytest.skip(str(error))
+
+
+MODEL_RESULT: Entry = {
+    "format": "cowspec-store-trace-result/1",
+    "steps": [
+        {"ok": True},
+        {"ok": False, "refusal": "image-in-use", "reason": "image 'a:1' is used by a container"},
+        {"ok": True, "results": [{"ok": True}, {"errno": "EXDEV"}]},
+    ],
+    "layers": 1, "images": {}, "containers": {}, "images_total": 0, "reclaimable": 0, "volumes": {},
+}  # fmt: skip
+
+
+def with_step(index: int, item: Entry) -> Entry:
+    steps = list(cast(list[Entry], MODEL_RESULT["steps"]))
+    steps[index] = item
+    return {**MODEL_RESULT, "steps": steps}
+
+
+def test_refusals_compare_by_kind_not_by_reason() -> None:
+    """[STORE-12] The same kind in other words agrees; another kind, a kind missing, a rejection do not."""
+    assert store_differences(MODEL_RESULT, MODEL_RESULT) == []
+    worded = with_step(1, {"ok": False, "refusal": "image-in-use", "reason": "conflict: unable to remove ..."})
+    assert store_differences(MODEL_RESULT, worded) == []
+    other = with_step(1, {"ok": False, "refusal": "no-such-image", "reason": "image 'a:1' is used by a container"})
+    assert store_differences(MODEL_RESULT, other) == [
+        "step 1: model refused, image-in-use (image 'a:1' is used by a container), "
+        "real refused, no-such-image (image 'a:1' is used by a container)"
+    ]
+    unnamed = with_step(1, {"ok": False, "reason": "image 'a:1' is used by a container"})
+    assert store_differences(MODEL_RESULT, unnamed) == [
+        "step 1: model refused, image-in-use (image 'a:1' is used by a container), "
+        "real refused, of no kind given (image 'a:1' is used by a container)"
+    ]
+    done = with_step(1, {"ok": True})
+    assert store_differences(MODEL_RESULT, done) == [
+        "step 1: model refused, image-in-use (image 'a:1' is used by a container), real ok"
+    ]
+    rejected = with_step(0, {"ok": False, "rejected": True, "reason": "duplicate path"})
+    assert store_differences(rejected, MODEL_RESULT) == [
+        "step 0: model the spec rejects the step's input (duplicate path), real ok"
+    ]
+
+
+def test_an_ops_result_is_compared_call_by_call() -> None:
+    """[STORE-11][STORE-5] A real EBUSY where the model says EXDEV is a difference, named by step and op."""
+    real = with_step(2, {"ok": True, "results": [{"ok": True}, {"errno": "EBUSY"}]})
+    assert store_differences(MODEL_RESULT, real) == ["step 2 op 1: model {'errno': 'EXDEV'}, real {'errno': 'EBUSY'}"]
+    short = with_step(2, {"ok": True, "results": [{"ok": True}]})
+    assert store_differences(MODEL_RESULT, short) == ["step 2: model has 2 op results, real has 1"]
+
+
+# What Docker 20.10.24 said, word for word, when it refused (the Docker CLI 28.2.2 in front of it).
+ENGINE_MESSAGES = [
+    ("Error response from daemon: No such image: nope:1", "no-such-image"),
+    ("Error: No such image: nope:1", "no-such-image"),
+    ("Error response from daemon: No such container: noc", "no-such-container"),
+    ("Error: No such container: noc", "no-such-container"),
+    ("Error: No such volume: nov", "no-such-volume"),
+    ("Error response from daemon: Invalid container name (c), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+     "invalid-name"),
+    ('Error response from daemon: Conflict. The container name "/c1" is already in use by container "1bf0".',
+     "name-in-use"),
+    ('Error response from daemon: conflict: unable to remove repository reference "t:1" (must force) - '
+     "container 1bf0113400ef is using its referenced image 45f8f9616fca", "image-in-use"),
+    ("Error response from daemon: remove v1: volume is in use - [9bcf2036d82f]", "volume-in-use"),
+    ("Error response from daemon: source /tmp/x/root/overlay2/cfc8/merged/f is not directory",
+     "volume-on-non-directory"),
+    ("Error response from daemon: lstat /tmp/x/root/overlay2/755f/merged/f/x: not a directory",
+     "volume-on-non-directory"),
+    ("too many non-empty layers in History section", "other"),
+]  # fmt: skip
+
+
+def test_the_engines_words_name_a_kind() -> None:
+    """[STORE-12] Each kind the model gives is read from the engine's message; anything else is 'other'."""
+    for message, kind in ENGINE_MESSAGES:
+        assert refusal_kind(message) == kind, message
+    assert {kind for _, kind in ENGINE_MESSAGES} == {*REFUSAL_KINDS, "other"}
+
+
+def test_the_helpers_lines() -> None:
+    """[STORE-11] cowspec-call prints ok or an errno's name and number; the number is what is read."""
+    assert _call_outcome("ok") == {"ok": True}
+    assert _call_outcome("EXDEV 18") == {"errno": "EXDEV"}
+    assert _call_outcome("EBUSY 16") == {"errno": "EBUSY"}
+    with pytest.raises(DriverError, match="printed"):
+        _call_outcome("EXDEV")
+
+
+def test_mount_point_places() -> None:
+    """[STORE-11] Where starting a container may make directories: the writable layer, or the volume above."""
+    sources = {"/data": "/v1", "/data/inner": "/v4", "/keep/sub/deep": "/v5"}
+    assert mount_point_places("/upper", sources) == [
+        "/upper/keep/sub/deep", "/upper/keep/sub", "/upper/data", "/upper/keep", "/v1/inner",
+    ]  # fmt: skip
+
+
+def test_renames_and_links_are_the_engines(tmp_path: object) -> None:
+    """[STORE-11][STORE-9] Each call made by the engine's running container, and the model agrees with it.
+
+    The engine's answers are read from the calls themselves: EBUSY for a mount
+    point, say, is what no stopped container's layers could give (there the
+    mount point is a plain directory of the image).
+    """
+    steps: list[Step] = [
+        LoadImage("mounts:1", (MOUNTED_IMAGE,), (HistoryRow("COPY"),)),
+        CreateContainer("mounted", "mounts:1", MOUNTS),
+        RunOps("mounted", tuple(op for op, _ in MOUNT_CASES)),
+    ]
+    store, items = Store(), list[Entry]()
+    for each in steps:
+        store, item = apply_step(store, each)
+        items.append(item)
+    try:
+        with Dockerd() as docker:
+            real_items = [perform_step(docker, each) for each in steps]
+            observed = figures(docker, real_items)
+            changes = docker.docker("diff", "mounted").stdout.decode().split("\n")
+            state = docker.docker("inspect", "--format", "{{.State.Status}}", "mounted").stdout.decode().strip()
+    except DriverUnavailable as error:
+        engine_unavailable(error)
+    assert real_items[:2] == [{"ok": True}, {"ok": True}]
+    expected = [{"ok": True} if errno is None else {"errno": errno} for _, errno in MOUNT_CASES]
+    assert real_items[2] == {"ok": True, "results": expected}
+    assert store_differences(store_result(store, items), observed) == []
+    # The container ran for the calls and was stopped; the mount point it made
+    # for /new went again, as the model's container never ran.
+    assert state == "exited"
+    assert not any("/new" in line for line in changes), changes

@@ -3,12 +3,16 @@
 import json
 import os
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from cowcheck.cli.main import main
 from cowspec.errors import SpecError
-from cowspec.formats.store_trace import decode_store_trace, run_store_model
+from cowspec.formats.store_trace import LoadImage, apply_step, decode_store_trace, run_store_model
+from cowspec.fs.build import LayerEntry
+from cowspec.fs.observe import Entry
+from cowspec.store.state import HistoryRow, Store
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 VECTOR = VECTORS / "store-seed-walkthrough.json"
@@ -47,10 +51,24 @@ def test_model_figures_of_the_walkthrough() -> None:
             [{"step": "build", "name": "b", "from": "a", "instructions": [{"instruction": "COPY", "entries": []}]}],
             "at least one entry",
         ),
+        (
+            [{"step": "image", "name": "a", "layers": [[]], "history": [{"created_by": "a"}, {"created_by": "b"}]}],
+            "2 history rows made a layer, but there are 1 layers",
+        ),
+        (
+            [
+                {
+                    "step": "image",
+                    "name": "a",
+                    "layers": [[{"path": "/f", "type": "file"}, {"path": "/f/x", "type": "file"}]],
+                }
+            ],
+            "lies below the file '/f'",
+        ),
     ],
 )
 def test_refused_store_traces(steps: list[object], message: str) -> None:
-    """[STORE-5]"""
+    """[STORE-5][STORE-2][STORE-12] A malformed trace, a malformed image included, is rejected whole."""
     with pytest.raises(SpecError, match=message):
         decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps})
 
@@ -87,7 +105,7 @@ def test_volumes_bypass_the_writable_layer() -> None:
     result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-volumes.json").read_text())))
     assert result["steps"][4]["results"][-1] == {"errno": "EXDEV"}
     assert result["steps"][5]["results"][0] == {"ok": True, "value": "MTIzNDU2Nzg5MA=="}  # w1's write, seen by w2
-    assert result["steps"][8] == {"ok": False, "reason": "volume 'shared' is in use"}
+    assert result["steps"][8] == {"ok": False, "refusal": "volume-in-use", "reason": "volume 'shared' is in use"}
     assert result["containers"] == {"w2": {"size": 0, "virtual_size": 17}}
     # seed.txt and its hardlink once (10) + w1's file (10); readme (7) filled into the new volume
     assert result["volumes"] == {"empty": {"size": 7, "containers": 1}, "shared": {"size": 20, "containers": 1}}
@@ -100,6 +118,30 @@ def test_tags_parents_and_dangling_images() -> None:
     assert result["layers"] == 3  # a's, b's and the commit's: the dangling commit still holds two
     assert result["images"] == {"a:1": {"size": 1, "history": [1], "shared_size": 0, "containers": 1}}
     assert (result["images_total"], result["reclaimable"]) == (7, 6)  # the dangling commit image is reclaimable
+
+
+def test_refusals_name_their_kind() -> None:
+    """[STORE-12][STORE-9] Every refusal of the vector has its kind; a refused step changes nothing."""
+    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-refusals.json").read_text())))
+    steps = cast(list[Entry], result["steps"])
+    kinds = [step.get("refusal", "ok" if step["ok"] else None) for step in steps]
+    assert kinds == [
+        "ok", "ok", "name-in-use", "invalid-name", "no-such-image", "volume-on-non-directory", "ok", "ok", "ok",
+        "volume-in-use", "no-such-volume", "no-such-container", "no-such-container", "no-such-container",
+        "no-such-image", "image-in-use", "no-such-image", "ok", "ok",
+    ]  # fmt: skip
+    assert not any(step.get("rejected") for step in steps)
+    assert result["containers"] == {"c1": {"size": 0, "virtual_size": 2}}
+    assert result["volumes"] == {"vf": {"size": 0, "containers": 0}}  # made before c3 was refused
+
+
+def test_a_rejected_step_is_not_a_refusal() -> None:
+    """[STORE-12][STORE-2] Input the spec rejects while a step runs is marked rejected, with no kind."""
+    bad = LayerEntry("/f", "file", 0o644)
+    store, item = apply_step(Store(), LoadImage("a:1", ((bad, bad),), (HistoryRow("a"),)))
+    assert item["ok"] is False and item["rejected"] is True and "refusal" not in item
+    assert "duplicate path" in str(item["reason"])
+    assert store == Store()
 
 
 @pytest.mark.parametrize("vector", STORE_VECTORS, ids=[each.stem for each in STORE_VECTORS])
@@ -162,9 +204,11 @@ def test_volume_over_a_file_is_refused_after_the_volume_is_made() -> None:
     """[STORE-9] Docker makes the named volume, then refuses to mount it over a file."""
     steps = [
         {"step": "image", "name": "f:1", "layers": [[{"path": "/a", "type": "file", "data": "eA=="}]]},
-        {"step": "create", "container": "c", "image": "f:1", "volumes": {"/a": "v", "/b": "v"}},
-        {"step": "create", "container": "d", "image": "f:1", "volumes": {"/x": "v", "/y": "v"}},
+        {"step": "create", "container": "c1", "image": "f:1", "volumes": {"/a": "v", "/b": "v"}},
+        {"step": "create", "container": "d1", "image": "f:1", "volumes": {"/x": "w", "/y": "w"}},
     ]
     result = run_store_model(decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps}))
     assert result["steps"][1]["ok"] is False and "not a directory" in result["steps"][1]["reason"]
-    assert result["volumes"] == {"v": {"size": 0, "containers": 1}}  # d mounts it twice, counts once
+    assert result["steps"][1]["refusal"] == "volume-on-non-directory"
+    # v stays though its container was refused; d1 mounts w twice, and counts once
+    assert result["volumes"] == {"v": {"size": 0, "containers": 0}, "w": {"size": 0, "containers": 1}}

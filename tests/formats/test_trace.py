@@ -1,16 +1,21 @@
 """Chapter 10: the trace format: rejection, defaults, results, round trips."""
 
+from typing import cast
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cowcheck.machines.strategies import layer_stacks, ops
 from cowspec.errors import SpecError
+from cowspec.fs.build import LayerEntry
+from cowspec.fs.calls import Op
+from cowspec.fs.observe import Entry
 from cowspec.formats.oracle import oracle
 from cowspec.formats.trace import Trace, decode_trace, encode_trace
 from tests.support import d, f, op
 
-BASE = {"format": "cowspec-trace/1", "layers": [], "ops": []}
+BASE: dict[str, object] = {"format": "cowspec-trace/1", "layers": [], "ops": []}
 
 
 @pytest.mark.parametrize(
@@ -38,7 +43,7 @@ BASE = {"format": "cowspec-trace/1", "layers": [], "ops": []}
         ({"features": {"index": True}}, "not modelled"),
     ],
 )
-def test_rejected_traces_name_the_problem(change: dict, message: str) -> None:
+def test_rejected_traces_name_the_problem(change: dict[str, object], message: str) -> None:
     """[TRACE-1][TRACE-2][TRACE-3]"""
     with pytest.raises(SpecError, match=message) as raised:
         oracle(decode_trace({**BASE, **change}))
@@ -50,8 +55,9 @@ def test_defaults() -> None:
     result = oracle(
         decode_trace({**BASE, "layers": [[{"path": "/x", "type": "dir"}, {"path": "/x/a", "type": "file"}]]})
     )
-    assert result["merged"][0] == {"path": "/x", "type": "dir", "mode": 0o755, "uid": 0, "gid": 0}
-    assert result["merged"][1]["mode"] == 0o644 and result["merged"][1]["uid"] == 0
+    merged = cast(list[Entry], result["merged"])
+    assert merged[0] == {"path": "/x", "type": "dir", "mode": 0o755, "uid": 0, "gid": 0}
+    assert merged[1]["mode"] == 0o644 and merged[1]["uid"] == 0
 
 
 def test_result_shape() -> None:
@@ -82,7 +88,7 @@ def test_result_shape() -> None:
 
 @settings(max_examples=200)
 @given(layers=layer_stacks, trace_ops=st.lists(ops(), max_size=8))
-def test_encode_decode_round_trip(layers: tuple, trace_ops: list) -> None:
+def test_encode_decode_round_trip(layers: tuple[tuple[LayerEntry, ...], ...], trace_ops: list[Op]) -> None:
     """[TRACE-2][TRACE-3] Every generated trace survives encoding."""
     plain = [
         each

@@ -2,12 +2,12 @@
 
 from collections.abc import Callable
 
-from tests.support import OK, Scenario, d, entry_has, err, f, op, paths, scenario_tests, val, w
+from tests.support import OK, Result, Scenario, d, entry_has, err, f, op, paths, scenario_tests, val, w
 
 ON = {"redirect_dir": True}
 
 
-def upper_dir(path: str, opaque: bool) -> Callable[[dict], None]:
+def upper_dir(path: str, opaque: bool) -> Callable[[Result], None]:
     return entry_has("upper", path, opaque=opaque)
 
 

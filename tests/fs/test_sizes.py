@@ -1,10 +1,12 @@
 """Chapter 7: sizes as Docker's overlay2 counts them."""
 
-from tests.support import Scenario, d, f, h, op, s, scenario_tests, w
+from collections.abc import Callable
+
+from tests.support import Result, Scenario, d, f, h, op, s, scenario_tests, w
 
 
-def sizes(size: int, virtual: int):
-    def check(result: dict) -> None:
+def sizes(size: int, virtual: int) -> Callable[[Result], None]:
+    def check(result: Result) -> None:
         assert result["sizes"] == {"size": size, "virtual_size": virtual}
 
     return check

@@ -1,24 +1,26 @@
 """Chapter 4: whiteouts and opaque directories."""
 
-from tests.support import OK, Scenario, d, err, f, op, paths, scenario_tests, val, w
+from collections.abc import Callable
+
+from tests.support import OK, Result, Scenario, d, err, f, op, paths, scenario_tests, val, w
 
 
-def upper_has_whiteout(path: str):
-    def check(result: dict) -> None:
+def upper_has_whiteout(path: str) -> Callable[[Result], None]:
+    def check(result: Result) -> None:
         assert paths(result["upper"])[path] == {"path": path, "type": "whiteout"}
 
     return check
 
 
-def upper_lacks(path: str):
-    def check(result: dict) -> None:
+def upper_lacks(path: str) -> Callable[[Result], None]:
+    def check(result: Result) -> None:
         assert path not in paths(result["upper"])
 
     return check
 
 
-def opaque_upper_dir(path: str, opaque: bool):
-    def check(result: dict) -> None:
+def opaque_upper_dir(path: str, opaque: bool) -> Callable[[Result], None]:
+    def check(result: Result) -> None:
         assert paths(result["upper"])[path]["opaque"] is opaque
         assert path in paths(result["merged"])
 

@@ -55,7 +55,7 @@ def model_commit() -> LayerTar:
 
 def shape(layer: LayerTar) -> tuple[list[tuple[object, ...]], frozenset[str], frozenset[str]]:
     """What a commit is compared on: no times, the root left out."""
-    entries = [
+    entries: list[tuple[object, ...]] = [
         (each.path, each.kind, each.mode if each.kind != "symlink" else None, each.uid, each.gid, each.sha256 if
          each.kind == "file" else None, each.link)
         for each in layer.entries

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cowspec.errors import SpecError
 from cowspec.oci.apply import flatten, rootfs_entries
 from cowspec.oci.identity import EMPTY_LAYER_DIFF_ID, chain_ids, decompressing, diff_id, uncompressed
-from cowspec.oci.layer_tar import LayerTar, TarEntry, decode_layer, encode_layer
+from cowspec.oci.layer_tar import Kind, LayerTar, TarEntry, decode_layer, encode_layer
 
 
 def archive(members: list[tuple[str, str, bytes | str]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
@@ -209,7 +209,8 @@ def layer_values(draw: st.DrawFn) -> LayerTar:
     for path in chosen:
         if any(path.startswith(other + "/") and entries[other].kind != "dir" for other in entries):
             continue
-        kind = draw(st.sampled_from(["file", "dir", "symlink", "hardlink", "char", "fifo"]))
+        kinds: list[Kind] = ["file", "dir", "symlink", "hardlink", "char", "fifo"]
+        kind = draw(st.sampled_from(kinds))
         files = [each for each in entries.values() if each.kind == "file"]
         if kind == "hardlink" and not files:
             kind = "file"

@@ -1,25 +1,33 @@
 """Chapter 15: the store, after the seed's walk-through (acme/my-base-image, acme/my-final-image)."""
 
+from collections.abc import Callable
+
 import pytest
 
 from cowspec.errors import SpecError
 from cowspec.formats.store_trace import Build, Instruction, build
 from cowspec.fs.build import LayerEntry, build_layer
-from cowspec.fs.calls import Write
+from cowspec.fs.calls import Link, Ok, Rename, Stat, Write
 from cowspec.fs.layer import Layer
 from cowspec.fs.operations import step
 from cowspec.oci.identity import digest
 from cowspec.store.state import (
+    REFUSAL_KINDS,
     HistoryRow,
     Image,
+    Refused,
     Store,
     container_size,
     create,
+    create_volume,
+    ensure_volumes,
     history,
     image_size,
     load,
     remove_container,
     remove_image,
+    remove_volume,
+    run_op,
     system_df,
     with_filesystem,
 )  # fmt: skip
@@ -61,7 +69,7 @@ def test_equal_images_are_one_image_under_two_tags() -> None:
     assert len(store.images) == 2 and store.tags["again:1"] == store.tags[BASE_NAME]
     usage, _, _ = system_df(store)
     assert [each.tags for each in usage] == [(BASE_NAME, "again:1"), (FINAL_NAME,)]
-    store = create(store, "c", "again:1")
+    store = create(store, "c0", "again:1")
     untagged = remove_image(store, BASE_NAME)
     assert BASE_NAME not in untagged.tags and len(untagged.images) == 2
 
@@ -129,17 +137,109 @@ def test_reclaimable_is_docker_clis() -> None:
     assert system_df(with_filesystem(both, "c3", filesystem))[1:] == (1160, 1137)
     # Three unshared images, one used: the total less that one's size.
     other = load(Store(), "other:1", Image((IDS[3],), (HistoryRow("COPY dir:app"),)), [APP])
-    other = create(load(other, BASE_NAME, BASE, [*UBUNTU, APP]), "c", "other:1")
+    other = create(load(other, BASE_NAME, BASE, [*UBUNTU, APP]), "c0", "other:1")
     assert system_df(other)[1:] == (1237, 1137)
 
 
 def test_remove_and_free() -> None:
     """[STORE-1][STORE-3] rm keeps the image; rmi frees what no image holds; a used image is refused."""
     store = create(seed_store(), "c1", FINAL_NAME)
-    with pytest.raises(SpecError, match="used by a container"):
+    with pytest.raises(Refused, match="used by a container") as refused:
         remove_image(store, FINAL_NAME)
+    assert refused.value.kind == "image-in-use"
     store = remove_image(remove_container(store, "c1"), FINAL_NAME)
     assert len(store.layers) == 4  # the base image still holds them all
     assert len(remove_image(store, BASE_NAME).layers) == 0
-    with pytest.raises(SpecError, match="no image"):
+    with pytest.raises(Refused, match="no image") as refused:
         create(store, "c2", FINAL_NAME)
+    assert refused.value.kind == "no-such-image"
+
+
+MOUNTED_IMAGE = (
+    LayerEntry("/data", "dir", 0o755), LayerEntry("/data/f", "file", 0o644, data=b"f"),
+    LayerEntry("/srv", "dir", 0o755), LayerEntry("/srv/readme", "file", 0o644, data=b"r"),
+    LayerEntry("/file", "file", 0o644, data=b"x"), LayerEntry("/dir", "dir", 0o755),
+    LayerEntry("/dir/in", "file", 0o644, data=b"i"),
+)  # fmt: skip
+MOUNTS = (("/data", "v1"), ("/data/inner", "v4"), ("/new", "v3"), ("/srv", "v2"))
+"""Volumes on the image's directories, one in another, and one where the image has nothing."""
+
+
+def mounted_store() -> Store:
+    """Container ``mounted`` with ``MOUNTS`` on an image of ``MOUNTED_IMAGE``."""
+    store = load(Store(), "mounts:1", Image((IDS[0],), (HistoryRow("COPY"),)), [build_layer(MOUNTED_IMAGE, "layer")])
+    return create(ensure_volumes(store, [volume for _, volume in MOUNTS]), "mounted", "mounts:1", MOUNTS)
+
+
+# The calls and what Docker 20.10.24 answers, each made by a static program in the
+# running container on what mounted_store() holds; test_store_docker makes them on
+# the engine, in this order (only the last one changes anything).
+MOUNT_CASES: list[tuple[Rename | Link, str | None]] = [
+    (Rename("/file", "/data/file"), "EXDEV"),  # root filesystem to a volume
+    (Rename("/data/f", "/srv/f"), "EXDEV"),  # two volumes
+    (Link("/data/f", "/file2"), "EXDEV"),
+    (Rename("/data/inner", "/data/z"), "EBUSY"),  # a volume mounted in a volume
+    (Rename("/data/f", "/data/inner/f"), "EXDEV"),
+    (Rename("/data", "/x"), "EBUSY"),  # a mount point is not moved ...
+    (Rename("/dir", "/data"), "EBUSY"),  # ... nor replaced
+    (Rename("/file", "/srv"), "EISDIR"),  # the kinds come first
+    (Rename("/file", "/new"), "EISDIR"),  # a mount point the image lacks is a directory too
+    (Rename("/new", "/new"), None),  # the same name: nothing happens
+    (Rename("/data/f", "/data"), "EXDEV"),  # onto the mount point from inside: two directories, two mounts
+    (Rename("/missing", "/data/x"), "EXDEV"),  # a missing name: the mounts come first
+    (Rename("/nodir/x", "/data/x"), "ENOENT"),  # a missing directory comes before the mounts
+    (Rename("/file/x", "/srv/x"), "ENOTDIR"),
+    (Rename("/file", "/srv/nodir/x"), "ENOENT"),
+    (Link("/missing", "/data/x"), "ENOENT"),  # a link's source is walked first
+    (Link("/file", "/data"), "EEXIST"),  # then its target, a mount point included
+    (Link("/file", "/srv/readme"), "EEXIST"),  # before the mounts
+    (Link("/data", "/x"), "EXDEV"),  # a volume's path is the volume's root
+    (Link("/dir", "/data/d"), "EXDEV"),  # before EPERM for a directory
+    (Link("/dir", "/dir2"), "EPERM"),  # one mount: the filesystem level answers
+    (Rename("/data/f", "/data/g"), None),  # within one volume
+]
+
+
+def case_id(op: Rename | Link) -> str:
+    return f"{type(op).__name__.lower()} {op.src} {op.dst}"
+
+
+@pytest.mark.parametrize(("op", "errno"), MOUNT_CASES, ids=[case_id(op) for op, _ in MOUNT_CASES])
+def test_renames_and_links_meet_the_mounts(op: Rename | Link, errno: str | None) -> None:
+    """[STORE-11][STORE-9] The walks, a link's taken name, two mounts, a mount point, then the filesystem level."""
+    store = mounted_store()
+    after, outcome = run_op(store, "mounted", op)
+    assert outcome == (Ok() if errno is None else errno)
+    if errno is not None:
+        assert after == store
+
+
+def test_a_rename_within_a_volume_changes_only_the_volume() -> None:
+    """[STORE-11][STORE-9] Made in the volume: the writable layer is untouched."""
+    store = mounted_store()
+    after, outcome = run_op(store, "mounted", Rename("/data/f", "/data/g"))
+    assert outcome == Ok()
+    assert after.containers["mounted"] == store.containers["mounted"]
+    assert run_op(after, "mounted", Stat("/data/g"))[1] != "ENOENT"
+    assert run_op(after, "mounted", Stat("/data/f"))[1] == "ENOENT"
+
+
+def test_refusals_have_kinds() -> None:
+    """[STORE-12] Each refusal names its kind; a volume is made again without complaint."""
+    store = mounted_store()
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: create(store, "x", "mounts:1"), "invalid-name"),
+        (lambda: create(store, "mounted", "mounts:1"), "name-in-use"),
+        (lambda: create(store, "other", "nothing:1"), "no-such-image"),
+        (lambda: store.container("nobody"), "no-such-container"),
+        (lambda: remove_volume(store, "v9"), "no-such-volume"),
+        (lambda: remove_volume(store, "v1"), "volume-in-use"),
+        (lambda: remove_image(store, "mounts:1"), "image-in-use"),
+        (lambda: create(store, "file", "mounts:1", (("/file", "v1"),)), "volume-on-non-directory"),
+    ]
+    for attempt, kind in cases:
+        with pytest.raises(Refused) as refused:
+            attempt()
+        assert refused.value.kind == kind
+    assert {kind for _, kind in cases} == REFUSAL_KINDS
+    assert create_volume(store, "v1") == store

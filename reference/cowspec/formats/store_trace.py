@@ -7,7 +7,7 @@ result gives every image's, container's and the store's figures
 [STORE-5]. ``docs/formats/store-trace-format.md`` is the contract.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import cast
 
 from cowspec.errors import SpecError
@@ -22,10 +22,11 @@ from cowspec.oci.commit import commit, layer_tar_of
 from cowspec.oci.identity import diff_id
 from cowspec.oci.layer_tar import encode_layer
 from cowspec.store.state import (
-    ContainerRecord,
     HistoryRow,
     Image,
+    Refused,
     Store,
+    check_new_container,
     container_size,
     create,
     create_volume,
@@ -36,10 +37,9 @@ from cowspec.store.state import (
     remove_container,
     remove_image,
     remove_volume,
-    route,
+    run_op,
     system_df,
     volume_size,
-    with_filesystem,
 )  # fmt: skip
 
 STORE_TRACE_FORMAT = "cowspec-store-trace/1"
@@ -179,6 +179,12 @@ def decode_step(value: object, where: str) -> Step:
                 if isinstance(row, dict) else HistoryRow("")
                 for row in rows
             )  # fmt: skip
+        # The spec rejects a malformed image here, before a model or an engine sees it [STORE-2].
+        for index, layer in enumerate(decoded):
+            build_layer(layer, f"{where} layer {index}")
+        made = sum(not row.empty_layer for row in history_rows)
+        if made != len(decoded):
+            raise SpecError(f"{where}: {made} history rows made a layer, but there are {len(decoded)} layers [STORE-2]")
         return LoadImage(_image_name(fields, "name", where), decoded, history_rows)
     if kind == "create":
         volumes = fields.get("volumes", {})
@@ -263,96 +269,79 @@ def decode_store_trace(document: object) -> tuple[Step, ...]:
 
 
 def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
-    """The store after ``step``, and the step's result item [STORE-5]."""
-    try:
-        match step:
-            case LoadImage():
-                layers = [build_layer(entries, f"image {step.name}") for entries in step.layers]
-                ids = tuple(diff_id(encode_layer(layer_tar_of(layer))) for layer in layers)
-                return load(store, step.name, Image(ids, step.history), layers), {"ok": True}
-            case CreateContainer():
-                store.image(step.image)
-                if step.container in store.containers:
-                    raise SpecError(f"a container {step.container!r} exists already")
-                # Docker makes the named volumes before it checks where they go [STORE-9].
-                store = ensure_volumes(store, [volume for _, volume in step.volumes])
-                return create(store, step.container, step.image, step.volumes), {"ok": True}
-            case CreateVolume():
-                return create_volume(store, step.name), {"ok": True}
-            case RemoveVolume():
-                return remove_volume(store, step.name), {"ok": True}
-            case RunOps():
-                record = store.containers.get(step.container)
-                if record is None:
-                    raise SpecError(f"no container {step.container!r}")
-                results = []
-                for op in step.ops:
-                    store, outcome = routed_step(store, store.containers[step.container], op)
-                    results.append(outcome)
-                return store, {"ok": True, "results": results}
-            case Commit():
-                record = store.containers.get(step.container)
-                if record is None:
-                    raise SpecError(f"no container {step.container!r}")
-                base = store.images[record.image]
-                changes = commit(record.filesystem)
-                contents = [store.layers[chain].content for chain in base.chain]
-                if not (changes.entries or changes.whiteouts or changes.opaque):
-                    # Nothing changed: the new image adds a history row and no layer [STORE-6].
-                    row = HistoryRow(f"commit {step.container}", empty_layer=True)
-                    same = Image(
-                        base.diff_ids, (*base.history, row), unique=f"{step.name} {len(store.images)}", parent=base.id
-                    )
-                    return load(store, step.name, same, contents), {"ok": True}
-                new = Image(
-                    (*base.diff_ids, diff_id(encode_layer(changes))),
-                    (*base.history, HistoryRow(f"commit {step.container}")),
-                    unique=f"{step.name} {len(store.images)}",  # a commit's config carries its own creation time
-                    parent=base.id,
-                )
-                return load(store, step.name, new, [*contents, record.filesystem.upper]), {"ok": True}
-            case RemoveContainer():
-                if step.container not in store.containers:
-                    raise SpecError(f"no container {step.container!r}")
-                return remove_container(store, step.container), {"ok": True}
-            case RemoveImage():
-                return remove_image(store, step.name), {"ok": True}
-            case Build():
-                return build(store, step), {"ok": True}
-    except SpecError as error:
-        return store, {"ok": False, "reason": str(error)}
+    """The store after ``step``, and the step's result item [STORE-5].
 
-
-PATH_FIELDS = ("path", "src", "dst")
-
-
-def routed(record: ContainerRecord, op: Op) -> tuple[str | None, Op] | None:
-    """Where ``op`` happens: (volume or None, the op with paths inside it); None if it spans two [STORE-9]."""
-    places = {key: route(record, getattr(op, key)) for key in PATH_FIELDS if hasattr(op, key)}
-    targets = {volume for volume, _ in places.values()}
-    if len(targets) > 1:
-        return None
-    target = targets.pop()
-    if target is None:
-        return None, op
-    return target, replace(op, **{key: inner for key, (_, inner) in places.items()})  # type: ignore[arg-type]
-
-
-def routed_step(store: Store, record: ContainerRecord, op: Op) -> tuple[Store, Entry]:
-    """``op`` in a container, made in its writable layer or in the volume its path is in [STORE-9].
-
-    A rename or link between a volume and the rest, or two volumes, is
-    ``EXDEV``, as between any two mounts.
+    A step the engine refuses leaves the store as it was and says the kind
+    of refusal [STORE-12]; a step whose input the spec rejects says so
+    (``rejected``), since the spec cannot tell what an engine does with it.
     """
-    where = routed(record, op)
-    if where is None:
-        return store, {"errno": "EXDEV"}
-    volume, inner = where
-    if volume is None:
-        transition = fs_step(record.filesystem, op)
-        return with_filesystem(store, record.name, transition.container), encode_outcome(transition.outcome)
-    transition = fs_step(store.volumes[volume], inner)
-    return replace(store, volumes=store.volumes.set(volume, transition.container)), encode_outcome(transition.outcome)
+    try:
+        return perform(store, step)
+    except Refused as refusal:
+        return store, refused(refusal)
+    except SpecError as error:
+        return store, {"ok": False, "rejected": True, "reason": str(error)}
+
+
+def refused(refusal: Refused) -> Entry:
+    """The result item of a step the engine refuses [STORE-12]."""
+    return {"ok": False, "refusal": refusal.kind, "reason": refusal.reason}
+
+
+def perform(store: Store, step: Step) -> tuple[Store, Entry]:
+    """The store after ``step`` and its result item; raises ``Refused`` or ``SpecError``."""
+    match step:
+        case LoadImage():
+            layers = [build_layer(entries, f"image {step.name}") for entries in step.layers]
+            ids = tuple(diff_id(encode_layer(layer_tar_of(layer))) for layer in layers)
+            return load(store, step.name, Image(ids, step.history), layers), {"ok": True}
+        case CreateContainer():
+            store.image(step.image)
+            check_new_container(store, step.container)
+            # Docker makes the named volumes before it checks where they go, and
+            # keeps them when it then refuses the container [STORE-9].
+            store = ensure_volumes(store, [volume for _, volume in step.volumes])
+            try:
+                return create(store, step.container, step.image, step.volumes), {"ok": True}
+            except Refused as refusal:
+                return store, refused(refusal)
+        case CreateVolume():
+            return create_volume(store, step.name), {"ok": True}
+        case RemoveVolume():
+            return remove_volume(store, step.name), {"ok": True}
+        case RunOps():
+            store.container(step.container)
+            results = []
+            for op in step.ops:
+                store, outcome = run_op(store, step.container, op)
+                results.append(encode_outcome(outcome))
+            return store, {"ok": True, "results": results}
+        case Commit():
+            record = store.container(step.container)
+            base = store.images[record.image]
+            changes = commit(record.filesystem)
+            contents = [store.layers[chain].content for chain in base.chain]
+            if not (changes.entries or changes.whiteouts or changes.opaque):
+                # Nothing changed: the new image adds a history row and no layer [STORE-6].
+                row = HistoryRow(f"commit {step.container}", empty_layer=True)
+                same = Image(
+                    base.diff_ids, (*base.history, row), unique=f"{step.name} {len(store.images)}", parent=base.id
+                )
+                return load(store, step.name, same, contents), {"ok": True}
+            new = Image(
+                (*base.diff_ids, diff_id(encode_layer(changes))),
+                (*base.history, HistoryRow(f"commit {step.container}")),
+                unique=f"{step.name} {len(store.images)}",  # a commit's config carries its own creation time
+                parent=base.id,
+            )
+            return load(store, step.name, new, [*contents, record.filesystem.upper]), {"ok": True}
+        case RemoveContainer():
+            store.container(step.container)
+            return remove_container(store, step.container), {"ok": True}
+        case RemoveImage():
+            return remove_image(store, step.name), {"ok": True}
+        case Build():
+            return build(store, step), {"ok": True}
 
 
 def build(store: Store, step: Build) -> Store:

@@ -18,26 +18,63 @@ The figures are Docker's (research notes, section 2.3) [STORE-4]:
   and 0 to the others, newest first;
 - ``docker system df`` counts a layer as shared when more than one image's
   chain holds it.
+
+What the engine refuses (no such image, an image in use, ...) is an answer
+of the model, raised as ``Refused`` with one kind of a closed set
+[STORE-12]; ``SpecError`` stays for input the spec rejects.
 """
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import Literal, cast
 
 from pyrsistent import pmap
 from pyrsistent.typing import PMap
 
-from cowspec.errors import SpecError
+from cowspec.errors import Errno, ModelError, SpecError
 from cowspec.fs.build import EntryType, LayerEntry, build_layer
+from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename
 from cowspec.fs.entries import Dir, Name
 from cowspec.fs.layer import Layer, empty_layer, link, new_name, put
-from cowspec.fs.paths import ROOT, fold
-from cowspec.fs.resolve import resolve_final
+from cowspec.fs.operations import step as fs_step
+from cowspec.fs.paths import ROOT, fold, is_inside, parent_of
+from cowspec.fs.resolve import resolve, resolve_final
 from cowspec.fs.sizes import layer_size
 from cowspec.fs.stack import Container, Found, inode_of, lookup, new_container, visible_children
 from cowspec.oci.identity import chain_ids, digest
 from cowspec.oci.layer_tar import LayerTar
+
+RefusalKind = Literal[
+    "no-such-image",
+    "no-such-container",
+    "no-such-volume",
+    "invalid-name",
+    "name-in-use",
+    "image-in-use",
+    "volume-in-use",
+    "volume-on-non-directory",
+]
+"""Why the engine refuses a step, as a closed set of kinds [STORE-12]."""
+
+REFUSAL_KINDS: frozenset[str] = frozenset(RefusalKind.__args__)  # type: ignore[attr-defined]
+
+
+class Refused(Exception):
+    """The engine refuses a step: the model's answer, as an errno is a call's [STORE-12].
+
+    ``kind`` is what is compared with a real engine; ``reason`` is for people.
+    """
+
+    def __init__(self, kind: RefusalKind, reason: str) -> None:
+        super().__init__(reason)
+        self.kind: RefusalKind = kind
+        self.reason = reason
+
+
+CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+"""The names Docker takes for a container (its ``validContainerNamePattern``) [STORE-12]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +161,15 @@ class Store:
         """The image a tag names; an unknown tag is refused."""
         found = self.tags.get(name)
         if found is None:
-            raise SpecError(f"no image {name!r}")
+            raise Refused("no-such-image", f"no image {name!r}")
         return self.images[found]
+
+    def container(self, name: str) -> "ContainerRecord":
+        """The container called ``name``; an unknown name is refused [STORE-12]."""
+        found = self.containers.get(name)
+        if found is None:
+            raise Refused("no-such-container", f"no container {name!r}")
+        return found
 
 
 def load(store: Store, name: str, image: Image, contents: Iterable[Layer]) -> Store:
@@ -150,10 +194,8 @@ def load(store: Store, name: str, image: Image, contents: Iterable[Layer]) -> St
 
 
 def create_volume(store: Store, name: str) -> Store:
-    """``docker volume create``: an empty volume [STORE-9]."""
-    if name in store.volumes:
-        raise SpecError(f"a volume {name!r} exists already")
-    return replace(store, volumes=store.volumes.set(name, new_container(())))
+    """``docker volume create``: an empty volume; a volume of that name is kept as it is [STORE-9]."""
+    return ensure_volumes(store, [name])
 
 
 def ensure_volumes(store: Store, names: Iterable[str]) -> Store:
@@ -168,9 +210,9 @@ def ensure_volumes(store: Store, names: Iterable[str]) -> Store:
 def remove_volume(store: Store, name: str) -> Store:
     """``docker volume rm``: refused while a container mounts it [STORE-9]."""
     if name not in store.volumes:
-        raise SpecError(f"no volume {name!r}")
+        raise Refused("no-such-volume", f"no volume {name!r}")
     if any(volume == name for record in store.containers.values() for _, volume in record.mounts):
-        raise SpecError(f"volume {name!r} is in use")
+        raise Refused("volume-in-use", f"volume {name!r} is in use")
     return replace(store, volumes=store.volumes.discard(name))
 
 
@@ -181,8 +223,7 @@ def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, st
     image has a directory is first filled with that directory's contents.
     """
     image = store.image(image_name)
-    if name in store.containers:
-        raise SpecError(f"a container {name!r} exists already")
+    check_new_container(store, name)
     lowers = tuple(store.layers[chain].content for chain in image.chain)
     filesystem = new_container(lowers)
     volumes = store.volumes
@@ -190,7 +231,9 @@ def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, st
         # A volume goes on a directory, or where nothing is yet [STORE-9].
         target = resolve_final(filesystem, path, follow=True)
         if target == "ENOTDIR" or target == "ELOOP" or (not isinstance(target, str) and not target.is_dir):
-            raise SpecError(f"cannot mount a volume over {path!r}: not a directory in the image")
+            raise Refused(
+                "volume-on-non-directory", f"cannot mount a volume over {path!r}: not a directory in the image"
+            )
     for path, volume in mounts:
         files = volumes.get(volume) or new_container(())
         if not files.upper.names_in(ROOT):
@@ -200,6 +243,14 @@ def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, st
         volumes = volumes.set(volume, files)
     record = ContainerRecord(name, image.id, filesystem, mounts)
     return replace(store, containers=store.containers.set(name, record), volumes=volumes)
+
+
+def check_new_container(store: Store, name: str) -> None:
+    """Refuse a container name Docker does not take, or one in use [STORE-12]."""
+    if not CONTAINER_NAME.fullmatch(name):
+        raise Refused("invalid-name", f"invalid container name {name!r}: [a-zA-Z0-9][a-zA-Z0-9_.-]+ only")
+    if name in store.containers:
+        raise Refused("name-in-use", f"a container {name!r} exists already")
 
 
 def copied_tree(filesystem: Container, directory: Found) -> Layer:
@@ -239,6 +290,126 @@ def route(record: ContainerRecord, path: str) -> tuple[str | None, str]:
         if clean == mount or clean.startswith(mount + "/"):
             return volume, clean[len(mount) :] or ROOT
     return None, path
+
+
+PATH_FIELDS = ("path", "src", "dst")
+
+
+def routed(record: ContainerRecord, op: Op) -> tuple[str | None, Op] | None:
+    """Where ``op`` happens: (volume or None, the op with paths inside it); None if it spans two [STORE-9]."""
+    places = {key: route(record, getattr(op, key)) for key in PATH_FIELDS if hasattr(op, key)}
+    targets = {volume for volume, _ in places.values()}
+    if len(targets) > 1:
+        return None
+    target = targets.pop()
+    if target is None:
+        return None, op
+    return target, replace(op, **{key: inner for key, (_, inner) in places.items()})  # type: ignore[arg-type]
+
+
+def run_op(store: Store, name: str, op: Op) -> tuple[Store, Outcome]:
+    """``op`` in container ``name``: in its writable layer, or in the volume its path is in [STORE-9].
+
+    A rename or link first meets the container's mounts [STORE-11].
+    """
+    record = store.container(name)
+    if isinstance(op, Rename | Link):
+        answer = at_mounts(store, record, op)
+        if answer is not None:
+            return store, answer
+    where = routed(record, op)
+    if where is None:
+        raise ModelError(f"{op} spans two mounts but no mount rule answered it")
+    volume, inner = where
+    if volume is None:
+        transition = fs_step(record.filesystem, op)
+        return with_filesystem(store, name, transition.container), transition.outcome
+    transition = fs_step(store.volumes[volume], inner)
+    return replace(store, volumes=store.volumes.set(volume, transition.container)), transition.outcome
+
+
+def _place(store: Store, record: ContainerRecord, path: str) -> tuple[str | None, Container, str]:
+    """The volume ``path`` lies in (None: the root filesystem), its files, and the path inside it [STORE-9]."""
+    volume, inner = route(record, path)
+    if volume is None:
+        return None, record.filesystem, fold(path)
+    return volume, store.volumes[volume], inner
+
+
+def _directory_errno(store: Store, record: ContainerRecord, directory: str) -> Errno | None:
+    """The errno of walking to ``directory`` (the one that holds a name), or None when it is one [STORE-11]."""
+    _, files, inner = _place(store, record, directory)
+    found = resolve_final(files, inner, follow=True)
+    if isinstance(found, str):
+        return found
+    return None if found.is_dir else "ENOTDIR"
+
+
+def _kind_at(store: Store, record: ContainerRecord, path: str) -> Literal["dir", "other"] | None:
+    """What the last name of ``path`` is, not followed: a mount point is a directory [STORE-11]."""
+    if any(path == mount for mount, _ in record.mounts):
+        return "dir"
+    _, files, inner = _place(store, record, path)
+    resolved = resolve(files, inner, follow=False)
+    if isinstance(resolved, str) or resolved.found is None:
+        return None
+    return "dir" if resolved.found.is_dir else "other"
+
+
+def at_mounts(store: Store, record: ContainerRecord, op: Rename | Link) -> Outcome | None:
+    """What a rename or link meets at a container's mounts [STORE-11].
+
+    None when it is made in one place, as the filesystem level says; else
+    its outcome, in the kernel's order: the walks to the two directories
+    (``link`` walks to its source whole, and a mount point there is its
+    volume's root), then the new name of a link taken (``EEXIST``), then two
+    mounts (``EXDEV``), then, for a rename that names a mount point, the
+    kernel's own checks before ``EBUSY``.
+    """
+    if not record.mounts:
+        return None
+    source, target = fold(op.src), fold(op.dst)
+    if ROOT in (source, target):
+        return None
+    mount_points = {mount for mount, _ in record.mounts}
+    target_place = route(record, parent_of(target))[0]
+    # RESOLVE
+    if isinstance(op, Link):
+        source_place, files, inner = _place(store, record, source)
+        found = resolve_final(files, inner, follow=False)
+        if isinstance(found, str):
+            return found
+    else:
+        source_place = route(record, parent_of(source))[0]
+        errno = _directory_errno(store, record, parent_of(source))
+        if errno is not None:
+            return errno
+    errno = _directory_errno(store, record, parent_of(target))
+    if errno is not None:
+        return errno
+    # CHECK: a link's new name taken, a mount point included
+    if isinstance(op, Link) and _kind_at(store, record, target) is not None:
+        return "EEXIST"
+    # CHECK: two mounts
+    if source_place != target_place:
+        return "EXDEV"
+    if isinstance(op, Link) or not {source, target} & mount_points:
+        return None
+    # CHECK: a rename that names a mount point: the source, the ancestry traps,
+    # the same name, the kinds, then the mount point itself
+    moving = _kind_at(store, record, source)
+    if moving is None:
+        return "ENOENT"
+    if parent_of(target) == source or is_inside(parent_of(target), source):
+        return "EINVAL"
+    if parent_of(source) == target or is_inside(parent_of(source), target):
+        return "ENOTEMPTY"
+    if source == target:
+        return Ok()
+    replaced = _kind_at(store, record, target)
+    if replaced is not None and moving != replaced:
+        return "ENOTDIR" if moving == "dir" else "EISDIR"
+    return "EBUSY"
 
 
 def with_filesystem(store: Store, name: str, filesystem: Container) -> Store:
@@ -283,7 +454,7 @@ def remove_image(store: Store, name: str) -> Store:
     if image_id in tags.values():
         return replace(store, tags=tags)
     if any(record.image == image_id for record in store.containers.values()):
-        raise SpecError(f"image {name!r} is used by a container")
+        raise Refused("image-in-use", f"image {name!r} is used by a container")
     if children(store, image_id):
         # Images were made from it: the tag goes, the image stays, untagged.
         return replace(store, tags=tags)
