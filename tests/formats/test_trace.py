@@ -6,13 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cowcheck.compare import result_differences
 from cowcheck.machines.strategies import layer_stacks, ops
-from cowspec.errors import SpecError
+from cowspec.errors import ModelError, SpecError
+from cowspec.formats import oracle as oracle_module
+from cowspec.formats.oracle import oracle, oracle_following
+from cowspec.formats.trace import Trace, admits, decode_trace, encode_allowed, encode_trace
 from cowspec.fs.build import LayerEntry
-from cowspec.fs.calls import Op
+from cowspec.fs.calls import Ok, Op
 from cowspec.fs.observe import Entry
-from cowspec.formats.oracle import oracle
-from cowspec.formats.trace import Trace, decode_trace, encode_trace
+from cowspec.fs.operations import Allowed, Transition, step
+from cowspec.fs.stack import Container
 from tests.support import d, f, op
 
 BASE: dict[str, object] = {"format": "cowspec-trace/1", "layers": [], "ops": []}
@@ -97,3 +101,57 @@ def test_encode_decode_round_trip(layers: tuple[tuple[LayerEntry, ...], ...], tr
     ]
     trace = Trace(decode_trace(BASE).features, layers, tuple(plain))
     assert decode_trace(encode_trace(trace)) == trace
+
+
+# -- allowed outcomes [TRACE-5] ------------------------------------------------
+
+
+def _one_mkdir() -> Trace:
+    return decode_trace(
+        {"format": "cowspec-trace/1", "layers": [[]], "ops": [{"op": "mkdir", "path": "/x", "mode": 493}]}
+    )
+
+
+def test_a_single_allowed_outcome_is_written_as_before() -> None:
+    """[TRACE-5][TRACE-4] One allowed outcome: the item of TRACE-4, with nothing added."""
+    assert encode_allowed([Ok()]) == {"ok": True}
+    assert encode_allowed(["ENOENT"]) == {"errno": "ENOENT"}
+    assert oracle(_one_mkdir())["results"] == [{"ok": True}]
+    with pytest.raises(ModelError):
+        encode_allowed([])
+
+
+def test_several_allowed_outcomes_admit_each_member_and_nothing_else() -> None:
+    """[TRACE-5] ``any_of`` admits each member, and only them; a single item admits itself only."""
+    item = encode_allowed([Ok(), "EPERM"])
+    assert item == {"any_of": [{"ok": True}, {"errno": "EPERM"}]}
+    assert admits(item, {"ok": True}) and admits(item, {"errno": "EPERM"})
+    assert not admits(item, {"errno": "EACCES"})
+    assert not admits(item, item)  # a real system gives one outcome, never a set
+    assert admits({"errno": "EPERM"}, {"errno": "EPERM"}) and not admits({"errno": "EPERM"}, {"ok": True})
+
+
+def test_a_checker_follows_the_allowed_outcome_the_real_system_gave(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[TRACE-5] Where ``mkdir`` may succeed or fail, either real answer agrees, and the trees follow it.
+
+    No op of the spec allows two outcomes today, so the model's ``allowed``
+    is stood in for by one that also allows ``EPERM`` with nothing changed.
+    """
+
+    def two(container: Container, op: Op) -> Allowed:
+        done = step(container, op)
+        return Allowed((done, Transition(container, "EPERM")))
+
+    monkeypatch.setattr(oracle_module, "allowed", two)
+    trace = _one_mkdir()
+    expected = oracle(trace)
+    assert expected["results"] == [{"any_of": [{"ok": True}, {"errno": "EPERM"}]}]
+    assert [entry["path"] for entry in expected["merged"]] == ["/x"]  # type: ignore[union-attr, index]
+    refused = {**expected, "results": [{"errno": "EPERM"}], "merged": [], "upper": []}
+    assert result_differences(expected, refused) != []  # the trees of the first outcome are not those of EPERM
+    following = oracle_following(trace, refused)
+    assert following["merged"] == [] and following["upper"] == []
+    assert result_differences(following, refused) == []
+    wrong = {**refused, "results": [{"errno": "EACCES"}]}
+    lines = result_differences(oracle_following(trace, wrong), wrong)
+    assert any(line.startswith("op 0:") and "EACCES" in line for line in lines), lines

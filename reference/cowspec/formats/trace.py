@@ -8,10 +8,11 @@ files is the caller's business.
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from cowspec.errors import SpecError
+from cowspec.errors import ModelError, SpecError
 from cowspec.fs.build import ENTRY_TYPES, EntryType, LayerEntry, build_layer
 from cowspec.fs.calls import (
     Append,
@@ -277,12 +278,34 @@ def encode_outcome(outcome: Outcome) -> Entry:
     return {"ok": True, "value": value}
 
 
-def encode_result(outcomes: list[Outcome], container: Container) -> Entry:
-    """The result document of a run [TRACE-4][OBSERVE-1]."""
+def encode_allowed(outcomes: Sequence[Outcome]) -> Entry:
+    """One item of ``results`` for a set of allowed outcomes: the outcome itself if it is one [TRACE-5].
+
+    Several are written ``{"any_of": [...]}``, each member as a single
+    outcome is written, in the model's order, the first being the one the
+    model goes on from when it runs alone.
+    """
+    if not outcomes:
+        raise ModelError("an op must allow at least one outcome")
+    if len(outcomes) == 1:
+        return encode_outcome(outcomes[0])
+    return {"any_of": [encode_outcome(outcome) for outcome in outcomes]}
+
+
+def admits(item: object, observed: object) -> bool:
+    """Whether a real system's result item is one the model's result item allows [TRACE-5]."""
+    if isinstance(item, dict) and "any_of" in item:
+        members = item["any_of"]
+        return isinstance(members, list) and observed in members
+    return item == observed
+
+
+def encode_result(outcomes: Sequence[Outcome | Entry], container: Container) -> Entry:
+    """The result document of a run [TRACE-4][OBSERVE-1]: each op's outcome, or its allowed set already encoded."""
     sizes = container_sizes(container)
     return {
         "format": RESULT_FORMAT,
-        "results": [encode_outcome(outcome) for outcome in outcomes],
+        "results": [outcome if isinstance(outcome, dict) else encode_outcome(outcome) for outcome in outcomes],
         "merged": merged_tree(container),
         "upper": layer_tree(container.upper),
         "sizes": {"size": sizes.size, "virtual_size": sizes.virtual_size},
