@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -69,6 +70,11 @@ def inspect_json(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[i
     return status, json.loads(capsys.readouterr().out)
 
 
+def objects(document: dict[str, object], key: str) -> list[dict[str, object]]:
+    """The list of JSON objects at ``key`` of a parsed ``inspect --json`` document."""
+    return cast(list[dict[str, object]], document[key])
+
+
 def test_history_rows_are_paired_with_layers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """[APPLY-11][STORE-2] Rows with empty_layer stand for no layer; the others, in order, for the layers."""
     image = save(tmp_path, WASTEFUL, HISTORY)
@@ -87,7 +93,7 @@ def test_history_rows_are_paired_with_layers(tmp_path: Path, capsys: pytest.Capt
     # A history that names too few layers: the last has none, and inspect says so.
     short = save(tmp_path, WASTEFUL, HISTORY[:3], "short.tar")
     _, document = inspect_json(capsys, short)
-    assert [row["created_by"] for row in document["layers"]] == ["ADD base.tar /", "RUN make", None]  # type: ignore[union-attr]
+    assert [row["created_by"] for row in objects(document, "layers")] == ["ADD base.tar /", "RUN make", None]
     assert main(["inspect", *STREAM, short]) == 0
     out = capsys.readouterr().out
     assert "note: the config's history has 2 rows that made a layer, for 3 layers" in out
@@ -106,7 +112,7 @@ def test_history_rows_are_paired_with_layers(tmp_path: Path, capsys: pytest.Capt
     # An OCI layout's history is read too.
     write_oci_layout(str(tmp_path / "oci"), [encode_layer(each) for each in WASTEFUL])
     _, document = inspect_json(capsys, str(tmp_path / "oci"))
-    assert [row["created_by"] for row in document["layers"]] == [  # type: ignore[union-attr]
+    assert [row["created_by"] for row in objects(document, "layers")] == [
         "cowspec layer 0",
         "cowspec layer 1",
         "cowspec layer 2",
@@ -122,7 +128,7 @@ def test_a_row_without_a_command_shows_its_comment() -> None:
     rows = [{"index": index, "diff_id": "sha256:0", "chain_id": "sha256:0", "size": 0, "adds": 0, "changes": 0,
              "deletes": 0} for index in range(3)]  # fmt: skip
     hostile = LayerHistory((HistoryRow(None, None, "Imported\nfrom \u202e-"), *paired.rows[1:]), 2)
-    table = layers_table(rows, hostile, human_size)  # type: ignore[arg-type]
+    table = layers_table(rows, hostile, human_size)
     assert [line.split("  ")[-1] for line in table[1:]] == [
         "# Imported\\nfrom \\u202e-",
         "(no history)",
@@ -173,18 +179,18 @@ def test_wasted_files_and_efficiency(tmp_path: Path, capsys: pytest.CaptureFixtu
         "efficiency": 440 / 1990,
         "user_wasted_ratio": 1550 / 430,
     }
-    assert document["wasted_files"][0] == {  # type: ignore[index]
+    assert objects(document, "wasted_files")[0] == {
         "path": "/app/big",
         "wasted": 1000,
         "copies": [{"layer": 0, "size": 1000, "lost_in": 1}, {"layer": 1, "size": 400, "lost_in": None}],
     }
-    assert [(row["size"], row["kept"], row["wasted"]) for row in document["layers"]] == [  # type: ignore[union-attr]
+    assert [(row["size"], row["kept"], row["wasted"]) for row in objects(document, "layers")] == [
         (1560, 10, 1550),
         (400, 400, 0),
         (30, 30, 0),
     ]
     assert document["gate"] is None
-    assert set(document["layers"][0]) == {  # type: ignore[index]
+    assert set(objects(document, "layers")[0]) == {
         "index", "diff_id", "chain_id", "media_type", "created_by", "created", "comment",
         "size", "kept", "wasted", "adds", "changes", "deletes",
     }  # fmt: skip
@@ -274,7 +280,7 @@ def test_one_line_stays_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["layers", *STREAM, "--files", image]) == 0
     assert "  A file           1 B  /a\\nb" in capsys.readouterr().out.splitlines()
     _, document = inspect_json(capsys, image)
-    assert document["layers"][0]["created_by"] == "RUN echo \x1b[31mred\nok"  # type: ignore[index]
+    assert objects(document, "layers")[0]["created_by"] == "RUN echo \x1b[31mred\nok"
 
 
 def test_tables_escape_what_messages_escape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
