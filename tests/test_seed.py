@@ -1,5 +1,6 @@
 """The seed's scenarios (Docker's "About storage drivers") as plain tests."""
 
+from cowcheck.drivers.kernel_overlay import KernelOverlay
 from tests.support import Result, Scenario, b64, d, f, op, paths, scenario_tests
 
 # FROM ubuntu:15.04 / COPY . /app / RUN make /app / CMD python /app/app.py:
@@ -62,7 +63,7 @@ SCENARIOS = [
 test_model, test_kernel = scenario_tests(SCENARIOS)
 
 
-def test_containers_on_one_image_are_separate(kernel) -> None:  # type: ignore[no-untyped-def]
+def test_containers_on_one_image_are_separate(kernel: KernelOverlay) -> None:
     """[COPYUP-1] Five containers on one image, each with its own writable layer, open at once."""
     from cowspec.formats.trace import decode_trace
 

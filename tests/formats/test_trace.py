@@ -146,7 +146,7 @@ def test_a_checker_follows_the_allowed_outcome_the_real_system_gave(monkeypatch:
     trace = _one_mkdir()
     expected = oracle(trace)
     assert expected["results"] == [{"any_of": [{"ok": True}, {"errno": "EPERM"}]}]
-    assert [entry["path"] for entry in expected["merged"]] == ["/x"]  # type: ignore[union-attr, index]
+    assert [entry["path"] for entry in cast(list[Entry], expected["merged"])] == ["/x"]
     refused = {**expected, "results": [{"errno": "EPERM"}], "merged": [], "upper": []}
     assert result_differences(expected, refused) != []  # the trees of the first outcome are not those of EPERM
     following = oracle_following(trace, refused)

@@ -32,4 +32,4 @@ def test_unknown_or_malformed_feature() -> None:
     with pytest.raises(SpecError, match="unknown feature 'xino'"):
         features_from({"xino": True})
     with pytest.raises(SpecError, match="true or false"):
-        features_from({"index": "off"})  # type: ignore[dict-item]
+        features_from({"index": "off"})  # type: ignore[dict-item]  # a string where a bool belongs: the error is the point

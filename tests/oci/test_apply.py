@@ -4,6 +4,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,12 +21,12 @@ def L(entries: list[TarEntry], whiteouts: tuple[str, ...] = (), opaque: tuple[st
     )
 
 
-def F(path: str, data: bytes = b"", **more: object) -> TarEntry:
-    return TarEntry(path, "file", data=data, **more)  # type: ignore[arg-type]
+def F(path: str, data: bytes = b"", **more: Any) -> TarEntry:
+    return TarEntry(path, "file", data=data, **more)
 
 
-def D(path: str, mode: int = 0o755, **more: object) -> TarEntry:
-    return TarEntry(path, "dir", mode=mode, **more)  # type: ignore[arg-type]
+def D(path: str, mode: int = 0o755, **more: Any) -> TarEntry:
+    return TarEntry(path, "dir", mode=mode, **more)
 
 
 def shape(layers: list[LayerTar], options: ApplyOptions = DEFAULTS) -> list[tuple[str, str]]:
