@@ -19,7 +19,7 @@ import tarfile
 import threading
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import zstandard
@@ -43,7 +43,10 @@ from cowspec.oci.layer_tar import (
 )
 from tests.oci.test_layer_tar import archive, layer_values
 
-BUILT = fastlayer._fastlayer is not None
+# The C module fastlayer drives, or None where it is not built. fastlayer does not re-export it
+# and it has no stub, so it is read from fastlayer's namespace and typed Any.
+NATIVE: Any = vars(fastlayer)["_fastlayer"]
+BUILT = NATIVE is not None
 needs_build = pytest.mark.skipif(
     not BUILT and os.environ.get("CI") != "true", reason="cowcheck._fastlayer is not built (pip install -e .)"
 )
@@ -104,8 +107,8 @@ def test_the_hasher_can_be_forced_and_named(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _digests(buffers: list[Any], backend: str, **options: object) -> list[bytes]:
-    assert fastlayer._fastlayer is not None
-    result: list[bytes] = fastlayer._fastlayer.sha256_many(buffers, backend=backend, **options)
+    assert NATIVE is not None
+    result: list[bytes] = NATIVE.sha256_many(buffers, backend=backend, **options)
     return result
 
 
@@ -141,8 +144,8 @@ def test_sha256_many_queues_and_threads(backend: str) -> None:
 
 
 def _hasher(backend: str, **options: object) -> Any:
-    assert fastlayer._fastlayer is not None
-    return fastlayer._fastlayer.Hasher(backend=backend, **options)
+    assert NATIVE is not None
+    return NATIVE.Hasher(backend=backend, **options)
 
 
 @needs_build
@@ -216,6 +219,12 @@ def _framed(data: bytes) -> list[tuple[object, ...]] | int:
     return [(*record[:11], fastlayer.payload_of(data, record)) for record in scanned]
 
 
+def _payload(record: tuple[object, ...]) -> slice:
+    """Where a framed record's payload lies in its archive: from its offset (field 11), its size (field 2) long."""
+    start, size = cast(int, record[11]), cast(int, record[2])
+    return slice(start, start + size)
+
+
 def _members_agree(data: bytes) -> bool:
     """Whether the C members of a framed archive are the model's, field for field; False if left to the model.
 
@@ -227,11 +236,9 @@ def _members_agree(data: bytes) -> bool:
     if isinstance(scanned, int):
         return False
     digests = b"".join(
-        hashlib.sha256(data[record[11] : record[11] + record[2]]).digest()  # type: ignore[operator]
-        for record in scanned
-        if record[1] in fastlayer.FILE_FLAGS
+        hashlib.sha256(data[_payload(record)]).digest() for record in scanned if record[1] in fastlayer.FILE_FLAGS
     )
-    made = fastlayer._fastlayer.members(scanned, digests, Member, Content, fastlayer.PLAIN_KINDS, NO_DEVICE)
+    made = NATIVE.members(scanned, digests, Member, Content, fastlayer.PLAIN_KINDS, NO_DEVICE)
     if made is None:
         assert any(record[1] not in fastlayer.PLAIN_KINDS for record in scanned), "plain records left to the model"
         return False
@@ -330,12 +337,10 @@ def test_members_in_c_cover_plain_layers_and_leave_the_rest() -> None:
     scanned = fastlayer.scan(plain)
     assert not isinstance(scanned, int)
     with pytest.raises(ValueError, match="fewer digests"):
-        fastlayer._fastlayer.members(scanned, b"", Member, Content, fastlayer.PLAIN_KINDS, NO_DEVICE)
+        NATIVE.members(scanned, b"", Member, Content, fastlayer.PLAIN_KINDS, NO_DEVICE)
     files = sum(record[1] in fastlayer.FILE_FLAGS for record in scanned)  # markers are empty files
     with pytest.raises(ValueError, match="more digests"):
-        fastlayer._fastlayer.members(
-            scanned, bytes(32 * (files + 1)), Member, Content, fastlayer.PLAIN_KINDS, NO_DEVICE
-        )
+        NATIVE.members(scanned, bytes(32 * (files + 1)), Member, Content, fastlayer.PLAIN_KINDS, NO_DEVICE)
 
 
 @needs_build
@@ -499,7 +504,7 @@ def _replace_config(saved: Path, layout: Path, config: bytes) -> None:
             tar.addfile(member, io.BytesIO(data) if data is not None else None)
 
 
-def _read(path: Path, reader: Reader, keep_data: bool = False) -> tuple[list[object], object]:
+def _read(path: Path, reader: Reader, keep_data: bool = False) -> tuple[list[object], list[LayerTar]]:
     reading = ImageReading(str(path), keep_data=keep_data, reader=reader)
     values = list(reading.values())
     return [(each.diff_id, each.chain_id, each.archive_size, each.layer) for each in reading.layers], values
@@ -531,7 +536,7 @@ def test_fast_reading_equals_streamed_reading(tmp_path: Path, reader: Reader, ke
     for image in _images(tmp_path, archives):
         fast = _read(image, reader, keep_data)
         assert fast == _read(image, "stream", keep_data)
-        assert fast[1] == _layers(1) if keep_data else len(fast[1]) == 4  # type: ignore[arg-type]
+        assert fast[1] == _layers(1) if keep_data else len(fast[1]) == 4
         root = flatten(ImageReading(str(image), reader=reader).values())
         assert json.loads(rootfs_json(root)) == rootfs_entries(root)
 
@@ -540,13 +545,13 @@ def test_fast_reading_equals_streamed_reading(tmp_path: Path, reader: Reader, ke
 def test_the_fast_reader_is_used_and_frames_in_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plain, gzip and zstd layers are framed by the C module and hashed by its threads, not by the model."""
     framed: list[int] = []
-    original = fastlayer._fastlayer.scan
+    original = NATIVE.scan
 
     def spy(buffer: Any) -> object:
         framed.append(len(buffer))
         return original(buffer)
 
-    monkeypatch.setattr(fastlayer._fastlayer, "scan", spy)
+    monkeypatch.setattr(NATIVE, "scan", spy)
     archives = [encode_layer(layer) for layer in _layers(2)]
     for image in _images(tmp_path, archives):
         framed.clear()
@@ -619,7 +624,7 @@ def test_a_corrupt_blob_is_caught_by_every_reader(tmp_path: Path, monkeypatch: p
     framed = fastlayer.scan(bytes(data))
     assert not isinstance(framed, int)
     member = next(record for record in framed if record[1] == b"0" and record[2])
-    data[member[11]] ^= 0xFF  # type: ignore[index]  # a byte of a file, not of a header
+    data[cast(int, member[11])] ^= 0xFF  # a byte of a file, not of a header
     blob.write_bytes(bytes(data))
     for backend in ("stream", *fastlayer.hashers()):
         monkeypatch.setenv("COWSPEC_HASHER", backend if backend != "stream" else "openssl")
@@ -649,7 +654,7 @@ def test_compressed_layers_damaged_give_the_model_s_answer(tmp_path: Path, reade
         outcome: list[object] = []
         for each in ("stream", reader):
             try:
-                outcome.append(_read(layout, each))  # type: ignore[arg-type]
+                outcome.append(_read(layout, each))
             except SpecError as error:
                 outcome.append(str(error))
         assert outcome[0] == outcome[1], (kind, number)
@@ -677,13 +682,13 @@ def test_gunzip_and_unzstd_join_what_the_model_joins() -> None:
     """[IDENTITY-3] The fast decompressors give the model's bytes, or leave the blob to it (None)."""
     data = random.Random(9).randbytes(300_000)
     members = gzip.compress(data[:1000]) + b"\0" * 5 + gzip.compress(data[1000:]) + b"\0\0"
-    assert fastlayer.gunzip(members, 1 << 20) == data
-    assert fastlayer.gunzip(b"", 1 << 20) == b""
+    assert fastlayer.gunzip(members, 1 << 20) == bytearray(data)
+    assert fastlayer.gunzip(b"", 1 << 20) == bytearray()
     assert fastlayer.gunzip(members[:-40], 1 << 20) is None
     assert fastlayer.gunzip(b"\0" + members, 1 << 20) is None
     assert fastlayer.gunzip(members + b"x", 1 << 20) is None
     frames = zstandard.ZstdCompressor().compress(data[:7]) + zstandard.ZstdCompressor().compress(data[7:])
-    assert fastlayer.unzstd(frames, 1 << 20) == data
+    assert fastlayer.unzstd(frames, 1 << 20) == bytearray(data)
     assert fastlayer.unzstd(frames[:-3], 1 << 20) is None
     with pytest.raises(fastlayer._TooBig):
         fastlayer.gunzip(gzip.compress(bytes(2 << 20)), 1 << 20)
@@ -741,7 +746,7 @@ def test_a_layer_that_says_it_is_beyond_the_limit_is_not_inflated(
         outcome: list[object] = []
         for each in ("stream", "auto"):
             try:
-                outcome.append(_read(layout, each))  # type: ignore[arg-type]
+                outcome.append(_read(layout, each))
             except SpecError as error:
                 outcome.append(str(error))
         assert outcome[0] == outcome[1], number
