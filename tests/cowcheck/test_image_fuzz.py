@@ -181,7 +181,9 @@ def with_links(archive: bytes, how: str) -> bytes:
         tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar,
     ):
         for member in source.getmembers():
-            data = source.extractfile(member).read()  # type: ignore[union-attr]
+            handle = source.extractfile(member)
+            assert handle is not None, member.name  # docker_archive writes regular files only
+            data = handle.read()
             target = member.name == "manifest.json" if how.startswith("manifest") else member.name.endswith(".tar")
             if not target:
                 tar.addfile(member, io.BytesIO(data))
