@@ -109,6 +109,18 @@ def test_layer_stats() -> None:
     assert [(s.adds, s.changes, s.deletes, s.size) for s in stats] == [(4, 0, 0, 8), (1, 1, 1, 1), (0, 1, 2, 0)]
 
 
+def test_a_symlink_target_that_is_not_utf8_counts_its_bytes() -> None:
+    """[SIZE-1][APPLY-7] A target read from a tar as bytes that are not UTF-8 counts those bytes, no more.
+
+    Names and targets keep such bytes as lone surrogates; counting them must
+    not try to encode them as UTF-8 (that raised, and flatten with it).
+    """
+    layers = [L([TarEntry("/l", "symlink", link="\udcff\udcfe/x")]), L([F("/f", b"ab")])]
+    root, stats = flatten_with_stats(layers)
+    assert [(s.size, s.kept) for s in stats] == [(4, 4), (2, 2)]
+    assert [entry.path for entry in root.entries] == ["/f", "/l"]
+
+
 # -- images on disk -----------------------------------------------------------
 
 
