@@ -89,6 +89,11 @@ class ImageView:
     container (1 is the topmost image layer). A path that is absent, whited
     out or hidden below a non-directory is not in it. ``lowers`` are the
     layers it was made from, bottom first.
+
+    ``found`` is a read-only view of a dictionary, not a persistent map: the
+    view is made once and never updated, and as an ``immutables.Map`` it
+    made the model benchmark's build slower (2.81 s of CPU against 2.30 s,
+    best of six runs each) and its lookups no faster.
     """
 
     lowers: tuple[Layer, ...]
