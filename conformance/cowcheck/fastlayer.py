@@ -51,7 +51,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from cowspec.errors import SpecError
-from cowspec.oci.identity import GZIP_TYPES, PLAIN_TYPES, ZSTD_TYPES
+from cowspec.oci.identity import GZIP_TYPES, PLAIN_TYPES, ZSTD_TYPES, file_digest
 from cowspec.oci.layer_tar import (
     NO_DEVICE,
     TYPEFLAGS,
@@ -480,7 +480,7 @@ class FastLayers:
         tar, framed = loaded.tar, loaded.framed
         assert tar is not None
         if isinstance(framed, int):  # a header the C code will not vouch for: the model reads the same bytes
-            return decode_layer_stream(io.BytesIO(tar).read, self._keep_data)
+            return decode_layer_stream(io.BytesIO(tar).read, None if self._keep_data else file_digest)
         digests = self._file_digests(loaded)
         if not self._keep_data:
             # Plain records (no PAX record, long name or device) become members

@@ -28,7 +28,7 @@ import zstandard
 
 from cowcheck.fastlayer import FastLayers, Region, gzip_zlib
 from cowspec.errors import SpecError
-from cowspec.oci.identity import PLAIN_TYPES, chain_ids, decompressing, diff_id, digest
+from cowspec.oci.identity import PLAIN_TYPES, chain_ids, decompressing, diff_id, digest, file_digest
 from cowspec.oci.layer_tar import BLOCK, CHUNK, MAX_EXTENDED, LayerTar, decode_layer_stream
 
 OCI_INDEX = "index.json"
@@ -731,7 +731,7 @@ def read_layer(
         # An uncompressed blob's digest is its DiffID: hash it once.
         if media_type not in PLAIN_TYPES:
             plain = _Hashing(decompressing(raw, media_type))
-        layer = decode_layer_stream(plain.read, keep_data)
+        layer = decode_layer_stream(plain.read, None if keep_data else file_digest)
         plain.drain()
         raw.drain()
     except SpecError as error:

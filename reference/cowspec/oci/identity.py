@@ -16,7 +16,7 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol, cast
 
 import zstandard
@@ -38,6 +38,14 @@ GZIP_TYPES = frozenset(
     }
 )
 ZSTD_TYPES = frozenset({"application/vnd.oci.image.layer.v1.tar+zstd"})
+
+
+def file_digest(chunks: Iterable[bytes]) -> str:
+    """The SHA-256 of a file's bytes, hex, from its chunks: how a layer's files are shown [APPLY-1]."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def digest(data: bytes) -> str:

@@ -252,25 +252,45 @@ def carries_meaning(flag: bytes, size: int) -> bool:
     return TYPEFLAGS.get(flag) == "file" or (flag in EXTENDED and size <= MAX_EXTENDED)
 
 
-def _pass(read: Reader, size: int, seen: Callable[[bytes], object] | None = None) -> int:
-    """Read ``size`` bytes a chunk at a time without keeping them, each chunk shown to ``seen``; how many there were."""
-    left = size
-    while left:
-        chunk = read(min(left, CHUNK))
-        if not chunk:
-            break
-        if seen is not None:
-            seen(chunk)
-        left -= len(chunk)
-    return size - left
+def _pass(read: Reader, size: int) -> int:
+    """Read ``size`` bytes a chunk at a time without keeping them; how many there were."""
+    chunks = _Chunks(read, size)
+    for _ in chunks:
+        pass
+    return chunks.got
 
 
-def iter_records(read: Reader, keep_data: bool = True) -> Iterator[Record]:
+class _Chunks:
+    """A member's ``size`` bytes read through ``read`` a chunk at a time, counted as they pass."""
+
+    def __init__(self, read: Reader, size: int) -> None:
+        self.read, self.left, self.got = read, size, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self.left:
+            chunk = self.read(min(self.left, CHUNK))
+            if not chunk:
+                return
+            self.left -= len(chunk)
+            self.got += len(chunk)
+            yield chunk
+
+
+DigestOf = Callable[[Iterable[bytes]], str]
+"""How a reader sums up a file whose bytes it does not keep: its chunks in, a hex digest out.
+
+The codec hashes nothing itself: the caller chooses the digest (``cowspec.oci.identity.file_digest``
+gives SHA-256, the digest a layer's files are shown with).
+"""
+
+
+def iter_records(read: Reader, digest_of: DigestOf | None = None) -> Iterator[Record]:
     """Every header of an uncompressed tar with its member's bytes, up to the end marker [TAR-3].
 
-    The archive is read front to back through ``read``; with ``keep_data``
-    off, a file's bytes are hashed as they pass and not kept, so memory
-    grows with the number of members, not with their size.
+    The archive is read front to back through ``read``. A file's bytes are
+    kept, or with ``digest_of`` given, shown to it a chunk at a time and
+    replaced by their size and digest (``Content``), so that memory grows
+    with the number of members, not with their size.
     """
     position = 0
     count = 0
@@ -294,10 +314,11 @@ def iter_records(read: Reader, keep_data: bool = True) -> Iterator[Record]:
             # record (``iter_members`` refuses that one by its size) [TAR-5].
             got = _pass(read, size)
             payload = b""
-        elif TYPEFLAGS.get(flag) == "file" and not keep_data:
-            digest = hashlib.sha256()
-            got = _pass(read, size, digest.update)
-            payload = Content(size, digest.hexdigest())
+        elif TYPEFLAGS.get(flag) == "file" and digest_of is not None:
+            chunks = _Chunks(read, size)
+            digest = digest_of(chunks)
+            got = chunks.got + _pass(read, chunks.left)  # all of it read, whatever the digest took
+            payload = Content(size, digest)
         else:
             payload = _take(read, size)
             got = len(payload)
@@ -428,9 +449,9 @@ def decode_layer(archive: bytes) -> LayerTar:
     return decode_members(iter_members(iter_records(io.BytesIO(archive).read)))
 
 
-def decode_layer_stream(read: Reader, keep_data: bool = False) -> LayerTar:
-    """The layer a tar read through ``read`` describes; file bytes hashed, not kept."""
-    return decode_members(iter_members(iter_records(read, keep_data)))
+def decode_layer_stream(read: Reader, digest_of: DigestOf | None) -> LayerTar:
+    """The layer a tar read through ``read`` describes; with ``digest_of``, files summed up by it, not kept."""
+    return decode_members(iter_members(iter_records(read, digest_of)))
 
 
 def decode_members(members: Iterable[Member]) -> LayerTar:
