@@ -14,7 +14,7 @@ from typing import Literal
 from cowspec.errors import SpecError
 from cowspec.fs.entries import DEFAULT_DIR_MODE, Dir, FileInode, Inode, Name, Node, SymlinkInode, Whiteout
 from cowspec.fs.layer import Layer, frozen_layer
-from cowspec.fs.paths import ROOT, ancestors
+from cowspec.fs.paths import ROOT, parent_of
 
 EntryType = Literal["dir", "file", "symlink", "hardlink", "whiteout"]
 ENTRY_TYPES = ("dir", "file", "symlink", "hardlink", "whiteout")
@@ -46,17 +46,31 @@ def build_layer(entries: tuple[LayerEntry, ...], where: str) -> Layer:
         if entry.path in by_path:
             raise SpecError(f"{where} entry {number}: duplicate path {entry.path!r}")
         by_path[entry.path] = entry
+    # Each directory's ancestors are checked once: ``clean`` holds the paths
+    # with no non-directory entry at or above them.
+    clean = {ROOT}
     for entry in entries:
-        for ancestor in ancestors(entry.path):
+        unchecked = []
+        current = parent_of(entry.path)
+        while current not in clean:
+            unchecked.append(current)
+            current = parent_of(current)
+        for ancestor in reversed(unchecked):
             above = by_path.get(ancestor)
             if above is not None and above.type != "dir":
                 raise SpecError(f"{where}: {entry.path!r} lies below the {above.type} {ancestor!r}")
-    nodes: dict[str, Node] = {ROOT: Dir(DEFAULT_DIR_MODE, 0, 0)}
+        clean.update(unchecked)
+    implied = Dir(DEFAULT_DIR_MODE, 0, 0)
+    nodes: dict[str, Node] = {ROOT: implied}
     inodes: dict[int, Inode] = {}
     links: dict[str, int] = {}
     for entry in entries:
-        for ancestor in ancestors(entry.path):
-            nodes.setdefault(ancestor, Dir(DEFAULT_DIR_MODE, 0, 0))
+        # Every path in ``nodes`` has its ancestors there too, so the walk up
+        # stops at the first one present.
+        current = parent_of(entry.path)
+        while current not in nodes:
+            nodes[current] = implied
+            current = parent_of(current)
         if entry.type == "dir":
             nodes[entry.path] = Dir(entry.mode, entry.uid, entry.gid, entry.opaque)
         elif entry.type == "whiteout":
