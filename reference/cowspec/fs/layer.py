@@ -24,7 +24,9 @@ changed in an image layer (only tests do that) becomes ``Names`` once.
 
 Why this split of set types, measured with ``benchmarks/model_bench.py``
 (20 layers, 100,000 entries, 100,000 lookups, 10,000 steps): CPU seconds,
-best of six runs per layout, the layouts alternated in one session:
+best of six runs per layout, the layouts alternated in one session, all
+with the ``build_layer`` of that time (a later change to it took about half
+a second off the build):
 
 =============================  =====  ======  ====  =====
 layout                         build  lookup  ops   total
