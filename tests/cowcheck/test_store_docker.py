@@ -18,7 +18,7 @@ from cowcheck.drivers.docker_store import (
 from cowcheck.drivers.engines import Dockerd, engine_api
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable
 from cowcheck.images import docker_archive
-from cowspec.formats.store_trace import CreateContainer, LoadImage, RunOps, Step, apply_step, store_result
+from cowspec.formats.store_trace import apply_step, store_result
 from cowspec.fs.calls import Append, Create, Write
 from cowspec.fs.observe import Entry
 from cowspec.fs.operations import step
@@ -38,6 +38,7 @@ from cowspec.store.state import (
     system_df,
     with_filesystem,
 )  # fmt: skip
+from cowspec.store.steps import CreateContainer, LoadImage, RunOps, Step
 from tests.store.test_store import MOUNT_CASES, MOUNTED_IMAGE, MOUNTS
 
 BASE_HISTORY = [("ADD busybox", False), ('CMD ["/bin/sh"]', True), ("COPY app", False)]

@@ -9,10 +9,11 @@ import pytest
 
 from cowcheck.cli.main import main
 from cowspec.errors import SpecError
-from cowspec.formats.store_trace import LoadImage, apply_step, decode_store_trace, run_store_model
+from cowspec.formats.store_trace import apply_step, decode_store_trace, run_store_model
 from cowspec.fs.build import LayerEntry
 from cowspec.fs.observe import Entry
 from cowspec.store.state import HistoryRow, Store
+from cowspec.store.steps import LoadImage
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 VECTOR = VECTORS / "store-seed-walkthrough.json"

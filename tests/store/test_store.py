@@ -5,7 +5,6 @@ from collections.abc import Callable
 import pytest
 
 from cowspec.errors import SpecError
-from cowspec.formats.store_trace import Build, Instruction, build
 from cowspec.fs.build import LayerEntry, build_layer
 from cowspec.fs.calls import Link, Ok, Rename, Stat, Write
 from cowspec.fs.layer import Layer
@@ -31,6 +30,7 @@ from cowspec.store.state import (
     system_df,
     with_filesystem,
 )  # fmt: skip
+from cowspec.store.steps import Build, Instruction, build
 
 
 def layer(*files: tuple[str, int]) -> Layer:
@@ -243,3 +243,21 @@ def test_refusals_have_kinds() -> None:
         assert refused.value.kind == kind
     assert {kind for _, kind in cases} == REFUSAL_KINDS
     assert create_volume(store, "v1") == store
+
+
+def test_a_step_gives_a_value_done_refused_or_rejected() -> None:
+    """[STORE-5][STORE-12] ``take_step`` says what became of a step as a value; the format only encodes it."""
+    from cowspec.fs.calls import Mkdir, Ok
+    from cowspec.store.steps import CreateContainer, Done, LoadImage, Refusal, Rejected, RemoveImage, RunOps, take_step
+
+    store, done = take_step(Store(), LoadImage("a:1", ((LayerEntry("/f", "file", 0o644),),), (HistoryRow("a"),)))
+    assert done == Done()
+    store, done = take_step(store, CreateContainer("c1", "a:1"))
+    assert done == Done()
+    store, ran = take_step(store, RunOps("c1", (Mkdir("/d", 0o755), Mkdir("/d", 0o755))))
+    assert ran == Done((Ok(), "EEXIST"))
+    after, refusal = take_step(store, RemoveImage("a:1"))
+    assert isinstance(refusal, Refusal) and refusal.kind == "image-in-use" and after == store
+    bad = LayerEntry("/g", "file", 0o644)
+    after, rejected = take_step(store, LoadImage("b:1", ((bad, bad),), (HistoryRow("b"),)))
+    assert isinstance(rejected, Rejected) and "duplicate path" in rejected.reason and after == store

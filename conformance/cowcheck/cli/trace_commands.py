@@ -13,9 +13,10 @@ from cowcheck.drivers.registry import DRIVERS
 from cowcheck.drivers.runner import run_real
 from cowspec.errors import SpecError
 from cowspec.formats.oracle import oracle, oracle_following
-from cowspec.formats.store_trace import STORE_TRACE_FORMAT, Step, decode_store_trace, run_store_model
+from cowspec.formats.store_trace import STORE_TRACE_FORMAT, decode_store_trace, run_store_model
 from cowspec.formats.trace import Trace, decode_trace
 from cowspec.fs.observe import Entry
+from cowspec.store.steps import Step
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,17 @@ from cowcheck.drivers.engines import Dockerd, engine_api, first_line, run
 from cowcheck.drivers.kernel_overlay import KernelSession
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable
 from cowcheck.images import docker_archive
-from cowspec.formats.store_trace import (
+from cowspec.formats.store_trace import STORE_RESULT_FORMAT
+from cowspec.fs.build import build_layer
+from cowspec.fs.calls import Link, Rename
+from cowspec.fs.observe import Entry
+from cowspec.fs.paths import ROOT, is_inside, parent_of
+from cowspec.fs.stack import new_container
+from cowspec.oci.commit import layer_tar_of
+from cowspec.oci.layer_tar import encode_layer
+from cowspec.store.state import ContainerRecord, routed
+from cowspec.store.steps import (
     METADATA,
-    STORE_RESULT_FORMAT,
     Build,
     Commit,
     CreateContainer,
@@ -46,15 +54,7 @@ from cowspec.formats.store_trace import (
     RemoveVolume,
     RunOps,
     Step,
-)  # fmt: skip
-from cowspec.fs.build import build_layer
-from cowspec.fs.calls import Link, Rename
-from cowspec.fs.observe import Entry
-from cowspec.fs.paths import ROOT, is_inside, parent_of
-from cowspec.fs.stack import new_container
-from cowspec.oci.commit import layer_tar_of
-from cowspec.oci.layer_tar import encode_layer
-from cowspec.store.state import ContainerRecord, routed
+)
 
 HELPER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "store_call.c")
 HELPER_MOUNT = "/dev/.cowspec"

@@ -17,7 +17,13 @@ from cowcheck.compare import store_differences
 from cowcheck.drivers.docker_store import figures, perform_step
 from cowcheck.drivers.engines import Dockerd
 from cowcheck.machines.strategies import fill_known, layer_entries, ops
-from cowspec.formats.store_trace import (
+from cowspec.formats.store_trace import apply_step, store_result
+from cowspec.fs.build import LayerEntry
+from cowspec.fs.calls import Op
+from cowspec.fs.observe import Entry, merged_tree
+from cowspec.fs.stack import new_container
+from cowspec.store.state import HistoryRow, Store
+from cowspec.store.steps import (
     Build,
     Commit,
     CreateContainer,
@@ -28,14 +34,7 @@ from cowspec.formats.store_trace import (
     RemoveVolume,
     RunOps,
     Step,
-    apply_step,
-    store_result,
-)  # fmt: skip
-from cowspec.fs.build import LayerEntry
-from cowspec.fs.calls import Op
-from cowspec.fs.observe import Entry, merged_tree
-from cowspec.fs.stack import new_container
-from cowspec.store.state import HistoryRow, Store
+)
 
 
 class StoreDivergence(AssertionError):
