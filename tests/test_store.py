@@ -185,6 +185,9 @@ MOUNT_CASES: list[tuple[Rename | Link, str | None]] = [
     (Rename("/file", "/srv"), "EISDIR"),  # the kinds come first
     (Rename("/file", "/new"), "EISDIR"),  # a mount point the image lacks is a directory too
     (Rename("/new", "/new"), None),  # the same name: nothing happens
+    (Rename("/", "/data"), "EBUSY"),  # the root is no last name (a state machine's op; traces cannot say "/")
+    (Rename("/data/f", "/"), "EXDEV"),  # ... but the mounts come first
+    (Link("/file", "/"), "EEXIST"),
     (Rename("/data/f", "/data"), "EXDEV"),  # onto the mount point from inside: two directories, two mounts
     (Rename("/missing", "/data/x"), "EXDEV"),  # a missing name: the mounts come first
     (Rename("/nodir/x", "/data/x"), "ENOENT"),  # a missing directory comes before the mounts

@@ -363,14 +363,13 @@ def at_mounts(store: Store, record: ContainerRecord, op: Rename | Link) -> Outco
     its outcome, in the kernel's order: the walks to the two directories
     (``link`` walks to its source whole, and a mount point there is its
     volume's root), then the new name of a link taken (``EEXIST``), then two
-    mounts (``EXDEV``), then, for a rename that names a mount point, the
-    kernel's own checks before ``EBUSY``.
+    mounts (``EXDEV``), then a rename of the root or onto it (``EBUSY``),
+    then, for a rename that names a mount point, the kernel's own checks
+    before ``EBUSY``.
     """
     if not record.mounts:
         return None
     source, target = fold(op.src), fold(op.dst)
-    if ROOT in (source, target):
-        return None
     mount_points = {mount for mount, _ in record.mounts}
     target_place = route(record, parent_of(target))[0]
     # RESOLVE
@@ -393,7 +392,12 @@ def at_mounts(store: Store, record: ContainerRecord, op: Rename | Link) -> Outco
     # CHECK: two mounts
     if source_place != target_place:
         return "EXDEV"
-    if isinstance(op, Link) or not {source, target} & mount_points:
+    if isinstance(op, Link):
+        return None
+    # CHECK: a rename of the root, or onto it (the kernel's "not a last name")
+    if ROOT in (source, target):
+        return "EBUSY"
+    if not {source, target} & mount_points:
         return None
     # CHECK: a rename that names a mount point: the source, the ancestry traps,
     # the same name, the kinds, then the mount point itself
