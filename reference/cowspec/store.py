@@ -55,6 +55,7 @@ RefusalKind = Literal[
     "image-in-use",
     "volume-in-use",
     "volume-on-non-directory",
+    "volume-on-symlink-loop",
 ]
 """Why the engine refuses a step, as a closed set of kinds [STORE-12]."""
 
@@ -230,10 +231,11 @@ def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, st
     for path, _ in mounts:
         # A volume goes on a directory, or where nothing is yet [STORE-9].
         target = resolve_final(filesystem, path, follow=True)
-        if target == "ENOTDIR" or target == "ELOOP" or (not isinstance(target, str) and not target.is_dir):
-            raise Refused(
-                "volume-on-non-directory", f"cannot mount a volume over {path!r}: not a directory in the image"
-            )
+        if target == "ELOOP":
+            raise Refused("volume-on-symlink-loop", f"cannot mount a volume at {path!r}: too many symlinks")
+        if target == "ENOTDIR" or (not isinstance(target, str) and not target.is_dir):
+            message = f"cannot mount a volume over {path!r}: not a directory in the image"
+            raise Refused("volume-on-non-directory", message)
     for path, volume in mounts:
         files = volumes.get(volume) or new_container(())
         if not files.upper.names_in(ROOT):
