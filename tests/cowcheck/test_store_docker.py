@@ -224,6 +224,8 @@ ENGINE_MESSAGES = [
      "volume-on-non-directory"),
     ("Error response from daemon: lstat /tmp/x/root/overlay2/755f/merged/f/x: not a directory",
      "volume-on-non-directory"),
+    ("Error response from daemon: evalSymlinksInScope: too many links in /tmp/x/root/overlay2/52b4/merged/a",
+     "volume-on-symlink-loop"),
     ("too many non-empty layers in History section", "other"),
 ]  # fmt: skip
 

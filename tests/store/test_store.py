@@ -185,6 +185,9 @@ MOUNT_CASES: list[tuple[Rename | Link, str | None]] = [
     (Rename("/file", "/srv"), "EISDIR"),  # the kinds come first
     (Rename("/file", "/new"), "EISDIR"),  # a mount point the image lacks is a directory too
     (Rename("/new", "/new"), None),  # the same name: nothing happens
+    (Rename("/", "/data"), "EBUSY"),  # the root is no last name (a state machine's op; traces cannot say "/")
+    (Rename("/data/f", "/"), "EXDEV"),  # ... but the mounts come first
+    (Link("/file", "/"), "EEXIST"),
     (Rename("/data/f", "/data"), "EXDEV"),  # onto the mount point from inside: two directories, two mounts
     (Rename("/missing", "/data/x"), "EXDEV"),  # a missing name: the mounts come first
     (Rename("/nodir/x", "/data/x"), "ENOENT"),  # a missing directory comes before the mounts
@@ -227,6 +230,8 @@ def test_a_rename_within_a_volume_changes_only_the_volume() -> None:
 def test_refusals_have_kinds() -> None:
     """[STORE-12] Each refusal names its kind; a volume is made again without complaint."""
     store = mounted_store()
+    loop = build_layer((LayerEntry("/loop", "symlink", 0o777, target="loop"),), "layer")
+    looped = load(store, "loop:1", Image((IDS[1],), (HistoryRow("COPY"),)), [loop])
     cases: list[tuple[Callable[[], object], str]] = [
         (lambda: create(store, "x", "mounts:1"), "invalid-name"),
         (lambda: create(store, "mounted", "mounts:1"), "name-in-use"),
@@ -236,6 +241,7 @@ def test_refusals_have_kinds() -> None:
         (lambda: remove_volume(store, "v1"), "volume-in-use"),
         (lambda: remove_image(store, "mounts:1"), "image-in-use"),
         (lambda: create(store, "file", "mounts:1", (("/file", "v1"),)), "volume-on-non-directory"),
+        (lambda: create(looped, "loop", "loop:1", (("/loop/x", "v1"),)), "volume-on-symlink-loop"),
     ]
     for attempt, kind in cases:
         with pytest.raises(Refused) as refused:

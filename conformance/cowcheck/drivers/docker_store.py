@@ -73,6 +73,7 @@ REFUSALS = (
     ("volume is in use", "volume-in-use"),
     ("is not directory", "volume-on-non-directory"),
     ("not a directory", "volume-on-non-directory"),
+    ("too many links", "volume-on-symlink-loop"),
 )
 """What the engine says (lower case, anywhere in its message), and the kind of
 refusal it means (spec STORE-12), first match first. As Docker 20.10 words them."""

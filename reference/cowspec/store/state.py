@@ -55,6 +55,7 @@ RefusalKind = Literal[
     "image-in-use",
     "volume-in-use",
     "volume-on-non-directory",
+    "volume-on-symlink-loop",
 ]
 """Why the engine refuses a step, as a closed set of kinds [STORE-12]."""
 
@@ -230,10 +231,11 @@ def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, st
     for path, _ in mounts:
         # A volume goes on a directory, or where nothing is yet [STORE-9].
         target = resolve_final(filesystem, path, follow=True)
-        if target == "ENOTDIR" or target == "ELOOP" or (not isinstance(target, str) and not target.is_dir):
-            raise Refused(
-                "volume-on-non-directory", f"cannot mount a volume over {path!r}: not a directory in the image"
-            )
+        if target == "ELOOP":
+            raise Refused("volume-on-symlink-loop", f"cannot mount a volume at {path!r}: too many symlinks")
+        if target == "ENOTDIR" or (not isinstance(target, str) and not target.is_dir):
+            message = f"cannot mount a volume over {path!r}: not a directory in the image"
+            raise Refused("volume-on-non-directory", message)
     for path, volume in mounts:
         files = volumes.get(volume) or new_container(())
         if not files.upper.names_in(ROOT):
@@ -363,14 +365,13 @@ def at_mounts(store: Store, record: ContainerRecord, op: Rename | Link) -> Outco
     its outcome, in the kernel's order: the walks to the two directories
     (``link`` walks to its source whole, and a mount point there is its
     volume's root), then the new name of a link taken (``EEXIST``), then two
-    mounts (``EXDEV``), then, for a rename that names a mount point, the
-    kernel's own checks before ``EBUSY``.
+    mounts (``EXDEV``), then a rename of the root or onto it (``EBUSY``),
+    then, for a rename that names a mount point, the kernel's own checks
+    before ``EBUSY``.
     """
     if not record.mounts:
         return None
     source, target = fold(op.src), fold(op.dst)
-    if ROOT in (source, target):
-        return None
     mount_points = {mount for mount, _ in record.mounts}
     target_place = route(record, parent_of(target))[0]
     # RESOLVE
@@ -393,7 +394,12 @@ def at_mounts(store: Store, record: ContainerRecord, op: Rename | Link) -> Outco
     # CHECK: two mounts
     if source_place != target_place:
         return "EXDEV"
-    if isinstance(op, Link) or not {source, target} & mount_points:
+    if isinstance(op, Link):
+        return None
+    # CHECK: a rename of the root, or onto it (the kernel's "not a last name")
+    if ROOT in (source, target):
+        return "EBUSY"
+    if not {source, target} & mount_points:
         return None
     # CHECK: a rename that names a mount point: the source, the ancestry traps,
     # the same name, the kinds, then the mount point itself
