@@ -11,7 +11,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cowcheck.drivers.layer_tools import Answer, LayerDriver, Refused
+from cowcheck.drivers.protocol import Answer, LayerDriver, Refused
 
 Member = tuple[str, str, bytes | str] | tuple[str, str, bytes | str, int, int]
 

@@ -21,13 +21,12 @@ from cowcheck.drivers.kernel_overlay import tree
 from cowcheck.drivers.layer_tools import (
     DOCKER_INIT,
     DockerLayers,
-    LayerDriver,
     PodmanLayers,
     Spec,
     UmociLayers,
     export_entries,
 )
-from cowcheck.drivers.protocol import DriverUnavailable
+from cowcheck.drivers.protocol import DriverUnavailable, LayerDriver
 from cowcheck.images import read_image, write_oci_layout
 from cowcheck.matrix import CASES, run_matrix
 from cowspec.oci.apply import flatten, rootfs_entries

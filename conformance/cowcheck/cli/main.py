@@ -70,7 +70,8 @@ def command_inspect(arguments: argparse.Namespace) -> int:
 
 def command_matrix(arguments: argparse.Namespace) -> int:
     from cowcheck.drivers.engines import Dockerd, Podman, need, version_of
-    from cowcheck.drivers.layer_tools import DockerLayers, LayerDriver, PodmanLayers, Spec, UmociLayers
+    from cowcheck.drivers.layer_tools import DockerLayers, PodmanLayers, Spec, UmociLayers
+    from cowcheck.drivers.protocol import LayerDriver
     from cowcheck.matrix import markdown, run_matrix
 
     versions = {

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError, emit
 from cowcheck.compare import result_differences, store_differences
 from cowcheck.drivers.protocol import Driver
-from cowcheck.drivers.registry import DRIVERS
+from cowcheck.drivers.registry import DRIVERS, STORE_DRIVERS
 from cowcheck.drivers.runner import run_real
 from cowspec.errors import SpecError
 from cowspec.formats.oracle import oracle, oracle_following
@@ -87,18 +87,17 @@ def command_oracle(arguments: argparse.Namespace) -> int:
 def run_any(arguments: argparse.Namespace, trace: AnyTrace) -> Entry:
     """The real system's result for ``trace``, with the driver the command line named."""
     if isinstance(trace, StoreTrace):
-        if arguments.driver != "docker":
-            raise UsageError(f"store traces run on --driver docker, not {arguments.driver!r}")
-        from cowcheck.drivers.docker_store import run_store_docker
-
-        return run_store_docker(trace.steps)
-    if arguments.driver == "docker":
-        raise UsageError("--driver docker runs store traces (cowspec-store-trace/1) only")
+        if arguments.driver not in STORE_DRIVERS:
+            known = ", ".join(sorted(STORE_DRIVERS))
+            raise UsageError(f"store traces run on a store driver ({known}), not {arguments.driver!r}")
+        return STORE_DRIVERS[arguments.driver]().run(trace.steps)
+    if arguments.driver in STORE_DRIVERS:
+        raise UsageError(f"--driver {arguments.driver} runs store traces (cowspec-store-trace/1) only")
     return run_real(pick_driver(arguments.driver), trace)
 
 
 def command_run(arguments: argparse.Namespace) -> int:
-    if arguments.driver != "docker":
+    if arguments.driver not in STORE_DRIVERS:
         pick_driver(arguments.driver)
     return for_each_trace(arguments.traces, lambda trace: (run_any(arguments, trace), 0))
 
@@ -108,7 +107,7 @@ def command_check(arguments: argparse.Namespace) -> int:
         from cowcheck.cli.generate import generated_check  # Hypothesis is imported only to generate
 
         return generated_check(pick_driver(arguments.driver), arguments)
-    if arguments.driver != "docker":
+    if arguments.driver not in STORE_DRIVERS:
         pick_driver(arguments.driver)
 
     def check_one(trace: AnyTrace) -> tuple[Entry, int]:

@@ -396,3 +396,12 @@ def run_store_docker(steps: tuple[Step, ...]) -> Entry:
     with Dockerd() as docker:
         items = [perform_step(docker, each) for each in steps]
         return figures(docker, items)
+
+
+class DockerStore:
+    """A private Docker engine as a store driver: one engine per trace, stopped after it."""
+
+    name = "docker"
+
+    def run(self, steps: tuple[Step, ...]) -> Entry:
+        return run_store_docker(steps)

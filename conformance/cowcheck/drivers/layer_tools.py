@@ -13,42 +13,20 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 from cowcheck.drivers.engines import Dockerd, Podman, first_line, need, run
 from cowcheck.drivers.kernel_overlay import tree
+from cowcheck.drivers.protocol import Answer, Entries, Refused
 from cowcheck.images import docker_archive, write_oci_layout
 from cowspec.errors import SpecError
 from cowspec.oci.apply import flatten, rootfs_entries
 from cowspec.oci.layer_tar import decode_layer
-
-Entries = list[dict[str, object]]
 
 # What Docker's init layer adds to every container (research notes, section 2.1).
 DOCKER_INIT = frozenset(
     {"/.dockerenv", "/dev", "/dev/console", "/dev/pts", "/dev/shm", "/etc", "/etc/hostname", "/etc/hosts",
      "/etc/mtab", "/etc/resolv.conf", "/proc", "/sys"}
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Refused:
-    """The tool refused the image; ``reason`` is its first line of complaint."""
-
-    reason: str
-
-
-Answer = Entries | Refused
-
-
-class LayerDriver(Protocol):
-    """A tool that flattens layer stacks."""
-
-    name: str
-
-    def flatten(self, archives: list[bytes]) -> Answer:
-        """The root filesystem the tool makes of ``archives`` (bottom first)."""
 
 
 class Spec:

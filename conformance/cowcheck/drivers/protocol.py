@@ -1,14 +1,19 @@
-"""What a driver is: a real implementation that runs traces.
+"""What a driver is at each level: a real implementation, asked in the model's terms.
 
-A driver starts a *session* per example: the layers of a trace laid out in
-the implementation's own way, with an empty writable layer over them. The
-session performs ops and reports what it saw in the JSON shape of the trace
-result, so the harness compares real and model results without knowing
-which implementation ran them.
+- Level 1, ``Driver``: it starts a *session* per example: the layers of a
+  trace laid out in the implementation's own way, with an empty writable
+  layer over them. The session performs ops and reports what it saw in the
+  JSON shape of the trace result, so the harness compares real and model
+  results without knowing which implementation ran them.
+- Level 2, ``LayerDriver``: a tool that turns a stack of layer tars into a
+  root filesystem, or refuses the image.
+- Level 3, ``StoreDriver``: an engine that runs a store trace's steps and
+  reports every figure in the shape of the store trace result.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the CLI imports this module for its errors alone, and starts fast
@@ -16,6 +21,7 @@ if TYPE_CHECKING:  # the CLI imports this module for its errors alone, and start
     from cowspec.fs.calls import Op
     from cowspec.fs.features import Features
     from cowspec.fs.observe import Entry
+    from cowspec.store.steps import Step
 
 
 class DriverUnavailable(RuntimeError):
@@ -52,3 +58,34 @@ class Driver(Protocol):
 
     def open(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features) -> Session:
         """A fresh session over ``layers`` (bottom first)."""
+
+
+Entries = list[dict[str, object]]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A layer tool refused the image; ``reason`` is its first line of complaint."""
+
+    reason: str
+
+
+Answer = Entries | Refused
+
+
+class LayerDriver(Protocol):
+    """A tool that flattens layer stacks (level 2)."""
+
+    name: str
+
+    def flatten(self, archives: list[bytes]) -> Answer:
+        """The root filesystem the tool makes of ``archives`` (bottom first), as ``rootfs_entries`` shows one."""
+
+
+class StoreDriver(Protocol):
+    """An engine that runs store traces (level 3)."""
+
+    name: str
+
+    def run(self, steps: tuple[Step, ...]) -> Entry:
+        """The store trace result the engine gives for ``steps``, every figure included."""
