@@ -19,7 +19,7 @@ from cowcheck.drivers.engines import Dockerd, engine_api
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable
 from cowcheck.images import docker_archive
 from cowspec.formats.store_trace import apply_step, store_result
-from cowspec.fs.calls import Append, Create, Write
+from cowspec.fs.calls import Append, Create, Op, Write
 from cowspec.fs.observe import Entry
 from cowspec.fs.operations import step
 from cowspec.oci.identity import diff_id
@@ -44,7 +44,7 @@ from tests.store.test_store import MOUNT_CASES, MOUNTED_IMAGE, MOUNTS
 BASE_HISTORY = [("ADD busybox", False), ('CMD ["/bin/sh"]', True), ("COPY app", False)]
 FINAL_HISTORY = [*BASE_HISTORY, ("CMD /app/hello.sh", True)]
 # Each container: the shell command it runs, and the same as model ops.
-RUNS = {
+RUNS: dict[str, tuple[str, list[Op]]] = {
     "c1": ("printf Hi >> /app/hello.sh", [Append("/app/hello.sh", b"Hi")]),
     "c2": ("printf 12345 > /app/new", [Create("/app/new", 0o644), Write("/app/new", 0, b"12345")]),
     "c3": ("true", []),

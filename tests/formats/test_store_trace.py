@@ -3,7 +3,7 @@
 import json
 import os
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -22,7 +22,7 @@ STORE_VECTORS = sorted(VECTORS.glob("store-*.json"))
 
 def test_model_figures_of_the_walkthrough() -> None:
     """[STORE-5][STORE-4][STORE-1] Two images on one chain, a commit, three containers."""
-    result = run_store_model(decode_store_trace(json.loads(VECTOR.read_text())))
+    result: Any = run_store_model(decode_store_trace(json.loads(VECTOR.read_text())))
     assert result["layers"] == 3
     assert result["images"] == {
         "acme/final:1.0": {"size": 30, "history": [0, 3, 0, 27], "shared_size": 30, "containers": 2},
@@ -84,7 +84,7 @@ def test_oracle_and_wrong_driver(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_commit_of_an_unchanged_container_adds_no_layer() -> None:
     """[STORE-6] The empty commit is a history row; a commit with a new directory is a layer."""
-    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-commit-unchanged.json").read_text())))
+    result: Any = run_store_model(decode_store_trace(json.loads((VECTORS / "store-commit-unchanged.json").read_text())))
     assert result["layers"] == 2
     assert result["images"]["img3:1"]["history"] == [0, 0]
     assert result["images"]["img5:1"]["history"] == [0, 0, 0]
@@ -92,7 +92,7 @@ def test_commit_of_an_unchanged_container_adds_no_layer() -> None:
 
 def test_build_adds_layers_and_rows() -> None:
     """[STORE-8][STORE-6][STORE-2] COPY and RUN add layers, a RUN that changes nothing and CMD/ENV add rows."""
-    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-build.json").read_text())))
+    result: Any = run_store_model(decode_store_trace(json.loads((VECTORS / "store-build.json").read_text())))
     assert result["steps"][1] == {"ok": True}
     final = result["images"]["acme/my-final-image:1.0"]
     # newest first: CMD, ENV, the empty RUN, RUN (/var/log, 9 bytes), COPY (29 + a 6-byte symlink), base rows
@@ -103,7 +103,7 @@ def test_build_adds_layers_and_rows() -> None:
 
 def test_volumes_bypass_the_writable_layer() -> None:
     """[STORE-9] Filled from the image, shared, outside every SIZE, EXDEV across, kept after rm."""
-    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-volumes.json").read_text())))
+    result: Any = run_store_model(decode_store_trace(json.loads((VECTORS / "store-volumes.json").read_text())))
     assert result["steps"][4]["results"][-1] == {"errno": "EXDEV"}
     assert result["steps"][5]["results"][0] == {"ok": True, "value": "MTIzNDU2Nzg5MA=="}  # w1's write, seen by w2
     assert result["steps"][8] == {"ok": False, "refusal": "volume-in-use", "reason": "volume 'shared' is in use"}
@@ -114,7 +114,7 @@ def test_volumes_bypass_the_writable_layer() -> None:
 
 def test_tags_parents_and_dangling_images() -> None:
     """[STORE-10][STORE-7] Tags move, children keep untagged parents, rmi removes childless ones."""
-    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-tags-and-parents.json").read_text())))
+    result: Any = run_store_model(decode_store_trace(json.loads((VECTORS / "store-tags-and-parents.json").read_text())))
     assert [step["ok"] for step in result["steps"]] == [True, True, False] + [True] * 12
     assert result["layers"] == 3  # a's, b's and the commit's: the dangling commit still holds two
     assert result["images"] == {"a:1": {"size": 1, "history": [1], "shared_size": 0, "containers": 1}}
@@ -123,7 +123,7 @@ def test_tags_parents_and_dangling_images() -> None:
 
 def test_refusals_name_their_kind() -> None:
     """[STORE-12][STORE-9] Every refusal of the vector has its kind; a refused step changes nothing."""
-    result = run_store_model(decode_store_trace(json.loads((VECTORS / "store-refusals.json").read_text())))
+    result: Any = run_store_model(decode_store_trace(json.loads((VECTORS / "store-refusals.json").read_text())))
     steps = cast(list[Entry], result["steps"])
     kinds = [step.get("refusal", "ok" if step["ok"] else None) for step in steps]
     assert kinds == [
@@ -209,7 +209,7 @@ def test_volume_over_a_file_is_refused_after_the_volume_is_made() -> None:
         {"step": "create", "container": "c1", "image": "f:1", "volumes": {"/a": "v", "/b": "v"}},
         {"step": "create", "container": "d1", "image": "f:1", "volumes": {"/x": "w", "/y": "w"}},
     ]
-    result = run_store_model(decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps}))
+    result: Any = run_store_model(decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps}))
     assert result["steps"][1]["ok"] is False and "not a directory" in result["steps"][1]["reason"]
     assert result["steps"][1]["refusal"] == "volume-on-non-directory"
     # v stays though its container was refused; d1 mounts w twice, and counts once
