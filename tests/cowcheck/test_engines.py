@@ -8,8 +8,11 @@ machine and fail in CI (``CI=true``).
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +175,33 @@ def test_umoci_repack_round_trip(tmp_path: Path) -> None:
     layers = read_image(str(image))
     assert len(layers) == 2 and "/a/f" in layers[1].layer.whiteouts
     assert rootfs_entries(flatten([each.layer for each in layers])) == expected
+
+
+def test_a_dockerd_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A test killed before its ``with`` block ends leaves no daemon behind: dockerd gets SIGTERM and stops."""
+    script = (
+        "import os\n"
+        "from cowcheck.drivers.engines import Dockerd\n"
+        "from cowcheck.drivers.protocol import DriverUnavailable\n"
+        "try:\n"
+        "    engine = Dockerd().__enter__()\n"
+        "except DriverUnavailable as error:\n"
+        "    print('unavailable', error, flush=True)\n"
+        "    os._exit(0)\n"
+        "print(engine.process.pid, engine.base, flush=True)\n"
+        "os._exit(0)  # as a killed test: no __exit__\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    words = done.stdout.split()
+    if words[0] == "unavailable":
+        unavailable(done.stdout.strip())
+    pid, base = int(words[0]), words[1]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.2)
+        assert not os.path.exists(f"/proc/{pid}"), f"dockerd {pid} outlived the process that started it"
+    finally:
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)

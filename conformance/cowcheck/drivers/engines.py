@@ -10,6 +10,7 @@ raises ``DriverUnavailable`` with a one-line reason.
 """
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -59,6 +60,21 @@ def version_of(command: list[str]) -> str:
     return text.splitlines()[0] if text else "?"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: have the kernel send SIGTERM when the process that started it dies.
+
+    A test killed by a timeout or a signal never reaches ``__exit__``; without
+    this its dockerd (and containerd, which dockerd stops on SIGTERM) would run
+    on, orphaned. The setting survives exec, and ``unshare`` execs dockerd in
+    the same process. Linux only, as everything here.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class Dockerd:
     """A private dockerd, for as long as the ``with`` block lasts."""
 
@@ -82,7 +98,9 @@ class Dockerd:
             "--pidfile", os.path.join(self.base, "dockerd.pid"), "--host", f"unix://{self.socket}",
             "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver", "overlay2",
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+        )
         log.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
