@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
-from pyrsistent import pmap
+from immutables import Map
 
 from cowspec.errors import ModelError
 from cowspec.fs.build import LayerEntry, build_layer
@@ -206,7 +206,7 @@ def test_broken_invariants_raise_model_error_even_under_dash_o() -> None:
     """[LOOKUP-4] A writable layer whose root is not a directory, or the inode of a directory,
     is a model bug: ``ModelError``, which ``python -O`` keeps (an ``assert`` would vanish)."""
     container = new_container(())
-    bad_root = replace(container.upper, entries=pmap({ROOT: Whiteout()}))
+    bad_root = replace(container.upper, entries=Map({ROOT: Whiteout()}))
     with pytest.raises(ModelError):
         root_of(replace(container, upper=bad_root))
     with pytest.raises(ModelError):

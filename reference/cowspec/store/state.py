@@ -28,10 +28,9 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Literal, cast
+from typing import Literal, TypeVar, cast
 
-from pyrsistent import pmap
-from pyrsistent.typing import PMap
+from immutables import Map
 
 from cowspec.errors import Errno, ModelError, SpecError
 from cowspec.fs.build import EntryType, LayerEntry, build_layer
@@ -140,22 +139,31 @@ class ContainerRecord:
     """(path, volume) pairs: what is under ``path`` lives in the volume [STORE-9]."""
 
 
-NO_LAYERS: PMap[str, StoredLayer] = pmap()
-NO_IMAGES: PMap[str, Image] = pmap()
-NO_TAGS: PMap[str, str] = pmap()
-NO_CONTAINERS: PMap[str, ContainerRecord] = pmap()
-NO_VOLUMES: PMap[str, Container] = pmap()
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _without(mapping: Map[K, V], key: K) -> Map[K, V]:
+    """``mapping`` without ``key``, whether it held it or not."""
+    return mapping.delete(key) if key in mapping else mapping
+
+
+NO_LAYERS: Map[str, StoredLayer] = Map()
+NO_IMAGES: Map[str, Image] = Map()
+NO_TAGS: Map[str, str] = Map()
+NO_CONTAINERS: Map[str, ContainerRecord] = Map()
+NO_VOLUMES: Map[str, Container] = Map()
 
 
 @dataclass(frozen=True, slots=True)
 class Store:
     """Layers by ChainID, images by ID, tags to image IDs, containers by name."""
 
-    layers: PMap[str, StoredLayer] = NO_LAYERS
-    images: PMap[str, Image] = NO_IMAGES
-    tags: PMap[str, str] = NO_TAGS
-    containers: PMap[str, ContainerRecord] = NO_CONTAINERS
-    volumes: PMap[str, Container] = NO_VOLUMES
+    layers: Map[str, StoredLayer] = NO_LAYERS
+    images: Map[str, Image] = NO_IMAGES
+    tags: Map[str, str] = NO_TAGS
+    containers: Map[str, ContainerRecord] = NO_CONTAINERS
+    volumes: Map[str, Container] = NO_VOLUMES
     """Each named volume's files, as the writable layer of a container over nothing."""
 
     def image(self, name: str) -> Image:
@@ -214,7 +222,7 @@ def remove_volume(store: Store, name: str) -> Store:
         raise Refused("no-such-volume", f"no volume {name!r}")
     if any(volume == name for record in store.containers.values() for _, volume in record.mounts):
         raise Refused("volume-in-use", f"volume {name!r} is in use")
-    return replace(store, volumes=store.volumes.discard(name))
+    return replace(store, volumes=_without(store.volumes, name))
 
 
 def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, str], ...] = ()) -> Store:
@@ -426,7 +434,7 @@ def with_filesystem(store: Store, name: str, filesystem: Container) -> Store:
 
 def remove_container(store: Store, name: str) -> Store:
     """``docker rm``: the writable layer goes; the image stays [STORE-3]."""
-    return replace(store, containers=store.containers.discard(name))
+    return replace(store, containers=_without(store.containers, name))
 
 
 def held_chains(store: Store) -> frozenset[str]:
@@ -456,7 +464,7 @@ def remove_image(store: Store, name: str) -> Store:
     image holds any more are freed.
     """
     image_id = store.image(name).id
-    tags = store.tags.discard(name)
+    tags = _without(store.tags, name)
     if image_id in tags.values():
         return replace(store, tags=tags)
     if any(record.image == image_id for record in store.containers.values()):
@@ -468,7 +476,7 @@ def remove_image(store: Store, name: str) -> Store:
     doomed: str | None = image_id
     while doomed is not None:
         parent = images[doomed].parent
-        images = images.discard(doomed)
+        images = _without(images, doomed)
         later = replace(store, images=images, tags=tags)
         if (
             parent is None
@@ -480,7 +488,7 @@ def remove_image(store: Store, name: str) -> Store:
             break
         doomed = parent
     kept = held_chains(replace(store, images=images))
-    layers = pmap({chain: layer for chain, layer in store.layers.items() if chain in kept})
+    layers = Map({chain: layer for chain, layer in store.layers.items() if chain in kept})
     return replace(store, images=images, tags=tags, layers=layers)
 
 
