@@ -1,6 +1,8 @@
 """``cowspec check`` without traces: generated cases and a readable report."""
 
 import argparse
+import json
+import os
 import sys
 import time
 
@@ -9,11 +11,12 @@ from hypothesis.errors import HypothesisException
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
-from cowcheck.cli.output import EXIT_DIVERGED, UsageError, save_trace
+from cowcheck.cli.output import EXIT_DIVERGED, UsageError
 from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable
 from cowcheck.machines import profiles  # noqa: F401  (registers the settings profiles)
 from cowcheck.machines.fs_machine import Divergence, Tally, machine_for, minimise
 from cowspec.errors import SpecError
+from cowspec.formats.trace import Trace, encode_trace
 from cowspec.fs.features import features_from
 
 
@@ -84,3 +87,13 @@ def _mix(counter: "dict[str, int]", total: int) -> str:
         return "none"
     ordered = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
     return ", ".join(f"{name} {count} ({100 * count / total:.1f}%)" for name, count in ordered)
+
+
+def save_trace(directory: str, name: str, trace: Trace) -> str:
+    """Write ``trace`` as ``directory/name``; the path written."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(encode_trace(trace), handle, indent=1)
+        handle.write("\n")
+    return path

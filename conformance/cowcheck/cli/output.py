@@ -9,10 +9,7 @@ under test cannot run here.
 import contextlib
 import errno
 import json
-import os
 import sys
-
-from cowspec.formats.trace import Trace, encode_trace
 
 EXIT_DIVERGED, EXIT_REJECTED, EXIT_UNAVAILABLE = 1, 2, 3
 WRITE_FAILURES = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE))
@@ -44,13 +41,3 @@ def emit(document: object) -> None:
     """Print one JSON document on one line."""
     sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
     sys.stdout.flush()
-
-
-def save_trace(directory: str, name: str, trace: Trace) -> str:
-    """Write ``trace`` as ``directory/name``; the path written."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, name)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(encode_trace(trace), handle, indent=1)
-        handle.write("\n")
-    return path
