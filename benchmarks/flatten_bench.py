@@ -27,6 +27,7 @@ peak resident memory.
 """
 
 import argparse
+import contextlib
 import gzip
 import os
 import random
@@ -121,6 +122,15 @@ def make_image(arguments: argparse.Namespace, saved: str, layout: str, layer_fil
     print(f"image: {len(archives)} layers, {total / 1e6:.0f} MB uncompressed, made in {made:.1f} s", flush=True)
 
 
+def made_with(stamp: str) -> str:
+    """The sizes and seed the image in the work directory was made with; empty if unknown."""
+    try:
+        with open(stamp, encoding="ascii") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
 def cpu_model() -> str:
     """The CPU's name, as /proc/cpuinfo gives it."""
     with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
@@ -144,6 +154,15 @@ def main() -> int:
     parser.add_argument(
         "--hashers", action="store_true", help="also time cowspec flatten with each hasher forced (COWSPEC_HASHER)"
     )
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the image in --dir if it was made with the same sizes and seed"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also time cowspec flatten from another checkout of cowspec (its reference/ and conformance/),"
+        " to compare two versions in one run",
+    )
     parser.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     os.makedirs(arguments.dir, exist_ok=True)
@@ -156,7 +175,16 @@ def main() -> int:
     # The image is made by a child process: a contender forked from a parent
     # that held a gigabyte of archives would report that gigabyte as its
     # peak memory.
-    subprocess.run([sys.executable, __file__, "--make-only", *sys.argv[1:]], check=True)
+    stamp = os.path.join(arguments.dir, "made-with")
+    wanted = f"{arguments.layers} {arguments.files} {arguments.mb} {arguments.seed}\n"
+    if not (arguments.reuse and made_with(stamp) == wanted):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stamp)
+        subprocess.run([sys.executable, __file__, "--make-only", *sys.argv[1:]], check=True)
+        with open(stamp, "w", encoding="ascii") as handle:
+            handle.write(wanted)
+    else:
+        print(f"image: reused from {arguments.dir} ({wanted.strip()})", flush=True)
 
     gzipped = " ".join(name + ".gz" for name in layer_files)
     contenders: dict[str, list[str]] = {
@@ -166,6 +194,18 @@ def main() -> int:
         "openssl dgst": ["openssl", "dgst", "-sha256", *layer_files],
         "zcat | openssl dgst": ["sh", "-c", f"for f in {gzipped}; do zcat $f | openssl dgst -sha256; done"],
     }
+    if arguments.baseline:
+        checkout = os.path.abspath(arguments.baseline)
+        path = os.pathsep.join(os.path.join(checkout, part) for part in ("reference", "conformance"))
+        contenders[f"baseline {os.path.basename(checkout)}"] = [
+            "env",
+            f"PYTHONPATH={path}",
+            sys.executable,
+            "-m",
+            "cowcheck.cli",
+            "flatten",
+            saved,
+        ]
     if arguments.stream:
         contenders["cowspec --reader stream"] = [
             sys.executable,
