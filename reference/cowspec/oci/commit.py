@@ -9,6 +9,7 @@ included; a whiteout (a 0/0 character device on disk) becomes an empty
 the name that comes first in path order. Times are not modelled.
 """
 
+from cowspec.errors import ModelError
 from cowspec.fs.entries import Dir, FileInode, Name, Whiteout
 from cowspec.fs.layer import Layer
 from cowspec.fs.paths import ROOT
@@ -38,7 +39,8 @@ def layer_tar_of(upper: Layer) -> LayerTar:
             if node.opaque:
                 opaque.add(path)
         else:
-            assert isinstance(node, Name)
+            if not isinstance(node, Name):
+                raise ModelError(f"{path}: a writable layer's node is a directory, a whiteout or a name")
             inode = upper.inode(node.ino)
             if node.ino in first_name:
                 entries.append(TarEntry(path, "hardlink", link=first_name[node.ino]))

@@ -21,6 +21,7 @@ the oracle accepts it either way [DIFF-2].
 from dataclasses import dataclass
 from typing import Literal
 
+from cowspec.errors import ModelError
 from cowspec.fs.entries import Dir, FileInode, Inode
 from cowspec.fs.paths import ROOT, ancestors
 from cowspec.fs.stack import Container, Found, inode_of, new_container, root_of, visible_children
@@ -78,7 +79,8 @@ def docker_diff(container: Container) -> tuple[Change, ...]:
         for name in sorted(set(old) | set(new)):
             was, now = old.get(name), new.get(name)
             if was is None:
-                assert now is not None
+                if now is None:
+                    raise ModelError(f"{name!r} is in neither view it was listed from")
                 for path in _subtree(container, now):
                     changes[path] = Change("A", path)
                 continue

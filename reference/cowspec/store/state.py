@@ -265,7 +265,8 @@ def check_new_container(store: Store, name: str) -> None:
 
 def copied_tree(filesystem: Container, directory: Found) -> Layer:
     """The visible tree below ``directory`` as a layer rooted there (a volume's first filling)."""
-    assert isinstance(directory.node, Dir)
+    if not isinstance(directory.node, Dir):
+        raise ModelError(f"{directory.path}: only a directory is copied into a volume")
     layer = empty_layer(replace(directory.node, opaque=False))
     copies: dict[tuple[int, int], int] = {}  # hardlinks stay hardlinks, as the copy keeps them
     pending = [directory]
@@ -284,7 +285,8 @@ def copied_tree(filesystem: Container, directory: Found) -> Layer:
             inode = inode_of(filesystem, child)
             layer = new_name(layer, inside, replace(inode, nlink=1, touched=False, origin=None))
             name = layer.get(inside)
-            assert isinstance(name, Name)
+            if not isinstance(name, Name):
+                raise ModelError(f"{inside}: a name just made is not in the layer")
             copies[key] = name.ino
     return layer
 
