@@ -1,4 +1,8 @@
-"""Shared fixtures: Hypothesis profiles and the kernel driver.
+"""Shared fixtures: the Hypothesis profile and the kernel driver.
+
+The profile is loaded from ``cowcheck.machines.profiles``, where every profile and
+budget is defined (``dev`` here, ``ci`` under ``CI=true``, or the one
+``HYPOTHESIS_PROFILE`` names).
 
 Tests that need the kernel's overlayfs take the ``kernel`` fixture. Where it
 cannot run (not root, no overlay), the test is skipped on a developer's
@@ -14,10 +18,10 @@ from hypothesis import settings
 from cowcheck.drivers.kernel_overlay import KernelOverlay
 from cowcheck.drivers.namespace import scratch_root
 from cowcheck.drivers.protocol import DriverUnavailable
-from cowcheck.machines import profiles  # noqa: F401  (registers the profiles)
+from cowcheck.machines import profiles
 
 pytest.register_assert_rewrite("tests.support")
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev"))
+profiles.load()
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +40,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """In CI every Hypothesis test runs derandomized, so that a red run reproduces anywhere.
 
     A test whose own ``@settings`` turns derandomization off fails here at
-    collection instead of drawing fresh examples in CI.
+    collection instead of drawing fresh examples in CI; so does a run whose
+    profile is not derandomized (``HYPOTHESIS_PROFILE=nightly``), since the
+    state machine tests run under the profile itself.
     """
     if os.environ.get("CI") != "true":
         return
+    if not settings().derandomize:
+        raise pytest.UsageError(f"the Hypothesis profile {profiles.chosen()!r} is not derandomized, as CI requires")
     for item in items:
         function = getattr(item, "function", None)
         chosen = getattr(function, "_hypothesis_internal_use_settings", None)

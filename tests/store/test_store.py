@@ -267,3 +267,19 @@ def test_a_step_gives_a_value_done_refused_or_rejected() -> None:
     bad = LayerEntry("/g", "file", 0o644)
     after, rejected = take_step(store, LoadImage("b:1", ((bad, bad),), (HistoryRow("b"),)))
     assert isinstance(rejected, Rejected) and "duplicate path" in rejected.reason and after == store
+
+
+def test_the_same_build_twice_is_one_image_with_two_tags() -> None:
+    """[STORE-8][STORE-7] The build cache: the same instructions on the same base make the very same image.
+
+    Found by the store machine against Docker (tests/vectors/store-build-cache.json holds the case).
+    """
+    from cowspec.store.steps import Build, Instruction, LoadImage, take_step
+
+    copy = Instruction("COPY", entries=(LayerEntry("/a", "file", 0o644, data=b"/a"),))
+    store, _ = take_step(Store(), LoadImage("img1:1", ((LayerEntry("/x", "dir", 0o755),),), (HistoryRow("x"),)))
+    store, _ = take_step(store, Build("img2:1", "img1:1", (copy,)))
+    store, _ = take_step(store, Build("img4:1", "img1:1", (copy,)))
+    assert store.tags["img2:1"] == store.tags["img4:1"]
+    store, _ = take_step(store, Build("img5:1", "img1:1", (copy, Instruction("CMD", text="sh"))))
+    assert store.tags["img5:1"] != store.tags["img2:1"]

@@ -3,9 +3,18 @@
 One machine serves every driver: the system under test is passed in
 (``machine_for(driver)``). Each example builds a random stack of 1 to 4
 layers, opens a fresh session on it, and applies random ops to the model
-and to the real system. Every op's result is compared; after every step the
-whole merged tree, the writable layer and the sizes are compared (an
+and to the real system. Each op's paths are drawn from the model's merged
+view as it stands before the op (``strategies.View``): an existing path of
+the kind the op needs, a free name for a call that creates one, and less
+often a path that leads astray. The rules group the calls as the spec
+does (make, change, look, remove, move), so that Hypothesis can leave some
+groups out of an example. Every op's result is compared; after every step
+the whole merged tree, the writable layer and the sizes are compared (an
 invariant). Preconditions, if any, read the model only.
+
+``OpsMachine`` is the model's side alone: the layers and the drawn ops.
+``tests/cowcheck/test_levels_agree.py`` runs it to hold the filesystem level to the
+layer level, with no real system at all.
 
 Divergences are kept as traces in the ``cowspec-trace/1`` format, so a
 failure found here can be replayed with ``cowspec check FILE``.
@@ -16,11 +25,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from hypothesis import note
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from cowcheck.compare import tree_differences
 from cowcheck.drivers.protocol import Driver, Session
-from cowcheck.machines.strategies import fill_known, layer_stacks, ops
+from cowcheck.machines.strategies import View, changing, layer_stacks, looking, making, moving, removing, view_of
 from cowspec.errors import SpecError
 from cowspec.formats.trace import Trace, build_layers, encode_outcome
 from cowspec.fs.build import LayerEntry, build_layer
@@ -143,50 +153,127 @@ def _smaller(trace: Trace) -> Iterator[Trace]:
             yield replace(trace, layers=(*trace.layers[:number], shorter, *trace.layers[number + 1 :]))
 
 
+class OpsMachine(RuleBasedStateMachine):
+    """Random layers, then random ops whose paths are drawn from the model's merged view.
+
+    The model side of every machine over one container: it builds the
+    layers, draws each op against ``self.container`` and runs it there.
+    A subclass adds the other side: ``started`` when the layers are built,
+    ``run`` for each op (calling this one for the model), and its own
+    invariants. ``features`` are the overlay features in force.
+    """
+
+    features: Features = DOCKER_OVERLAY2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers: tuple[tuple[LayerEntry, ...], ...] = ()
+        self.container: Container = new_container(())
+        self.done: list[Op] = []
+        self.seen: tuple[Container, list[Entry], View] | None = None
+        self.image_tree: list[Entry] = []
+
+    def trace(self) -> Trace:
+        """What the example did so far, as a trace."""
+        return Trace(self.features, self.layers, tuple(self.done))
+
+    def merged(self) -> list[Entry]:
+        """The model's merged tree (made once per state; do not change it)."""
+        return self.looked()[1]
+
+    def view(self) -> View:
+        """The model's merged view, which the next op's paths are drawn from."""
+        return self.looked()[2]
+
+    def looked(self) -> tuple[Container, list[Entry], View]:
+        if self.seen is None or self.seen[0] is not self.container:
+            tree = merged_tree(self.container)
+            self.seen = (self.container, tree, view_of(tree, self.image_tree))
+        return self.seen
+
+    def holds_something(self) -> bool:
+        """True if the merged view shows more than the root."""
+        return len(self.view().everything) > 1
+
+    @initialize(layers=layer_stacks)
+    def build(self, layers: tuple[tuple[LayerEntry, ...], ...]) -> None:
+        note(f"layers: {layers}")
+        self.layers = layers
+        lowers = tuple(build_layer(entries, f"layer {index}") for index, entries in enumerate(layers))
+        self.container = new_container(lowers, self.features)
+        self.image_tree = merged_tree(self.container)
+        self.started()
+
+    def started(self) -> None:
+        """The layers are built: a subclass opens what it compares with."""
+
+    def run(self, op: Op) -> Entry:
+        """Run ``op`` on the model; its result in the trace format."""
+        note(f"op {len(self.done)}: {op}")
+        transition = step(self.container, op)
+        self.container = transition.container
+        self.done.append(op)
+        return encode_outcome(transition.outcome)
+
+    @rule(data=st.data())
+    def make(self, data: st.DataObject) -> None:
+        """create, mkdir, symlink or link: mostly a free name."""
+        self.run(data.draw(making(self.view()), label="op"))
+
+    @rule(data=st.data())
+    def change(self, data: st.DataObject) -> None:
+        """open for writing, write, append, truncate, chmod or chown."""
+        self.run(data.draw(changing(self.view()), label="op"))
+
+    @rule(data=st.data())
+    def look(self, data: st.DataObject) -> None:
+        """open for reading, read, stat, readdir or readlink."""
+        self.run(data.draw(looking(self.view()), label="op"))
+
+    @precondition(lambda self: self.holds_something())
+    @rule(data=st.data())
+    def remove(self, data: st.DataObject) -> None:
+        """unlink or rmdir."""
+        self.run(data.draw(removing(self.view()), label="op"))
+
+    @precondition(lambda self: self.holds_something())
+    @rule(data=st.data())
+    def move(self, data: st.DataObject) -> None:
+        """rename."""
+        self.run(data.draw(moving(self.view()), label="op"))
+
+
 def machine_for(driver: Driver, tally: Tally | None = None, features: Features = DOCKER_OVERLAY2) -> type:
     """A state machine class testing ``driver`` against the model."""
     record = tally if tally is not None else Tally()
+    chosen = features
 
-    class OverlayMachine(RuleBasedStateMachine):
-        """Random layers, random ops, the model and ``driver`` side by side."""
+    class OverlayMachine(OpsMachine):
+        """The model and ``driver`` side by side: every result, and every tree after every step."""
+
+        features = chosen
 
         def __init__(self) -> None:
             super().__init__()
             self.session: Session | None = None
-            self.layers: tuple[tuple[LayerEntry, ...], ...] = ()
-            self.container: Container = new_container(())
-            self.done: list[Op] = []
-
-        def trace(self) -> Trace:
-            return Trace(features, self.layers, tuple(self.done))
 
         def diverged(self, message: str) -> None:
             failure = Divergence(message, self.trace())
             record.last_divergence = failure
             raise failure
 
-        @initialize(layers=layer_stacks)
-        def build(self, layers: tuple[tuple[LayerEntry, ...], ...]) -> None:
+        def started(self) -> None:
             record.examples += 1
-            self.layers = layers
-            lowers = tuple(build_layer(entries, f"layer {index}") for index, entries in enumerate(layers))
-            self.container = new_container(lowers, features)
-            note(f"layers: {layers}")
-            self.session = driver.open(layers, features)
+            self.session = driver.open(self.layers, self.features)
 
-        @rule(drawn=ops())
-        def act(self, drawn: Op) -> None:
+        def run(self, op: Op) -> Entry:
             assert self.session is not None
-            tree = merged_tree(self.container)
-            known = tuple(str(entry["path"]) for entry in tree)
-            dirs = ("/", *(str(entry["path"]) for entry in tree if entry["type"] == "dir"))
-            op = fill_known(drawn, known, dirs)
-            note(f"op {len(self.done)}: {op}")
-            self.container, expected, observed = step_both(self.container, self.session, op)
-            self.done.append(op)
+            expected = super().run(op)
+            observed = self.session.perform(op)
             record.count(op, observed)
             if observed != expected:
                 self.diverged(f"op {len(self.done) - 1} {op}: model {expected}, real {observed}")
+            return observed
 
         @invariant()
         def same_trees(self) -> None:

@@ -1,21 +1,36 @@
-"""Hypothesis settings profiles: budgets live here, not in the strategies.
+"""Hypothesis settings: every profile and every budget of the suite, in one place.
+
+Budgets live here, not in the strategies. Three profiles:
 
 - ``dev``: quick, for a developer's loop;
 - ``ci``: 1500 examples of 30 steps against the kernel (the issue asks for at
-  least 500), derandomized so a CI failure reproduces;
+  least 500), derandomized so a CI failure reproduces anywhere;
 - ``nightly``: a long run with fresh randomness.
+
+``chosen()`` names the profile the environment asks for, and ``load()``
+loads it (``tests/conftest.py`` does, for the whole suite); ``cowspec check
+--profile`` names one itself. A test that needs a budget of its own takes
+it from a function here, scaled to the profile in force.
+
+Health checks: no profile suppresses any. The machines' draws are cheap:
+what is slow (a mount, an engine's step) happens in a rule's body, which
+``too_slow`` does not time, and their examples stay well within Hypothesis's
+size limits. A test that has cause to suppress one suppresses that one
+itself and says why. Every profile turns the deadline off: one example
+mounts a filesystem or drives an engine, and its time says nothing.
 """
 
-from hypothesis import HealthCheck, Phase, settings
+import os
 
-SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+from hypothesis import Phase, settings
+
+PROFILES = ("dev", "ci", "nightly")
+
 # The "explain" phase traces every line of every failing replay; against a
 # real kernel that costs minutes and adds nothing the saved trace lacks.
-PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
+PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 
-settings.register_profile(
-    "dev", max_examples=60, stateful_step_count=20, deadline=None, suppress_health_check=SLOW_OK, phases=PHASES
-)
+settings.register_profile("dev", max_examples=60, stateful_step_count=20, deadline=None, phases=PHASES)
 settings.register_profile(
     "ci",
     max_examples=1500,
@@ -23,12 +38,49 @@ settings.register_profile(
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=SLOW_OK,
     phases=PHASES,
     print_blob=True,
 )
-settings.register_profile(
-    "nightly", max_examples=5000, stateful_step_count=50, deadline=None, suppress_health_check=SLOW_OK, phases=PHASES
-)
+settings.register_profile("nightly", max_examples=5000, stateful_step_count=50, deadline=None, phases=PHASES)
 
-PROFILES = ("dev", "ci", "nightly")
+
+def chosen() -> str:
+    """The profile the environment asks for: ``HYPOTHESIS_PROFILE``, else
+    ``ci`` where ``CI=true``, else ``dev``."""
+    return os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
+
+
+def load() -> str:
+    """Load the chosen profile; its name."""
+    name = chosen()
+    settings.load_profile(name)
+    return name
+
+
+STORE_EXAMPLES = {"dev": 5, "ci": 25, "nightly": 200}
+"""Examples of the store machine: each step drives a real Docker engine."""
+
+
+def store_machine() -> settings:
+    """The store machine's budget under the chosen profile: few examples of
+    8 steps, derandomized in CI, no database (an engine's examples are not
+    worth replaying from one), and no targeting (it has no target)."""
+    name = chosen()
+    return settings(
+        max_examples=STORE_EXAMPLES.get(name, STORE_EXAMPLES["dev"]),
+        stateful_step_count=8,
+        deadline=None,
+        database=None,
+        derandomize=name == "ci",
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    )
+
+
+def planted_bug_search() -> settings:
+    """The budget of a search for a bug planted in a test driver, to show
+    the machine finds one: derandomized under every profile, so that the
+    test asserting it is found is not flaky, and bounded in case a change
+    makes the bug rare."""
+    return settings(
+        max_examples=300, stateful_step_count=20, database=None, deadline=None, derandomize=True, phases=PHASES
+    )

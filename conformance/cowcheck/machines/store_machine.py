@@ -4,7 +4,9 @@ Each example starts from an empty engine and takes random steps: load an
 image made of random layers with a random history, create a container, run
 a few filesystem ops in one, commit one, remove a container or an image.
 After every step every figure is compared (a smaller budget than the
-filesystem level's: an engine is slow).
+filesystem level's: an engine is slow). Filesystem ops are drawn as the
+filesystem machine draws them, against the model's view of the container
+(or of the image being built) that they will run in.
 """
 
 import os
@@ -16,12 +18,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from cowcheck.compare import store_differences
 from cowcheck.drivers.docker_store import figures, perform_step
 from cowcheck.drivers.engines import Dockerd
-from cowcheck.machines.strategies import fill_known, layer_entries, ops
+from cowcheck.machines.strategies import layer_entries, ops, view_of
 from cowspec.formats.store_trace import apply_step, store_result
 from cowspec.fs.build import LayerEntry
 from cowspec.fs.calls import Op
 from cowspec.fs.observe import Entry, merged_tree
-from cowspec.fs.stack import new_container
+from cowspec.fs.operations import step
+from cowspec.fs.stack import Container, new_container
 from cowspec.store.state import HistoryRow, Store
 from cowspec.store.steps import (
     Build,
@@ -78,6 +81,23 @@ def clean(docker: Dockerd) -> None:
 histories = st.lists(st.booleans(), max_size=3)
 
 
+def draw_ops(data: st.DataObject, filesystem: Container, count: int) -> tuple[tuple[Op, ...], Container]:
+    """``count`` ops, each drawn against ``filesystem`` as the ops before it
+    leave it, and the filesystem after them: the model's filesystem level
+    run ahead, for drawing only.
+
+    Paths below a volume are drawn from the container's own layers, which
+    the volume hides: a drawing aid only, since both sides run the same ops.
+    """
+    drawn: list[Op] = []
+    image = merged_tree(new_container(filesystem.lowers, filesystem.features))
+    for _ in range(count):
+        op = data.draw(ops(view_of(merged_tree(filesystem), image)), label="op")
+        drawn.append(op)
+        filesystem = step(filesystem, op).container
+    return tuple(drawn), filesystem
+
+
 def store_machine_for(docker: Dockerd) -> type:
     """A state machine class holding ``docker`` to the store model."""
 
@@ -123,47 +143,37 @@ def store_machine_for(docker: Dockerd) -> type:
             self.take(CreateContainer(f"c{self.count}", image, tuple(sorted(mounts))))
 
         @precondition(lambda self: bool(self.store.containers))
-        @rule(data=st.data(), changes=st.lists(ops(), min_size=1, max_size=4))
-        def run_ops(self, data: st.DataObject, changes: list[object]) -> None:
+        @rule(data=st.data(), count=st.integers(1, 4))
+        def run_ops(self, data: st.DataObject, count: int) -> None:
             name = data.draw(st.sampled_from(sorted(self.store.containers)))
-            tree = merged_tree(self.store.containers[name].filesystem)
-            known = tuple(str(entry["path"]) for entry in tree)
-            dirs = ("/", *(str(entry["path"]) for entry in tree if entry["type"] == "dir"))
-            filled = tuple(fill_known(op, known, dirs) for op in changes)  # type: ignore[arg-type]
-            self.take(RunOps(name, filled))
+            changes, _ = draw_ops(data, self.store.containers[name].filesystem, count)
+            self.take(RunOps(name, changes))
 
         @precondition(lambda self: bool(self.store.tags))
-        @rule(
-            data=st.data(),
-            steps=st.lists(
-                st.one_of(
-                    st.sampled_from(["CMD", "ENV", "LABEL"]),
-                    st.lists(ops(), min_size=1, max_size=3),
-                    st.lists(st.sampled_from(["/a", "/b", "/c/d"]), min_size=1, max_size=2, unique=True),
-                ),
-                min_size=1,
-                max_size=3,
-            ),
-        )
-        def build(self, data: st.DataObject, steps: list[str | list[str] | list[Op]]) -> None:
+        @rule(data=st.data(), kinds=st.lists(st.sampled_from(["metadata", "RUN", "COPY"]), min_size=1, max_size=3))
+        def build(self, data: st.DataObject, kinds: list[str]) -> None:
             self.count += 1
             base = data.draw(st.sampled_from(sorted(self.store.tags)))
             image = self.store.image(base)
-            contents = tuple(self.store.layers[chain].content for chain in image.chain)
-            tree = merged_tree(new_container(contents))
-            known = tuple(str(entry["path"]) for entry in tree)
-            dirs = ("/", *(str(entry["path"]) for entry in tree if entry["type"] == "dir"))
+            # The RUN ops are drawn against the image so far, as the RUN
+            # instructions before them leave it; a COPY's files are not
+            # folded in (a drawing aid only: both sides run the same build).
+            filesystem = new_container(tuple(self.store.layers[chain].content for chain in image.chain))
             instructions = []
-            for each in steps:
-                if isinstance(each, str):
-                    instructions.append(Instruction(each, text=f"value{self.count}"))
-                elif all(isinstance(path, str) for path in each):
-                    paths = [path for path in each if isinstance(path, str)]
+            for kind in kinds:
+                if kind == "RUN":
+                    changes, filesystem = draw_ops(data, filesystem, data.draw(st.integers(1, 3), label="ops"))
+                    instructions.append(Instruction("RUN", ops=changes))
+                elif kind == "COPY":
+                    paths = data.draw(
+                        st.lists(st.sampled_from(["/a", "/b", "/c/d"]), min_size=1, max_size=2, unique=True),
+                        label="COPY",
+                    )
                     entries = tuple(LayerEntry(path, "file", 0o644, data=path.encode()) for path in paths)
                     instructions.append(Instruction("COPY", entries=entries))
                 else:
-                    changes = [op for op in each if not isinstance(op, str)]
-                    instructions.append(Instruction("RUN", ops=tuple(fill_known(op, known, dirs) for op in changes)))
+                    command = data.draw(st.sampled_from(["CMD", "ENV", "LABEL"]), label="metadata")
+                    instructions.append(Instruction(command, text=f"value{self.count}"))
             self.take(Build(f"img{self.count}:1", base, tuple(instructions)))
 
         @precondition(lambda self: bool(self.store.containers))

@@ -1,13 +1,27 @@
 """Hypothesis strategies for layers, paths and ops.
 
-Names come from a three-letter alphabet and trees are shallow, so that the
-interesting collisions are common: a whiteout over a directory, a directory
-over a file, a symlink in the middle of a path, a rename onto a name that
-exists below.
+Layer names come from a three-letter alphabet and trees are shallow, so
+that the interesting collisions are common: a whiteout over a directory, a
+directory over a file, a symlink in the middle of a path, a rename onto a
+name that exists below.
+
+Ops are drawn against the container they will run in. A ``View`` lists the
+paths the model's merged view shows, by kind; the strategies draw real
+paths from it: an existing path of the kind an op needs (a file to write,
+a directory to list), a free name in an existing directory for a call that
+creates one, and, less often, a path of the wrong kind, one that exists for
+a creating call, or one that goes astray (through a file, below a missing
+directory, with ``.`` or ``..``), so that the errors stay in the mix.
+``ops()`` with no view draws against an empty container: the root, free
+names in it, and paths astray.
 """
 
-from dataclasses import replace
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from string import ascii_lowercase
+from types import MappingProxyType
+from typing import TypeVar
 
 from hypothesis import strategies as st
 
@@ -21,6 +35,7 @@ from cowspec.fs.calls import (
     Mkdir,
     Op,
     Open,
+    OpenFlags,
     Read,
     Readdir,
     Readlink,
@@ -32,9 +47,15 @@ from cowspec.fs.calls import (
     Unlink,
     Write,
 )
-from cowspec.fs.paths import ROOT, ancestors
+from cowspec.fs.observe import Entry
+from cowspec.fs.paths import ROOT, ancestors, join, parent_of
+
+T = TypeVar("T")
 
 NAMES = ("a", "b", "c")
+FRESH = tuple(ascii_lowercase)
+"""Names a creating call may add: the layers' alphabet first, then more, so
+that a directory whose three names are taken still has free ones."""
 MODES = (0o755, 0o644, 0o700, 0o600, 0o000, 0o777, 0o2755, 0o4755, 0o1777, 0o6711)
 IDS = (0, 1, 1000)
 
@@ -53,13 +74,17 @@ def paths(draw: st.DrawFn, max_depth: int = 3) -> str:
     return "/" + "/".join(draw(names) for _ in range(depth))
 
 
+_DOTS = st.sampled_from([".", "..", "a/.."])
+_ENTRY_KINDS = st.sampled_from(["dir", "dir", "file", "file", "symlink", "hardlink", "whiteout"])
+
+
 @st.composite
 def _op_paths(draw: st.DrawFn) -> str:
     """A path for an op: mostly normalised, sometimes with ``.`` or ``..``."""
     path = draw(paths())
     if path != ROOT and draw(st.integers(0, 12)) == 0:
         head, tail = path.rsplit("/", 1)
-        path = f"{head}/{draw(st.sampled_from(['.', '..', 'a/..']))}/{tail}"
+        path = f"{head}/{draw(_DOTS)}/{tail}"
     return path
 
 
@@ -78,7 +103,7 @@ def layer_entries(draw: st.DrawFn) -> tuple[LayerEntry, ...]:
     for path in sorted(chosen, key=lambda each: each.count("/")):
         if any(ancestor in entries and entries[ancestor].type != "dir" for ancestor in ancestors(path)):
             continue
-        kind = draw(st.sampled_from(["dir", "dir", "file", "file", "symlink", "hardlink", "whiteout"]))
+        kind = draw(_ENTRY_KINDS)
         files = [each for each in entries.values() if each.type == "file"]
         if kind == "hardlink" and not files:
             kind = "file"
@@ -99,59 +124,225 @@ def layer_entries(draw: st.DrawFn) -> tuple[LayerEntry, ...]:
 layer_stacks = st.lists(layer_entries(), min_size=1, max_size=4).map(tuple)
 
 
-KNOWN = "\0known:"
-KNOWN_DIR = "\0dir:"
-"""Prefixes of placeholder paths: ``KNOWN + "3"`` stands for the fourth path
-the model's merged view shows when the op runs, ``KNOWN_DIR + "1/b"`` for
-the name ``b`` inside its second directory (see ``fill_known``)."""
+# -- the container an op runs in --------------------------------------------------
 
 
-def op_paths() -> st.SearchStrategy[str]:
-    """A random path, or (twice as often) a placeholder for an existing one."""
-    known = st.integers(0, 63).map(lambda index: f"{KNOWN}{index}")
-    return st.one_of(known, known, _op_paths())
+@dataclass(frozen=True, slots=True)
+class View:
+    """What the op strategies know of a container: the paths of its merged view.
+
+    Each tuple is in path order. ``everything`` holds every visible path,
+    the root last (so that neither drawing nor shrinking favours it); the
+    others leave the root out. ``names`` maps each directory, the root
+    included, to the names it shows. ``removed`` holds the paths the image
+    layers show that are gone now, in a directory that is there: making one
+    of them again makes it over a whiteout [WHITEOUT-3][WHITEOUT-4].
+    """
+
+    everything: tuple[str, ...]
+    dirs: tuple[str, ...]
+    files: tuple[str, ...]
+    symlinks: tuple[str, ...]
+    names: Mapping[str, frozenset[str]]
+    removed: tuple[str, ...] = ()
+
+    def empty_dirs(self) -> tuple[str, ...]:
+        """The directories that show no name, the root left out."""
+        return tuple(path for path in self.dirs if not self.names[path])
 
 
-def new_paths() -> st.SearchStrategy[str]:
-    """A path for a creating call: mostly a new name in an existing directory."""
-    inside = st.tuples(st.integers(0, 63), names).map(lambda pair: f"{KNOWN_DIR}{pair[0]}/{pair[1]}")
-    return st.one_of(inside, inside, op_paths())
-
-
-def fill_known(op: Op, known: tuple[str, ...], dirs: tuple[str, ...]) -> Op:
-    """``op`` with each placeholder replaced by a path of ``known`` or ``dirs``."""
-    changes: dict[str, str] = {}
-    for key in ("path", "src", "dst"):
-        value = getattr(op, key, None)
-        if not isinstance(value, str):
-            continue
-        if value.startswith(KNOWN):
-            changes[key] = known[int(value[len(KNOWN) :]) % len(known)] if known else ROOT
-        elif value.startswith(KNOWN_DIR):
-            number, _, name = value[len(KNOWN_DIR) :].partition("/")
-            directory = dirs[int(number) % len(dirs)] if dirs else ROOT
-            changes[key] = (directory if directory != ROOT else "") + "/" + name
-    return cast(Op, replace(cast(Any, op), **changes)) if changes else op
-
-
-def ops() -> st.SearchStrategy[Op]:
-    """Any op of the trace format, with fields drawn to collide often."""
-    return st.one_of(
-        st.builds(Create, new_paths(), modes),
-        st.builds(Open, op_paths(), st.sampled_from(["r", "w", "rw"])),
-        st.builds(Write, op_paths(), st.integers(0, 8), data),
-        st.builds(Append, op_paths(), data),
-        st.builds(Truncate, op_paths(), st.integers(-1, 9)),
-        st.builds(Read, op_paths()),
-        st.builds(Stat, op_paths()),
-        st.builds(Readdir, op_paths()),
-        st.builds(Readlink, op_paths()),
-        st.builds(Mkdir, new_paths(), modes),
-        st.builds(Rmdir, op_paths()),
-        st.builds(Unlink, op_paths()),
-        st.builds(Rename, op_paths(), new_paths()),
-        st.builds(Symlink, targets, new_paths()),
-        st.builds(Link, op_paths(), new_paths()),
-        st.builds(Chmod, op_paths(), modes),
-        st.builds(Chown, op_paths(), ids, ids),
+def view_of(tree: list[Entry], image: list[Entry] | None = None) -> View:
+    """The view of a merged tree as ``observe.merged_tree`` gives it (root
+    excluded); ``image`` is the merged tree of the image layers alone."""
+    by_kind: dict[str, list[str]] = {"dir": [], "file": [], "symlink": []}
+    names: dict[str, set[str]] = {ROOT: set()}
+    for entry in sorted(tree, key=lambda each: str(each["path"])):
+        path = str(entry["path"])
+        by_kind[str(entry["type"])].append(path)
+        names[parent_of(path)].add(path.rsplit("/", 1)[1])
+        if entry["type"] == "dir":
+            names[path] = set()
+    removed = sorted(
+        path
+        for path in (str(entry["path"]) for entry in image or ())
+        if parent_of(path) in names and path.rsplit("/", 1)[1] not in names[parent_of(path)]
     )
+    return View(
+        everything=(*sorted(path for paths in by_kind.values() for path in paths), ROOT),
+        dirs=tuple(by_kind["dir"]),
+        files=tuple(by_kind["file"]),
+        symlinks=tuple(by_kind["symlink"]),
+        names=MappingProxyType({path: frozenset(each) for path, each in names.items()}),
+        removed=tuple(removed),
+    )
+
+
+EMPTY = view_of([])
+"""The view of an empty container, the default of ``ops()``."""
+
+
+# -- paths drawn against a view ------------------------------------------------------
+#
+# These take the ``draw`` of the composite strategy that calls them. Each
+# chooses its way by a weighted draw from a fixed list (``one_of`` would pick
+# its branches about evenly); Hypothesis shrinks towards the first way.
+
+_EXISTING_WAYS = st.sampled_from(("fitting",) * 6 + ("any", "astray"))
+_NEW_WAYS = st.sampled_from(("free",) * 5 + ("removed", "taken", "astray"))
+_ASTRAY_WAYS = st.sampled_from(("below", "missing", "alphabet"))
+_TARGET_WAYS = st.sampled_from(("by hand", "existing", "beside"))
+
+
+@cache
+def _indexes(count: int) -> st.SearchStrategy[int]:
+    return st.integers(0, count - 1)
+
+
+def pick(draw: st.DrawFn, items: Sequence[T]) -> T:
+    """One of ``items`` (not empty), shrinking towards the first.
+
+    Drawn as an index, so that one strategy serves every list of a length:
+    a ``sampled_from`` made afresh for each draw costs more to check than
+    the draw itself.
+    """
+    return items[draw(_indexes(len(items)))]
+
+
+def existing(draw: st.DrawFn, view: View, fitting: tuple[str, ...]) -> str:
+    """Mostly a path of ``fitting`` (the kind the call needs); one time in
+    eight any path of the view, the root included; one in eight a path
+    astray. With nothing fitting, any path of the view."""
+    way = draw(_EXISTING_WAYS)
+    if way == "astray":
+        return astray(draw, view)
+    return pick(draw, fitting if fitting and way == "fitting" else view.everything)
+
+
+def new_path(draw: st.DrawFn, view: View) -> str:
+    """A path for a call that makes a name: mostly a free one; one time in
+    eight one the image layers showed and that is gone since (a free one
+    if there is none), one that is taken (``EEXIST``, or replaced by a
+    rename), or a path astray."""
+    way = draw(_NEW_WAYS)
+    if way == "astray":
+        return astray(draw, view)
+    if way == "taken":
+        return pick(draw, view.everything)
+    if way == "removed" and view.removed:
+        return pick(draw, view.removed)
+    return free_name(draw, view)
+
+
+def free_name(draw: st.DrawFn, view: View) -> str:
+    """A name that is not there, in an existing directory."""
+    directory = pick(draw, (*view.dirs, ROOT))
+    taken = view.names[directory]
+    free = [name for name in FRESH if name not in taken][:3]
+    return join(directory, pick(draw, free or FRESH))
+
+
+def astray(draw: st.DrawFn, view: View) -> str:
+    """A path that may well not resolve: below a file (``ENOTDIR``) or a
+    symlink (followed), below a missing directory, or drawn from the
+    alphabet, sometimes with ``.`` or ``..``."""
+    way = draw(_ASTRAY_WAYS)
+    non_dirs = view.files + view.symlinks
+    if way == "below" and non_dirs:
+        return join(pick(draw, non_dirs), draw(names))
+    if way == "missing":
+        return join(free_name(draw, view), draw(names))
+    return draw(_op_paths())
+
+
+def link_target(draw: st.DrawFn, view: View, path: str) -> str:
+    """The target of a symlink made at ``path``: written by hand (relative,
+    looping, with a slash), a path that exists, or a name beside ``path``
+    (its own name makes a loop), each as often."""
+    way = draw(_TARGET_WAYS)
+    if way == "existing":
+        return pick(draw, view.everything)
+    if way == "beside" and path != ROOT:
+        siblings = view.names.get(parent_of(path), frozenset())
+        return pick(draw, sorted({path.rsplit("/", 1)[1], *siblings}))
+    return draw(targets)
+
+
+# -- ops ------------------------------------------------------------------------------
+#
+# Grouped as the state machine's rules are: calls that make a name, change an
+# object, look at one, remove a name, and rename. Each call of a group is
+# drawn as often as the others.
+
+_MAKING = st.sampled_from((Create, Mkdir, Symlink, Link))
+_CHANGING = st.sampled_from((Open, Write, Append, Truncate, Chmod, Chown))
+_LOOKING = st.sampled_from((Open, Read, Stat, Readdir, Readlink))
+_REMOVING = st.sampled_from(("unlink", "rmdir empty", "rmdir"))
+_WRITE_FLAGS: st.SearchStrategy[OpenFlags] = st.sampled_from(("w", "rw"))
+_OFFSETS = st.integers(0, 8)
+_SIZES = st.integers(-1, 9)
+
+
+@st.composite
+def making(draw: st.DrawFn, view: View) -> Op:
+    """``create``, ``mkdir``, ``symlink`` or ``link``: mostly a free name."""
+    call = draw(_MAKING)
+    if call is Symlink:
+        path = new_path(draw, view)
+        return Symlink(link_target(draw, view, path), path)
+    if call is Link:
+        return Link(existing(draw, view, view.files + view.symlinks), new_path(draw, view))
+    if call is Create:
+        return Create(new_path(draw, view), draw(modes))
+    return Mkdir(new_path(draw, view), draw(modes))
+
+
+@st.composite
+def changing(draw: st.DrawFn, view: View) -> Op:
+    """A call that changes an object in place, and copies it up [COPYUP-6]."""
+    call = draw(_CHANGING)
+    if call is Chmod:
+        return Chmod(existing(draw, view, view.everything[:-1]), draw(modes))
+    if call is Chown:
+        return Chown(existing(draw, view, view.everything[:-1]), draw(ids), draw(ids))
+    path = existing(draw, view, view.files)
+    if call is Open:
+        return Open(path, draw(_WRITE_FLAGS))
+    if call is Write:
+        return Write(path, draw(_OFFSETS), draw(data))
+    if call is Append:
+        return Append(path, draw(data))
+    return Truncate(path, draw(_SIZES))
+
+
+@st.composite
+def looking(draw: st.DrawFn, view: View) -> Op:
+    """A call that changes nothing."""
+    call = draw(_LOOKING)
+    if call is Read:
+        return Read(existing(draw, view, view.files))
+    if call is Readdir:
+        return Readdir(existing(draw, view, (*view.dirs, ROOT)))
+    if call is Readlink:
+        return Readlink(existing(draw, view, view.symlinks))
+    path = existing(draw, view, view.everything[:-1])
+    return Open(path, "r") if call is Open else Stat(path)
+
+
+@st.composite
+def removing(draw: st.DrawFn, view: View) -> Op:
+    """``unlink``, or ``rmdir`` of an empty directory or (``ENOTEMPTY``) any."""
+    call = draw(_REMOVING)
+    if call == "unlink":
+        return Unlink(existing(draw, view, view.files + view.symlinks))
+    return Rmdir(existing(draw, view, view.empty_dirs() if call == "rmdir empty" else view.dirs))
+
+
+@st.composite
+def moving(draw: st.DrawFn, view: View) -> Op:
+    """``rename``: anything, to a free name or onto what exists."""
+    return Rename(existing(draw, view, view.everything[:-1]), new_path(draw, view))
+
+
+def ops(view: View = EMPTY) -> st.SearchStrategy[Op]:
+    """Any op of the trace format, drawn against ``view``."""
+    return st.one_of(making(view), changing(view), looking(view), removing(view), moving(view))

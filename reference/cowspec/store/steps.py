@@ -18,7 +18,7 @@ from cowspec.fs.operations import step as fs_step
 from cowspec.fs.paths import ROOT, ancestors, join
 from cowspec.fs.stack import Container, lookup, new_container, visible_children
 from cowspec.oci.commit import commit, layer_tar_of
-from cowspec.oci.identity import diff_id
+from cowspec.oci.identity import diff_id, digest
 from cowspec.oci.layer_tar import encode_layer
 from cowspec.store.state import (
     HistoryRow,
@@ -238,7 +238,9 @@ def build(store: Store, step: Build) -> Store:
     container's changes make, or only a row when it changed nothing (as a
     commit does, STORE-6); ``CMD``, ``ENV`` and ``LABEL`` add a row that made
     no layer. Only the last image is tagged; the ones in between are not
-    reported, and their layers are the last one's.
+    reported, and their layers are the last one's. The builder's cache makes
+    a build of the same instructions on the same base the same image, which
+    then has one more tag.
     """
     image = store.image(step.base)
     contents = [store.layers[chain].content for chain in image.chain]
@@ -261,7 +263,9 @@ def build(store: Store, step: Build) -> Store:
         diff_ids.append(diff_id(encode_layer(changes)))
         rows.append(HistoryRow(instruction.command))
         contents.append(layer)
-    built = Image(tuple(diff_ids), tuple(rows), unique=f"{step.name} {len(store.images)}", parent=image.id)
+    # The build cache: the same instructions on the same base give the same image again [STORE-8].
+    cached = digest(repr((image.id, step.instructions)).encode())
+    built = Image(tuple(diff_ids), tuple(rows), unique=f"build {cached}", parent=image.id)
     return load(store, step.name, built, contents)
 
 
