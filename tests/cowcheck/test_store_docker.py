@@ -286,3 +286,12 @@ def test_renames_and_links_are_the_engines(tmp_path: object) -> None:
     # for /new went again, as the model's container never ran.
     assert state == "exited"
     assert not any("/new" in line for line in changes), changes
+
+
+def test_ops_are_made_without_docker_s_init_layer() -> None:
+    """[STORE-13] The container's lower directories the driver mounts leave out overlay2's ``-init`` layer."""
+    from cowcheck.drivers.docker_store import image_lowers
+
+    lower = "/d/overlay2/abc-init/diff:/d/overlay2/l2/diff:/d/overlay2/l1/diff"
+    assert image_lowers(lower) == ["/d/overlay2/l2/diff", "/d/overlay2/l1/diff"]
+    assert image_lowers("/d/overlay2/init/diff") == ["/d/overlay2/init/diff"]  # a layer named so is not the init

@@ -159,28 +159,16 @@ def test_docker_agrees_with_the_model(vector: Path, capsys: pytest.CaptureFixtur
     assert result["layers"] > 0
 
 
-STORE_BUDGET = {"dev": 5, "ci": 25, "nightly": 200}
-
-
 def test_store_machine_against_docker() -> None:
     """[STORE-1][STORE-4][STORE-5][STORE-6] Random steps; every figure after every step, on a real engine."""
-    from hypothesis import HealthCheck, Phase, settings
     from hypothesis.stateful import run_state_machine_as_test
 
     from cowcheck.drivers.engines import Dockerd
     from cowcheck.drivers.protocol import DriverUnavailable
+    from cowcheck.machines import profiles
     from cowcheck.machines.store_machine import store_machine_for
 
-    profile = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
-    budget = settings(
-        max_examples=STORE_BUDGET.get(profile, 5),
-        stateful_step_count=8,
-        deadline=None,
-        database=None,
-        derandomize=profile == "ci",
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
-    )
+    budget = profiles.store_machine()  # its budget under the chosen profile, from the one module of profiles
     try:
         with Dockerd() as docker:
             run_state_machine_as_test(store_machine_for(docker), settings=budget)

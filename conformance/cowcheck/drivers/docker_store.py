@@ -189,7 +189,7 @@ def run_ops(docker: Dockerd, step: RunOps) -> Entry:
                 if volume not in sessions:
                     if volume is None:
                         sessions[None] = KernelSession.attach(
-                            data["LowerDir"].split(":"), data["UpperDir"], data["WorkDir"]
+                            image_lowers(data["LowerDir"]), data["UpperDir"], data["WorkDir"]
                         )
                     else:
                         place = next(mount["Source"] for mount in volumes if mount.get("Name") == volume)
@@ -199,6 +199,17 @@ def run_ops(docker: Dockerd, step: RunOps) -> Entry:
     finally:
         for session in sessions.values():
             session.close()
+
+
+def image_lowers(lower_dir: str) -> list[str]:
+    """A container's lower directories without Docker's init layer, which the store level leaves out [STORE-13].
+
+    overlay2 puts a layer of its own (``<id>-init``: ``/.dockerenv``, ``/dev``,
+    ``/etc/hosts``, ``/proc``, ``/sys`` and a few more) between the image and
+    the writable layer; ops are made on the image's layers and the writable
+    layer, as the model holds them.
+    """
+    return [each for each in lower_dir.split(":") if not os.path.dirname(each).endswith("-init")]
 
 
 def mount_point_places(upper: str, sources: dict[str, str]) -> list[str]:
