@@ -262,6 +262,8 @@ def run(command: str, image: str, reader: str) -> tuple[int, bytes, bytes]:
     deadline=None,
     derandomize=CI,
     database=None if CI else settings().database,
+    # Each example writes a whole image to disk and draws its mutations byte by byte:
+    # drawing is slow (too_slow) and large (data_too_large) by design, not by a bad strategy.
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(images(), st.sampled_from(["flatten", "layers"]))
