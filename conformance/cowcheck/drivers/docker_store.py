@@ -32,7 +32,7 @@ from cowcheck.drivers.engines import Dockerd, engine_api, first_line, run
 from cowcheck.drivers.kernel_overlay import KernelSession
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable
 from cowcheck.images import docker_archive
-from cowspec.formats.store_trace import STORE_RESULT_FORMAT
+from cowspec.formats.store_trace import STORE_RESULT_FORMAT, encode_step_result
 from cowspec.fs.build import build_layer
 from cowspec.fs.calls import Link, Rename
 from cowspec.fs.observe import Entry
@@ -42,6 +42,7 @@ from cowspec.oci.commit import layer_tar_of
 from cowspec.oci.layer_tar import encode_layer
 from cowspec.store.state import ContainerRecord, routed
 from cowspec.store.steps import (
+    DONE,
     METADATA,
     Build,
     Commit,
@@ -49,6 +50,7 @@ from cowspec.store.steps import (
     CreateVolume,
     Instruction,
     LoadImage,
+    Refusal,
     RemoveContainer,
     RemoveImage,
     RemoveVolume,
@@ -88,11 +90,11 @@ def refusal_kind(message: str) -> str:
 def _done(result: object) -> Entry:
     returncode = getattr(result, "returncode", 1)
     if returncode == 0:
-        return {"ok": True}
+        return encode_step_result(DONE)
     message = getattr(result, "stderr", b"")
     if not isinstance(message, bytes):
         message = b""
-    return {"ok": False, "refusal": refusal_kind(message.decode("utf-8", "replace")), "reason": first_line(message)}
+    return encode_step_result(Refusal(refusal_kind(message.decode("utf-8", "replace")), first_line(message)))
 
 
 def helper_directory(docker: Dockerd) -> str:

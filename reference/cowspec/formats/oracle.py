@@ -10,7 +10,7 @@ the trees at the end are those the spec allows after that very run.
 
 from collections.abc import Sequence
 
-from cowspec.formats.trace import Trace, build_layers, encode_allowed, encode_outcome, encode_result
+from cowspec.formats.trace import Trace, build_layers, encode_outcome, encode_result
 from cowspec.fs.calls import Outcome
 from cowspec.fs.layer import Layer
 from cowspec.fs.observe import Entry
@@ -43,12 +43,10 @@ def run_model(trace: Trace, observed: Sequence[object] = ()) -> tuple[list[tuple
 
 def oracle(trace: Trace) -> Entry:
     """The result document the model gives for ``trace`` [TRACE-4][TRACE-5]."""
-    answers, container = run_model(trace)
-    return encode_result([encode_allowed(each) for each in answers], container)
+    return encode_result(*run_model(trace))
 
 
 def oracle_following(trace: Trace, observed: Entry) -> Entry:
     """The model's result for ``trace``, going on after each op from the outcome ``observed`` gave, if allowed."""
     results = observed.get("results", [])
-    answers, container = run_model(trace, results if isinstance(results, list) else [])
-    return encode_result([encode_allowed(each) for each in answers], container)
+    return encode_result(*run_model(trace, results if isinstance(results, list) else []))

@@ -300,12 +300,12 @@ def admits(item: object, observed: object) -> bool:
     return item == observed
 
 
-def encode_result(outcomes: Sequence[Outcome | Entry], container: Container) -> Entry:
-    """The result document of a run [TRACE-4][OBSERVE-1]: each op's outcome, or its allowed set already encoded."""
+def encode_result(answers: Sequence[Sequence[Outcome]], container: Container) -> Entry:
+    """The result document of a run [TRACE-4][TRACE-5][OBSERVE-1]: each op's allowed outcomes, then the trees."""
     sizes = container_sizes(container)
     return {
         "format": RESULT_FORMAT,
-        "results": [outcome if isinstance(outcome, dict) else encode_outcome(outcome) for outcome in outcomes],
+        "results": [encode_allowed(outcomes) for outcomes in answers],
         "merged": merged_tree(container),
         "upper": layer_tree(container.upper),
         "sizes": {"size": sizes.size, "virtual_size": sizes.virtual_size},
