@@ -572,7 +572,7 @@ def canonical_key(path: str) -> str:
 
 def entry_key(entry: TarEntry) -> str:
     """The canonical key of an entry's path: entries sorted by it come in canonical order."""
-    return entry.path.replace("/", "\0")
+    return canonical_key(entry.path)
 
 
 # -- encoding -------------------------------------------------------------------
