@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from cowcheck.cli.main import main
-from cowcheck.drivers import registry
 from cowcheck.drivers.kernel_overlay import KernelOverlay
 from tests.cowcheck.test_machine import LyingDriver
 from tests.support import d, f, op
@@ -22,6 +21,13 @@ TRACE = {
         op("rename", src="/etc", dst="/usr/etc"),
     ],
 }
+
+
+class LyingKernel(LyingDriver):
+    """The lying driver over the kernel, made with no arguments, as ``--driver module:attr`` makes a driver."""
+
+    def __init__(self) -> None:
+        super().__init__(KernelOverlay())
 
 
 def write(tmp_path: Path, name: str, document: object) -> str:
@@ -118,15 +124,15 @@ def test_generated_check_reports(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 @pytest.mark.kernel
 def test_generated_check_saves_a_minimal_trace(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, kernel: KernelOverlay
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kernel: KernelOverlay
 ) -> None:
     """[WHITEOUT-2] A diverging driver: exit 1, the divergence named, its trace saved and replayable."""
-    monkeypatch.setitem(registry.DRIVERS, "lying", lambda: LyingDriver(kernel))
+    lying = "tests.cowcheck.test_cli:LyingKernel"  # a driver from outside, named module:attr
     status = main(
         [
             "check",
             "--driver",
-            "lying",
+            lying,
             "--profile",
             "dev",
             "--examples",
@@ -141,7 +147,7 @@ def test_generated_check_saves_a_minimal_trace(
     assert status == 1, report
     saved = tmp_path / "out" / "divergence-1.json"
     assert "divergence 1:" in report and str(saved) in report
-    assert main(["check", "--driver", "lying", str(saved)]) == 1
+    assert main(["check", "--driver", lying, str(saved)]) == 1
     assert main(["check", "--driver", "kernel-overlay", str(saved)]) == 0
 
 

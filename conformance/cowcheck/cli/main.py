@@ -30,6 +30,10 @@ from cowcheck.cli.output import (
     say,
 )
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable
+from cowcheck.drivers.registry import DriverNotFound
+
+PROFILES = ("quick", "dev", "ci", "nightly")
+DEFAULT_PROFILE = "quick"
 
 
 def command_oracle(arguments: argparse.Namespace) -> int:
@@ -110,7 +114,9 @@ def image_command(
     handler: Callable[[argparse.Namespace], int],
 ) -> argparse.ArgumentParser:
     """A command that reads an image: its IMAGE argument and ``--reader``."""
-    sub = commands.add_parser(name, help=summary)
+    sub = commands.add_parser(
+        name, help=summary, description=summary, epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub.add_argument(
         "image",
         metavar="IMAGE",
@@ -136,32 +142,131 @@ def image_command(
     return sub
 
 
+EXIT_CODES = """exit status:
+  0  the run agreed with the model (or the command did what it was asked)
+  1  a real system diverged from the model (check, vectors verify), or an image failed its --ci thresholds
+  2  the input was rejected: a malformed trace, image or command line, an unknown driver, an unwritable output
+  3  the driver cannot run on this machine (not root, no overlay, no engine) or failed while running
+"""
+
+DRIVER_HELP = (
+    "the implementation to run: an installed driver's NAME (see `cowspec drivers`), module:attr for a driver"
+    " class importable from here, or exec:COMMAND [ARGS...] for a program that speaks"
+    " docs/formats/driver-protocol.md"
+)
+
+
+def command_drivers(arguments: argparse.Namespace) -> int:
+    from cowcheck.cli.drivers_command import command_drivers
+
+    return command_drivers(arguments)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
-    top = argparse.ArgumentParser(prog="cowspec", description="Executable spec of layered copy-on-write storage.")
-    commands = top.add_subparsers(dest="command", required=True)
-    sub = commands.add_parser("oracle", help="what the reference model says a trace must give")
-    sub.add_argument("traces", nargs="+", metavar="TRACE.json")
-    sub.set_defaults(handler=command_oracle)
-    sub = commands.add_parser("run", help="run traces on a real implementation")
-    sub.add_argument("--driver", required=True)
-    sub.add_argument("traces", nargs="+", metavar="TRACE.json")
+    from cowspec import __version__
+
+    top = argparse.ArgumentParser(
+        prog="cowspec",
+        description="Executable spec of layered copy-on-write storage.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"cowspec {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    trace_help = "a trace file (cowspec-trace/1 or cowspec-store-trace/1); - for standard input"
+    sub = command("oracle", "what the reference model says a trace must give")
+    sub.add_argument("traces", nargs="+", metavar="TRACE.json", help=trace_help)
+    sub.set_defaults(handler=command_oracle, driver="")
+    sub = command("run", "run traces on a real implementation")
+    sub.add_argument("--driver", required=True, metavar="DRIVER", help=DRIVER_HELP)
+    sub.add_argument("traces", nargs="+", metavar="TRACE.json", help=trace_help)
     sub.set_defaults(handler=command_run)
-    sub = commands.add_parser("check", help="run traces on a real implementation and on the model, and compare")
-    sub.add_argument("--driver", required=True)
-    sub.add_argument("traces", nargs="*", metavar="TRACE.json")
-    sub.add_argument("--profile", choices=("dev", "ci", "nightly"), default="ci", help="budget of generated cases")
-    sub.add_argument("--examples", type=int, help="override the profile's number of examples")
-    sub.add_argument("--steps", type=int, help="override the profile's ops per example")
-    sub.add_argument("--save", default="cowspec-divergences", help="directory for minimal traces of divergences")
+    sub = command(
+        "check",
+        "run traces on a real implementation and on the model, and compare; without traces, generate cases",
+    )
+    sub.add_argument("--driver", required=True, metavar="DRIVER", help=DRIVER_HELP)
+    sub.add_argument("traces", nargs="*", metavar="TRACE.json", help=trace_help + " (none: generated cases)")
+    sub.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=DEFAULT_PROFILE,
+        help="budget of generated cases: quick (about a minute on two cores), ci (deeper, derandomized, the same"
+        " cases on every machine), nightly (longer, fresh randomness), dev (a few seconds)"
+        f" (default {DEFAULT_PROFILE})",
+    )
+    sub.add_argument("--examples", type=int, metavar="N", help="override the profile's number of examples")
+    sub.add_argument("--steps", type=int, metavar="N", help="override the profile's ops per example")
+    sub.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes that generate cases side by side, each in its own mount namespace (default 1)",
+    )
+    sub.add_argument(
+        "--database",
+        metavar="DIR|redis://HOST:PORT[/DB]",
+        help="Hypothesis's example database, shared by the workers and by later runs: a directory, or a Redis"
+        " server for a fleet of machines (default: none)",
+    )
+    sub.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="live progress on standard error: auto draws it on a terminal and prints a plain line every few"
+        " seconds otherwise (default auto)",
+    )
+    sub.add_argument(
+        "--conformance",
+        choices=("kernel", "portable"),
+        default="kernel",
+        help="kernel: exactly as Linux overlayfs mounted by Docker's overlay2; portable: what any correct"
+        " implementation must do, the spec's points of legitimate variation relaxed (spec chapter 16)"
+        " (default kernel)",
+    )
+    sub.add_argument(
+        "--report",
+        action="append",
+        default=[],
+        metavar="FILE.md|FILE.html",
+        help="also write the report as Markdown or HTML (by the file's extension); may be given twice",
+    )
+    sub.add_argument(
+        "--save",
+        default="cowspec-divergences",
+        metavar="DIR",
+        help="directory for the minimal traces of divergences (default cowspec-divergences)",
+    )
     sub.add_argument(
         "--feature",
         action="append",
         default=[],
         metavar="NAME",
-        help="an overlay feature to turn on for generated cases (redirect_dir)",
+        help="an overlay feature to turn on for generated cases (redirect_dir); the driver must support it",
     )
     sub.set_defaults(handler=command_check)
+    sub = command("drivers", "the drivers installed: name, level, optional features, where each comes from")
+    sub.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    sub.add_argument(
+        "--driver",
+        action="append",
+        default=[],
+        metavar="DRIVER",
+        help="also describe this driver (module:attr or exec:COMMAND; an exec program is started for its handshake)",
+    )
+    sub.set_defaults(handler=command_drivers)
     sub = image_command(commands, "flatten", "the root filesystem of an image, as JSON entries", command_flatten)
     sub.add_argument(
         "--implied-parents",
@@ -201,10 +306,10 @@ def parser() -> argparse.ArgumentParser:
         ("--highest-user-wasted-percent", "--highestUserWastedPercent", "0.1"),
     ):
         sub.add_argument(flag, dive_flag, metavar="LIMIT", help=f"with --ci (default {default}, as dive's)")
-    sub = commands.add_parser("demo", help="the seed's walk-through: two images, five containers, their sizes")
+    sub = command("demo", "the seed's walk-through: two images, five containers, their sizes")
     sub.add_argument("--engine", action="store_true", help="also run it on a private Docker engine, side by side")
     sub.set_defaults(handler=command_demo, driver="docker")
-    sub = commands.add_parser("matrix", help="run the layer cases through docker, umoci and podman")
+    sub = command("matrix", "run the layer cases through docker, umoci and podman")
     sub.add_argument("--out", default="-", help="where to write the Markdown matrix (default: standard output)")
     sub.set_defaults(handler=command_matrix, driver="matrix")
     return top
@@ -261,7 +366,7 @@ def main(argv: Sequence[str] | None = None, arguments: argparse.Namespace | None
         return EXIT_REJECTED
     try:
         status: int = arguments.handler(arguments)
-    except UsageError as error:
+    except (UsageError, DriverNotFound) as error:
         say(str(error))
         return EXIT_REJECTED
     except DriverUnavailable as error:

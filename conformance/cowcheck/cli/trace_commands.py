@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError, emit
 from cowcheck.compare import result_differences, store_differences
-from cowcheck.drivers.protocol import Driver
-from cowcheck.drivers.registry import DRIVERS, STORE_DRIVERS
+from cowcheck.drivers import registry
 from cowcheck.drivers.runner import run_real
 from cowspec.errors import SpecError
 from cowspec.formats.oracle import oracle, oracle_following
@@ -57,10 +56,12 @@ def for_each_trace(files: Sequence[str], handle: Callable[[AnyTrace], tuple[Entr
         try:
             trace = load_trace(name)
             document, code = handle(trace)
+            if len(files) > 1:  # a batch: each line says which trace it answers
+                document = {"trace": name, **document}
         except SpecError as error:
             print(f"cowspec: {name}: {error}", file=sys.stderr)
             if len(files) > 1:
-                emit({"error": f"{name}: {error}"})
+                emit({"trace": name, "error": f"{name}: {error}"})
             status = max(status, EXIT_REJECTED)
             continue
         emit(document)
@@ -68,11 +69,9 @@ def for_each_trace(files: Sequence[str], handle: Callable[[AnyTrace], tuple[Entr
     return status
 
 
-def pick_driver(name: str) -> Driver:
-    """The driver called ``name``."""
-    if name not in DRIVERS:
-        raise UsageError(f"unknown driver {name!r} (known: {', '.join(sorted(DRIVERS))})")
-    return DRIVERS[name]()
+def _levels(arguments: argparse.Namespace) -> tuple[registry.Level, ...]:
+    """The levels ``--driver`` serves (found once: an exec program starts here)."""
+    return registry.levels_of(arguments.driver)
 
 
 def command_oracle(arguments: argparse.Namespace) -> int:
@@ -87,28 +86,40 @@ def command_oracle(arguments: argparse.Namespace) -> int:
 def run_any(arguments: argparse.Namespace, trace: AnyTrace) -> Entry:
     """The real system's result for ``trace``, with the driver the command line named."""
     if isinstance(trace, StoreTrace):
-        if arguments.driver not in STORE_DRIVERS:
-            known = ", ".join(sorted(STORE_DRIVERS))
-            raise UsageError(f"store traces run on a store driver ({known}), not {arguments.driver!r}")
-        return STORE_DRIVERS[arguments.driver]().run(trace.steps)
-    if arguments.driver in STORE_DRIVERS:
-        raise UsageError(f"--driver {arguments.driver} runs store traces (cowspec-store-trace/1) only")
-    return run_real(pick_driver(arguments.driver), trace)
+        if "store" not in _levels(arguments):
+            raise UsageError(
+                f"a store trace (cowspec-store-trace/1) needs a store driver; --driver {arguments.driver} serves the"
+                f" {' and '.join(_levels(arguments))} level"
+            )
+        return registry.store_driver(arguments.driver).run(trace.steps)
+    if "filesystem" not in _levels(arguments):
+        raise UsageError(
+            f"a trace (cowspec-trace/1) needs a filesystem driver; --driver {arguments.driver} serves the"
+            f" {' and '.join(_levels(arguments))} level"
+        )
+    return run_real(registry.filesystem_driver(arguments.driver), trace)
 
 
 def command_run(arguments: argparse.Namespace) -> int:
-    if arguments.driver not in STORE_DRIVERS:
-        pick_driver(arguments.driver)
+    _levels(arguments)  # an unknown driver is said once, before any trace
     return for_each_trace(arguments.traces, lambda trace: (run_any(arguments, trace), 0))
 
 
 def command_check(arguments: argparse.Namespace) -> int:
+    levels = _levels(arguments)
     if not arguments.traces:
-        from cowcheck.cli.generate import generated_check  # Hypothesis is imported only to generate
+        if "filesystem" in levels:
+            from cowcheck.cli.generate import generated_check  # Hypothesis is imported only to generate
 
-        return generated_check(pick_driver(arguments.driver), arguments)
-    if arguments.driver not in STORE_DRIVERS:
-        pick_driver(arguments.driver)
+            return generated_check(registry.filesystem_driver(arguments.driver), arguments)
+        if arguments.driver == "docker":
+            from cowcheck.cli.store_check import generated_store_check
+
+            return generated_store_check(arguments)
+        raise UsageError(
+            f"--driver {arguments.driver} serves the {' and '.join(levels)} level: give it traces or vectors"
+            " (generated cases run at the filesystem level, and at the store level on --driver docker)"
+        )
 
     def check_one(trace: AnyTrace) -> tuple[Entry, int]:
         observed = run_any(arguments, trace)
