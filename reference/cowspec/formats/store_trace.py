@@ -12,7 +12,7 @@ result gives every image's, container's and the store's figures
 from typing import cast
 
 from cowspec.errors import SpecError
-from cowspec.formats.trace import decode_entry, decode_op, encode_outcome
+from cowspec.formats.trace import decode_entry, decode_op, encode_entry, encode_op, encode_outcome
 from cowspec.fs.build import build_layer
 from cowspec.fs.observe import Entry
 from cowspec.fs.paths import ROOT, is_normalised
@@ -169,6 +169,64 @@ def decode_store_trace(document: object) -> tuple[Step, ...]:
     if not isinstance(steps, list):
         raise SpecError("store trace: steps must be a list")
     return tuple(decode_step(each, f"step {index}") for index, each in enumerate(steps))
+
+
+def encode_step(step: Step) -> Entry:
+    """A store step in the JSON form of ``cowspec-store-trace/1`` (``decode_step`` gives it back)."""
+    match step:
+        case LoadImage():
+            return {
+                "step": "image",
+                "name": step.name,
+                "layers": [[encode_entry(entry) for entry in layer] for layer in step.layers],
+                "history": [_encode_row(row) for row in step.history],
+            }
+        case CreateContainer():
+            fields: Entry = {"step": "create", "container": step.container, "image": step.image}
+            if step.volumes:
+                fields["volumes"] = dict(step.volumes)
+            return fields
+        case CreateVolume():
+            return {"step": "volume", "name": step.name}
+        case RemoveVolume():
+            return {"step": "rmvolume", "name": step.name}
+        case RunOps():
+            return {"step": "ops", "container": step.container, "ops": [encode_op(op) for op in step.ops]}
+        case Commit():
+            return {"step": "commit", "container": step.container, "name": step.name}
+        case RemoveContainer():
+            return {"step": "rm", "container": step.container}
+        case RemoveImage():
+            return {"step": "rmi", "name": step.name}
+        case Build():
+            return {
+                "step": "build",
+                "name": step.name,
+                "from": step.base,
+                "instructions": [_encode_instruction(each) for each in step.instructions],
+            }
+
+
+def _encode_row(row: HistoryRow) -> object:
+    if not row.created_by and not row.empty_layer:
+        return None  # a row given as no object decodes to this one
+    fields: Entry = {"created_by": row.created_by}
+    if row.empty_layer:
+        fields["empty_layer"] = True
+    return fields
+
+
+def _encode_instruction(instruction: Instruction) -> Entry:
+    if instruction.command == "COPY":
+        return {"instruction": "COPY", "entries": [encode_entry(entry) for entry in instruction.entries]}
+    if instruction.command == "RUN":
+        return {"instruction": "RUN", "ops": [encode_op(op) for op in instruction.ops]}
+    return {"instruction": instruction.command, "text": instruction.text}
+
+
+def encode_store_trace(steps: tuple[Step, ...]) -> Entry:
+    """A whole store trace document; ``decode_store_trace`` gives ``steps`` back."""
+    return {"format": STORE_TRACE_FORMAT, "steps": [encode_step(step) for step in steps]}
 
 
 def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
