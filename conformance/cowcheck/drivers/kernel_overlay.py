@@ -4,13 +4,22 @@ A session lays the trace's layers out on a tmpfs the way Docker's overlay2
 driver stores them: one directory per layer, whiteouts as 0/0 character
 devices, opaque directories marked ``trusted.overlay.opaque=y``. It mounts
 them with explicit feature options under an empty upper directory, and
-forks a child that ``chroot``s into the merged directory, so that absolute
-symlinks resolve inside the container root as they would in a container.
-The child performs each op as the real system call and walks the merged
-tree; the parent reads the upper directory and the sizes from the host side
-exactly as Docker does. Closing the session unmounts and removes it all.
+has a container process ``chroot`` into the merged directory, so that
+absolute symlinks resolve inside the container root as they would in a
+container. The container process performs each op as the real system call
+and walks the merged tree; the parent reads the upper directory and the
+sizes from the host side exactly as Docker does.
+
+Each session lives on a tmpfs of its own, so that closing it is two
+unmounts, whatever the depth of the trees an example made. The driver
+keeps its container processes: a session's process leaves its root when
+the session closes (it holds a descriptor of the real root, and ``chroot``s
+back through it) and serves the next session, so that an example costs no
+``fork``. A container process exits when the pipe from its parent closes,
+so none outlives cowspec.
 """
 
+import atexit
 import base64
 import contextlib
 import errno
@@ -18,11 +27,11 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, cast
 
+from cowcheck.drivers.cleanup import remove_tree
 from cowcheck.drivers.namespace import mount, scratch_root, umount
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable
 from cowspec.formats.trace import decode_op, encode_op
@@ -162,14 +171,25 @@ def tree(top: str, *, upper: bool) -> list[Entry]:
 
 def docker_size(top: str) -> int:
     """Docker's ``directory.Size``: apparent bytes of non-directories, each inode once."""
+    return _size_of(info for _, _, info in walk(top))
+
+
+def _size_of(infos: Iterable[os.stat_result]) -> int:
     seen: set[int] = set()
     total = 0
-    for _, _, info in walk(top):
+    for info in infos:
         if stat.S_ISDIR(info.st_mode) or info.st_size == 0 or info.st_ino in seen:
             continue
         seen.add(info.st_ino)
         total += info.st_size
     return total
+
+
+def tree_and_size(top: str, *, upper: bool) -> tuple[list[Entry], int]:
+    """``tree(top)`` and ``docker_size(top)`` in one walk."""
+    found = list(walk(top))
+    entries = sorted((describe(*each, upper=upper) for each in found), key=lambda entry: str(entry["path"]))
+    return entries, _size_of(info for _, _, info in found)
 
 
 # -- the system calls, run inside the container root ---------------------------
@@ -244,14 +264,27 @@ def _call(op: Op) -> object:
     return None
 
 
-def _serve(requests: IO[str], replies: IO[str]) -> None:
-    """The child's loop: one JSON request per line, one JSON reply per line."""
+def _serve(requests: IO[str], replies: IO[str], real_root: int) -> None:
+    """The container process's loop: one JSON request per line, one JSON reply per line.
+
+    ``{"enter": PATH}`` makes PATH its root, ``"leave"`` goes back to the
+    real root (through the descriptor ``real_root``), ``"merged"`` walks
+    the tree, ``"exit"`` ends the loop, and anything else is an op.
+    """
     for line in requests:
         request = json.loads(line)
+        reply: object
         if request == "merged":
-            reply: object = tree("/", upper=False)
+            reply = tree("/", upper=False)
         elif request == "exit":
             return
+        elif request == "leave" or (isinstance(request, dict) and "enter" in request):
+            os.fchdir(real_root)
+            os.chroot(".")
+            if request != "leave":
+                os.chroot(request["enter"])
+            os.chdir("/")
+            reply = "ok"
         else:
             try:
                 reply = syscall(decode_op(request, "request"))
@@ -261,29 +294,131 @@ def _serve(requests: IO[str], replies: IO[str]) -> None:
         replies.flush()
 
 
+class ContainerProcess:
+    """A forked process that performs ops inside a root it is told to enter.
+
+    It stays in the parent's mount namespace and keeps a descriptor of the
+    real root, so that one process can serve one session after another. It
+    exits when its request pipe closes, the parent's death included.
+    """
+
+    def __init__(self) -> None:
+        to_child, from_parent = os.pipe()
+        to_parent, from_child = os.pipe()
+        self.owner = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:  # the container process
+            code = 0
+            try:
+                os.close(from_parent)
+                os.close(to_parent)
+                real_root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+                os.umask(0)
+                with os.fdopen(to_child, "r") as requests, os.fdopen(from_child, "w") as replies:
+                    _serve(requests, replies, real_root)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(to_child)
+        os.close(from_child)
+        self._requests = os.fdopen(from_parent, "w")
+        self._replies = os.fdopen(to_parent, "r")
+
+    def ask(self, request: object) -> object:
+        """Send one request; its reply."""
+        try:
+            self._requests.write(json.dumps(request) + "\n")
+            self._requests.flush()
+            line = self._replies.readline()
+        except (OSError, ValueError):
+            line = ""
+        if not line:
+            raise DriverError("the container process died")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        """Ask the process to exit and wait for it (only from the process that forked it)."""
+        if not self.pid:
+            return
+        if os.getpid() == self.owner:
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
+                self.ask("exit")
+        for stream in (self._requests, self._replies):
+            with contextlib.suppress(OSError):
+                stream.close()
+        if os.getpid() == self.owner:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+        self.pid = 0
+
+
+class ProcessPool:
+    """Idle container processes of one driver, ready for the next session.
+
+    A process forked (``multiprocessing``'s workers) inherits the pool of
+    its parent: it keeps none of those processes and makes its own.
+    """
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self.idle: list[ContainerProcess] = []
+        atexit.register(self.stop_all)
+
+    def take(self) -> ContainerProcess:
+        """An idle process, or a new one."""
+        if os.getpid() != self.owner:
+            self.owner, self.idle = os.getpid(), []
+        return self.idle.pop() if self.idle else ContainerProcess()
+
+    def give_back(self, process: ContainerProcess) -> None:
+        """Keep ``process`` for the next session (it has left its root)."""
+        if os.getpid() == self.owner and process.owner == self.owner:
+            self.idle.append(process)
+        else:
+            process.stop()
+
+    def stop_all(self) -> None:
+        """Stop every idle process (at exit)."""
+        while self.idle and os.getpid() == self.owner:
+            self.idle.pop().stop()
+
+
 class KernelSession:
     """One overlay mount and the container process working in it."""
 
-    def __init__(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features) -> None:
-        self._name_directories()
+    def __init__(
+        self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features, pool: ProcessPool | None = None
+    ) -> None:
+        self._name_directories(pool=pool)
         self.lowers.extend(os.path.join(self.home, f"l{index}") for index in range(max(len(layers), 1)))
         with self._closed_on_failure():
-            os.makedirs(self.home)
+            os.mkdir(self.home)
+            mount("cowcheck-session", self.home, "tmpfs", "mode=0755")
+            self.home_mounted = True
             for index, directory in enumerate(self.lowers):
                 lay_out(layers[index] if index < len(layers) else (), directory)
             work = os.path.join(self.home, "work")
             for directory in (self.upper_dir, work, self.merged_dir):
                 os.mkdir(directory, 0o755)
-            self._mount_and_fork(list(reversed(self.lowers)), self.upper_dir, work, features)
+            # The lower layers never change: their part of the virtual size is measured once [SIZE-2].
+            self.lower_size: int | None = sum(docker_size(lower) for lower in self.lowers)
+            self._mount_and_enter(list(reversed(self.lowers)), self.upper_dir, work, features)
 
-    def _name_directories(self, upper_dir: str | None = None, merged_dir: str | None = None) -> None:
+    def _name_directories(
+        self, upper_dir: str | None = None, merged_dir: str | None = None, pool: ProcessPool | None = None
+    ) -> None:
         """The session's own home, and its upper and merged directories (in the home unless given)."""
         self.home = os.path.join(scratch_root(), f"s{next(_counter)}")
         self.lowers: list[str] = []
         self.upper_dir = upper_dir or os.path.join(self.home, "upper")
         self.merged_dir = merged_dir or os.path.join(self.home, "merged")
         self.mounted = False
-        self.pid = 0
+        self.home_mounted = False
+        self.lower_size = None
+        self.pool = pool
+        self.process: ContainerProcess | None = None
+        self.seen_upper: tuple[list[Entry], int] | None = None
 
     @contextlib.contextmanager
     def _closed_on_failure(self) -> Iterator[None]:
@@ -305,10 +440,10 @@ class KernelSession:
         session.lowers = list(reversed(lowers_top_first))
         with session._closed_on_failure():
             os.makedirs(session.merged_dir)
-            session._mount_and_fork(lowers_top_first, upper, work, Features())
+            session._mount_and_enter(lowers_top_first, upper, work, Features())
         return session
 
-    def _mount_and_fork(self, lowers_top_first: list[str], upper: str, work: str, features: Features) -> None:
+    def _mount_and_enter(self, lowers_top_first: list[str], upper: str, work: str, features: Features) -> None:
         options = ",".join(
             [
                 "lowerdir=" + ":".join(lowers_top_first),
@@ -324,7 +459,7 @@ class KernelSession:
         except OSError as error:
             raise DriverUnavailable(str(error)) from None
         self.mounted = True
-        self._fork_server()
+        self._enter()
 
     @classmethod
     def in_directory(cls, root: str) -> "KernelSession":
@@ -332,42 +467,22 @@ class KernelSession:
         session = cls.__new__(cls)
         session._name_directories(upper_dir=root, merged_dir=root)
         with session._closed_on_failure():
-            session._fork_server()
+            session._enter()
         return session
 
-    def _fork_server(self) -> None:
-        to_child, from_parent = os.pipe()
-        to_parent, from_child = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # the container process
-            code = 0
-            try:
-                os.close(from_parent)
-                os.close(to_parent)
-                os.chroot(self.merged_dir)
-                os.chdir("/")
-                os.umask(0)
-                with os.fdopen(to_child, "r") as requests, os.fdopen(from_child, "w") as replies:
-                    _serve(requests, replies)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(to_child)
-        os.close(from_child)
-        self._requests = os.fdopen(from_parent, "w")
-        self._replies = os.fdopen(to_parent, "r")
+    def _enter(self) -> None:
+        """A container process, its root the merged directory."""
+        self.process = self.pool.take() if self.pool is not None else ContainerProcess()
+        self._ask({"enter": self.merged_dir})
 
     def _ask(self, request: object) -> object:
-        self._requests.write(json.dumps(request) + "\n")
-        self._requests.flush()
-        line = self._replies.readline()
-        if not line:
-            raise DriverError("the container process died")
-        return json.loads(line)
+        if self.process is None:
+            raise DriverError("the session is closed")
+        return self.process.ask(request)
 
     def perform(self, op: Op) -> Entry:
         """Run ``op`` inside the container root."""
+        self.seen_upper = None
         reply = cast(Entry, self._ask(encode_op(op)))
         if "driver_error" in reply:
             raise DriverError(f"the kernel driver failed on {encode_op(op)}: {reply['driver_error']}")
@@ -377,30 +492,54 @@ class KernelSession:
         """The merged tree as ``lstat`` sees it from inside the container."""
         return cast(list[Entry], self._ask("merged"))
 
+    def _upper_and_size(self) -> tuple[list[Entry], int]:
+        """The upper directory and its size, read from the host side in one walk.
+
+        A session of its own layers keeps them until its next op: nothing
+        else writes there. One over Docker's directories reads them afresh.
+        """
+        if self.seen_upper is not None:
+            return self.seen_upper
+        found = tree_and_size(self.upper_dir, upper=True)
+        if self.lower_size is not None:
+            self.seen_upper = found
+        return found
+
     def upper(self) -> list[Entry]:
         """The upper directory, read from the host side."""
-        return tree(self.upper_dir, upper=True)
+        return self._upper_and_size()[0]
 
     def sizes(self) -> Entry:
         """Docker's SIZE and virtual size, measured on the real directories."""
-        size = docker_size(self.upper_dir)
-        return {"size": size, "virtual_size": size + sum(docker_size(lower) for lower in self.lowers)}
+        size = self._upper_and_size()[1]
+        lower_size = self.lower_size
+        if lower_size is None:
+            lower_size = sum(docker_size(lower) for lower in self.lowers)
+        return {"size": size, "virtual_size": size + lower_size}
 
     def close(self) -> None:
-        """Stop the container process, unmount, remove the session's files."""
-        if self.pid:
-            with contextlib.suppress(OSError, RuntimeError, ValueError):
-                self._ask("exit")
-            for stream in (self._requests, self._replies):
-                with contextlib.suppress(OSError):
-                    stream.close()
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
-            self.pid = 0
+        """Release the container process, unmount, remove the session's files."""
+        process, self.process = self.process, None
+        if process is not None:
+            try:
+                if process.ask("leave") != "ok":
+                    raise DriverError("the container process did not leave its root")
+            except DriverError:
+                process.stop()
+            else:
+                if self.pool is not None:
+                    self.pool.give_back(process)
+                else:
+                    process.stop()
         if self.mounted:
             umount(self.merged_dir)
             self.mounted = False
-        shutil.rmtree(self.home, ignore_errors=True)
+        if self.home_mounted:
+            umount(self.home)
+            self.home_mounted = False
+            with contextlib.suppress(OSError):
+                os.rmdir(self.home)
+        remove_tree(self.home)  # what is left: a session over Docker's directories keeps its merged one here
 
 
 class KernelOverlay:
@@ -408,6 +547,9 @@ class KernelOverlay:
 
     name = "kernel-overlay"
 
+    def __init__(self) -> None:
+        self.pool = ProcessPool()
+
     def open(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features) -> KernelSession:
         """A fresh mount over ``layers`` (bottom first)."""
-        return KernelSession(layers, features)
+        return KernelSession(layers, features, self.pool)

@@ -5,14 +5,20 @@ entered once per process, with propagation private: nothing it mounts is
 seen by the host, and whatever a crash leaves mounted goes away with the
 process. Layers, upper and work directories live on a tmpfs mounted in that
 namespace, so they are fast and never touch the root filesystem.
+
+The tmpfs needs a directory to be mounted on, and that directory is the
+one trace a run leaves on the host: ``/tmp/cowcheck-PID.START-XXXX``
+(``cleanup.owned_directory``), empty there. A run that ends cleanly, or a
+worker told to stop, removes it; a run killed with ``kill -9`` cannot, so
+each run first removes those whose process is gone (``sweep_stale``).
 """
 
 import atexit
 import ctypes
 import ctypes.util
 import os
-import tempfile
 
+from cowcheck.drivers.cleanup import owned_directory, sweep_stale
 from cowcheck.drivers.protocol import DriverUnavailable
 
 CLONE_NEWNS = 0x00020000
@@ -26,6 +32,7 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 
 _scratch: str | None = None
+SCRATCH_PREFIX = "cowcheck-"
 
 
 def _check(result: int, what: str) -> None:
@@ -60,7 +67,8 @@ def scratch_root() -> str:
         raise DriverUnavailable(f"cannot enter a private mount namespace: {os.strerror(err)}")
     try:
         _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
-        base = tempfile.mkdtemp(prefix="cowcheck-")
+        sweep_stale(SCRATCH_PREFIX)
+        base = owned_directory(SCRATCH_PREFIX)
         mount("cowcheck", base, "tmpfs", "mode=0755")
     except OSError as error:
         raise DriverUnavailable(f"cannot set up scratch space: {error}") from None
@@ -78,3 +86,11 @@ def _release(base: str) -> None:
         os.rmdir(base)
     except OSError:
         pass
+
+
+def release() -> None:
+    """Unmount and remove this process's scratch space now (a worker told to stop does, then exits)."""
+    global _scratch
+    if _scratch is not None:
+        _release(_scratch)
+        _scratch = None

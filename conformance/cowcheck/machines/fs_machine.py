@@ -59,6 +59,8 @@ class Tally:
     results: Counter[str] = field(default_factory=Counter)
     by_op: Counter[str] = field(default_factory=Counter)
     last_divergence: Divergence | None = None
+    diverged_at: int | None = None
+    """The number of examples begun when the first divergence showed."""
 
     def count(self, op: Op, outcome: Entry) -> None:
         """Count one op and what it gave."""
@@ -75,9 +77,13 @@ def step_both(container: Container, session: Session, op: Op) -> tuple[Container
     return transition.container, encode_outcome(transition.outcome), session.perform(op)
 
 
-def state_differences(container: Container, session: Session) -> list[str]:
-    """Where the real system's trees and sizes differ from the model's [OBSERVE-1]."""
-    lines = tree_differences("merged", merged_tree(container), session.merged())
+def state_differences(container: Container, session: Session, merged: list[Entry] | None = None) -> list[str]:
+    """Where the real system's trees and sizes differ from the model's [OBSERVE-1].
+
+    ``merged`` is the model's merged tree of ``container`` if it is made already.
+    """
+    model_merged = merged if merged is not None else merged_tree(container)
+    lines = tree_differences("merged", model_merged, session.merged())
     lines += tree_differences("upper", layer_tree(container.upper), session.upper())
     model_sizes = container_sizes(container)
     expected_sizes = {"size": model_sizes.size, "virtual_size": model_sizes.virtual_size}
@@ -243,8 +249,17 @@ class OpsMachine(RuleBasedStateMachine):
         self.run(data.draw(moving(self.view()), label="op"))
 
 
-def machine_for(driver: Driver, tally: Tally | None = None, features: Features = DOCKER_OVERLAY2) -> type:
-    """A state machine class testing ``driver`` against the model."""
+def machine_for(
+    driver: Driver, tally: Tally | None = None, features: Features = DOCKER_OVERLAY2, seed: int | None = None
+) -> type:
+    """A state machine class testing ``driver`` against the model.
+
+    ``seed`` fixes Hypothesis's randomness without turning its example
+    database off (``derandomize`` would): each of several workers draws
+    its own examples from its own seed. The examples a database keeps are
+    filed under the driver's name and the features, so that a failure is
+    replayed against what it failed on.
+    """
     record = tally if tally is not None else Tally()
     chosen = features
 
@@ -259,6 +274,8 @@ def machine_for(driver: Driver, tally: Tally | None = None, features: Features =
 
         def diverged(self, message: str) -> None:
             failure = Divergence(message, self.trace())
+            if record.diverged_at is None:
+                record.diverged_at = record.examples
             record.last_divergence = failure
             raise failure
 
@@ -279,7 +296,7 @@ def machine_for(driver: Driver, tally: Tally | None = None, features: Features =
         def same_trees(self) -> None:
             if self.session is None:
                 return
-            lines = state_differences(self.container, self.session)
+            lines = state_differences(self.container, self.session, self.merged())
             if lines:
                 self.diverged(f"after {len(self.done)} ops: " + "; ".join(lines))
 
@@ -288,4 +305,9 @@ def machine_for(driver: Driver, tally: Tally | None = None, features: Features =
                 self.session.close()
                 self.session = None
 
+    # Hypothesis reads these two attributes of a state machine class: the
+    # seed that ``@seed`` would set, and what to add to the digest that
+    # names the class's examples in the database.
+    OverlayMachine._hypothesis_internal_use_seed = seed
+    OverlayMachine._hypothesis_internal_add_digest = f"{driver.name} {features}".encode()
     return OverlayMachine
