@@ -26,6 +26,7 @@ import signal
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 
 MNT_DETACH = 2
 
@@ -304,6 +305,29 @@ def sweep_stale(prefix: str, base: str | None = None) -> list[str]:
 
 
 # --- processes ------------------------------------------------------------
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signal_number: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel send ``signal_number`` to the child when its parent dies.
+
+    Made in the parent (it records the parent's PID): in the child, between
+    fork and exec, it sets ``PR_SET_PDEATHSIG`` and then exits at once if the
+    parent died before that (the child was already re-parented, so the signal
+    would never come). The setting survives ``exec`` (of a program that is not
+    set-user-ID). Linux sends it when the *thread* that forked the child ends,
+    so start long-lived children from a thread that lives as long as they must.
+    """
+    parent = os.getpid()
+
+    def tie() -> None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return tie
+
 
 
 def _parent_of(pid: int) -> int | None:

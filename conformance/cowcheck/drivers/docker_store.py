@@ -19,15 +19,16 @@ A step the engine refuses says the kind of refusal, read from the engine's
 message (STORE-12). The figures are read in bytes from the Engine API.
 """
 
+import contextlib
 import errno
 import itertools
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from typing import Any
 
+from cowcheck.drivers.cleanup import remove_tree
 from cowcheck.drivers.engines import Dockerd, engine_api, first_line, run
 from cowcheck.drivers.kernel_overlay import KernelSession
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable
@@ -278,10 +279,7 @@ def _docker_build(docker: Dockerd, base: str, lines: list[str], context: str) ->
         handle.write("\n".join([f"FROM {base}", *lines]) + "\n")
     with open(os.path.join(context, ".dockerignore"), "w") as handle:
         handle.write("Dockerfile\n.dockerignore\n")
-    built = subprocess.run(
-        docker.docker_command("build", "-q", context),
-        env={**os.environ, "DOCKER_BUILDKIT": "0"}, capture_output=True, check=False,
-    )  # fmt: skip
+    built = run(docker.docker_command("build", "-q", context), env={**os.environ, "DOCKER_BUILDKIT": "0"})
     if built.returncode != 0:
         return _done(built)
     return built.stdout.decode().strip().splitlines()[-1]
@@ -331,7 +329,8 @@ def build(docker: Dockerd, step: Build) -> Entry:
             finally:
                 docker.docker("rm", name)
             continue
-        context = tempfile.mkdtemp(prefix="cowspec-context-")
+        # In the engine's directory, so that a killed run's context goes with the engine's leftovers.
+        context = tempfile.mkdtemp(prefix="context-", dir=docker.base)
         try:
             if instruction.command in METADATA:
                 line = f"{instruction.command} {instruction.text or 'cowspec'}"
@@ -342,7 +341,8 @@ def build(docker: Dockerd, step: Build) -> Entry:
                 line = "COPY . /"
             image = _docker_build(docker, current, [line], context)
         finally:
-            shutil.rmtree(context, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(context)
         if isinstance(image, dict):
             return image
         current = image

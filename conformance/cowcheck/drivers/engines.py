@@ -2,23 +2,46 @@
 
 ``Dockerd`` runs a private Docker engine: its own data root, exec root and
 socket under a temporary directory, no networking (``--iptables=false
---ip6tables=false --bridge=none``), inside a private mount namespace so
-that every overlay mount it makes disappears with it. It is stopped by PID.
-Podman runs rootful with the ``vfs`` storage driver and private root and
-run directories; umoci needs no daemon. Each tool missing from the machine
+--ip6tables=false --bridge=none``). The engine lives in a mount namespace
+and a PID namespace of its own, under a small init (``tini``, shipped with
+Docker as ``docker-init``), and is tied to cowspec by the kernel: if
+cowspec dies, even by ``kill -9``, ``unshare`` is killed (``PR_SET_PDEATHSIG``),
+its child, the namespace's init, is killed in turn (``--kill-child``), and
+the death of a PID namespace's init kills every process left in it:
+dockerd, containerd, the shims that are meant to outlive containerd, runc,
+the containers. The mount namespace goes with its last process, and every
+overlay mount with it. What a killed run leaves is then only its directory,
+whose name records its owner (``cleanup.owned_directory``) and which the
+next engine's start removes (``cleanup.sweep_stale``). Podman runs rootful
+with the ``vfs`` storage driver and private root and run directories, each
+command in its own mount namespace; umoci needs no daemon. Every tool is
+run tied to cowspec's life the same way. Each tool missing from the machine
 raises ``DriverUnavailable`` with a one-line reason.
 """
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 
+from cowcheck.drivers.cleanup import (
+    OWNER_VARIABLE,
+    die_with_parent,
+    kill_marked,
+    kill_tree,
+    owned_directory,
+    remove_tree,
+    start_time,
+    sweep_stale,
+)
 from cowcheck.drivers.protocol import DriverUnavailable
+
+DOCKERD_PREFIX = "cowspec-dockerd-"
+"""The name of a private engine's directory begins so (then its owner: ``cleanup.owned_directory``)."""
+PODMAN_PREFIX = "cowspec-podman-"
+"""The same for podman's private storage."""
 
 
 def need(program: str) -> str:
@@ -32,9 +55,13 @@ def need(program: str) -> str:
     return found
 
 
-def run(command: list[str], stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    """Run ``command``; its completed process (never raises on a non-zero exit)."""
-    return subprocess.run(command, input=stdin, capture_output=True, timeout=timeout, check=False)
+def run(
+    command: list[str], stdin: bytes | None = None, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``command``, killed if cowspec dies first; its completed process (never raises on a non-zero exit)."""
+    return subprocess.run(
+        command, input=stdin, capture_output=True, timeout=timeout, check=False, env=env, preexec_fn=die_with_parent()
+    )
 
 
 def first_line(data: bytes) -> str:
@@ -60,46 +87,62 @@ def version_of(command: list[str]) -> str:
     return text.splitlines()[0] if text else "?"
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: have the kernel send SIGTERM when the process that started it dies.
-
-    A test killed by a timeout or a signal never reaches ``__exit__``; without
-    this its dockerd (and containerd, which dockerd stops on SIGTERM) would run
-    on, orphaned. The setting survives exec, and ``unshare`` execs dockerd in
-    the same process. Linux only, as everything here.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-PR_SET_PDEATHSIG = 1
+def init_program() -> str | None:
+    """A minimal init to run as PID 1 of the engine's PID namespace (it reaps the shims), if installed."""
+    for program in ("docker-init", "tini"):
+        found = shutil.which(program) or next(
+            (path for path in (f"/usr/bin/{program}", f"/usr/sbin/{program}") if os.access(path, os.X_OK)), None
+        )
+        if found is not None:
+            return found
+    return None
 
 
 class Dockerd:
-    """A private dockerd, for as long as the ``with`` block lasts."""
+    """A private dockerd, for as long as the ``with`` block lasts, and not a moment longer than cowspec.
+
+    ``process`` is ``unshare``, in the host's namespaces; ``init_pid`` is
+    the engine namespace's PID 1 as the host sees it (``tini``, or dockerd
+    itself where no init is installed), to which a stop is signalled.
+    """
 
     def __init__(self) -> None:
         self.dockerd = need("dockerd")
         self.client = need("docker")
         self.unshare = need("unshare")
+        self.init = init_program()
         self.base = ""
         self.process: subprocess.Popen[bytes] | None = None
+        self.init_pid = 0
 
     @property
     def socket(self) -> str:
         return os.path.join(self.base, "docker.sock")
 
-    def __enter__(self) -> "Dockerd":
-        self.base = tempfile.mkdtemp(prefix="cowspec-dockerd-")
-        log = open(os.path.join(self.base, "dockerd.log"), "wb")
-        command = [
-            self.unshare, "-m", "--propagation", "private", self.dockerd,
+    def command(self) -> list[str]:
+        """How the engine is started: in new mount and PID namespaces, killed with ``unshare`` [see module]."""
+        init = [self.init, "--"] if self.init else []
+        return [
+            self.unshare, "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child=SIGKILL",
+            "--mount-proc", *init, self.dockerd,
             "--data-root", os.path.join(self.base, "root"), "--exec-root", os.path.join(self.base, "exec"),
             "--pidfile", os.path.join(self.base, "dockerd.pid"), "--host", f"unix://{self.socket}",
             "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver", "overlay2",
         ]  # fmt: skip
+
+    def __enter__(self) -> "Dockerd":
+        sweep_stale(DOCKERD_PREFIX)
+        self.base = owned_directory(DOCKERD_PREFIX)
+        log = open(os.path.join(self.base, "dockerd.log"), "wb")
+        # start_new_session: a Ctrl-C at the terminal reaches cowspec, whose __exit__ stops the engine
+        # cleanly, not the engine itself. die_with_parent: cowspec killed outright takes the engine with it.
         self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGKILL),
+            env={**os.environ, OWNER_VARIABLE: self.base},
         )
         log.close()
         deadline = time.monotonic() + 60
@@ -107,11 +150,22 @@ class Dockerd:
             if self.process.poll() is not None:
                 break
             if os.path.exists(self.socket) and run(self.docker_command("version"), timeout=10).returncode == 0:
+                self.init_pid = self._namespace_init()
                 return self
             time.sleep(0.2)
         tail = self._log_tail()
         self.__exit__(None, None, None)
         raise DriverUnavailable(f"dockerd did not start: {tail}")
+
+    def _namespace_init(self) -> int:
+        """The host PID of ``unshare``'s child, PID 1 of the engine's namespace (0 if it is gone)."""
+        assert self.process is not None
+        try:
+            with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as handle:
+                children = handle.read().split()
+        except OSError:
+            return 0
+        return int(children[0]) if children else 0
 
     def _log_tail(self) -> str:
         try:
@@ -128,21 +182,35 @@ class Dockerd:
         return run(self.docker_command(*args), stdin)
 
     def __exit__(self, *_: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
+        """Stop the engine: SIGTERM to its init (dockerd stops its containers and containerd), then kill what is left.
+
+        ``unshare`` itself holds SIGTERM blocked while its child runs, so the
+        signal goes to the namespace's init. Whatever still runs after 30 s,
+        or after a clean stop, is killed with its whole tree; then the
+        directory is removed (no mount of the engine is visible here: they
+        were in its own namespace, gone with it).
+        """
+        if self.process is not None:
+            if self.process.poll() is None:
+                init = self.init_pid or self._namespace_init()
+                if init and start_time(init) is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(init, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=30)
+            kill_tree(self.process.pid, self.base or None)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=30)
         self.process = None
+        self.init_pid = 0
         if self.base:
-            shutil.rmtree(self.base, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(self.base)
+            self.base = ""
 
 
 class Podman:
-    """Rootful podman with private storage (vfs), each call in its own mount namespace."""
+    """Rootful podman with private storage (vfs), each call in its own mount namespace, killed if cowspec dies."""
 
     def __init__(self) -> None:
         self.podman = need("podman")
@@ -150,7 +218,8 @@ class Podman:
         self.base = ""
 
     def __enter__(self) -> "Podman":
-        self.base = tempfile.mkdtemp(prefix="cowspec-podman-")
+        sweep_stale(PODMAN_PREFIX)
+        self.base = owned_directory(PODMAN_PREFIX)
         os.makedirs(os.path.join(self.base, "tmp"))
         return self
 
@@ -162,11 +231,15 @@ class Podman:
             "--tmpdir", os.path.join(self.base, "tmp"), "--storage-driver", "vfs",
             "--cgroup-manager", "cgroupfs", "--events-backend", "file", *args,
         ]  # fmt: skip
-        return run(command, stdin)
+        return run(command, stdin, env={**os.environ, OWNER_VARIABLE: self.base})
 
     def __exit__(self, *_: object) -> None:
+        """Kill what a podman command may have left running (``conmon``: marked with the directory), remove it all."""
         if self.base:
-            shutil.rmtree(self.base, ignore_errors=True)
+            kill_marked(self.base)
+            with contextlib.suppress(OSError):
+                remove_tree(self.base)
+            self.base = ""
 
 
 def engine_api(engine: Dockerd, path: str) -> object:

@@ -7,13 +7,13 @@ and returns either the root filesystem as entries in the shape of
 ``Refused`` with the tool's first line of complaint.
 """
 
+import contextlib
 import os
-import shutil
 import stat
 import subprocess
-import tempfile
 from collections.abc import Callable
 
+from cowcheck.drivers.cleanup import owned_directory, remove_tree, sweep_stale
 from cowcheck.drivers.engines import Dockerd, Podman, first_line, need, run
 from cowcheck.drivers.kernel_overlay import tree
 from cowcheck.drivers.protocol import Answer, Entries, Refused
@@ -110,6 +110,10 @@ class PodmanLayers:
         return answer
 
 
+UMOCI_PREFIX = "cowspec-umoci-"
+"""An unpack's work directory begins so, then its owner: a killed run's is removed by the next unpack."""
+
+
 class UmociLayers:
     """``umoci unpack`` of an OCI layout, read back from the bundle's rootfs."""
 
@@ -119,7 +123,8 @@ class UmociLayers:
         self.umoci = need("umoci")
 
     def flatten(self, archives: list[bytes]) -> Answer:
-        work = tempfile.mkdtemp(prefix="cowspec-umoci-")
+        sweep_stale(UMOCI_PREFIX)
+        work = owned_directory(UMOCI_PREFIX)
         try:
             write_oci_layout(os.path.join(work, "image"), archives, tag="t")
             done = run([self.umoci, "unpack", "--image", os.path.join(work, "image") + ":t", os.path.join(work, "b")])
@@ -133,4 +138,5 @@ class UmociLayers:
                     entry["type"] = "char" if stat.S_ISCHR(info.st_mode) else "fifo"
             return entries
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(work)
