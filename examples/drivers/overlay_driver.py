@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""A cowspec-driver/1 program for the kernel's overlayfs, in plain Python 3 (standard library only).
+
+    cowspec check --driver "exec:python3 examples/drivers/overlay_driver.py" TRACE.json
+
+It serves the filesystem level (docs/formats/driver-protocol.md): each
+session lays the layers out in directories the way Docker's overlay2 driver
+stores them (whiteouts as 0/0 character devices, opaque directories marked
+with the trusted.overlay.opaque xattr), mounts an overlay over them with an
+empty upper directory, and runs every op as root with umask 0 in a child
+chrooted into the merged directory, so absolute symlinks resolve inside the
+container. It needs root; everything it mounts lives in a private mount
+namespace of its own, each session on a tmpfs, and goes when it exits.
+"""
+
+import base64
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import json
+import os
+import stat
+import sys
+import tempfile
+
+PROTOCOL = "cowspec-driver/1"
+OPAQUE = "trusted.overlay.opaque"
+CLONE_NEWNS, MS_REC, MS_PRIVATE, MNT_DETACH = 0x00020000, 0x4000, 1 << 18, 2
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def check(result, what):
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+
+
+def private_scratch():
+    """Enter a private mount namespace and make a directory to work in; its path, or why not."""
+    if os.geteuid() != 0:
+        return None, "needs root to mount overlayfs"
+    with open("/proc/filesystems") as table:
+        if "overlay" not in table.read().split():
+            return None, "the kernel has no overlay filesystem"
+    try:
+        check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    except OSError as error:
+        return None, str(error)
+    return tempfile.mkdtemp(prefix="overlay-driver-"), None
+
+
+def unmount(target):
+    if libc.umount2(target.encode(), 0) != 0:
+        check(libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
+
+
+# -- laying out a layer ----------------------------------------------------------
+
+
+def lay_out(entries, top):
+    """Write one layer (cowspec-trace/1 entries) into directory ``top`` in overlay2's on-disk form."""
+    os.makedirs(top)
+
+    def parents(path):
+        parts = path.strip("/").split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            real = top + "/" + "/".join(parts[:depth])
+            if not os.path.isdir(real):
+                os.mkdir(real, 0o755)
+
+    dirs = []
+    for entry in sorted(entries, key=lambda each: 0 if each["path"] == "/" else each["path"].count("/")):
+        path, kind = entry["path"], entry["type"]
+        real = top if path == "/" else top + path
+        parents(path)
+        uid, gid = entry.get("uid", 0), entry.get("gid", 0)
+        if kind == "dir":
+            if path != "/" and not os.path.isdir(real):
+                os.mkdir(real, 0o755)
+            dirs.append(entry)
+        elif kind == "file":
+            with open(real, "wb") as handle:
+                handle.write(base64.b64decode(entry.get("data", "")))
+            os.chown(real, uid, gid)
+            os.chmod(real, entry.get("mode", 0o644))
+        elif kind == "symlink":
+            os.symlink(entry["target"], real)
+            os.lchown(real, uid, gid)
+        elif kind == "whiteout":
+            os.mknod(real, stat.S_IFCHR, os.makedev(0, 0))
+    links = [entry for entry in entries if entry["type"] == "hardlink"]
+    while links:  # a hardlink may name another one: link those whose target is there, until all are
+        waiting = [entry for entry in links if not os.path.lexists(top + entry["target"])]
+        if len(waiting) == len(links):
+            raise ValueError(f"hardlink {links[0]['path']} names nothing in its layer")
+        for entry in links:
+            if entry not in waiting:
+                parents(entry["path"])
+                os.link(top + entry["target"], top + entry["path"], follow_symlinks=False)
+        links = waiting
+    for entry in reversed(dirs):  # modes last, so a read-only directory was still writable while filled
+        real = top if entry["path"] == "/" else top + entry["path"]
+        os.chown(real, entry.get("uid", 0), entry.get("gid", 0))
+        os.chmod(real, entry.get("mode", 0o755))
+        if entry.get("opaque"):
+            os.setxattr(real, OPAQUE, b"y")
+
+
+# -- observing ---------------------------------------------------------------------
+
+
+def walk(top):
+    """(path in the container, real path, lstat) of everything below ``top``; a name lstat cannot find is skipped."""
+    pending = [("", top)]
+    while pending:
+        logical, real = pending.pop()
+        for name in os.listdir(real):
+            child, child_real = logical + "/" + name, os.path.join(real, name)
+            try:
+                info = os.lstat(child_real)
+            except FileNotFoundError:
+                continue
+            yield child, child_real, info
+            if stat.S_ISDIR(info.st_mode):
+                pending.append((child, child_real))
+
+
+def describe(path, real, info, upper):
+    """One entry of "merged" (upper false) or "upper" (upper true), as cowspec-trace-result/1 writes it."""
+    mode, owner = info.st_mode, {"uid": info.st_uid, "gid": info.st_gid}
+    if stat.S_ISDIR(mode):
+        entry = {"path": path, "type": "dir", "mode": stat.S_IMODE(mode), **owner}
+        if upper:
+            try:
+                entry["opaque"] = os.getxattr(real, OPAQUE, follow_symlinks=False) == b"y"
+            except OSError:
+                entry["opaque"] = False
+        return entry
+    if stat.S_ISLNK(mode):
+        return {"path": path, "type": "symlink", **owner, "target": os.readlink(real)}
+    if stat.S_ISREG(mode):
+        digest = hashlib.sha256()
+        with open(real, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 16), b""):
+                digest.update(block)
+        entry = {"path": path, "type": "file", "mode": stat.S_IMODE(mode), **owner, "size": info.st_size}
+        entry["sha256"] = digest.hexdigest()
+        if not upper:
+            entry["nlink"] = info.st_nlink
+        return entry
+    if upper and stat.S_ISCHR(mode) and info.st_rdev == 0:
+        return {"path": path, "type": "whiteout"}
+    return {"path": path, "type": "other", "mode": stat.S_IMODE(mode), **owner}
+
+
+def tree(top, upper):
+    return sorted((describe(*each, upper) for each in walk(top)), key=lambda entry: entry["path"])
+
+
+def docker_size(top):
+    """Docker's directory.Size: apparent bytes of everything but directories, each inode once."""
+    seen, total = set(), 0
+    for _, _, info in walk(top):
+        if not stat.S_ISDIR(info.st_mode) and info.st_size and info.st_ino not in seen:
+            seen.add(info.st_ino)
+            total += info.st_size
+    return total
+
+
+# -- performing an op, in a child chrooted into the merged directory ---------------
+
+
+def call(op):
+    """The op as the real system call; its value (None for none)."""
+    name, path = op["op"], op.get("path")
+    data = base64.b64decode(op.get("data", ""))
+    if name == "create":
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, op["mode"]))
+    elif name == "open":
+        os.close(os.open(path, {"r": os.O_RDONLY, "w": os.O_WRONLY, "rw": os.O_RDWR}[op["flags"]]))
+    elif name in ("write", "append"):
+        fd = os.open(path, os.O_WRONLY | (os.O_APPEND if name == "append" else 0))
+        try:
+            if name == "write":
+                os.pwrite(fd, data, op["offset"])
+            else:
+                os.write(fd, data)
+        finally:
+            os.close(fd)
+    elif name == "truncate":
+        os.truncate(path, op["size"])
+    elif name == "read":
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return base64.b64encode(b"".join(iter(lambda: os.read(fd, 1 << 16), b""))).decode()
+        finally:
+            os.close(fd)
+    elif name == "stat":
+        info = os.lstat(path)
+        kind = "dir" if stat.S_ISDIR(info.st_mode) else "symlink" if stat.S_ISLNK(info.st_mode) else "file"
+        value = {"type": kind, "mode": stat.S_IMODE(info.st_mode), "uid": info.st_uid, "gid": info.st_gid}
+        if kind != "dir":
+            value["size"] = info.st_size
+        if kind == "file":
+            value["nlink"] = info.st_nlink
+        return value
+    elif name == "readdir":
+        return sorted(os.listdir(path))
+    elif name == "readlink":
+        return os.readlink(path)
+    elif name in ("mkdir", "chmod"):
+        (os.mkdir if name == "mkdir" else os.chmod)(path, op["mode"])
+    elif name in ("rmdir", "unlink"):
+        (os.rmdir if name == "rmdir" else os.unlink)(path)
+    elif name == "rename":
+        os.rename(op["src"], op["dst"])
+    elif name == "symlink":
+        os.symlink(op["target"], path)
+    elif name == "link":
+        os.link(op["src"], op["dst"], follow_symlinks=False)
+    elif name == "chown":
+        os.lchown(path, op["uid"], op["gid"])
+    else:
+        raise ValueError(f"unknown op {name!r}")
+    return None
+
+
+def perform(root, op):
+    """Run ``op`` in a child chrooted into ``root``, as root with umask 0; its result item."""
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(reading)
+        try:
+            os.chroot(root)
+            os.chdir("/")
+            os.umask(0)
+            try:
+                value = call(op)
+                reply = {"ok": True} if value is None else {"ok": True, "value": value}
+            except OSError as error:
+                reply = {"errno": errno.errorcode.get(error.errno, f"E{error.errno}")}
+            os.write(writing, json.dumps(reply).encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    if not answer:
+        raise RuntimeError(f"the container process failed on {json.dumps(op)}")
+    return json.loads(answer)
+
+
+# -- the protocol ----------------------------------------------------------------------
+
+
+class Session:
+    def __init__(self, scratch, number, layers, features):
+        self.home = os.path.join(scratch, f"s{number}")
+        self.lowers = [os.path.join(self.home, f"l{index}") for index in range(max(len(layers), 1))]
+        self.upper, self.merged = os.path.join(self.home, "upper"), os.path.join(self.home, "merged")
+        self.mounted = self.on_tmpfs = False
+        try:
+            self.mount(layers, features)
+        except BaseException:
+            self.close()
+            raise
+
+    def mount(self, layers, features):
+        os.mkdir(self.home)  # a tmpfs of its own, so that closing is two unmounts however deep the trees
+        check(libc.mount(b"overlay-driver", self.home.encode(), b"tmpfs", 0, b"mode=0755"), "mount tmpfs")
+        self.on_tmpfs = True
+        for index, lower in enumerate(self.lowers):
+            lay_out(layers[index] if index < len(layers) else [], lower)
+        work = os.path.join(self.home, "work")
+        for directory in (self.upper, work, self.merged):
+            os.mkdir(directory, 0o755)
+        on = {name: "on" if features.get(name) else "off" for name in ("redirect_dir", "index", "metacopy")}
+        options = f"lowerdir={':'.join(reversed(self.lowers))},upperdir={self.upper},workdir={work}," + ",".join(
+            f"{name}={value}" for name, value in on.items()
+        )
+        check(libc.mount(b"overlay", self.merged.encode(), b"overlay", 0, options.encode()), "mount overlay")
+        self.mounted = True
+
+    def observe(self):
+        size = docker_size(self.upper)
+        return {
+            "merged": tree(self.merged, upper=False),
+            "upper": tree(self.upper, upper=True),
+            "sizes": {"size": size, "virtual_size": size + sum(docker_size(lower) for lower in self.lowers)},
+        }
+
+    def close(self):
+        if self.mounted:
+            unmount(self.merged)
+            self.mounted = False
+        if self.on_tmpfs:
+            unmount(self.home)
+            self.on_tmpfs = False
+        if os.path.isdir(self.home):
+            os.rmdir(self.home)
+
+
+def serve(scratch, reason):
+    session, opened = None, 0
+    for line in sys.stdin:
+        request = json.loads(line)
+        kind = request.get("request")
+        try:
+            if kind == "hello":
+                reply = {"protocol": PROTOCOL, "name": "python-overlay", "version": "1"}
+                if reason:
+                    reply["unavailable"] = reason
+                else:
+                    reply.update(levels=["filesystem"], features=["redirect_dir"])
+            elif kind == "open":
+                if session:
+                    session.close()
+                session, opened = None, opened + 1
+                session = Session(scratch, opened, request["layers"], request.get("features", {}))
+                reply = {"ok": True}
+            elif kind == "perform":
+                reply = perform(session.merged, request["op"])
+            elif kind == "observe":
+                reply = session.observe()
+            elif kind in ("close", "bye"):
+                if session:
+                    session.close()
+                session, reply = None, {"ok": True}
+            else:
+                reply = {"error": f"unknown request {kind}"}
+        except Exception as error:  # the driver failed: say so in one line, and go on serving
+            reply = {"error": " ".join(f"{type(error).__name__}: {error}".split())}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+        if kind == "bye":
+            break
+    if session:
+        session.close()
+
+
+def main():
+    scratch, reason = private_scratch()
+    try:
+        serve(scratch, reason)
+    finally:
+        if scratch:
+            os.rmdir(scratch)
+
+
+if __name__ == "__main__":
+    main()

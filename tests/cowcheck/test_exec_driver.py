@@ -1,0 +1,485 @@
+"""The exec driver: cowspec's side of ``cowspec-driver/1``, and a real program speaking it.
+
+The first half drives tiny fake programs (Python scripts this file writes)
+that break the protocol in every way the contract names, and checks that
+each failure is one exception with a one-line message, and that no process
+the program started is left. The second half runs the example driver
+``examples/drivers/overlay_driver.py`` (the kernel's overlayfs, standard
+library only) through the protocol against the model: the kept vectors and
+a short run of the state machine.
+"""
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from cowcheck.compare import result_differences
+from cowcheck.drivers.exec_driver import ExecProgram, encode_step
+from cowcheck.drivers.kernel_overlay import KernelOverlay
+from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable, Refused
+from cowcheck.drivers.runner import run_real
+from cowcheck.machines import profiles
+from cowcheck.machines.fs_machine import Tally, first_divergence, machine_for
+from cowspec.formats.oracle import oracle, oracle_following
+from cowspec.formats.store_trace import decode_step, decode_store_trace, run_store_model
+from cowspec.formats.trace import RESULT_FORMAT, decode_entry, decode_op, decode_trace
+from cowspec.fs.build import LayerEntry
+from cowspec.fs.calls import Read, Write
+from cowspec.fs.features import Features
+
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "tests" / "vectors"
+EXAMPLE = ROOT / "examples" / "drivers" / "overlay_driver.py"
+CONTRACT = ROOT / "docs" / "formats" / "driver-protocol.md"
+
+# -- fake programs -------------------------------------------------------------------
+
+FAKE = """
+import json, os, subprocess, sys, time
+HELLO = {"protocol": "cowspec-driver/1", "name": "fake", "levels": ["filesystem"], "features": []}
+OBSERVED = {"merged": [], "upper": [], "sizes": {"size": 0, "virtual_size": 0}}
+with open(sys.argv[1], "w") as pidfile:
+    pidfile.write(str(os.getpid()))
+log = open(sys.argv[2], "a")
+def reply(answer):
+    sys.stdout.write((answer if isinstance(answer, str) else json.dumps(answer)) + "\\n")
+    sys.stdout.flush()
+def spawn_grandchild():
+    child = subprocess.Popen(["sleep", "300"])
+    with open(sys.argv[1], "a") as pidfile:
+        pidfile.write(" " + str(child.pid))
+for line in sys.stdin:
+    request = json.loads(line)
+    kind = request["request"]
+    log.write(line)
+    log.flush()
+BEHAVIOUR
+    if kind == "hello":
+        reply(HELLO)
+    elif kind == "observe":
+        reply(OBSERVED)
+    elif kind == "perform":
+        reply({"ok": True})
+    else:
+        reply({"ok": True})
+"""
+
+
+class Fake:
+    """A fake driver program: its command line, and what it left to look at."""
+
+    def __init__(self, directory: Path, behaviour: str) -> None:
+        self.pidfile = directory / "pids"
+        self.logfile = directory / "requests.jsonl"
+        body = "\n".join("    " + line for line in behaviour.strip().splitlines())
+        self.script = FAKE.replace("BEHAVIOUR", body)
+        self.argv = [sys.executable, "-c", self.script, str(self.pidfile), str(self.logfile)]
+
+    def pids(self) -> list[int]:
+        """The program's pid and those of the processes it spawned."""
+        return [int(each) for each in self.pidfile.read_text().split()] if self.pidfile.exists() else []
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request the program received, in order."""
+        if not self.logfile.exists():
+            return []
+        return [json.loads(line) for line in self.logfile.read_text().splitlines()]
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for init counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return status.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def assert_none_left(fake: Fake) -> None:
+    """No process of the fake program is still running (a SIGKILL lands within a moment)."""
+    pids = fake.pids()
+    assert pids, "the fake program never started"
+    deadline = time.monotonic() + 5
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if running(pid)]
+
+
+def one_line(error: BaseException) -> str:
+    message = str(error)
+    assert message and "\n" not in message, repr(message)
+    return message
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[Any]:
+    """``fake(behaviour)``: a fake program, closed at the end of the test."""
+    made: list[ExecProgram] = []
+
+    def make(behaviour: str = "pass") -> tuple[Fake, ExecProgram]:
+        directory = tmp_path / f"fake{len(made)}"
+        directory.mkdir()
+        program = Fake(directory, behaviour)
+        made.append(ExecProgram(program.argv))
+        return program, made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+LAYERS: tuple[tuple[LayerEntry, ...], ...] = (
+    (decode_entry({"path": "/a", "type": "file", "mode": 420, "data": "aGkK"}, "test"),),
+)
+
+
+def test_a_program_that_is_not_there(tmp_path: Path) -> None:
+    with pytest.raises(DriverError) as missing:
+        _ = ExecProgram([str(tmp_path / "no-such-driver")]).levels
+    assert "not found" in one_line(missing.value)
+    with pytest.raises(DriverError) as off_path:
+        _ = ExecProgram(["cowspec-no-such-driver-program"]).levels
+    assert "not found on PATH" in one_line(off_path.value)
+    plain = tmp_path / "plain.py"
+    plain.write_text("print()\n")
+    with pytest.raises(DriverError) as not_executable:
+        _ = ExecProgram([str(plain)]).levels
+    assert "not executable" in one_line(not_executable.value)
+
+
+def test_the_handshake_declares_name_levels_and_features(fake: Any) -> None:
+    script, program = fake(
+        """if kind == "hello":
+    reply({**HELLO, "name": "mine", "levels": ["filesystem", "store", "teleport"],
+           "features": ["redirect_dir", "warp"], "version": "2.1", "later": {"added": True}})
+    continue"""
+    )
+    assert program.name == "mine"
+    assert program.levels == {"filesystem", "store"}  # names a later protocol may add are ignored
+    assert program.features == {"redirect_dir"}
+    assert program.version == "2.1"
+    assert program.filesystem().name == "exec:mine"
+    hello = script.requests()[0]
+    assert hello["request"] == "hello" and hello["protocol"] == "cowspec-driver/1" and hello["cowspec"]
+    with pytest.raises(DriverUnavailable) as layer:
+        program.layer()
+    assert "layer" in one_line(layer.value)
+    program.close()
+    assert [each["request"] for each in script.requests()] == ["hello", "bye"]
+    assert_none_left(script)
+
+
+def test_a_program_that_dies_at_hello(fake: Any) -> None:
+    script, program = fake('print("cannot find my config", file=sys.stderr)\nsys.exit(7)')
+    with pytest.raises(DriverError) as raised:
+        _ = program.levels
+    message = one_line(raised.value)
+    assert "exited with status 7" in message and "hello" in message and "cannot find my config" in message
+    assert_none_left(script)
+    with pytest.raises(DriverError):  # it stays failed, and is not started again
+        _ = program.name
+    assert len(script.requests()) == 1
+
+
+def test_a_program_that_dies_in_a_session(fake: Any) -> None:
+    script, program = fake('if kind == "perform":\n    spawn_grandchild()\n    os.kill(os.getpid(), 9)')
+    session = program.filesystem().open(LAYERS, Features())
+    with pytest.raises(DriverError) as raised:
+        session.perform(Read("/a"))
+    message = one_line(raised.value)
+    assert "killed by signal SIGKILL" in message and "during perform" in message
+    session.close()  # nothing to close any more, and no second error
+    assert_none_left(script)  # the grandchild in its group went with it
+    with pytest.raises(DriverError):
+        program.filesystem().open(LAYERS, Features())
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "quoted"),
+    [
+        ('if kind == "hello":\n    reply("Segmentation fault (not JSON)")\n    continue', "Segmentation fault"),
+        ('if kind == "hello":\n    reply("[1, 2]")\n    continue', "[1, 2]"),
+        ('if kind == "hello":\n    reply({"name": "x", "levels": ["filesystem"]})\n    continue', "protocol"),
+        ('if kind == "hello":\n    reply({**HELLO, "levels": []})\n    continue', "levels"),
+        ('if kind == "perform":\n    reply({"value": "x" * 500})\n    continue', "xxxx"),
+        (
+            'if kind == "observe":\n    reply({"merged": [], "upper": [{"no": "path"}], "sizes": {}})\n    continue',
+            "upper",
+        ),
+    ],
+    ids=["not-json", "not-an-object", "no-protocol", "no-level", "perform-without-ok", "observe-without-path"],
+)
+def test_a_reply_out_of_protocol(fake: Any, behaviour: str, quoted: str) -> None:
+    script, program = fake(behaviour)
+    with pytest.raises(DriverError) as raised:
+        session = program.filesystem().open(LAYERS, Features())
+        session.perform(Read("/a"))
+        session.merged()
+    message = one_line(raised.value)
+    assert "out of protocol" in message and quoted in message
+    assert len(message) < 400  # the reply is quoted, cut short
+    assert_none_left(script)
+
+
+def test_a_program_that_does_not_answer_in_time(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COWSPEC_DRIVER_TIMEOUT", "0.5")
+    script, program = fake('if kind == "perform":\n    spawn_grandchild()\n    time.sleep(300)')
+    session = program.filesystem().open(LAYERS, Features())
+    started = time.monotonic()
+    with pytest.raises(DriverError) as raised:
+        session.perform(Read("/a"))
+    assert time.monotonic() - started < 5
+    message = one_line(raised.value)
+    assert "no reply to perform within 0.5 s" in message and "killed" in message
+    assert_none_left(script)
+
+
+def test_a_timeout_that_is_not_a_number(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COWSPEC_DRIVER_TIMEOUT", "soon")
+    script, program = fake()
+    with pytest.raises(DriverError) as raised:
+        _ = program.levels
+    assert "COWSPEC_DRIVER_TIMEOUT" in one_line(raised.value) and "'soon'" in str(raised.value)
+    assert script.pids() == []  # refused before anything started
+
+
+def test_an_error_reply(fake: Any) -> None:
+    script, program = fake('if kind == "perform":\n    reply({"error": "disk on fire\\nand more"})\n    continue')
+    session = program.filesystem().open(LAYERS, Features())
+    with pytest.raises(DriverError) as raised:
+        session.perform(Read("/a"))
+    message = one_line(raised.value)
+    assert message == "driver exec:fake failed: disk on fire and more (on perform)"
+    session.close()  # the program is still in step: the session is closed in the ordinary way
+    program.close()
+    assert [each["request"] for each in script.requests()] == ["hello", "open", "perform", "close", "bye"]
+    assert_none_left(script)
+
+
+def test_another_protocol_version(fake: Any) -> None:
+    script, program = fake('if kind == "hello":\n    reply({**HELLO, "protocol": "cowspec-driver/2"})\n    continue')
+    with pytest.raises(DriverError) as raised:
+        _ = program.levels
+    message = one_line(raised.value)
+    assert "'cowspec-driver/2'" in message and "'cowspec-driver/1'" in message
+    assert_none_left(script)
+
+
+def test_a_program_that_cannot_run_here(fake: Any) -> None:
+    behaviour = (
+        'if kind == "hello":\n    reply({"protocol": "cowspec-driver/1", "unavailable": "needs root"})\n    continue'
+    )
+    script, program = fake(behaviour)
+    with pytest.raises(DriverUnavailable) as raised:
+        program.filesystem()
+    assert one_line(raised.value) == "needs root"
+    with pytest.raises(DriverUnavailable):  # and it says so again, without starting it again
+        _ = program.levels
+    assert len(script.requests()) == 1
+    assert_none_left(script)
+
+
+def test_a_feature_the_program_did_not_declare(fake: Any) -> None:
+    script, program = fake()
+    driver = program.filesystem()
+    assert driver.features == frozenset()
+    with pytest.raises(DriverUnavailable) as raised:
+        driver.open(LAYERS, Features(redirect_dir=True))
+    assert "redirect_dir" in one_line(raised.value) and "exec:fake" in str(raised.value)
+    assert [each["request"] for each in script.requests()] == ["hello"]  # nothing was asked of it
+
+
+def test_a_session_speaks_the_protocol(fake: Any) -> None:
+    """open, perform and observe carry the trace's own JSON; one observe serves the three views."""
+    script, program = fake(
+        """if kind == "hello":
+    reply({**HELLO, "features": ["redirect_dir"]})
+    continue
+if kind == "perform":
+    reply({"errno": "ENOENT", "later": 1})
+    continue
+if kind == "observe":
+    reply({**OBSERVED, "upper": [{"path": "/a", "type": "whiteout"}], "sizes": {"size": 1, "virtual_size": 3}})
+    continue"""
+    )
+    driver: Driver = program.filesystem()
+    session = driver.open(LAYERS, Features(redirect_dir=True))
+    assert session.merged() == []
+    assert session.upper() == [{"path": "/a", "type": "whiteout"}]
+    assert session.perform(Write("/a", 2, b"x")) == {"errno": "ENOENT"}  # unknown fields are left out
+    assert session.sizes() == {"size": 1, "virtual_size": 3}
+    assert session.merged() == [] and session.upper() != []
+    session.close()
+    requests = script.requests()
+    assert [each["request"] for each in requests] == ["hello", "open", "observe", "perform", "observe", "close"]
+    opened = requests[1]
+    assert opened["features"] == {"redirect_dir": True, "index": False, "metacopy": False}
+    assert [[decode_entry(entry, "sent") for entry in layer] for layer in opened["layers"]] == [list(LAYERS[0])]
+    assert decode_op(requests[3]["op"], "sent") == Write("/a", 2, b"x")
+    with pytest.raises(DriverError):  # one session at a time
+        session = driver.open((), Features())
+        driver.open((), Features())
+
+
+def test_the_layer_and_store_levels(fake: Any) -> None:
+    entries = [{"path": "/a", "type": "file", "mode": 420, "uid": 0, "gid": 0, "size": 3, "sha256": "0" * 64}]
+    script, program = fake(
+        f"""if kind == "hello":
+    reply({{**HELLO, "levels": ["layer", "store"]}})
+    continue
+if kind == "flatten":
+    reply({{"refused": "bad tar"}} if len(request["layers"]) > 1 else {{"entries": {entries!r}}})
+    continue
+if kind == "run":
+    reply({{"format": "cowspec-store-trace-result/1", "steps": [{{"ok": True}} for _ in request["steps"]]}})
+    continue"""
+    )
+    layers = program.layer()
+    assert layers.name == "exec:fake"
+    assert layers.flatten([b"one"]) == entries
+    assert layers.flatten([b"one", b"two"]) == Refused("bad tar")
+    steps = decode_store_trace(json.loads((VECTORS / "store-build.json").read_text()))
+    result = program.store().run(steps)
+    assert result["steps"] == [{"ok": True}] * len(steps)
+    requests = script.requests()
+    assert [base64.b64decode(each) for each in requests[2]["layers"]] == [b"one", b"two"]
+    sent = requests[3]["steps"]
+    assert tuple(decode_step(each, "sent") for each in sent) == steps
+
+
+@pytest.mark.parametrize("path", sorted(VECTORS.glob("store-*.json")), ids=lambda path: path.stem)
+def test_store_steps_are_sent_as_the_trace_wrote_them(path: Path) -> None:
+    steps = decode_store_trace(json.loads(path.read_text()))
+    assert tuple(decode_step(encode_step(step), "again") for step in steps) == steps
+
+
+def test_a_program_that_ignores_goodbye_is_killed(fake: Any) -> None:
+    script, program = fake('if kind == "bye":\n    spawn_grandchild()\n    time.sleep(300)')
+    _ = program.levels
+    started = time.monotonic()
+    program.close()
+    assert time.monotonic() - started < 8
+    assert_none_left(script)
+
+
+def cowspec_process(script: Fake, ending: str) -> None:
+    """A cowspec process that starts ``script``, handshakes, and ends with ``ending``."""
+    code = (
+        "import os, sys\nfrom cowcheck.drivers.exec_driver import ExecProgram\n"
+        f"program = ExecProgram({script.argv!r})\nassert program.levels\n{ending}\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False, timeout=60)
+
+
+def test_cowspec_says_goodbye_when_it_exits(tmp_path: Path) -> None:
+    """An ordinary exit closes every program still open (atexit): it is told bye."""
+    script = Fake(tmp_path, "pass")
+    cowspec_process(script, "sys.exit(0)")
+    assert [each["request"] for each in script.requests()] == ["hello", "bye"]
+    assert_none_left(script)
+
+
+def test_no_program_outlives_a_killed_cowspec(tmp_path: Path) -> None:
+    """A SIGKILL of cowspec takes the program with it (PR_SET_PDEATHSIG), though it never reads on to EOF."""
+    script = Fake(tmp_path, 'if kind == "hello":\n    reply(HELLO)\n    time.sleep(300)')
+    cowspec_process(script, "os.kill(os.getpid(), 9)")
+    assert_none_left(script)
+
+
+# -- the example driver on the kernel's overlayfs --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def overlay_program(kernel: KernelOverlay) -> Iterator[ExecProgram]:
+    """The example driver, started once for the module (``kernel`` makes it fail in CI where it cannot run)."""
+    program = ExecProgram([sys.executable, str(EXAMPLE)])
+    yield program
+    program.close()
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("path", sorted(VECTORS.glob("fs-*.json")), ids=lambda path: path.stem)
+def test_the_example_driver_agrees_on_the_vectors(overlay_program: ExecProgram, path: Path) -> None:
+    """[OBSERVE-1] Through the protocol, the kernel shows what the model says, as a whole run and step by step."""
+    driver = overlay_program.filesystem()
+    assert driver.name == "exec:python-overlay" and driver.features == {"redirect_dir"}
+    trace = decode_trace(json.loads(path.read_text()))
+    observed = run_real(driver, trace)
+    assert observed["format"] == RESULT_FORMAT and len(cast(list[object], observed["results"])) == len(trace.ops)
+    assert result_differences(oracle_following(trace, observed), observed) == []
+    assert first_divergence(driver, trace) is None
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("features", [Features(), Features(redirect_dir=True)], ids=["docker", "redirect_dir"])
+def test_the_example_driver_agrees_in_the_state_machine(overlay_program: ExecProgram, features: Features) -> None:
+    """[OBSERVE-1] A short run of the machine: every result, tree and size after every step, over the protocol."""
+    tally = Tally()
+    # A short derandomized run: the protocol is what is under test here; the kernel's
+    # own long run is test_machine's. planted_bug_search() is the suite's derandomized budget.
+    budget = settings(profiles.planted_bug_search(), max_examples=15, stateful_step_count=15)
+    run_state_machine_as_test(machine_for(overlay_program.filesystem(), tally, features), settings=budget)
+    assert tally.examples >= 15 and tally.ops > tally.examples
+
+
+@pytest.mark.kernel
+def test_the_example_driver_leaves_nothing_mounted(overlay_program: ExecProgram) -> None:
+    """Its mounts live in its own namespace: none is seen here, even while a session is open."""
+    session = overlay_program.filesystem().open(LAYERS, Features())
+    try:
+        with open("/proc/self/mountinfo") as table:
+            assert "overlay-driver" not in table.read()
+        assert session.perform(Read("/a")) == {"ok": True, "value": "aGkK"}
+    finally:
+        session.close()
+
+
+# -- the contract ------------------------------------------------------------------------
+
+
+def json_blocks() -> list[str]:
+    return re.findall(r"```json\n(.*?)```", CONTRACT.read_text(encoding="utf-8"), flags=re.DOTALL)
+
+
+def test_the_contract_shows_what_the_model_says() -> None:
+    """The session and the store run of the contract's examples are what the model gives for them."""
+    documents = [json.loads(block) for block in json_blocks()]
+    opened = next(each for each in documents if each.get("request") == "open")
+    appended = next(each for each in documents if each.get("request") == "perform")["op"]
+    renamed = {"op": "rename", "src": "/etc", "dst": "/var"}
+    trace = {"format": "cowspec-trace/1", "layers": opened["layers"], "ops": [appended, renamed]}
+    expected = oracle(decode_trace(trace))
+    assert expected["results"] == [{"ok": True}, {"errno": "EXDEV"}]
+    observed = next(each for each in documents if "merged" in each)
+    assert observed == {key: expected[key] for key in ("merged", "upper", "sizes")}
+    steps = next(each for each in documents if each.get("request") == "run")["steps"]
+    store = decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps})
+    assert next(each for each in documents if "format" in each) == run_store_model(store)
+
+
+def test_every_example_of_the_contract_is_valid() -> None:
+    """Each example is one JSON object; the ops and layers in requests are valid cowspec-trace/1."""
+    blocks = json_blocks()
+    assert len(blocks) >= 8
+    for block in blocks:
+        document = json.loads(block)
+        assert isinstance(document, dict), block
+        if document.get("request") == "open":
+            for layer in document["layers"]:
+                for entry in layer:
+                    decode_entry(entry, "contract")
+        if document.get("request") == "perform":
+            decode_op(document["op"], "contract")
+        if document.get("request") == "run":
+            for step in document["steps"]:
+                decode_step(step, "contract")
