@@ -1,0 +1,185 @@
+"""The ``vectors`` commands: ``vectors export DIR`` and ``vectors verify --driver NAME DIR``.
+
+    cowspec vectors export DIR                  write the conformance vectors into a new or empty DIR
+    cowspec vectors verify --driver NAME DIR    check the digests, then run every vector of NAME's level
+
+``verify`` prints one JSON line per vector (``vector``, ``agrees``,
+``differences``) and a summary on standard error; it exits 1 when a vector
+diverged, 2 when the set is not intact (a file changed, added or missing)
+or the command line is wrong, 3 when the driver cannot run here.
+
+Run on its own, before ``cowspec`` lists the commands:
+``python -m cowcheck.cli.vectors_commands export DIR``.
+"""
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cowcheck.cli.output import EXIT_DIVERGED, UsageError, emit, say
+from cowspec.errors import SpecError
+
+
+def _docker_store() -> object:
+    from cowcheck.drivers.docker_store import DockerStore  # the engine's driver loads only when asked for
+
+    return DockerStore()
+
+
+def _kernel_overlay() -> object:
+    from cowcheck.drivers.kernel_overlay import KernelOverlay
+
+    return KernelOverlay()
+
+
+def _umoci() -> object:
+    from cowcheck.drivers.layer_tools import UmociLayers
+
+    return UmociLayers()
+
+
+BUILT_IN: dict[str, tuple[str, Callable[[], object]]] = {
+    "kernel-overlay": ("filesystem", _kernel_overlay),
+    "docker": ("store", _docker_store),
+    "umoci": ("layer", _umoci),
+}
+"""The drivers ``verify`` knows by itself when the registry does not name them: name -> (level, maker)."""
+
+
+def _resolve(name: str) -> dict[str, Callable[[], object]]:
+    """The driver ``--driver NAME`` names, as a maker per level it serves (``filesystem``, ``layer``, ``store``).
+
+    The seam to the driver registry: its ``find`` (entry points,
+    ``module:attr``, ``exec:COMMAND``) is asked first, then the built-in
+    names above.
+    """
+    from cowcheck.drivers import registry
+
+    find = getattr(registry, "find", None)
+    reason = ""
+    if find is not None:
+        try:
+            found = find(name)
+        except LookupError as error:
+            reason = str(error)
+        else:
+            return {level: functools.partial(found.make, level) for level in found.levels}
+    if name in BUILT_IN:
+        level, make = BUILT_IN[name]
+        return {level: make}
+    raise UsageError(reason or f"unknown driver {name!r} (known: {', '.join(sorted(BUILT_IN))})")
+
+
+def command_export(arguments: argparse.Namespace) -> int:
+    from cowcheck.vectors import build_set, load_sources, write_set
+
+    directory = Path(arguments.directory)
+    try:
+        files = build_set(load_sources())
+        write_set(directory, files)
+    except SpecError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"{directory}: cannot write ({error.strerror})") from None
+    vectors = sum(name.endswith((".trace.json", ".rootfs.json")) for name in files)
+    say(f"vectors export: {vectors} vectors, {len(files)} files in {directory}")
+    return 0
+
+
+def command_verify(arguments: argparse.Namespace) -> int:
+    from cowcheck.vectors import LEVEL_OF_DIRECTORY, check_manifest, chosen, read_set, verify_set
+
+    directory = Path(arguments.directory)
+    try:
+        files = read_set(directory)
+    except SpecError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(f"{directory}: cannot read ({error.strerror})") from None
+    manifest, problems = check_manifest(files)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UsageError(f"{directory}: the set is not intact: {problems[0]}{more}")
+    drivers = _resolve(arguments.driver)
+    served = [each for each, level in LEVEL_OF_DIRECTORY.items() if level in drivers]
+    try:
+        if not any(chosen(manifest, each, arguments.only) for each in served):
+            levels = " and ".join(drivers) or "no level"
+            raise UsageError(f"no vector of the {levels} level in {directory} matches what was asked")
+        agreeing = diverging = skipped = 0
+        for line in verify_set(files, manifest, drivers, arguments.only):
+            emit(line)
+            if "skipped" in line:
+                skipped += 1
+            elif line["agrees"]:
+                agreeing += 1
+            else:
+                diverging += 1
+    except SpecError as error:
+        raise UsageError(f"{directory}: {error}") from None
+    more = f", {skipped} skipped" if skipped else ""
+    say(
+        f"vectors verify: {agreeing + diverging + skipped} vectors ({', '.join(served)}) on {arguments.driver}:"
+        f" {agreeing} agree, {diverging} diverge{more}"
+    )
+    return EXIT_DIVERGED if diverging else 0
+
+
+def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``vectors export`` and ``vectors verify`` to the ``cowspec`` command line."""
+    vectors = commands.add_parser(
+        "vectors",
+        help="export the conformance vectors, or run them against an implementation",
+        description="The conformance vectors: traces, layer stacks and store scenarios with the spec's answers."
+        " Exit status: 0 all agreed (or the set was written), 1 a vector diverged, 2 bad input or a set that"
+        " is not intact, 3 the driver cannot run here.",
+    )
+    actions = vectors.add_subparsers(dest="vectors_command", required=True, metavar="{export,verify}")
+    export = actions.add_parser(
+        "export",
+        help="write the vector set into DIR",
+        description="Write the versioned vector set into DIR: the same cowspec always writes the same bytes.",
+    )
+    export.add_argument("directory", metavar="DIR", help="where to write the set: a new or empty directory")
+    export.set_defaults(handler=command_export, driver="")
+    verify = actions.add_parser(
+        "verify",
+        help="check a set's digests, then run its vectors on a driver",
+        description="Check every digest of MANIFEST.json, then run each vector of the levels the driver serves,"
+        " printing one JSON line per vector and a summary on standard error.",
+        epilog="Exit status: 0 every vector agreed, 1 a vector diverged, 2 a set that is not intact or a bad"
+        " command line, 3 the driver cannot run here.",
+    )
+    verify.add_argument(
+        "--driver",
+        required=True,
+        metavar="NAME",
+        help="the implementation to run: an installed driver's name (kernel-overlay: filesystem vectors;"
+        " docker: store vectors; umoci: layer vectors), module:attr, or exec:COMMAND",
+    )
+    verify.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only the vectors whose name matches this glob, such as 'fs/rename-*' or 'store/volumes'"
+        " (repeatable; default: every vector of the driver's levels)",
+    )
+    verify.add_argument("directory", metavar="DIR", help="a set written by 'cowspec vectors export'")
+    verify.set_defaults(handler=command_verify)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The two commands on their own, with ``cowspec``'s handling of errors and exit statuses."""
+    from cowcheck.cli.main import main as cowspec_main
+
+    top = argparse.ArgumentParser(prog="cowspec", description="The conformance vectors.")
+    add_commands(top.add_subparsers(dest="command", required=True))
+    arguments = top.parse_args(["vectors", *(sys.argv[1:] if argv is None else argv)])
+    return cowspec_main(arguments=arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
