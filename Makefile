@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Every Python package at the version constraints.txt pins (runtime, dev tools, pip, the build backend).
 PIN := -c constraints.txt --build-constraint constraints.txt
 
-.PHONY: run test lint typecheck pytest bench hooks clean deps-core deps-all
+.PHONY: run test lint typecheck pytest bench hooks clean deps-core deps-all vectors
 
 # System packages (apt-get, as root; only what is missing): see .ci/install-deps.
 deps-core:
@@ -26,6 +26,10 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt conformance/cowcheck
 
 run: $(VENV)/.installed
 	$(BIN)/cowspec check --driver kernel-overlay
+
+# The release tarball of the conformance vectors: dist/cowspec-vectors-VERSION.tar.gz, the same bytes on every run.
+vectors: $(VENV)/.installed
+	PYTHON=$(CURDIR)/$(BIN)/python sh scripts/make-vectors.sh
 
 # The same three checks run as git hooks once `make hooks` has installed them (.pre-commit-config.yaml).
 lint: $(VENV)/.installed

@@ -267,6 +267,9 @@ def parser() -> argparse.ArgumentParser:
         help="also describe this driver (module:attr or exec:COMMAND; an exec program is started for its handshake)",
     )
     sub.set_defaults(handler=command_drivers)
+    from cowcheck.cli.vectors_commands import add_commands as add_vector_commands
+
+    add_vector_commands(commands)
     sub = image_command(commands, "flatten", "the root filesystem of an image, as JSON entries", command_flatten)
     sub.add_argument(
         "--implied-parents",
