@@ -174,59 +174,52 @@ def docker_size(top):
 # -- performing an op, in a child chrooted into the merged directory ---------------
 
 
-def call(op):
-    """The op as the real system call; its value (None for none)."""
-    name, path = op["op"], op.get("path")
-    data = base64.b64decode(op.get("data", ""))
-    if name == "create":
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, op["mode"]))
-    elif name == "open":
-        os.close(os.open(path, {"r": os.O_RDONLY, "w": os.O_WRONLY, "rw": os.O_RDWR}[op["flags"]]))
-    elif name in ("write", "append"):
-        fd = os.open(path, os.O_WRONLY | (os.O_APPEND if name == "append" else 0))
-        try:
-            if name == "write":
-                os.pwrite(fd, data, op["offset"])
-            else:
-                os.write(fd, data)
-        finally:
-            os.close(fd)
-    elif name == "truncate":
-        os.truncate(path, op["size"])
-    elif name == "read":
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            return base64.b64encode(b"".join(iter(lambda: os.read(fd, 1 << 16), b""))).decode()
-        finally:
-            os.close(fd)
-    elif name == "stat":
-        info = os.lstat(path)
-        kind = "dir" if stat.S_ISDIR(info.st_mode) else "symlink" if stat.S_ISLNK(info.st_mode) else "file"
-        value = {"type": kind, "mode": stat.S_IMODE(info.st_mode), "uid": info.st_uid, "gid": info.st_gid}
-        if kind != "dir":
-            value["size"] = info.st_size
-        if kind == "file":
-            value["nlink"] = info.st_nlink
-        return value
-    elif name == "readdir":
-        return sorted(os.listdir(path))
-    elif name == "readlink":
-        return os.readlink(path)
-    elif name in ("mkdir", "chmod"):
-        (os.mkdir if name == "mkdir" else os.chmod)(path, op["mode"])
-    elif name in ("rmdir", "unlink"):
-        (os.rmdir if name == "rmdir" else os.unlink)(path)
-    elif name == "rename":
-        os.rename(op["src"], op["dst"])
-    elif name == "symlink":
-        os.symlink(op["target"], path)
-    elif name == "link":
-        os.link(op["src"], op["dst"], follow_symlinks=False)
-    elif name == "chown":
-        os.lchown(path, op["uid"], op["gid"])
-    else:
-        raise ValueError(f"unknown op {name!r}")
-    return None
+def with_fd(path, flags, use):
+    fd = os.open(path, flags)
+    try:
+        return use(fd)
+    finally:
+        os.close(fd)
+
+
+def stat_value(path):
+    info = os.lstat(path)
+    kind = "dir" if stat.S_ISDIR(info.st_mode) else "symlink" if stat.S_ISLNK(info.st_mode) else "file"
+    value = {"type": kind, "mode": stat.S_IMODE(info.st_mode), "uid": info.st_uid, "gid": info.st_gid}
+    if kind != "dir":
+        value["size"] = info.st_size
+    if kind == "file":
+        value["nlink"] = info.st_nlink
+    return value
+
+
+def data(op):
+    return base64.b64decode(op["data"])
+
+
+FLAGS = {"r": os.O_RDONLY, "w": os.O_WRONLY, "rw": os.O_RDWR}
+CALLS = {  # each op of cowspec-trace/1 as the system call it stands for
+    "create": lambda op: os.close(os.open(op["path"], os.O_CREAT | os.O_EXCL | os.O_WRONLY, op["mode"])),
+    "open": lambda op: with_fd(op["path"], FLAGS[op["flags"]], lambda fd: None),
+    "write": lambda op: with_fd(op["path"], os.O_WRONLY, lambda fd: os.pwrite(fd, data(op), op["offset"])),
+    "append": lambda op: with_fd(op["path"], os.O_WRONLY | os.O_APPEND, lambda fd: os.write(fd, data(op))),
+    "truncate": lambda op: os.truncate(op["path"], op["size"]),
+    "read": lambda op: with_fd(
+        op["path"], os.O_RDONLY, lambda fd: base64.b64encode(b"".join(iter(lambda: os.read(fd, 1 << 16), b""))).decode()
+    ),
+    "stat": lambda op: stat_value(op["path"]),
+    "readdir": lambda op: sorted(os.listdir(op["path"])),
+    "readlink": lambda op: os.readlink(op["path"]),
+    "mkdir": lambda op: os.mkdir(op["path"], op["mode"]),
+    "rmdir": lambda op: os.rmdir(op["path"]),
+    "unlink": lambda op: os.unlink(op["path"]),
+    "rename": lambda op: os.rename(op["src"], op["dst"]),
+    "symlink": lambda op: os.symlink(op["target"], op["path"]),
+    "link": lambda op: os.link(op["src"], op["dst"], follow_symlinks=False),
+    "chmod": lambda op: os.chmod(op["path"], op["mode"]),
+    "chown": lambda op: os.lchown(op["path"], op["uid"], op["gid"]),
+}
+VALUED = ("read", "stat", "readdir", "readlink")
 
 
 def perform(root, op):
@@ -240,8 +233,8 @@ def perform(root, op):
             os.chdir("/")
             os.umask(0)
             try:
-                value = call(op)
-                reply = {"ok": True} if value is None else {"ok": True, "value": value}
+                value = CALLS[op["op"]](op)
+                reply = {"ok": True, "value": value} if op["op"] in VALUED else {"ok": True}
             except OSError as error:
                 reply = {"errno": errno.errorcode.get(error.errno, f"E{error.errno}")}
             os.write(writing, json.dumps(reply).encode())

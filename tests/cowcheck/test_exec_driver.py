@@ -427,9 +427,9 @@ def test_the_example_driver_agrees_in_the_state_machine(overlay_program: ExecPro
     tally = Tally()
     # A short derandomized run: the protocol is what is under test here; the kernel's
     # own long run is test_machine's. planted_bug_search() is the suite's derandomized budget.
-    budget = settings(profiles.planted_bug_search(), max_examples=15, stateful_step_count=15)
+    budget = settings(profiles.planted_bug_search(), max_examples=40, stateful_step_count=20)
     run_state_machine_as_test(machine_for(overlay_program.filesystem(), tally, features), settings=budget)
-    assert tally.examples >= 15 and tally.ops > tally.examples
+    assert tally.examples >= 40 and tally.ops > tally.examples
 
 
 @pytest.mark.kernel

@@ -8,7 +8,8 @@ over layers and perform ops in it (filesystem level), to flatten layer tars
 cowspec's side of it.
 
 The program runs in a process group of its own and is sent SIGKILL by the
-kernel if the thread that started it ends (``PR_SET_PDEATHSIG``); every
+kernel when the thread that started it ends (``PR_SET_PDEATHSIG``: start it
+from a thread that lives as long as it is needed, the main thread); every
 request has a deadline, and on a timeout, a death or a reply that breaks the
 protocol the whole group is killed and a ``DriverError`` says what happened
 in one line. Standard error goes to an unlinked temporary file, so a chatty
@@ -26,6 +27,7 @@ import ctypes.util
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -141,8 +143,8 @@ class ExecProgram:
 
     def __init__(self, argv: list[str], timeout: float | None = None) -> None:
         self.argv = list(argv)
-        label = os.path.basename(self.argv[0]) if self.argv and self.argv[0] else "?"
-        self._label = f"exec:{label}"
+        # Until the program names itself, it is called by its command line, as the user wrote it.
+        self._label = "exec:" + _one_line(shlex.join(self.argv))
         self._explicit_timeout = timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
