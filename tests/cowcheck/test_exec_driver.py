@@ -11,6 +11,7 @@ a short run of the state machine.
 
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,10 +27,12 @@ from hypothesis.stateful import run_state_machine_as_test
 from cowcheck.compare import result_differences
 from cowcheck.drivers.exec_driver import ExecProgram, encode_step
 from cowcheck.drivers.kernel_overlay import KernelOverlay
+from cowcheck.drivers.layer_tools import Spec, UmociLayers
 from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable, Refused
 from cowcheck.drivers.runner import run_real
 from cowcheck.machines import profiles
 from cowcheck.machines.fs_machine import Tally, first_divergence, machine_for
+from cowcheck.matrix import CASES, run_matrix
 from cowspec.formats.oracle import oracle, oracle_following
 from cowspec.formats.store_trace import decode_step, decode_store_trace, run_store_model
 from cowspec.formats.trace import RESULT_FORMAT, decode_entry, decode_op, decode_trace
@@ -483,3 +486,28 @@ def test_every_example_of_the_contract_is_valid() -> None:
         if document.get("request") == "run":
             for step in document["steps"]:
                 decode_step(step, "contract")
+
+
+UMOCI_EXAMPLE = ROOT / "examples" / "drivers" / "umoci_layers.py"
+
+
+def test_the_umoci_example_flattens_as_umoci_does() -> None:
+    """[APPLY-1] The layer level through the protocol: every case of the matrix, as the built-in driver sees it."""
+    try:
+        built_in = UmociLayers()
+        program = ExecProgram([sys.executable, str(UMOCI_EXAMPLE)])
+        through_protocol = program.layer()
+    except DriverUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"umoci tests cannot run in CI: {error}")
+        pytest.skip(str(error))
+    try:
+        assert through_protocol.name == "exec:umoci-layers"
+        rows = run_matrix([through_protocol, built_in], Spec())
+    finally:
+        program.close()
+    assert len(rows) == len(CASES)
+    for case, _, (exec_cell, built_in_cell) in rows:
+        assert exec_cell == built_in_cell, case.name
+    assert sum(cells[0].startswith("agrees") for _, _, cells in rows) > len(rows) // 2
+    assert any("refused" in cells[0] for _, _, cells in rows)
