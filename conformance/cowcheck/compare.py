@@ -1,13 +1,446 @@
-"""Comparing a real result with the model's, and saying where they differ."""
+"""Comparing a real result with the model's, and saying where they differ.
 
-from collections.abc import Iterable
+Each difference is a value (``Difference``): which observation (``field``),
+where (``path``: a file's path, ``op N``, ``step N``...), what the model
+expected, what the real system gave, and the ID of the spec rule it breaks.
+``to_json`` gives it as data for a result document; ``line`` (and
+``difference_lines``) as one line for people, with values written as JSON.
 
-from cowspec.formats.trace import admits
-from cowspec.fs.observe import Entry
+A comparison is made under a conformance profile (spec chapter 16):
+``kernel`` compares everything exactly [CONFORM-1]; ``portable`` leaves out
+the writable layer's form [CONFORM-2] and the sizes [CONFORM-3], allows the
+link counts a broken hardlink may show [CONFORM-4], and takes the op
+outcomes the model allows under it (``allowed(..., "portable")``, so
+[CONFORM-5] arrives as a set of outcomes). Every relaxation that changed
+the verdict is counted, under its rule, in the ``relaxed`` counter a caller
+passes, so that a report can show what was relaxed.
+
+The older functions that return prose (``result_differences``,
+``tree_differences``, ``store_differences``) are kept for the callers that
+print them; the structured ones are ``compare_*``.
+"""
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from cowspec.formats.oracle import ModelRun
+from cowspec.formats.trace import admits, encode_outcome
+from cowspec.fs.conformance import Conformance, nlink_bounds
+from cowspec.fs.observe import Entry, layer_tree, merged_tree
+from cowspec.fs.operations import Transition
+from cowspec.fs.resolve import why_absent
+from cowspec.fs.sizes import container_sizes
+from cowspec.fs.stack import Container
+
+CONFORMANCES: tuple[Conformance, ...] = ("kernel", "portable")
+
+UNATTRIBUTED = "OBSERVE-1"
+"""The rule a difference breaks when nothing more precise is known: the
+observation itself must agree [OBSERVE-1]."""
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One place where a real system and the model disagree.
+
+    ``field`` is the observation: ``result`` (an op's outcome), ``results``
+    (how many), ``merged`` or ``upper`` (a tree; ``path`` is the entry's
+    path and ``attribute`` the entry's field, empty for a whole entry),
+    ``sizes``, or a store figure. ``expected`` and ``actual`` are JSON
+    values; None where one side has nothing. ``rule`` is the ID of the spec
+    rule the difference breaks.
+    """
+
+    field: str
+    path: str
+    expected: object
+    actual: object
+    rule: str
+    attribute: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        """The difference as a JSON object (field, path, expected, actual, rule; attribute if any)."""
+        data: dict[str, object] = {
+            "field": self.field,
+            "path": self.path,
+            "expected": self.expected,
+            "actual": self.actual,
+            "rule": self.rule,
+        }
+        if self.attribute:
+            data["attribute"] = self.attribute
+        return data
+
+    def line(self) -> str:
+        """One line for people: where, what, expected and actual as JSON, and the rule."""
+        where = f"{self.field} {self.path}".strip()
+        if self.attribute:
+            where += f" {self.attribute}"
+        return f"{where}: expected {_json(self.expected)}, actual {_json(self.actual)} [{self.rule}]"
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def difference_lines(differences: Iterable[Difference]) -> list[str]:
+    """One line per difference, for people."""
+    return [difference.line() for difference in differences]
+
+
+def _count(relaxed: Counter[str] | None, rule: str, times: int = 1) -> None:
+    if relaxed is not None:
+        relaxed[rule] += times
+
+
+# -- op outcomes ----------------------------------------------------------------------
+
+
+def compare_outcome(
+    index: int, choices: Sequence[Transition], observed: Entry, relaxed: Counter[str] | None = None
+) -> tuple[Transition, Difference | None]:
+    """The transition to go on from after op ``index``, and the difference if
+    the real outcome ``observed`` is none of ``choices`` [TRACE-5].
+
+    ``choices`` are ``allowed(container, op, conformance).transitions``. A
+    real outcome that only a relaxation allows is counted under that rule;
+    one that none allows breaks the rule that decided the model's first
+    outcome.
+    """
+    for transition in choices:
+        if encode_outcome(transition.outcome) == observed:
+            if transition is not choices[0] and transition.rule.startswith("CONFORM-"):
+                _count(relaxed, transition.rule)
+            return transition, None
+    first = choices[0]
+    expected = [encode_outcome(each.outcome) for each in choices]
+    shown: object = expected[0] if len(expected) == 1 else {"any_of": expected}
+    return first, Difference("result", f"op {index}", shown, observed, first.rule or UNATTRIBUTED)
+
+
+# -- trees and sizes ------------------------------------------------------------------
+
+_OPAQUE_RULES = ("WHITEOUT-4", "RENAME-5", "REDIRECT-4", "RENAME-7", "COPYUP-3")
+_SHOWN_RULES = ("WHITEOUT-2", "WHITEOUT-1", "OPAQUE-1", "RENAME-5", "WHITEOUT-4", "REDIRECT-4", "REDIRECT-2")
+
+
+def _first_of(candidates: Sequence[str], exercised: Sequence[str], default: str) -> str:
+    """The first of ``candidates`` the last op exercised, else ``default``."""
+    return next((rule for rule in candidates if rule in exercised), default)
+
+
+def tree_rule(
+    kind: str,
+    attribute: str,
+    want: Entry | None,
+    got: Entry | None,
+    exercised: Sequence[str],
+    broken_link: bool = False,
+) -> str:
+    """The rule a difference in a tree breaks.
+
+    ``exercised`` are the rules of the last op (its deciding rule first), so
+    that an attribute that several rules set is blamed on the one that acted;
+    ``broken_link`` says the entry is a name of a hardlink a copy-up broke.
+    """
+    decided = exercised[0] if exercised else None
+    if kind == "upper":
+        kinds = {str(entry.get("type")) for entry in (want, got) if entry is not None}
+        if "whiteout" in kinds:
+            if want is not None and got is not None and want.get("type") != "whiteout":
+                return "WHITEOUT-4" if want.get("type") == "dir" else "WHITEOUT-3"
+            return "WHITEOUT-2"
+        if attribute == "opaque":
+            return _first_of(_OPAQUE_RULES, exercised, "OPAQUE-1")
+        if attribute == "redirect":
+            return "REDIRECT-3"
+        if want is None or got is None:
+            entry = want if want is not None else got
+            default = "COPYUP-2" if entry is not None and entry.get("type") == "dir" else "COPYUP-6"
+            return _first_of(("COPYUP-2", "COPYUP-6", "COPYUP-3", "COPYUP-4"), exercised, default)
+        return decided or "COPYUP-4"
+    if attribute == "nlink":
+        return "COPYUP-5" if broken_link else _first_of(("COPYUP-5", "LINK-1", "UNLINK-1"), exercised, "ENTRY-2")
+    if want is None:
+        return _first_of(_SHOWN_RULES, exercised, decided or "LOOKUP-1")
+    return decided or (UNATTRIBUTED if got is None else "ENTRY-3")
 
 
 def _by_path(entries: Iterable[Entry]) -> dict[str, Entry]:
     return {str(entry["path"]): entry for entry in entries}
+
+
+def compare_trees(
+    kind: str,
+    expected: list[Entry],
+    observed: list[Entry],
+    *,
+    conformance: Conformance = "kernel",
+    exercised: Sequence[str] = (),
+    nlink: Mapping[str, int] | None = None,
+    relaxed: Counter[str] | None = None,
+    absent: Callable[[str], str] | None = None,
+) -> list[Difference]:
+    """Where two trees differ: one difference per missing or extra entry,
+    and one per attribute of an entry both have [OBSERVE-1].
+
+    ``kind`` is ``merged`` or ``upper``; ``nlink`` is the model's
+    ``nlink_bounds``, the names of hardlinks a copy-up broke (COPYUP-5).
+    Under ``portable``, the writable layer is not compared [CONFORM-2], and a
+    merged entry's ``nlink`` within its bound passes [CONFORM-4]; each
+    counted in ``relaxed`` when it changed the verdict. ``absent`` gives the
+    rule that keeps a path out of the model's merged view (``why_absent``),
+    for an entry only the real system shows.
+    """
+    found = _tree_differences(kind, expected, observed, exercised, nlink or {}, conformance == "portable", absent)
+    differences, relaxations = found
+    if relaxations:
+        _count(relaxed, "CONFORM-4", relaxations)
+    if conformance == "portable" and kind == "upper":
+        if differences:
+            _count(relaxed, "CONFORM-2")
+        return []
+    return differences
+
+
+def _tree_differences(
+    kind: str,
+    expected: list[Entry],
+    observed: list[Entry],
+    exercised: Sequence[str],
+    nlink: Mapping[str, int],
+    relax: bool,
+    absent: Callable[[str], str] | None,
+) -> tuple[list[Difference], int]:
+    want, got = _by_path(expected), _by_path(observed)
+    differences: list[Difference] = []
+    relaxations = 0
+    for path in sorted(set(want) | set(got)):
+        mine, theirs = want.get(path), got.get(path)
+        if mine is None or theirs is None:
+            if kind == "merged" and mine is None and absent is not None:
+                rule = absent(path)
+            else:
+                rule = tree_rule(kind, "", mine, theirs, exercised)
+            differences.append(Difference(kind, path, mine, theirs, rule))
+            continue
+        for attribute in sorted(set(mine) | set(theirs)):
+            if mine.get(attribute) == theirs.get(attribute):
+                continue
+            actual = theirs.get(attribute)
+            if attribute == "nlink" and relax and _within(actual, nlink, path):
+                relaxations += 1
+                continue
+            rule = tree_rule(kind, attribute, mine, theirs, exercised, path in nlink)
+            differences.append(Difference(kind, path, mine.get(attribute), actual, rule, attribute))
+    return differences, relaxations
+
+
+def _within(actual: object, nlink: Mapping[str, int], path: str) -> bool:
+    """True if ``actual`` is a link count CONFORM-4 allows at ``path``."""
+    if path not in nlink or not isinstance(actual, int) or isinstance(actual, bool):
+        return False
+    return 1 <= actual <= nlink[path]
+
+
+def compare_sizes(
+    expected: object,
+    observed: object,
+    *,
+    conformance: Conformance = "kernel",
+    relaxed: Counter[str] | None = None,
+) -> list[Difference]:
+    """Where the sizes differ, one difference per figure [SIZE-2][SIZE-3];
+    none under ``portable`` [CONFORM-3], counted in ``relaxed`` if they differed."""
+    want = expected if isinstance(expected, dict) else {}
+    got = observed if isinstance(observed, dict) else {}
+    differences = [
+        Difference("sizes", key, want.get(key), got.get(key), "SIZE-3" if key == "virtual_size" else "SIZE-2")
+        for key in sorted(set(want) | set(got))
+        if want.get(key) != got.get(key)
+    ]
+    if (not isinstance(expected, dict) or not isinstance(observed, dict)) and expected != observed:
+        differences = differences or [Difference("sizes", "", expected, observed, "SIZE-2")]
+    if conformance == "portable":
+        if differences:
+            _count(relaxed, "CONFORM-3")
+        return []
+    return differences
+
+
+def model_sizes(container: Container) -> Entry:
+    """The sizes of ``container`` as a result document writes them [SIZE-2][SIZE-3]."""
+    sizes = container_sizes(container)
+    return {"size": sizes.size, "virtual_size": sizes.virtual_size}
+
+
+def compare_state(
+    container: Container,
+    merged: list[Entry],
+    upper: list[Entry],
+    sizes: object,
+    *,
+    conformance: Conformance = "kernel",
+    exercised: Sequence[str] = (),
+    relaxed: Counter[str] | None = None,
+) -> list[Difference]:
+    """Where a real system's trees and sizes differ from the model's
+    ``container`` [OBSERVE-1], under ``conformance``. ``exercised`` are the
+    last op's rules (``Transition.rules``), to name the rule each difference
+    breaks."""
+    bounds = nlink_bounds(container)
+    found = compare_trees(
+        "merged",
+        merged_tree(container),
+        merged,
+        conformance=conformance,
+        exercised=exercised,
+        nlink=bounds,
+        relaxed=relaxed,
+        absent=lambda path: why_absent(container, path),
+    )
+    found += compare_trees(
+        "upper", layer_tree(container.upper), upper, conformance=conformance, exercised=exercised, relaxed=relaxed
+    )
+    return found + compare_sizes(model_sizes(container), sizes, conformance=conformance, relaxed=relaxed)
+
+
+# -- whole result documents -------------------------------------------------------------
+
+
+def compare_results(
+    expected: Entry,
+    observed: Entry,
+    *,
+    conformance: Conformance = "kernel",
+    taken: Sequence[Transition] = (),
+    nlink: Mapping[str, int] | None = None,
+    relaxed: Counter[str] | None = None,
+    absent: Callable[[str], str] | None = None,
+) -> list[Difference]:
+    """Where a real result document differs from the model's.
+
+    ``expected`` is the model's result under ``conformance`` (its ``any_of``
+    sets already hold what the profile allows [TRACE-5]); ``taken`` the
+    model's transitions (``ModelRun.taken``), which name the rule each op's
+    difference breaks and the rules the trees are blamed on; ``nlink`` the
+    model's ``nlink_bounds`` at the end, for CONFORM-4; ``absent`` the
+    model's ``why_absent`` at the end.
+    """
+    want_results = expected.get("results", [])
+    got_results = observed.get("results", [])
+    want_list = want_results if isinstance(want_results, list) else []
+    got_list = got_results if isinstance(got_results, list) else []
+    differences: list[Difference] = []
+    for index, (want, got) in enumerate(zip(want_list, got_list, strict=False)):
+        transition = taken[index] if index < len(taken) else None
+        if not admits(want, got):  # a set of allowed outcomes admits any member [TRACE-5]
+            rule = transition.rule if transition is not None and transition.rule else UNATTRIBUTED
+            differences.append(Difference("result", f"op {index}", want, got, rule))
+        elif transition is not None and transition.rule.startswith("CONFORM-"):
+            _count(relaxed, transition.rule)
+    if len(want_list) != len(got_list):
+        differences.append(Difference("results", "", len(want_list), len(got_list), "TRACE-4"))
+    exercised = taken[-1].rules if taken else ()
+    for kind in ("merged", "upper"):
+        want_tree, got_tree = expected.get(kind, []), observed.get(kind, [])
+        differences += compare_trees(
+            kind,
+            want_tree if isinstance(want_tree, list) else [],
+            got_tree if isinstance(got_tree, list) else [],
+            conformance=conformance,
+            exercised=exercised,
+            nlink=nlink,
+            relaxed=relaxed,
+            absent=absent,
+        )
+    return differences + compare_sizes(
+        expected.get("sizes"), observed.get("sizes"), conformance=conformance, relaxed=relaxed
+    )
+
+
+def compare_run(
+    run: ModelRun, observed: Entry, *, conformance: Conformance = "kernel", relaxed: Counter[str] | None = None
+) -> list[Difference]:
+    """Where a real result differs from a model run of the same trace
+    (``model_run(trace, observed results, conformance)``)."""
+    bounds = nlink_bounds(run.container)
+    return compare_results(
+        run.result,
+        observed,
+        conformance=conformance,
+        taken=run.taken,
+        nlink=bounds,
+        relaxed=relaxed,
+        absent=lambda path: why_absent(run.container, path),
+    )
+
+
+# -- store results ----------------------------------------------------------------------------
+
+STORE_FIGURE_RULES: dict[str, str] = {
+    "layers": "STORE-1",
+    "images": "STORE-7",
+    "containers": "STORE-3",
+    "images_total": "STORE-4",
+    "reclaimable": "STORE-4",
+    "volumes": "STORE-9",
+}
+"""The rule of chapter 15 that states each figure of a store result."""
+
+
+def compare_step(index: int, want: Entry, got: Entry) -> list[Difference]:
+    """Where a step's item differs (STORE-12): the same comparison as
+    ``step_differences``, as values.
+
+    A refusal matches a refusal of the same kind; its reason is for people
+    and never compared. A step whose input the spec rejects is always
+    reported.
+    """
+    path = f"step {index}"
+    if want.get("rejected") or got.get("rejected") or want.get("ok") != got.get("ok"):
+        return [Difference("step", path, _said(want), _said(got), "STORE-12")]
+    if not want.get("ok"):
+        if "refusal" not in want or want.get("refusal") != got.get("refusal"):
+            return [Difference("step", path, want.get("refusal"), got.get("refusal"), "STORE-12")]
+        return []
+    differences: list[Difference] = []
+    want_results, got_results = want.get("results", []), got.get("results", [])
+    want_list = want_results if isinstance(want_results, list) else []
+    got_list = got_results if isinstance(got_results, list) else []
+    for number, (expected, observed) in enumerate(zip(want_list, got_list, strict=False)):
+        if expected != observed:
+            differences.append(Difference("result", f"{path} op {number}", expected, observed, "STORE-11"))
+    if len(want_list) != len(got_list):
+        differences.append(Difference("results", path, len(want_list), len(got_list), "STORE-5"))
+    for key in sorted((set(want) | set(got)) - {"ok", "results", "reason"}):
+        if want.get(key) != got.get(key):
+            rule = STORE_FIGURE_RULES.get(key, "STORE-4")
+            differences.append(Difference(key, path, want.get(key), got.get(key), rule))
+    return differences
+
+
+def compare_store(expected: Entry, observed: Entry) -> list[Difference]:
+    """Where two store results differ, as ``store_differences`` compares them:
+    each step's item, then each figure, with the rule of chapter 15 that
+    states it."""
+    differences: list[Difference] = []
+    want_steps, got_steps = expected.get("steps", []), observed.get("steps", [])
+    want_list = want_steps if isinstance(want_steps, list) else []
+    got_list = got_steps if isinstance(got_steps, list) else []
+    for index, (want, got) in enumerate(zip(want_list, got_list, strict=False)):
+        differences += compare_step(index, want, got)
+    if len(want_list) != len(got_list):
+        differences.append(Difference("steps", "", len(want_list), len(got_list), "STORE-5"))
+    for key, rule in STORE_FIGURE_RULES.items():
+        if expected.get(key) != observed.get(key):
+            differences.append(Difference(key, "", expected.get(key), observed.get(key), rule))
+    return differences
+
+
+# -- the prose forms, for the callers that print them --------------------------------------
 
 
 def tree_differences(kind: str, expected: list[Entry], observed: list[Entry]) -> list[str]:

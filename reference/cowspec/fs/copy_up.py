@@ -41,6 +41,31 @@ def copy_up_parents(container: Container, path: str) -> Container:
     return container
 
 
+def parents_rules(container: Container, path: str) -> tuple[str, ...]:
+    """The rules ``copy_up_parents`` exercises for ``path``: COPYUP-2 and
+    COPYUP-3 when a directory above it is not yet in the writable layer."""
+    if any(container.upper.get(each) is None for each in ancestors(path)):
+        return ("COPYUP-2", "COPYUP-3")
+    return ()
+
+
+def copy_up_rules(container: Container, found: Found) -> tuple[str, ...]:
+    """The rules ``copy_up`` exercises for ``found``, read before it runs.
+
+    None for an object already in the writable layer. Otherwise COPYUP-1
+    and COPYUP-6, its parents' (``parents_rules``), COPYUP-3 or COPYUP-4 for
+    its kind, and COPYUP-5 when it is one name of an inode with several.
+    """
+    if found.in_upper:
+        return ()
+    rules = ("COPYUP-1", "COPYUP-6", *parents_rules(container, found.path))
+    if isinstance(found.node, Dir):
+        return (*rules, "COPYUP-3")
+    if inode_of(container, found).nlink > 1:
+        return (*rules, "COPYUP-4", "COPYUP-5")
+    return (*rules, "COPYUP-4")
+
+
 def copy_up(container: Container, found: Found) -> tuple[Container, Found]:
     """``container`` with ``found`` in the writable layer, and its new place.
 

@@ -19,7 +19,14 @@ Inside each, the phases are marked in the same order:
 ``step`` composes them: the check, then either the apply or the failure.
 A failed call leaves the container unchanged [OP-1], with the one
 exception the kernel makes (``refused``, RENAME-7). ``allowed`` gives every
-answer the spec allows for a call, as a set: one today, for every call.
+answer the spec allows for a call, as a set: one under the ``kernel``
+profile, for every call; more under ``portable`` where chapter 16 names a
+point of legitimate variation.
+
+Each outcome names the rule that decided it (``Transition.rule``): the
+walks and checks return ``Denied(errno, rule)``, so the rule is chosen
+where the errno is; a success names the call's rule. ``rules`` lists
+every rule the call exercised, for a checker's per-rule report.
 
 The caller is root with umask 0, so permission checks never fail and modes
 are taken as given (``& 0o7777``) [OP-2].
@@ -53,21 +60,32 @@ from cowspec.fs.calls import (
     Unlink,
     Write,
 )
-from cowspec.fs.copy_up import copy_up, copy_up_parents
+from cowspec.fs.conformance import Conformance, nlink_bounds
+from cowspec.fs.copy_up import copy_up, copy_up_parents, copy_up_rules, parents_rules
 from cowspec.fs.entries import SETGID, SETUID, Dir, FileInode, Name, SymlinkInode, Whiteout
 from cowspec.fs.layer import link, move, new_name, put, remove, set_inode
 from cowspec.fs.paths import ROOT, is_inside, name_of, parent_of
-from cowspec.fs.resolve import Resolved, resolve, resolve_final, symlink_target
-from cowspec.fs.stack import Container, Found, inode_of, is_empty_dir, listed_names, lookup
-from cowspec.fs.whiteouts import lower_positive, remove_visible
+from cowspec.fs.resolve import Denied, Resolved, absent, find, resolve, resolve_final, symlink_target, walk
+from cowspec.fs.stack import Container, Found, inode_of, is_empty_dir, listed_names, lookup, visible_children
+from cowspec.fs.whiteouts import creation_rules, lower_positive, removal_rules, remove_visible
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """The outcome of one call and the container after it."""
+    """The outcome of one call and the container after it.
+
+    ``rule`` is the ID of the spec rule that decided the outcome: the one
+    whose check gave the errno, or the call's own rule for a success.
+    ``rules`` are every rule the call exercised, ``rule`` first: the walk's,
+    copy-up's, whiteouts', redirects'. A checker tallies them, and names
+    ``rule`` when a real system gives another outcome. A transition made by
+    hand may leave both empty; ``step`` always fills them.
+    """
 
     container: Container
     outcome: Outcome
+    rule: str = ""
+    rules: tuple[str, ...] = ()
 
 
 NO_VALUE = Ok()
@@ -75,10 +93,14 @@ NO_VALUE = Ok()
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What a call whose checks passed does: the container after it, its value."""
+    """What a call whose checks passed does: the container after it, its
+    value, and the rules its effect exercised besides the call's own."""
 
     container: Container
     value: Ok = NO_VALUE
+    rules: tuple[str, ...] = ()
+    rule: str = ""
+    """The rule of the success, where the state decides which; else the call's (``CALL_RULES``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +138,9 @@ class Allowed:
 T = TypeVar("T")
 
 
-def passed(result: T | Errno, call: str) -> T:
+def passed(result: T | Errno | Denied, call: str) -> T:
     """``result`` of a walk whose check has passed; an errno here is a model bug."""
-    if isinstance(result, str):
+    if isinstance(result, (str, Denied)):
         raise ModelError(f"{call} applied although its check fails with {result}")
     return result
 
@@ -126,11 +148,11 @@ def passed(result: T | Errno, call: str) -> T:
 # -- helpers shared by several calls -------------------------------------------
 
 
-def creation_errno(point: Resolved) -> Errno | None:
+def creation_errno(point: Resolved) -> Denied | None:
     """A new name needs a free name: not the root, nothing there, not even a
     dangling symlink [OP-3]."""
     if point.name == "" or point.found is not None:
-        return "EEXIST"
+        return Denied("EEXIST", "OP-3")
     return None
 
 
@@ -167,11 +189,11 @@ def change_file(container: Container, found: Found, change: Callable[[FileInode]
 # -- create, open, write, append, truncate --------------------------------------
 
 
-def check_create(container: Container, op: Create) -> Errno | None:
+def check_create(container: Container, op: Create) -> Denied | None:
     """``open(O_CREAT|O_EXCL|O_WRONLY)`` [CREATE-1][OP-3]."""
     # RESOLVE
-    point = resolve(container, op.path, follow=False)
-    if isinstance(point, str):
+    point = walk(container, op.path, follow=False)
+    if isinstance(point, Denied):
         return point
     # CHECK
     return creation_errno(point)
@@ -181,23 +203,24 @@ def apply_create(container: Container, op: Create) -> Applied:
     """An empty file in the writable layer [CREATE-1][OP-4][WHITEOUT-3]."""
     # RESOLVE
     point = passed(resolve(container, op.path, follow=False), "create")
+    rules = (*parents_rules(container, point.path), *creation_rules(container, point.path, is_dir=False))
     # COPY-UP
     container = copy_up_parents(container, point.path)
     # APPLY
     mode, gid = inherited(point.parent, op.mode & 0o7777, is_dir=False)
     upper = new_name(container.upper, point.path, FileInode(b"", mode, 0, gid, touched=True))
-    return Applied(replace(container, upper=upper))
+    return Applied(replace(container, upper=upper), rules=(*rules, "OP-4"))
 
 
-def check_open(container: Container, op: Open) -> Errno | None:
+def check_open(container: Container, op: Open) -> Denied | None:
     """``open`` then ``close`` [OPEN-1]."""
     # RESOLVE
-    found = resolve_final(container, op.path, follow=True)
-    if isinstance(found, str):
+    found = find(container, op.path, follow=True)
+    if isinstance(found, Denied):
         return found
     # CHECK: a directory opens for reading only
     if op.flags != "r" and found.is_dir:
-        return "EISDIR"
+        return Denied("EISDIR", "OPEN-1")
     return None
 
 
@@ -206,21 +229,23 @@ def apply_open(container: Container, op: Open) -> Applied:
     # RESOLVE
     found = passed(resolve_final(container, op.path, follow=True), "open")
     # COPY-UP: for writing only [COPYUP-6]
+    rules: tuple[str, ...] = ()
     if op.flags != "r":
+        rules = copy_up_rules(container, found)
         container, found = copy_up(container, found)
     # APPLY: nothing else changes
-    return Applied(container)
+    return Applied(container, rules=rules)
 
 
-def check_write(container: Container, op: Write) -> Errno | None:
+def check_write(container: Container, op: Write) -> Denied | None:
     """``pwrite`` opens for writing first [WRITE-1][OPEN-1]."""
     # RESOLVE
-    found = resolve_final(container, op.path, follow=True)
-    if isinstance(found, str):
+    found = find(container, op.path, follow=True)
+    if isinstance(found, Denied):
         return found
     # CHECK
     if found.is_dir:
-        return "EISDIR"
+        return Denied("EISDIR", "OPEN-1")
     return None
 
 
@@ -230,6 +255,7 @@ def apply_write(container: Container, op: Write) -> Applied:
     # RESOLVE
     found = passed(resolve_final(container, op.path, follow=True), "write")
     # COPY-UP [COPYUP-6]
+    rules = copy_up_rules(container, found)
     container, found = copy_up(container, found)
 
     # APPLY
@@ -239,18 +265,18 @@ def apply_write(container: Container, op: Write) -> Applied:
         data = inode.data.ljust(op.offset, b"\0")
         return replace(inode, data=data[: op.offset] + op.data + data[op.offset + len(op.data) :], touched=True)
 
-    return Applied(change_file(container, found, written))
+    return Applied(change_file(container, found, written), rules=rules)
 
 
-def check_append(container: Container, op: Append) -> Errno | None:
+def check_append(container: Container, op: Append) -> Denied | None:
     """``write`` with ``O_APPEND`` opens for writing first [WRITE-2][OPEN-1]."""
     # RESOLVE
-    found = resolve_final(container, op.path, follow=True)
-    if isinstance(found, str):
+    found = find(container, op.path, follow=True)
+    if isinstance(found, Denied):
         return found
     # CHECK
     if found.is_dir:
-        return "EISDIR"
+        return Denied("EISDIR", "OPEN-1")
     return None
 
 
@@ -259,28 +285,29 @@ def apply_append(container: Container, op: Append) -> Applied:
     # RESOLVE
     found = passed(resolve_final(container, op.path, follow=True), "append")
     # COPY-UP [COPYUP-6]
+    rules = copy_up_rules(container, found)
     container, found = copy_up(container, found)
 
     # APPLY
     def appended(inode: FileInode) -> FileInode:
         return replace(inode, data=inode.data + op.data, touched=inode.touched or bool(op.data))
 
-    return Applied(change_file(container, found, appended))
+    return Applied(change_file(container, found, appended), rules=rules)
 
 
-def check_truncate(container: Container, op: Truncate) -> Errno | None:
+def check_truncate(container: Container, op: Truncate) -> Denied | None:
     """``truncate``: a negative size before the path, then as an open for
     writing [TRUNCATE-1]."""
     # CHECK: the size, before the path is looked at
     if op.size < 0:
-        return "EINVAL"
+        return Denied("EINVAL", "TRUNCATE-1")
     # RESOLVE
-    found = resolve_final(container, op.path, follow=True)
-    if isinstance(found, str):
+    found = find(container, op.path, follow=True)
+    if isinstance(found, Denied):
         return found
     # CHECK
     if found.is_dir:
-        return "EISDIR"
+        return Denied("EISDIR", "TRUNCATE-1")
     return None
 
 
@@ -289,27 +316,28 @@ def apply_truncate(container: Container, op: Truncate) -> Applied:
     # RESOLVE
     found = passed(resolve_final(container, op.path, follow=True), "truncate")
     # COPY-UP [COPYUP-6]
+    rules = copy_up_rules(container, found)
     container, found = copy_up(container, found)
 
     # APPLY
     def cut(inode: FileInode) -> FileInode:
         return replace(inode, data=inode.data[: op.size].ljust(op.size, b"\0"), touched=True)
 
-    return Applied(change_file(container, found, cut))
+    return Applied(change_file(container, found, cut), rules=rules)
 
 
 # -- the calls that only look ---------------------------------------------------
 
 
-def check_read(container: Container, op: Read) -> Errno | None:
+def check_read(container: Container, op: Read) -> Denied | None:
     """Read a whole file [READ-1][OPEN-1]."""
     # RESOLVE
-    found = resolve_final(container, op.path, follow=True)
-    if isinstance(found, str):
+    found = find(container, op.path, follow=True)
+    if isinstance(found, Denied):
         return found
     # CHECK
     if found.is_dir:
-        return "EISDIR"
+        return Denied("EISDIR", "READ-1")
     return None
 
 
@@ -336,12 +364,12 @@ def stat_of(container: Container, found: Found) -> StatValue:
     return StatValue("file", inode.mode, inode.uid, inode.gid, size=len(inode.data), nlink=inode.nlink)
 
 
-def check_stat(container: Container, op: Stat) -> Errno | None:
+def check_stat(container: Container, op: Stat) -> Denied | None:
     """``lstat``: only the walk can fail [STAT-1]."""
     # RESOLVE
-    found = resolve_final(container, op.path, follow=False)
+    found = find(container, op.path, follow=False)
     # CHECK: nothing but the walk
-    return found if isinstance(found, str) else None
+    return found if isinstance(found, Denied) else None
 
 
 def apply_stat(container: Container, op: Stat) -> Applied:
@@ -353,15 +381,15 @@ def apply_stat(container: Container, op: Stat) -> Applied:
     return Applied(container, Ok(stat_of(container, found)))
 
 
-def check_readdir(container: Container, op: Readdir) -> Errno | None:
+def check_readdir(container: Container, op: Readdir) -> Denied | None:
     """``opendir`` follows the last symlink and wants a directory [READDIR-1]."""
     # RESOLVE
-    found = resolve_final(container, op.path, follow=True)
-    if isinstance(found, str):
+    found = find(container, op.path, follow=True)
+    if isinstance(found, Denied):
         return found
     # CHECK
     if not found.is_dir:
-        return "ENOTDIR"
+        return Denied("ENOTDIR", "READDIR-1")
     return None
 
 
@@ -370,19 +398,20 @@ def apply_readdir(container: Container, op: Readdir) -> Applied:
     # RESOLVE
     found = passed(resolve_final(container, op.path, follow=True), "readdir")
     # COPY-UP: none, readdir never copies up [COPYUP-6]
-    # APPLY
-    return Applied(container, Ok(tuple(listed_names(container, found))))
+    # APPLY: a plain directory is read straight from its one layer [READDIR-2]
+    listing = Ok(tuple(listed_names(container, found)))
+    return Applied(container, listing, rule="READDIR-1" if found.merged else "READDIR-2")
 
 
-def check_readlink(container: Container, op: Readlink) -> Errno | None:
+def check_readlink(container: Container, op: Readlink) -> Denied | None:
     """``readlink``: ``EINVAL`` for anything but a symlink [READLINK-1]."""
     # RESOLVE
-    found = resolve_final(container, op.path, follow=False)
-    if isinstance(found, str):
+    found = find(container, op.path, follow=False)
+    if isinstance(found, Denied):
         return found
     # CHECK
     if symlink_target(container, found) is None:
-        return "EINVAL"
+        return Denied("EINVAL", "READLINK-1")
     return None
 
 
@@ -401,11 +430,11 @@ def apply_readlink(container: Container, op: Readlink) -> Applied:
 # -- mkdir, rmdir, unlink, symlink, link -----------------------------------------
 
 
-def check_mkdir(container: Container, op: Mkdir) -> Errno | None:
+def check_mkdir(container: Container, op: Mkdir) -> Denied | None:
     """``mkdir`` [MKDIR-1][OP-3]."""
     # RESOLVE
-    point = resolve(container, op.path, follow=False)
-    if isinstance(point, str):
+    point = walk(container, op.path, follow=False)
+    if isinstance(point, Denied):
         return point
     # CHECK
     return creation_errno(point)
@@ -416,6 +445,7 @@ def apply_mkdir(container: Container, op: Mkdir) -> Applied:
     [MKDIR-1][OP-4][WHITEOUT-4][REDIRECT-4]."""
     # RESOLVE
     point = passed(resolve(container, op.path, follow=False), "mkdir")
+    rules = (*parents_rules(container, point.path), *creation_rules(container, point.path, is_dir=True), "OP-4")
     # COPY-UP
     container = copy_up_parents(container, point.path)
     # APPLY
@@ -425,25 +455,25 @@ def apply_mkdir(container: Container, op: Mkdir) -> Applied:
     # copies is made opaque at once [REDIRECT-4].
     in_merged = container.features.redirect_dir and point.parent.has_lower
     upper = put(container.upper, point.path, Dir(mode, 0, gid, opaque=over_whiteout or in_merged))
-    return Applied(replace(container, upper=upper))
+    return Applied(replace(container, upper=upper), rules=(*rules, "REDIRECT-4") if in_merged else rules)
 
 
-def check_rmdir(container: Container, op: Rmdir) -> Errno | None:
+def check_rmdir(container: Container, op: Rmdir) -> Denied | None:
     """``rmdir`` [RMDIR-1][RMDIR-2]."""
     # RESOLVE
-    resolved = resolve(container, op.path, follow=False)
-    if isinstance(resolved, str):
+    resolved = walk(container, op.path, follow=False)
+    if isinstance(resolved, Denied):
         return resolved
     # CHECK
     found = resolved.found
     if resolved.name == "":
-        return "EBUSY"
+        return Denied("EBUSY", "RMDIR-1")
     if found is None:
-        return "ENOENT"
+        return absent(container, resolved)
     if not found.is_dir:
-        return "ENOTDIR"
+        return Denied("ENOTDIR", "RMDIR-1")
     if not is_empty_dir(container, found):
-        return "ENOTEMPTY"
+        return Denied("ENOTEMPTY", "RMDIR-2")
     return None
 
 
@@ -454,26 +484,27 @@ def apply_rmdir(container: Container, op: Rmdir) -> Applied:
     found = resolved.found
     if found is None:
         raise ModelError(f"rmdir of {op.path}, which is absent")
+    rules = (*parents_rules(container, found.path), *removal_rules(container, resolved.parent, found))
     # COPY-UP: the parents only [COPYUP-2]
     container = copy_up_parents(container, found.path)
     # APPLY
-    return Applied(remove_visible(container, resolved.parent, found))
+    return Applied(remove_visible(container, resolved.parent, found), rules=rules)
 
 
-def check_unlink(container: Container, op: Unlink) -> Errno | None:
+def check_unlink(container: Container, op: Unlink) -> Denied | None:
     """``unlink`` [UNLINK-1]."""
     # RESOLVE
-    resolved = resolve(container, op.path, follow=False)
-    if isinstance(resolved, str):
+    resolved = walk(container, op.path, follow=False)
+    if isinstance(resolved, Denied):
         return resolved
     # CHECK
     found = resolved.found
     if resolved.name == "":
-        return "EISDIR"
+        return Denied("EISDIR", "UNLINK-1")
     if found is None:
-        return "ENOENT"
+        return absent(container, resolved)
     if found.is_dir:
-        return "EISDIR"
+        return Denied("EISDIR", "UNLINK-1")
     return None
 
 
@@ -485,20 +516,21 @@ def apply_unlink(container: Container, op: Unlink) -> Applied:
     found = resolved.found
     if found is None:
         raise ModelError(f"unlink of {op.path}, which is absent")
+    rules = (*parents_rules(container, found.path), *removal_rules(container, resolved.parent, found))
     # COPY-UP: the parents only [COPYUP-2]
     container = copy_up_parents(container, found.path)
     # APPLY
-    return Applied(remove_visible(container, resolved.parent, found))
+    return Applied(remove_visible(container, resolved.parent, found), rules=rules)
 
 
-def check_symlink(container: Container, op: Symlink) -> Errno | None:
+def check_symlink(container: Container, op: Symlink) -> Denied | None:
     """``symlink``: an empty target first, then as OP-3 [SYMLINK-1][OP-3]."""
     # CHECK: the target, before the path is looked at
     if op.target == "":
-        return "ENOENT"
+        return Denied("ENOENT", "SYMLINK-1")
     # RESOLVE
-    point = resolve(container, op.path, follow=False)
-    if isinstance(point, str):
+    point = walk(container, op.path, follow=False)
+    if isinstance(point, Denied):
         return point
     # CHECK
     return creation_errno(point)
@@ -508,29 +540,30 @@ def apply_symlink(container: Container, op: Symlink) -> Applied:
     """A new symlink in the writable layer [SYMLINK-1][OP-4][WHITEOUT-3]."""
     # RESOLVE
     point = passed(resolve(container, op.path, follow=False), "symlink")
+    rules = (*parents_rules(container, point.path), *creation_rules(container, point.path, is_dir=False), "OP-4")
     # COPY-UP
     container = copy_up_parents(container, point.path)
     # APPLY
     _, gid = inherited(point.parent, 0, is_dir=False)
     upper = new_name(container.upper, point.path, SymlinkInode(op.target, 0, gid, touched=True))
-    return Applied(replace(container, upper=upper))
+    return Applied(replace(container, upper=upper), rules=rules)
 
 
-def check_link(container: Container, op: Link) -> Errno | None:
+def check_link(container: Container, op: Link) -> Denied | None:
     """``link``: the source, then the destination, then the kind [LINK-1]."""
     # RESOLVE
-    source = resolve_final(container, op.src, follow=False)
-    if isinstance(source, str):
+    source = find(container, op.src, follow=False)
+    if isinstance(source, Denied):
         return source
-    point = resolve(container, op.dst, follow=False)
-    if isinstance(point, str):
+    point = walk(container, op.dst, follow=False)
+    if isinstance(point, Denied):
         return point
     # CHECK
-    errno = creation_errno(point)
-    if errno is not None:
-        return errno
+    denied = creation_errno(point)
+    if denied is not None:
+        return denied
     if source.is_dir:
-        return "EPERM"
+        return Denied("EPERM", "LINK-1")
     return None
 
 
@@ -539,23 +572,25 @@ def apply_link(container: Container, op: Link) -> Applied:
     # RESOLVE
     source = passed(resolve_final(container, op.src, follow=False), "link")
     point = passed(resolve(container, op.dst, follow=False), "link")
+    rules = copy_up_rules(container, source)
     # COPY-UP
     container, source = copy_up(container, source)
+    rules += (*parents_rules(container, point.path), *creation_rules(container, point.path, is_dir=False))
     container = copy_up_parents(container, point.path)
     # APPLY
     ino = upper_name(container, source.path).ino
-    return Applied(replace(container, upper=link(container.upper, point.path, ino)))
+    return Applied(replace(container, upper=link(container.upper, point.path, ino)), rules=rules)
 
 
 # -- chmod, lchown ------------------------------------------------------------------
 
 
-def check_chmod(container: Container, op: Chmod) -> Errno | None:
+def check_chmod(container: Container, op: Chmod) -> Denied | None:
     """``chmod`` follows the last symlink; only the walk can fail [CHMOD-1]."""
     # RESOLVE
-    found = resolve_final(container, op.path, follow=True)
+    found = find(container, op.path, follow=True)
     # CHECK: nothing but the walk
-    return found if isinstance(found, str) else None
+    return found if isinstance(found, Denied) else None
 
 
 def apply_chmod(container: Container, op: Chmod) -> Applied:
@@ -563,17 +598,18 @@ def apply_chmod(container: Container, op: Chmod) -> Applied:
     # RESOLVE
     found = passed(resolve_final(container, op.path, follow=True), "chmod")
     # COPY-UP
+    rules = copy_up_rules(container, found)
     container, found = copy_up(container, found)
     # APPLY
-    return Applied(set_attributes(container, found, mode=op.mode & 0o7777))
+    return Applied(set_attributes(container, found, mode=op.mode & 0o7777), rules=rules)
 
 
-def check_chown(container: Container, op: Chown) -> Errno | None:
+def check_chown(container: Container, op: Chown) -> Denied | None:
     """``lchown`` does not follow the last symlink; only the walk can fail [CHOWN-1]."""
     # RESOLVE
-    found = resolve_final(container, op.path, follow=False)
+    found = find(container, op.path, follow=False)
     # CHECK: nothing but the walk
-    return found if isinstance(found, str) else None
+    return found if isinstance(found, Denied) else None
 
 
 def apply_chown(container: Container, op: Chown) -> Applied:
@@ -582,9 +618,10 @@ def apply_chown(container: Container, op: Chown) -> Applied:
     # RESOLVE
     found = passed(resolve_final(container, op.path, follow=False), "chown")
     # COPY-UP
+    rules = copy_up_rules(container, found)
     container, found = copy_up(container, found)
     # APPLY
-    return Applied(set_attributes(container, found, uid=op.uid, gid=op.gid, owner_change=True))
+    return Applied(set_attributes(container, found, uid=op.uid, gid=op.gid, owner_change=True), rules=rules)
 
 
 def set_attributes(
@@ -645,44 +682,44 @@ class RenamePlan:
     noop: bool
 
 
-def resolve_rename(container: Container, op: Rename) -> tuple[Resolved, Resolved] | Errno:
+def resolve_rename(container: Container, op: Rename) -> tuple[Resolved, Resolved] | Denied:
     """The walks of ``rename``: the source's, then the destination's [RENAME-1]."""
-    source = resolve(container, op.src, follow=False)
-    if isinstance(source, str):
+    source = walk(container, op.src, follow=False)
+    if isinstance(source, Denied):
         return source
-    target = resolve(container, op.dst, follow=False)
-    if isinstance(target, str):
+    target = walk(container, op.dst, follow=False)
+    if isinstance(target, Denied):
         return target
     return source, target
 
 
-def plan_rename(container: Container, source: Resolved, target: Resolved) -> RenamePlan | Errno:
+def plan_rename(container: Container, source: Resolved, target: Resolved) -> RenamePlan | Denied:
     """The checks of ``rename`` made before anything changes, in the kernel's
     order [RENAME-1][RENAME-2][RENAME-3][RENAME-4]."""
     # The walk's own errors, then the ancestry traps [RENAME-1]
     if source.name == "" or target.name == "":
-        return "EBUSY"
+        return Denied("EBUSY", "RENAME-1")
     moving = source.found
     if moving is None:
-        return "ENOENT"
+        return absent(container, source)
     if is_inside(target.parent.path, source.path) or target.parent.path == source.path:
-        return "EINVAL"
+        return Denied("EINVAL", "RENAME-1")
     if is_inside(source.parent.path, target.path) or source.parent.path == target.path:
-        return "ENOTEMPTY"
+        return Denied("ENOTEMPTY", "RENAME-1")
     # The kinds of source and target [RENAME-2][RENAME-4]
     replaced = target.found
     if replaced is not None:
         if same_inode(moving, replaced):
             return RenamePlan(source, target, moving, replaced, noop=True)
         if moving.is_dir and not replaced.is_dir:
-            return "ENOTDIR"
+            return Denied("ENOTDIR", "RENAME-2")
         if not moving.is_dir and replaced.is_dir:
-            return "EISDIR"
+            return Denied("EISDIR", "RENAME-2")
     # Overlayfs's own refusals [RENAME-3]
     if moving.is_dir and moving.has_lower and not container.features.redirect_dir:
-        return "EXDEV"
+        return Denied("EXDEV", "RENAME-3")
     if replaced is not None and replaced.is_dir and replaced.has_lower and not is_empty_dir(container, replaced):
-        return "ENOTEMPTY"
+        return Denied("ENOTEMPTY", "RENAME-2")
     return RenamePlan(source, target, moving, replaced, noop=False)
 
 
@@ -695,16 +732,16 @@ def copy_up_for_rename(container: Container, plan: RenamePlan) -> tuple[Containe
     return mark_moving_dir(container, moving.path, had_lower, plan.source, plan.target), moving
 
 
-def late_rename_errno(container: Container, plan: RenamePlan) -> Errno | None:
+def late_rename_errno(container: Container, plan: RenamePlan) -> Denied | None:
     """The writable layer's own refusal, checked after the copy-up: a
     directory onto a non-empty one [RENAME-7][RENAME-2]."""
     replaced = plan.replaced
     if replaced is not None and replaced.is_dir and not is_empty_dir(container, replaced):
-        return "ENOTEMPTY"
+        return Denied("ENOTEMPTY", "RENAME-7")
     return None
 
 
-def check_rename(container: Container, op: Rename) -> Errno | None:
+def check_rename(container: Container, op: Rename) -> Denied | None:
     """``rename``: the checks before anything changes, then the one the
     writable layer makes after the copy-up, on the state it would leave.
 
@@ -712,11 +749,11 @@ def check_rename(container: Container, op: Rename) -> Errno | None:
     """
     # RESOLVE
     ends = resolve_rename(container, op)
-    if isinstance(ends, str):
+    if isinstance(ends, Denied):
         return ends
     # CHECK: before anything changes
     plan = plan_rename(container, *ends)
-    if isinstance(plan, str):
+    if isinstance(plan, Denied):
         return plan
     if plan.noop or plan.replaced is None or not plan.replaced.is_dir:
         return None
@@ -731,7 +768,8 @@ def apply_rename(container: Container, op: Rename) -> Applied:
     # RESOLVE, and the plan its check made
     plan = passed(plan_rename(container, *passed(resolve_rename(container, op), "rename")), "rename")
     if plan.noop:
-        return Applied(container)
+        return Applied(container, rule="RENAME-4")
+    rules = rename_rules(container, plan)
     # COPY-UP [RENAME-6]
     needs_whiteout = lower_positive(container, plan.source.parent, plan.moving)
     container, moving = copy_up_for_rename(container, plan)
@@ -744,7 +782,21 @@ def apply_rename(container: Container, op: Rename) -> Applied:
     upper = move(upper, moving.path, plan.target.path)
     if needs_whiteout:
         upper = put(upper, moving.path, Whiteout())
-    return Applied(replace(container, upper=upper))
+    return Applied(replace(container, upper=upper), rules=rules)
+
+
+def rename_rules(container: Container, plan: RenamePlan) -> tuple[str, ...]:
+    """The rules a rename that passed its checks exercises besides RENAME-6,
+    read before it runs: the source's copy-up, the destination's parents, the
+    mark a moving directory gets [REDIRECT-3][RENAME-5], the whiteout it
+    leaves [WHITEOUT-2]."""
+    rules = (*copy_up_rules(container, plan.moving), *parents_rules(container, plan.target.path))
+    node = plan.moving.node
+    if plan.moving.is_dir and plan.moving.has_lower:
+        rules += ("REDIRECT-3",)
+    elif isinstance(node, Dir) and not node.opaque and target_parent_merged(container, plan.target):
+        rules += ("RENAME-5",)
+    return (*rules, *removal_rules(container, plan.source.parent, plan.moving))
 
 
 def refused_rename(container: Container, op: Rename) -> Container:
@@ -752,11 +804,11 @@ def refused_rename(container: Container, op: Rename) -> Container:
     when the writable layer refused it after the copy-up, which stays [RENAME-7]."""
     # RESOLVE
     ends = resolve_rename(container, op)
-    if isinstance(ends, str):
+    if isinstance(ends, Denied):
         return container
     # CHECK: a refusal before anything changed leaves nothing
     plan = plan_rename(container, *ends)
-    if isinstance(plan, str) or plan.noop:
+    if isinstance(plan, Denied) or plan.noop:
         return container
     # COPY-UP: what the kernel did before it refused
     prepared, _ = copy_up_for_rename(container, plan)
@@ -843,6 +895,12 @@ def same_inode(one: Found, other: Found) -> bool:
 
 def check(container: Container, op: Op) -> Errno | None:
     """The errno ``op`` fails with on ``container``, or None if it succeeds."""
+    denied = denial(container, op)
+    return None if denied is None else denied.errno
+
+
+def denial(container: Container, op: Op) -> Denied | None:
+    """Why ``op`` fails on ``container`` (its errno and rule), or None if it succeeds."""
     match op:
         case Create():
             return check_create(container, op)
@@ -926,17 +984,134 @@ def refused(container: Container, op: Op) -> Container:
     return container
 
 
+CALL_RULES: dict[type, str] = {
+    Create: "CREATE-1",
+    Open: "OPEN-1",
+    Write: "WRITE-1",
+    Append: "WRITE-2",
+    Truncate: "TRUNCATE-1",
+    Read: "READ-1",
+    Stat: "STAT-1",
+    Readdir: "READDIR-1",
+    Readlink: "READLINK-1",
+    Mkdir: "MKDIR-1",
+    Rmdir: "RMDIR-1",
+    Unlink: "UNLINK-1",
+    Rename: "RENAME-6",
+    Symlink: "SYMLINK-1",
+    Link: "LINK-1",
+    Chmod: "CHMOD-1",
+    Chown: "CHOWN-1",
+}
+"""The rule that states each call's effect: the rule of a success, unless
+the apply names a more precise one (``Applied.rule``)."""
+
+
+def walked(op: Op) -> tuple[tuple[str, bool], ...]:
+    """The paths ``op`` walks, each with whether its last symlink is followed [PATH-6]."""
+    match op:
+        case Rename() | Link():
+            return ((op.src, False), (op.dst, False))
+        case Open() | Write() | Append() | Truncate() | Read() | Readdir() | Chmod():
+            return ((op.path, True),)
+        case _:
+            return ((op.path, False),)
+
+
+def walk_rules(container: Container, op: Op) -> tuple[str, ...]:
+    """The rules the walks of ``op`` exercise on ``container``.
+
+    Every walk looks names up component by component [PATH-2][LOOKUP-1];
+    it may follow symlinks [PATH-3] (the last one as the call says
+    [PATH-6]) and end at a merged [LOOKUP-3], opaque [OPAQUE-1] or
+    redirected [REDIRECT-2] directory. A walk that fails is the decided
+    rule's, not counted here.
+    """
+    rules: list[str] = []
+    for path, follow in walked(op):
+        resolved = walk(container, path, follow=follow)
+        if isinstance(resolved, Denied):
+            continue
+        rules += ("PATH-2", "LOOKUP-1")
+        found = resolved.found
+        if resolved.links:
+            rules.append("PATH-3")
+        if (follow and resolved.links) or (found is not None and not follow and symlink_target(container, found)):
+            rules.append("PATH-6")
+        if found is not None and isinstance(found.node, Dir):
+            if found.merged:
+                rules.append("LOOKUP-3")
+            if found.node.opaque:
+                rules.append("OPAQUE-1")
+            if found.node.redirect is not None:
+                rules.append("REDIRECT-2")
+    return tuple(rules)
+
+
+def distinct(rules: tuple[str, ...]) -> tuple[str, ...]:
+    """``rules`` without repeats, in their first order."""
+    return tuple(dict.fromkeys(rules))
+
+
 def step(container: Container, op: Op) -> Transition:
     """The outcome of ``op`` on ``container`` and the container after it:
-    the check, then the apply or the refusal."""
-    errno = check(container, op)
-    if errno is not None:
-        return Transition(refused(container, op), errno)
+    the check, then the apply or the refusal; with the rule that decided the
+    outcome and every rule the call exercised."""
+    denied = denial(container, op)
+    if denied is not None:
+        rules = distinct((denied.rule, "OP-1", *walk_rules(container, op)))
+        return Transition(refused(container, op), denied.errno, denied.rule, rules)
     applied = apply(container, op)
-    return Transition(applied.container, applied.value)
+    rule = applied.rule or CALL_RULES[type(op)]
+    rules = distinct((rule, *walk_rules(container, op), *applied.rules))
+    return Transition(applied.container, applied.value, rule, rules)
 
 
-def allowed(container: Container, op: Op) -> Allowed:
+def allowed(container: Container, op: Op, conformance: Conformance = "kernel") -> Allowed:
     """Every outcome the spec allows ``op`` on ``container``, each with the
-    container after it. One for every call today (``step``'s)."""
-    return Allowed((step(container, op),))
+    container after it; ``step``'s first.
+
+    Under the ``kernel`` profile, one for every call: ``step``'s. Under
+    ``portable``, also every outcome a point of legitimate variation
+    allows (spec chapter 16): today, a listing of a plain directory without
+    the whiteouts it stores [CONFORM-5].
+    """
+    kernel = step(container, op)
+    if conformance == "kernel":
+        return Allowed((kernel,))
+    return Allowed((kernel, *readdir_variants(container, op, kernel), *stat_variants(container, op, kernel)))
+
+
+def stat_variants(container: Container, op: Op, kernel: Transition) -> tuple[Transition, ...]:
+    """The other link counts a portable implementation may give for ``op``:
+    ``lstat`` of a name whose hardlink a copy-up broke, any count from 1 to
+    the highest ``nlink_bounds`` allows [CONFORM-4] (COPYUP-5)."""
+    if not isinstance(op, Stat) or not isinstance(kernel.outcome, Ok):
+        return ()
+    value = kernel.outcome.value
+    if not isinstance(value, StatValue) or value.type != "file":
+        return ()
+    found = passed(resolve_final(container, op.path, follow=False), "stat")
+    highest = nlink_bounds(container).get(found.path)
+    if highest is None:
+        return ()
+    rules = (*kernel.rules, "CONFORM-4")
+    return tuple(
+        Transition(kernel.container, Ok(replace(value, nlink=count)), "CONFORM-4", rules)
+        for count in range(1, highest + 1)
+        if count != value.nlink
+    )
+
+
+def readdir_variants(container: Container, op: Op, kernel: Transition) -> tuple[Transition, ...]:
+    """The other listing a portable implementation may give for ``op``: a
+    plain directory's names without the whiteouts stored in it [CONFORM-5]
+    (READDIR-2; docs/rationale/readdir-lists-whiteouts.md)."""
+    if not isinstance(op, Readdir) or kernel.rule != "READDIR-2" or not isinstance(kernel.outcome, Ok):
+        return ()
+    found = passed(resolve_final(container, op.path, follow=True), "readdir")
+    shown = tuple(sorted(visible_children(container, found)))
+    if shown == kernel.outcome.value:
+        return ()
+    rules = (*kernel.rules, "CONFORM-5")
+    return (Transition(kernel.container, Ok(shown), "CONFORM-5", rules),)

@@ -41,6 +41,20 @@ def lower_positive(container: Container, parent: Found, found: Found) -> bool:
     return False
 
 
+def removal_rules(container: Container, parent: Found, found: Found) -> tuple[str, ...]:
+    """The rules removing ``found`` exercises: WHITEOUT-2 when it leaves a whiteout."""
+    return ("WHITEOUT-2",) if lower_positive(container, parent, found) else ()
+
+
+def creation_rules(container: Container, path: str, *, is_dir: bool) -> tuple[str, ...]:
+    """The rules creating an object at ``path`` exercises, read before it is
+    made: over a whiteout of the writable layer, WHITEOUT-3, or WHITEOUT-4
+    for a directory."""
+    if not isinstance(container.upper.get(path), Whiteout):
+        return ()
+    return ("WHITEOUT-4",) if is_dir else ("WHITEOUT-3",)
+
+
 def remove_visible(container: Container, parent: Found, found: Found) -> Container:
     """``container`` without ``found`` in the merged view [WHITEOUT-2].
 
