@@ -39,11 +39,36 @@ from cowspec.formats.trace import RESULT_FORMAT, decode_entry, decode_op, decode
 from cowspec.fs.build import LayerEntry
 from cowspec.fs.calls import Read, Write
 from cowspec.fs.features import Features
+from tests.fs import (
+    test_copy_up,
+    test_entries,
+    test_operations,
+    test_paths,
+    test_redirect,
+    test_sizes,
+    test_stack,
+    test_whiteouts,
+)
+from tests.support import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors"
 EXAMPLE = ROOT / "examples" / "drivers" / "overlay_driver.py"
 CONTRACT = ROOT / "docs" / "formats" / "driver-protocol.md"
+SCENARIOS: list[Scenario] = [
+    scenario
+    for module in (
+        test_copy_up,
+        test_entries,
+        test_operations,
+        test_paths,
+        test_redirect,
+        test_sizes,
+        test_stack,
+        test_whiteouts,
+    )
+    for scenario in module.SCENARIOS
+]
 
 # -- fake programs -------------------------------------------------------------------
 
@@ -421,6 +446,18 @@ def test_the_example_driver_agrees_on_the_vectors(overlay_program: ExecProgram, 
     assert observed["format"] == RESULT_FORMAT and len(cast(list[object], observed["results"])) == len(trace.ops)
     assert result_differences(oracle_following(trace, observed), observed) == []
     assert first_divergence(driver, trace) is None
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[each.name for each in SCENARIOS])
+def test_the_example_driver_agrees_on_the_scenarios(
+    overlay_program: ExecProgram, kernel: KernelOverlay, scenario: Scenario
+) -> None:
+    """[OBSERVE-1] Every filesystem scenario: the model allows what it did, and cowspec's own driver did the same."""
+    trace = decode_trace(scenario.trace())
+    observed = run_real(overlay_program.filesystem(), trace)
+    assert result_differences(oracle_following(trace, observed), observed) == []
+    assert observed == run_real(kernel, trace)
 
 
 @pytest.mark.kernel

@@ -144,7 +144,8 @@ class ExecProgram:
     def __init__(self, argv: list[str], timeout: float | None = None) -> None:
         self.argv = list(argv)
         # Until the program names itself, it is called by its command line, as the user wrote it.
-        self._label = "exec:" + _one_line(shlex.join(self.argv))
+        command = _one_line(shlex.join(self.argv))
+        self._label = "exec:" + (command if len(command) <= 60 else command[:59] + "…")
         self._explicit_timeout = timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
