@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 from cowcheck.drivers.cleanup import (
@@ -32,6 +33,7 @@ from cowcheck.drivers.cleanup import (
     kill_marked,
     kill_tree,
     owned_directory,
+    owner_tag,
     remove_tree,
     start_time,
     sweep_stale,
@@ -98,6 +100,27 @@ def init_program() -> str | None:
     return None
 
 
+SOCKET_PATH_MAX = 107
+"""The longest path a Unix socket may be bound at (``sun_path`` is 108 bytes with its NUL)."""
+LONGEST_SOCKET = "/exec/containerd/containerd.sock.ttrpc"
+"""The deepest socket the engine makes under its directory."""
+SHORT_TEMPORARY = "/tmp"
+
+
+def engine_parent() -> str:
+    """Where the engine's directory goes: the temporary directory, unless its sockets would not fit there.
+
+    containerd binds its sockets under the exec root; a deep ``TMPDIR`` (a
+    test's, a CI runner's) makes their paths longer than a socket's may be,
+    and the engine would not start. Then ``/tmp`` is used instead.
+    """
+    parent = tempfile.gettempdir()
+    name_length = len(DOCKERD_PREFIX) + len(owner_tag()) + len("-12345678")
+    if len(parent) + 1 + name_length + len(LONGEST_SOCKET) > SOCKET_PATH_MAX and os.path.isdir(SHORT_TEMPORARY):
+        return SHORT_TEMPORARY
+    return parent
+
+
 class Dockerd:
     """A private dockerd, for as long as the ``with`` block lasts, and not a moment longer than cowspec.
 
@@ -131,8 +154,9 @@ class Dockerd:
         ]  # fmt: skip
 
     def __enter__(self) -> "Dockerd":
-        sweep_stale(DOCKERD_PREFIX)
-        self.base = owned_directory(DOCKERD_PREFIX)
+        for parent in dict.fromkeys([tempfile.gettempdir(), SHORT_TEMPORARY]):
+            sweep_stale(DOCKERD_PREFIX, parent)
+        self.base = owned_directory(DOCKERD_PREFIX, engine_parent())
         log = open(os.path.join(self.base, "dockerd.log"), "wb")
         # start_new_session: a Ctrl-C at the terminal reaches cowspec, whose __exit__ stops the engine
         # cleanly, not the engine itself. die_with_parent: cowspec killed outright takes the engine with it.
