@@ -272,6 +272,17 @@ def test_a_program_that_does_not_answer_in_time(fake: Any, monkeypatch: pytest.M
     assert_none_left(script)
 
 
+def test_a_program_that_never_says_hello(tmp_path: Path) -> None:
+    """The limit given to ExecProgram holds for the handshake too."""
+    script = Fake(tmp_path, 'if kind == "hello":\n    time.sleep(300)')
+    program = ExecProgram(script.argv, timeout=0.3)
+    with pytest.raises(DriverError) as raised:
+        _ = program.levels
+    assert "no reply to hello within 0.3 s" in one_line(raised.value)
+    assert_none_left(script)
+    program.close()
+
+
 def test_a_timeout_that_is_not_a_number(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COWSPEC_DRIVER_TIMEOUT", "soon")
     script, program = fake()
