@@ -25,14 +25,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from cowcheck.drivers.protocol import Driver
+from cowspec.errors import SpecError
 from cowspec.formats.oracle import ModelRun
-from cowspec.formats.trace import admits, encode_outcome
+from cowspec.formats.trace import Trace, admits, build_layers, encode_outcome
 from cowspec.fs.conformance import Conformance, nlink_bounds
 from cowspec.fs.observe import Entry, layer_tree, merged_tree
-from cowspec.fs.operations import Transition
+from cowspec.fs.operations import Transition, allowed
 from cowspec.fs.resolve import why_absent
 from cowspec.fs.sizes import container_sizes
-from cowspec.fs.stack import Container
+from cowspec.fs.stack import Container, new_container
 
 CONFORMANCES: tuple[Conformance, ...] = ("kernel", "portable")
 
@@ -376,6 +378,64 @@ def compare_run(
         relaxed=relaxed,
         absent=lambda path: why_absent(run.container, path),
     )
+
+
+# -- a trace replayed step by step ------------------------------------------------------------
+
+
+def first_differences(
+    driver: Driver,
+    trace: Trace,
+    *,
+    conformance: Conformance = "kernel",
+    relaxed: Counter[str] | None = None,
+    exercised: Counter[str] | None = None,
+) -> list[Difference]:
+    """Replay ``trace`` on ``driver`` as the state machine does, comparing
+    each op's outcome and then the whole state after it, under
+    ``conformance``: the differences at the first point that diverges, or
+    none if the real system agrees all the way.
+
+    The structured form of the machine's ``first_divergence``: what a report
+    shows for a minimal trace. Each model transition's rules are counted in
+    ``exercised``, each relaxation applied in ``relaxed``. A trace the spec
+    rejects shows nothing, so it agrees [TRACE-1].
+    """
+    try:
+        lowers = build_layers(trace)
+    except SpecError:
+        return []
+    container = new_container(lowers, trace.features)
+    session = driver.open(trace.layers, trace.features)
+    try:
+        differences = compare_state(
+            container, session.merged(), session.upper(), session.sizes(), conformance=conformance, relaxed=relaxed
+        )
+        if differences:
+            return differences
+        for index, op in enumerate(trace.ops):
+            # The kernel profile is ``allowed``'s own default.
+            choices = allowed(container, op) if conformance == "kernel" else allowed(container, op, conformance)
+            taken, difference = compare_outcome(index, choices.transitions, session.perform(op), relaxed)
+            if exercised is not None:
+                exercised.update(taken.rules)
+            if difference is not None:
+                return [difference]
+            container = taken.container
+            differences = compare_state(
+                container,
+                session.merged(),
+                session.upper(),
+                session.sizes(),
+                conformance=conformance,
+                exercised=taken.rules,
+                relaxed=relaxed,
+            )
+            if differences:
+                return differences
+        return []
+    finally:
+        session.close()
 
 
 # -- store results ----------------------------------------------------------------------------

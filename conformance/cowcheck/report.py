@@ -252,7 +252,7 @@ def render(report: RunReport, path: str, spec_dir: Path | None = None) -> str:
 
 def _summary(report: RunReport) -> list[tuple[str, str]]:
     rate = f"{report.examples / report.seconds:.1f} examples/s" if report.seconds > 0 else "-"
-    features = ", ".join(f"{name}={value}" for name, value in sorted(report.features.items())) or "-"
+    features = ", ".join(f"{name}={_json(value)}" for name, value in sorted(report.features.items())) or "-"
     relaxed = sum(report.tally.relaxed.values())
     return [
         ("verdict", "agrees" if report.agrees else f"{len(report.divergences)} divergence(s)"),
@@ -271,7 +271,20 @@ def _summary(report: RunReport) -> list[tuple[str, str]]:
 
 
 def _trace_text(trace: Mapping[str, object] | None) -> str:
-    return json.dumps(trace, indent=2, sort_keys=False) if trace is not None else "(no trace kept)"
+    """A trace as JSON a person can read and copy: one layer entry or op per line."""
+    if trace is None:
+        return "(no trace kept)"
+    layers, ops = trace.get("layers"), trace.get("ops")
+    if not isinstance(layers, list) or not isinstance(ops, list):
+        return json.dumps(trace, indent=2)
+    head = [f"{json.dumps(key)}: {json.dumps(value)}" for key, value in trace.items() if key not in ("layers", "ops")]
+    written = [
+        "  [" + ",\n   ".join(json.dumps(entry) for entry in layer) + "]" if isinstance(layer, list) else "  []"
+        for layer in layers
+    ]
+    lines = ["{" + ", ".join(head) + ("," if head else ""), ' "layers": [', ",\n".join(written), " ],", ' "ops": [']
+    lines += [",\n".join("  " + json.dumps(each) for each in ops), " ]", "}"]
+    return "\n".join(line for line in lines if line)
 
 
 def _md_cell(text: str) -> str:

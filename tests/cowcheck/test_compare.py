@@ -3,7 +3,10 @@
 import copy
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from cowcheck.compare import (
     Difference,
@@ -13,14 +16,20 @@ from cowcheck.compare import (
     compare_state,
     compare_store,
     difference_lines,
+    first_differences,
     model_sizes,
 )
+from cowcheck.drivers.kernel_overlay import KernelOverlay
+from cowcheck.drivers.runner import run_real
 from cowspec.formats.oracle import ModelRun, model_run
-from cowspec.formats.trace import decode_trace
-from cowspec.fs.calls import Readdir
-from cowspec.fs.conformance import Conformance
+from cowspec.formats.trace import decode_trace, encode_outcome
+from cowspec.fs.build import LayerEntry, build_layer
+from cowspec.fs.calls import Append, Op, Readdir, Stat
+from cowspec.fs.conformance import Conformance, nlink_bounds
+from cowspec.fs.features import Features
 from cowspec.fs.observe import layer_tree, merged_tree
 from cowspec.fs.operations import allowed
+from cowspec.fs.stack import new_container
 from tests.support import d, f, h, op, w
 
 Document = dict[str, Any]
@@ -270,3 +279,124 @@ def test_store_differences_as_values() -> None:
         {"field": "step", "path": "step 1", "expected": "refused, conflict (x)", "actual": "ok", "rule": "STORE-12"},
         {"field": "reclaimable", "path": "", "expected": 10, "actual": 11, "rule": "STORE-4"},
     ]
+
+
+# -- the kernel itself ------------------------------------------------------------------------
+
+RATIONALE = sorted((Path(__file__).resolve().parents[2] / "docs" / "rationale").glob("*.json"))
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("path", RATIONALE, ids=lambda path: path.stem)
+def test_the_kernel_passes_both_profiles_with_nothing_relaxed(kernel: KernelOverlay, path: Path) -> None:
+    """[CONFORM-1] The kernel is the ``kernel`` profile's ground truth, and ``portable`` relaxes nothing it gives."""
+    trace = decode_trace(json.loads(path.read_text()))
+    observed = run_real(kernel, trace)
+    for conformance in ("kernel", "portable"):
+        differences, relaxed, _ = checked(trace, observed, conformance)
+        assert differences == [] and relaxed == Counter(), (conformance, difference_lines(differences))
+
+
+# -- a whole implementation that is correct but not the kernel ----------------------------------
+
+
+class OtherSession:
+    """The model itself, as an implementation that varies where chapter 16 allows.
+
+    ``vary`` picks the variations: ``listing`` leaves whiteouts out of a plain
+    directory's listing (CONFORM-5), ``upper`` keeps deletions as ``.wh.``
+    files (CONFORM-2), ``sizes`` counts nothing for its copies (CONFORM-3),
+    ``nlink`` counts every name of a broken hardlink together (CONFORM-4);
+    ``content`` is a bug no profile allows: an append is lost.
+    """
+
+    def __init__(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features, vary: frozenset[str]) -> None:
+        lowers = tuple(build_layer(entries, f"layer {index}") for index, entries in enumerate(layers))
+        self.container = new_container(lowers, features)
+        self.vary = vary
+
+    def perform(self, operation: Op) -> dict[str, object]:
+        choices = allowed(self.container, operation, "portable").transitions
+        taken = choices[0]
+        if isinstance(operation, Readdir) and "listing" in self.vary:
+            taken = choices[-1]
+        if isinstance(operation, Stat) and "nlink" in self.vary:
+            taken = choices[-1]  # the highest count allowed
+        if isinstance(operation, Append) and "content" in self.vary:
+            return encode_outcome(taken.outcome)  # says ok, keeps nothing
+        self.container = taken.container
+        return encode_outcome(taken.outcome)
+
+    def merged(self) -> list[dict[str, object]]:
+        tree = merged_tree(self.container)
+        if "nlink" in self.vary:
+            bounds = nlink_bounds(self.container)
+            tree = [{**each, "nlink": bounds[str(each["path"])]} if each["path"] in bounds else each for each in tree]
+        return tree
+
+    def upper(self) -> list[dict[str, object]]:
+        tree = layer_tree(self.container.upper)
+        if "upper" not in self.vary:
+            return tree
+        return [
+            {
+                "path": str(each["path"]).rsplit("/", 1)[0] + "/.wh." + str(each["path"]).rsplit("/", 1)[1],
+                "type": "file",
+            }
+            if each["type"] == "whiteout"
+            else each
+            for each in tree
+        ]
+
+    def sizes(self) -> dict[str, object]:
+        sizes = model_sizes(self.container)
+        return {**sizes, "size": 0} if "sizes" in self.vary else sizes
+
+    def close(self) -> None:
+        pass
+
+
+class OtherDriver:
+    name = "other"
+
+    def __init__(self, *vary: str) -> None:
+        self.vary = frozenset(vary)
+
+    def open(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features) -> OtherSession:
+        return OtherSession(layers, features, self.vary)
+
+
+VARIATION_TRACES: dict[str, tuple[str, Any]] = {
+    "listing": ("CONFORM-5", trace_of([[d("/x"), f("/x/kept"), w("/x/gone")]], op("readdir", path="/x"))),
+    "upper": ("CONFORM-2", trace_of([[f("/a"), f("/b")]], op("unlink", path="/a"), op("stat", path="/b"))),
+    "sizes": ("CONFORM-3", trace_of([[f("/a", "12345")]], op("chmod", path="/a", mode=0o600))),
+    "nlink": (
+        "CONFORM-4",
+        trace_of([[f("/a", "data"), h("/b", "/a")]], op("append", path="/a", data="+"), op("stat", path="/b")),
+    ),
+}
+
+
+@pytest.mark.parametrize("variation", sorted(VARIATION_TRACES))
+def test_a_correct_other_implementation_passes_portable_and_fails_kernel(variation: str) -> None:
+    """[CONFORM-1][CONFORM-2][CONFORM-3][CONFORM-4][CONFORM-5] Each variation alone: ``kernel`` names the
+    rule it departs from; ``portable`` passes and counts the relaxation under its own rule."""
+    rule, trace = VARIATION_TRACES[variation]
+    driver = OtherDriver(variation)
+    assert first_differences(OtherDriver(), trace) == []
+    kernel = first_differences(driver, trace)
+    assert kernel, variation
+    assert not any(each.rule.startswith("CONFORM-") for each in kernel)
+    relaxed: Counter[str] = Counter()
+    exercised: Counter[str] = Counter()
+    portable = first_differences(driver, trace, conformance="portable", relaxed=relaxed, exercised=exercised)
+    assert portable == [] and set(relaxed) == {rule}, (portable, relaxed)
+    assert exercised and all(count > 0 for count in exercised.values())
+
+
+def test_portable_still_catches_a_lost_write() -> None:
+    """[WRITE-2] A bug no profile allows is found under both, and names the call's rule."""
+    trace = trace_of([[f("/a", "x")]], op("append", path="/a", data="yy"))
+    for conformance in ("kernel", "portable"):
+        differences = first_differences(OtherDriver("content", "upper"), trace, conformance=conformance)
+        assert [(each.field, each.path, each.rule) for each in differences][:1] == [("merged", "/a", "WRITE-2")]

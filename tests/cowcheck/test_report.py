@@ -1,5 +1,6 @@
 """The report per rule: tallies from the model's transitions, Markdown and one HTML page."""
 
+import json
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -95,7 +96,10 @@ def test_markdown_has_the_summary_the_table_and_each_divergence_with_its_rule_te
     assert "| WHITEOUT-2 | When removing leaves a whiteout | 1 | 1 | 0 | broken |" in text
     assert "### 1. WHITEOUT-2 (traces/one.json)" in text
     assert '- upper /d/a: expected {"path": "/d/a", "type": "whiteout"}, actual null [WHITEOUT-2]' in text
-    assert '"format": "cowspec-trace/1"' in text
+    assert "| features | redirect_dir=false |" in text
+    trace_text = text.split("```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(trace_text) == encode_trace(decode_trace(TRACE_DOCUMENT))  # copied from the page, it replays
+    assert '  {"op": "unlink", "path": "/d/a"},' in trace_text
     spec_text = spec_rules(default_spec_dir())["WHITEOUT-2"].text
     assert "> " + spec_text.splitlines()[0] in text
 
