@@ -1,58 +1,464 @@
-"""``cowspec check`` without traces: generated cases and a readable report."""
+"""``cowspec check`` without traces: generated cases, live progress and a readable report.
+
+The run prints its header first (the kernel, the features, the profile and
+the budget), then its progress on standard error while it runs, then the
+report. ``--workers N`` runs N processes side by side, each with its own
+mount namespace (a driver's first session makes one) and its own seed,
+the budget split between them; the parent adds up their tallies. The first
+divergence any worker meets stops the others, and is minimised once, by
+the worker that found it.
+
+Hypothesis's example database keeps every failing example a run finds, so
+that the next run, and every worker, replays it first. ``--database`` names
+it: a directory, or ``redis://HOST:PORT[/DB]`` for a fleet of machines
+(Hypothesis's own ``RedisExampleDatabase``). Without it, a profile with
+fresh randomness keeps its examples under ``$XDG_CACHE_HOME/cowspec/examples``
+(``~/.cache`` by default), and a derandomized profile (``ci``) keeps none:
+its examples are the same on every machine anyway. ``--database none``
+turns it off.
+"""
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as connection_wait
+from typing import IO, Any
 
 from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 from hypothesis.errors import HypothesisException
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
 from cowcheck.cli.output import EXIT_DIVERGED, UsageError
+from cowcheck.drivers.cleanup import die_with_parent
 from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable
-from cowcheck.machines import profiles  # noqa: F401  (registers the settings profiles)
+from cowcheck.machines import profiles
 from cowcheck.machines.fs_machine import Divergence, Tally, machine_for, minimise
 from cowspec.errors import SpecError
-from cowspec.formats.trace import Trace, encode_trace
-from cowspec.fs.features import features_from
+from cowspec.formats.trace import Trace, decode_trace, encode_trace
+from cowspec.fs.features import Features, features_from
+
+DERANDOMIZED_SEED = 0x636F77
+"""The first worker's seed under a derandomized profile; worker N's is this plus N."""
+TICK_TERMINAL = 0.25
+TICK_PLAIN = 5.0
+"""Seconds between progress lines: redrawn on a terminal, plain lines otherwise."""
 
 
-def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
-    """Run the state machine against ``driver``; print a report; 1 on divergence."""
+@dataclass(frozen=True)
+class Budget:
+    """What one run may do: examples (all workers together), steps, workers, seed and database."""
 
-    chosen = settings.get_profile(arguments.profile)
-    overrides: dict[str, int] = {}
-    for name, key in (("examples", "max_examples"), ("steps", "stateful_step_count")):
-        value = getattr(arguments, name)
+    profile: str
+    examples: int
+    steps: int
+    workers: int
+    derandomized: bool
+    database: str | None
+    base: settings
+
+    def worker_settings(self, index: int) -> settings:
+        """The settings of worker ``index``: its share of the examples, the database opened in its process."""
+        share = self.examples // self.workers + (index < self.examples % self.workers)
+        return settings(
+            self.base,
+            max_examples=max(share, 1),
+            stateful_step_count=self.steps,
+            derandomize=False,  # each worker is seeded instead (see ``seed``), so the database still works
+            database=open_database(self.database),
+            print_blob=False,
+        )
+
+    def seed(self, index: int) -> int:
+        """Worker ``index``'s seed: fixed under a derandomized profile, fresh otherwise."""
+        if self.derandomized:
+            return DERANDOMIZED_SEED + index
+        return int.from_bytes(os.urandom(8), "big")
+
+
+@dataclass
+class Outcome:
+    """What one worker ends with: its tally, and the divergence (minimised) or error that stopped it."""
+
+    tally: Tally = field(default_factory=Tally)
+    found: Trace | None = None
+    smallest: Trace | None = None
+    reason: str = ""
+    error: str = ""
+    error_kind: str = ""
+
+
+# -- the budget and the database ---------------------------------------------------
+
+
+def default_database() -> str:
+    """Where a run with fresh randomness keeps its examples when ``--database`` is not given."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "cowspec", "examples")
+
+
+def open_database(spec: str | None) -> ExampleDatabase | None:
+    """The example database ``spec`` names: None, a directory, or ``redis://HOST:PORT[/DB]``."""
+    if spec is None:
+        return None
+    if spec.startswith("redis://"):
+        try:
+            import redis
+            from hypothesis.extra.redis import RedisExampleDatabase
+        except ImportError:
+            raise UsageError("--database redis://...: the redis Python package is not installed") from None
+        try:
+            client = redis.Redis.from_url(spec)
+            client.ping()
+        except (ValueError, redis.RedisError) as error:
+            raise UsageError(f"--database {spec}: cannot reach the Redis server ({error})") from None
+        return RedisExampleDatabase(client)
+    if "://" in spec:
+        raise UsageError(f"--database {spec}: give a directory or redis://HOST:PORT[/DB]")
+    try:
+        os.makedirs(spec, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--database {spec}: cannot make the directory ({error.strerror})") from None
+    if not os.access(spec, os.W_OK | os.X_OK):
+        raise UsageError(f"--database {spec}: the directory is not writable")
+    return DirectoryBasedExampleDatabase(spec)
+
+
+def budget_of(arguments: argparse.Namespace) -> Budget:
+    """The run's budget from the command line (``UsageError`` for a bad one)."""
+    profile = getattr(arguments, "profile", None) or profiles.DEFAULT
+    chosen = settings.get_profile(profile)
+    counts: dict[str, int] = {"examples": chosen.max_examples, "steps": chosen.stateful_step_count}
+    for name in counts:
+        value = getattr(arguments, name, None)
         if value is not None:
             if value < 1:
                 raise UsageError(f"--{name} must be at least 1")
-            overrides[key] = value
-    try:
-        features = features_from(dict.fromkeys(arguments.feature, True))
-    except SpecError as error:
-        raise UsageError(str(error)) from None
-    budget = settings(chosen, database=None, print_blob=False, **overrides)  # type: ignore[arg-type]
-    tally = Tally()
-    started = time.monotonic()
+            counts[name] = value
+    workers = getattr(arguments, "workers", 1)
+    if workers is None or workers < 1:
+        raise UsageError("--workers must be at least 1")
+    database = getattr(arguments, "database", None)
+    if database is None and not chosen.derandomize:
+        database = default_database()
+    if database in ("none", ""):
+        database = None
+    open_database(database)  # a bad one is refused before anything starts
+    return Budget(profile, counts["examples"], counts["steps"], workers, chosen.derandomize, database, chosen)
+
+
+# -- one worker ------------------------------------------------------------------------
+
+
+def run_worker(
+    driver: Driver, features: Features, budget: Budget, index: int, tally: Tally, minimising: Callable[[], None]
+) -> Outcome:
+    """Run worker ``index``'s share of the examples in this process; minimise the divergence it finds.
+
+    ``minimising`` is called when a divergence has been found and before it is minimised.
+    """
+    outcome = Outcome(tally)
+    machine = machine_for(driver, tally, features, seed=budget.seed(index))
     failure: BaseException | None = None
     with with_reporter(lambda _message: None):
         try:
-            run_state_machine_as_test(machine_for(driver, tally, features), settings=budget)
-        except (DriverUnavailable, DriverError):
-            raise
+            run_state_machine_as_test(machine, settings=budget.worker_settings(index))
+        except (DriverUnavailable, DriverError) as error:
+            outcome.error, outcome.error_kind = str(error), type(error).__name__
+            return outcome
         except (AssertionError, HypothesisException, OSError, RuntimeError) as error:
             failure = error
-    elapsed = time.monotonic() - started
+    if failure is None:
+        return outcome
+    found = failure if isinstance(failure, Divergence) else tally.last_divergence
+    if found is None:
+        outcome.error = f"{type(failure).__name__}: {failure}"
+        return outcome
+    minimising()
+    outcome.found = found.trace
+    try:
+        outcome.smallest, outcome.reason = minimise(driver, found.trace)
+    except (DriverUnavailable, DriverError) as error:
+        outcome.error, outcome.error_kind = str(error), type(error).__name__
+    except ValueError:  # the divergence did not show again on its own: keep what Hypothesis kept
+        outcome.smallest, outcome.reason = found.trace, str(found)
+    return outcome
+
+
+def _snapshot(tally: Tally) -> dict[str, Any]:
+    return {
+        "examples": tally.examples,
+        "ops": tally.ops,
+        "results": dict(tally.results),
+        "by_op": dict(tally.by_op),
+        "diverged": tally.last_divergence is not None,
+    }
+
+
+def _worker_main(
+    driver: Driver, features: Features, budget: Budget, index: int, sender: Connection, tie: Callable[[], None]
+) -> None:
+    """A worker process: its share of the run, its tally sent to the parent twice a second, its outcome at the end.
+
+    Each worker writes to a pipe of its own (a worker stopped in the middle
+    of a message breaks no other's). It dies with the parent
+    (``PR_SET_PDEATHSIG``), and a ``SIGTERM`` (the parent stopping it, or
+    the parent's death) unmounts and removes its scratch space before it
+    exits.
+    """
+    from cowcheck.drivers import namespace
+
+    lock = threading.Lock()
+
+    def stop(_signal: int, _frame: object) -> None:
+        namespace.release()
+        os._exit(0)
+
+    def send(message: tuple[Any, ...]) -> None:
+        with lock, contextlib.suppress(OSError):
+            sender.send(message)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops its workers
+    tie()  # made by the parent: the signal comes when the parent dies
+    tally = Tally()
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(0.5):
+            send(("progress", index, _snapshot(tally)))
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        outcome = run_worker(
+            driver, features, budget, index, tally, lambda: send(("progress", index, _snapshot(tally)))
+        )
+    except BaseException as error:  # sent to the parent, which reports it
+        outcome = Outcome(tally, error=f"{type(error).__name__}: {error}")
+    done.set()
+    reporter.join()
+    send(("done", index, _snapshot(tally), _encode_outcome(outcome)))
+    sender.close()
+
+
+def _encode_outcome(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "found": encode_trace(outcome.found) if outcome.found else None,
+        "smallest": encode_trace(outcome.smallest) if outcome.smallest else None,
+        "reason": outcome.reason,
+        "error": outcome.error,
+        "error_kind": outcome.error_kind,
+    }
+
+
+def _decode_outcome(snapshot: dict[str, Any], document: dict[str, Any]) -> Outcome:
+    found, smallest = document["found"], document["smallest"]
+    return Outcome(
+        _tally_of([snapshot]),
+        decode_trace(found) if found else None,
+        decode_trace(smallest) if smallest else None,
+        document["reason"],
+        document["error"],
+        document["error_kind"],
+    )
+
+
+def _tally_of(snapshots: list[dict[str, Any]]) -> Tally:
+    total = Tally()
+    for each in snapshots:
+        total.examples += each["examples"]
+        total.ops += each["ops"]
+        total.results.update(Counter(each["results"]))
+        total.by_op.update(Counter(each["by_op"]))
+    return total
+
+
+# -- progress --------------------------------------------------------------------------
+
+
+class Progress:
+    """Live progress on standard error: one line redrawn on a terminal, a plain line every few seconds otherwise.
+
+    ``mode`` is ``--progress``: ``auto`` as above, ``always`` redraws the
+    line even when standard error is not a terminal, ``never`` shows none.
+    """
+
+    def __init__(self, mode: str, total: int, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = mode != "never"
+        self.redraw = mode == "always" or (mode == "auto" and self.stream.isatty())
+        self.total = total
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.drawn = False
+
+    def line(self, examples: int, ops: int, divergences: int) -> str:
+        """The progress line: examples, ops, rate, divergences, time left."""
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = examples / elapsed
+        left = f"about {max(self.total - examples, 0) / rate:.0f} s left" if rate > 0 else "starting"
+        return (
+            f"cowspec: {examples}/{self.total} examples, {ops} ops, {rate:.1f} examples/s,"
+            f" {divergences} divergence{'s' if divergences != 1 else ''}, {left}"
+        )
+
+    def show(self, examples: int, ops: int, divergences: int, *, force: bool = False) -> None:
+        """Show the progress if it is time to."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < (TICK_TERMINAL if self.redraw else TICK_PLAIN):
+            return
+        self.last = now
+        text = self.line(examples, ops, divergences)
+        with contextlib.suppress(OSError, ValueError):
+            if self.redraw:
+                self.stream.write("\r\x1b[K" + text)
+                self.drawn = True
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        """Clear the redrawn line, so that the report starts on a clean one."""
+        if self.drawn:
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            self.drawn = False
+
+
+def _run_here(driver: Driver, features: Features, budget: Budget, progress: Progress) -> Outcome:
+    """One worker, in this process; a thread draws the progress."""
+    tally = Tally()
+    done = threading.Event()
+
+    def draw() -> None:
+        while not done.wait(0.1):
+            progress.show(tally.examples, tally.ops, int(tally.last_divergence is not None))
+
+    drawer = threading.Thread(target=draw, daemon=True)
+    drawer.start()
+    try:
+        return run_worker(driver, features, budget, 0, tally, lambda: None)
+    finally:
+        done.set()
+        drawer.join()
+
+
+def _run_workers(driver: Driver, features: Features, budget: Budget, progress: Progress) -> Outcome:
+    """``budget.workers`` processes; their tallies added up, the first divergence stopping the others."""
+    context = multiprocessing.get_context("fork")
+    workers: list[multiprocessing.process.BaseProcess] = []
+    receivers: dict[Connection, int] = {}
+    tie = die_with_parent(signal.SIGTERM)
+    for index in range(budget.workers):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_worker_main, args=(driver, features, budget, index, sender, tie), daemon=True)
+        process.start()
+        sender.close()
+        workers.append(process)
+        receivers[receiver] = index
+    snapshots: dict[int, dict[str, Any]] = {}
+    outcomes: dict[int, Outcome] = {}
+    stopped = False
+    try:
+        while receivers:
+            for ready in connection_wait(list(receivers), timeout=0.1):
+                assert isinstance(ready, Connection)
+                try:
+                    message = ready.recv()
+                except (EOFError, OSError):  # the worker ended (or was stopped): what it said stands
+                    del receivers[ready]
+                    continue
+                kind, index, snapshot = message[0], message[1], message[2]
+                snapshots[index] = snapshot
+                if kind == "done":
+                    outcomes[index] = _decode_outcome(snapshot, message[3])
+                failing = snapshot["diverged"] or (kind == "done" and outcomes[index].error)
+                if failing and not stopped:
+                    stopped = True  # the first divergence (or error) stops the others
+                    for other, worker in enumerate(workers):
+                        if other != index and worker.is_alive():
+                            worker.terminate()
+            total = _tally_of(list(snapshots.values()))
+            divergences = sum(1 for each in snapshots.values() if each["diverged"])
+            progress.show(total.examples, total.ops, divergences)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        for worker in workers:
+            worker.join(timeout=10)
+        for receiver in receivers:
+            receiver.close()
+    total = _tally_of(list(snapshots.values()))
+    for outcome in outcomes.values():
+        if outcome.found is not None or outcome.error:
+            outcome.tally = total
+            return outcome
+    missing = [index for index in range(len(workers)) if index not in outcomes]
+    if missing and not stopped:
+        return Outcome(
+            total, error=f"worker {missing[0]} ended without a report (exit status {workers[missing[0]].exitcode})"
+        )
+    return Outcome(total)
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
+    """Run the state machine against ``driver``; print the header, progress, then a report; 1 on divergence."""
+    try:
+        features = features_from(dict.fromkeys(getattr(arguments, "feature", []), True))
+    except SpecError as error:
+        raise UsageError(str(error)) from None
+    budget = budget_of(arguments)
     out = sys.stdout
     enabled = ", ".join(features.enabled()) or "Docker's overlay2 configuration"
-    print(f"cowspec check --driver {driver.name} (profile {arguments.profile}; features: {enabled})", file=out)
+    print(f"cowspec check --driver {driver.name} (profile {budget.profile}; features: {enabled})", file=out)
+    uname = os.uname()
+    print(f"  kernel: {uname.sysname} {uname.release} ({uname.machine})", file=out)
+    workers = f"{budget.workers} workers" if budget.workers > 1 else "1 worker"
+    seeds = "derandomized" if budget.derandomized else "fresh randomness"
+    database = budget.database or "none"
     print(
-        f"  {tally.examples} examples, {tally.ops} ops, "
-        f"{budget.stateful_step_count} ops at most per example, {elapsed:.1f} s",
+        f"  budget: {budget.examples} examples of up to {budget.steps} ops, {workers}, {seeds}; database: {database}",
+        file=out,
+        flush=True,
+    )
+    progress = Progress(getattr(arguments, "progress", "auto"), budget.examples)
+    started = time.monotonic()
+    try:
+        if budget.workers == 1:
+            outcome = _run_here(driver, features, budget, progress)
+        else:
+            outcome = _run_workers(driver, features, budget, progress)
+    finally:
+        progress.finish()
+    elapsed = time.monotonic() - started
+    if outcome.error_kind == "DriverUnavailable":
+        raise DriverUnavailable(outcome.error)
+    if outcome.error_kind == "DriverError":
+        raise DriverError(outcome.error)
+    tally = outcome.tally
+    rate = tally.examples / elapsed if elapsed > 0 else 0.0
+    print(
+        f"  {tally.examples} examples, {tally.ops} ops, {budget.steps} ops at most per example,"
+        f" {elapsed:.1f} s ({rate:.1f} examples/s)",
         file=out,
     )
     print("  results: " + _mix(tally.results, tally.ops), file=out)
@@ -60,26 +466,23 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
     for name in names:
         row = {key.split()[1]: count for key, count in tally.by_op.items() if key.split()[0] == name}
         print(f"    {name:<9} " + ", ".join(f"{result} {count}" for result, count in sorted(row.items())), file=out)
-    divergence = tally.last_divergence
-    if failure is None:
-        print("  divergences: none: every result, merged tree, upper layer and size agreed", file=out)
-        return 0
-    if isinstance(failure, Divergence) or divergence is not None:
-        found = failure if isinstance(failure, Divergence) else divergence
-        assert found is not None
-        smallest, reason = minimise(driver, found.trace)
+    if outcome.found is not None and outcome.smallest is not None:
+        smallest = outcome.smallest
         path = save_trace(arguments.save, "divergence-1.json", smallest)
         entries = sum(len(layer) for layer in smallest.layers)
-        print(f"  divergence 1: {reason}", file=out)
+        print(f"  divergence 1: {outcome.reason}", file=out)
         print(
             f"    minimal trace ({len(smallest.ops)} ops, {len(smallest.layers)} layers, {entries} entries;"
-            f" Hypothesis had shrunk it to {len(found.trace.ops)} ops) saved to {path}",
+            f" Hypothesis had shrunk it to {len(outcome.found.ops)} ops) saved to {path}",
             file=out,
         )
         print(f"    replay: cowspec check --driver {driver.name} {path}", file=out)
         return EXIT_DIVERGED
-    print(f"  the run stopped with an error: {type(failure).__name__}: {failure}", file=out)
-    return EXIT_DIVERGED
+    if outcome.error:
+        print(f"  the run stopped with an error: {outcome.error}", file=out)
+        return EXIT_DIVERGED
+    print("  divergences: none: every result, merged tree, upper layer and size agreed", file=out)
+    return 0
 
 
 def _mix(counter: "dict[str, int]", total: int) -> str:
@@ -91,9 +494,12 @@ def _mix(counter: "dict[str, int]", total: int) -> str:
 
 def save_trace(directory: str, name: str, trace: Trace) -> str:
     """Write ``trace`` as ``directory/name``; the path written."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, name)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(encode_trace(trace), handle, indent=1)
-        handle.write("\n")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, name)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(encode_trace(trace), handle, indent=1)
+            handle.write("\n")
+    except OSError as error:
+        raise UsageError(f"--save {directory}: cannot write the trace ({error.strerror})") from None
     return path
