@@ -15,7 +15,7 @@ version=$("$python" -c 'from cowcheck.vectors import set_version; print(set_vers
 name="cowspec-vectors-$version"
 work=$(mktemp -d "${TMPDIR:-/tmp}/cowspec-vectors-XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
-"$python" -m cowcheck.cli.vectors_commands export "$work/$name"
+"$python" -m cowcheck.cli vectors export "$work/$name"
 mkdir -p "$out"
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=gnu \
     -C "$work" -cf - "$name" | gzip -n -9 > "$work/$name.tar.gz"

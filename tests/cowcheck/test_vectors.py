@@ -15,7 +15,7 @@ import pytest
 
 import cowcheck.cli.vectors_commands as vectors_commands
 from cowcheck.cli.main import main as cowspec_main
-from cowcheck.cli.vectors_commands import add_commands, main
+from cowcheck.cli.vectors_commands import add_commands
 from cowcheck.drivers.kernel_overlay import KernelOverlay, KernelSession
 from cowcheck.drivers.layer_tools import Spec
 from cowcheck.drivers.protocol import Answer, DriverUnavailable
@@ -47,6 +47,12 @@ CHAPTERS = [ROOT / "spec" / f"{number:02d}-{name}.md" for number, name in (
     (1, "entries"), (2, "paths"), (3, "stack"), (4, "whiteouts"), (5, "copy-up"),
     (6, "operations"), (7, "sizes"), (8, "features"), (9, "observations"), (10, "trace"),
 )]  # fmt: skip
+
+
+
+def main(arguments: list[str]) -> int:
+    """``cowspec vectors ARGUMENTS``: its exit status."""
+    return cowspec_main(["vectors", *arguments])
 
 
 def export(directory: Path) -> dict[str, bytes]:

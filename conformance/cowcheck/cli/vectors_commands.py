@@ -7,69 +7,25 @@
 ``differences``) and a summary on standard error; it exits 1 when a vector
 diverged, 2 when the set is not intact (a file changed, added or missing)
 or the command line is wrong, 3 when the driver cannot run here.
-
-Run on its own, before ``cowspec`` lists the commands:
-``python -m cowcheck.cli.vectors_commands export DIR``.
 """
 
 import argparse
 import functools
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from cowcheck.cli.output import EXIT_DIVERGED, UsageError, emit, say
 from cowspec.errors import SpecError
 
 
-def _docker_store() -> object:
-    from cowcheck.drivers.docker_store import DockerStore  # the engine's driver loads only when asked for
-
-    return DockerStore()
-
-
-def _kernel_overlay() -> object:
-    from cowcheck.drivers.kernel_overlay import KernelOverlay
-
-    return KernelOverlay()
-
-
-def _umoci() -> object:
-    from cowcheck.drivers.layer_tools import UmociLayers
-
-    return UmociLayers()
-
-
-BUILT_IN: dict[str, tuple[str, Callable[[], object]]] = {
-    "kernel-overlay": ("filesystem", _kernel_overlay),
-    "docker": ("store", _docker_store),
-    "umoci": ("layer", _umoci),
-}
-"""The drivers ``verify`` knows by itself when the registry does not name them: name -> (level, maker)."""
-
-
 def _resolve(name: str) -> dict[str, Callable[[], object]]:
-    """The driver ``--driver NAME`` names, as a maker per level it serves (``filesystem``, ``layer``, ``store``).
-
-    The seam to the driver registry: its ``find`` (entry points,
-    ``module:attr``, ``exec:COMMAND``) is asked first, then the built-in
-    names above.
-    """
+    """The driver ``--driver NAME`` names, as a maker per level it serves (``filesystem``, ``layer``, ``store``)."""
     from cowcheck.drivers import registry
 
-    find = getattr(registry, "find", None)
-    reason = ""
-    if find is not None:
-        try:
-            found = find(name)
-        except LookupError as error:
-            reason = str(error)
-        else:
-            return {level: functools.partial(found.make, level) for level in found.levels}
-    if name in BUILT_IN:
-        level, make = BUILT_IN[name]
-        return {level: make}
-    raise UsageError(reason or f"unknown driver {name!r} (known: {', '.join(sorted(BUILT_IN))})")
+    found = registry.find(name)  # DriverNotFound: one line and exit 2, from cowcheck.cli.main
+    if not found.levels:
+        found.make("filesystem")  # a driver that failed to load raises its reason
+    return {level: functools.partial(found.make, level) for level in found.levels}
 
 
 def command_export(arguments: argparse.Namespace) -> int:
@@ -169,17 +125,3 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     verify.add_argument("directory", metavar="DIR", help="a set written by 'cowspec vectors export'")
     verify.set_defaults(handler=command_verify)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The two commands on their own, with ``cowspec``'s handling of errors and exit statuses."""
-    from cowcheck.cli.main import main as cowspec_main
-
-    top = argparse.ArgumentParser(prog="cowspec", description="The conformance vectors.")
-    add_commands(top.add_subparsers(dest="command", required=True))
-    arguments = top.parse_args(["vectors", *(sys.argv[1:] if argv is None else argv)])
-    return cowspec_main(arguments=arguments)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
