@@ -203,6 +203,7 @@ def _snapshot(tally: Tally) -> dict[str, Any]:
         "results": dict(tally.results),
         "by_op": dict(tally.by_op),
         "diverged": tally.last_divergence is not None,
+        "diverged_at": tally.diverged_at,
     }
 
 
@@ -229,6 +230,7 @@ def _worker_main(
         with lock, contextlib.suppress(OSError):
             sender.send(message)
 
+    namespace.forget()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops its workers
     tie()  # made by the parent: the signal comes when the parent dies
@@ -282,6 +284,10 @@ def _tally_of(snapshots: list[dict[str, Any]]) -> Tally:
         total.ops += each["ops"]
         total.results.update(Counter(each["results"]))
         total.by_op.update(Counter(each["by_op"]))
+        if each.get("diverged_at") is not None and (
+            total.diverged_at is None or each["diverged_at"] < total.diverged_at
+        ):
+            total.diverged_at = each["diverged_at"]
     return total
 
 
@@ -471,6 +477,8 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
         path = save_trace(arguments.save, "divergence-1.json", smallest)
         entries = sum(len(layer) for layer in smallest.layers)
         print(f"  divergence 1: {outcome.reason}", file=out)
+        if tally.diverged_at is not None:
+            print(f"    first seen in example {tally.diverged_at} of its worker", file=out)
         print(
             f"    minimal trace ({len(smallest.ops)} ops, {len(smallest.layers)} layers, {entries} entries;"
             f" Hypothesis had shrunk it to {len(outcome.found.ops)} ops) saved to {path}",

@@ -88,6 +88,13 @@ def _release(base: str) -> None:
         pass
 
 
+def forget() -> None:
+    """Forget the scratch space this process inherited (a forked worker): its first use makes its own,
+    in a mount namespace of its own. What the parent made stays the parent's to remove."""
+    global _scratch
+    _scratch = None
+
+
 def release() -> None:
     """Unmount and remove this process's scratch space now (a worker told to stop does, then exits)."""
     global _scratch
