@@ -206,8 +206,8 @@ def plan_of(config: pytest.Config, spec: str) -> Plan:
         examples=counts["examples"],
         steps=counts["steps"],
         features=features,
-        save=Path(save) if save else config.rootpath / DEFAULT_SAVE,
-        vectors=Path(vectors) if vectors else None,
+        save=Path(save).absolute() if save else config.rootpath / DEFAULT_SAVE,
+        vectors=Path(vectors).absolute() if vectors else None,
         registered=registered,
         unavailable=unavailable,
     )
