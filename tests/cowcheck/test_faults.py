@@ -35,7 +35,7 @@ from cowcheck.drivers.cleanup import (
     start_time,
     sweep_stale,
 )
-from cowcheck.drivers.engines import SHORT_TEMPORARY, Dockerd
+from cowcheck.drivers.engines import SHORT_TEMPORARY, Dockerd, need
 from cowcheck.drivers.kernel_overlay import KernelOverlay
 from cowcheck.drivers.protocol import DriverUnavailable
 from tests.cowcheck.test_engines import unavailable
@@ -418,12 +418,14 @@ def test_a_killed_kernel_check_leaves_nothing(tmp_path: Path, kernel: KernelOver
     assert_empty_after(temporary)
 
 
-def engine() -> None:
-    """Fail in CI, skip elsewhere, when the Docker engine cannot run here."""
+def engine(*tools: str) -> None:
+    """Fail in CI, skip elsewhere, when the Docker engine (or one of ``tools``) cannot run here."""
     if os.geteuid() != 0:
         unavailable("the Docker engine needs root")
     try:
         Dockerd()
+        for tool in tools:
+            need(tool)
     except DriverUnavailable as error:
         unavailable(str(error))
 
@@ -452,37 +454,65 @@ def named(*names: str) -> Callable[[list[int]], bool]:
     return ready
 
 
+def podman_working(tree: list[int]) -> bool:
+    """Ready when podman works on the run's private storage (a command line naming the ``vfs`` driver)."""
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"\0--storage-driver\0vfs\0" in handle.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+STORE_BUILD = ["check", "--driver", "docker", str(VECTORS / "store-build.json")]
+PODMAN_AND_ENGINE_START = [
+    "-c",
+    "from cowcheck.drivers.engines import Dockerd, Podman\nwith Podman(), Dockerd():\n    pass",
+]
+"""What ``cowspec matrix`` does first (its tools' start), without its 40 s of cases."""
+
+
 @pytest.mark.parametrize(
-    ("vector", "moment", "expected"),
+    ("arguments", "moment", "expected", "next_start"),
     [
         # The engine up and answering a step (a docker client runs against it).
-        ("store-build.json", named("docker"), {"dockerd", "containerd"}),
+        (STORE_BUILD, named("docker"), {"dockerd", "containerd"}, STORE_BUILD),
         # A container running: containerd-shim (made to outlive containerd), runc's child, cowspec-call.
         (
-            "store-volume-renames.json",
+            ["check", "--driver", "docker", str(VECTORS / "store-volume-renames.json")],
             named("cowspec-call"),
             {"dockerd", "containerd", "containerd-shim", "cowspec-call"},
+            STORE_BUILD,
         ),
+        # The layer matrix while podman loads, creates or exports, the engine up beside it.
+        (["matrix"], podman_working, {"dockerd", "containerd", "podman"}, PODMAN_AND_ENGINE_START),
     ],
-    ids=["engine-answering", "container-running"],
+    ids=["engine-answering", "container-running", "matrix-podman-working"],
 )
-def test_a_killed_docker_check_leaves_nothing(
-    tmp_path: Path, short_temporary: Path, vector: str, moment: Callable[[list[int]], bool], expected: set[str]
+def test_a_killed_engine_run_leaves_nothing(
+    tmp_path: Path,
+    short_temporary: Path,
+    arguments: list[str],
+    moment: Callable[[list[int]], bool],
+    expected: set[str],
+    next_start: list[str],
 ) -> None:
-    """``kill -9`` while the engine works: no dockerd, containerd, shim, runc or container; no mount; no directory."""
-    engine()
+    """``kill -9`` while the tools work: no dockerd, containerd, shim, runc, container or podman; no mount;
+    no directory once the next run has started."""
+    engine(*(["podman", "umoci"] if arguments[0] == "matrix" else []))
     temporary = short_temporary
-    command = [*COWSPEC, "check", "--driver", "docker", str(VECTORS / vector)]
-    with started(command, temporary, tmp_path / "killed.log") as process:
+    with started([*COWSPEC, *arguments], temporary, tmp_path / "killed.log") as process:
         seen = watch_until(process, temporary, moment, tmp_path / "killed.log")
         kill_and_settle(process, temporary, seen)
     assert expected <= set(seen.values()), seen  # it was killed at the moment meant
     assert_nothing_runs_or_is_mounted(seen, temporary)
-    assert os.listdir(temporary), "the killed run should have left its engine's directory for the next start"
+    assert os.listdir(temporary), "the killed run should have left its directories for the next start"
+    command = [sys.executable, *next_start] if next_start[0] == "-c" else [*COWSPEC, *next_start]
     done = subprocess.run(
-        [*COWSPEC, "check", "--driver", "docker", str(VECTORS / "store-build.json")],
-        cwd=REPOSITORY, env=environment(temporary), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        command, cwd=REPOSITORY, env=environment(temporary), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert_empty_after(temporary)
 

@@ -44,6 +44,8 @@ DOCKERD_PREFIX = "cowspec-dockerd-"
 """The name of a private engine's directory begins so (then its owner: ``cleanup.owned_directory``)."""
 PODMAN_PREFIX = "cowspec-podman-"
 """The same for podman's private storage."""
+UMOCI_PREFIX = "cowspec-umoci-"
+"""The same for an umoci unpack's work directory (``layer_tools.UmociLayers``)."""
 
 
 def need(program: str) -> str:
@@ -107,6 +109,19 @@ LONGEST_SOCKET = "/exec/containerd/containerd.sock.ttrpc"
 SHORT_TEMPORARY = "/tmp"
 
 
+def sweep_leftovers() -> list[str]:
+    """Remove what killed runs left of every tool here (engine, podman and umoci directories); the paths removed.
+
+    Cheap when there is nothing (a listing of the temporary directories):
+    each tool calls it as it starts, and a command may call it first thing.
+    """
+    removed: list[str] = []
+    for parent in dict.fromkeys([tempfile.gettempdir(), SHORT_TEMPORARY]):
+        for prefix in (DOCKERD_PREFIX, PODMAN_PREFIX, UMOCI_PREFIX):
+            removed += sweep_stale(prefix, parent)
+    return removed
+
+
 def engine_parent() -> str:
     """Where the engine's directory goes: the temporary directory, unless its sockets would not fit there.
 
@@ -154,8 +169,7 @@ class Dockerd:
         ]  # fmt: skip
 
     def __enter__(self) -> "Dockerd":
-        for parent in dict.fromkeys([tempfile.gettempdir(), SHORT_TEMPORARY]):
-            sweep_stale(DOCKERD_PREFIX, parent)
+        sweep_leftovers()
         self.base = owned_directory(DOCKERD_PREFIX, engine_parent())
         log = open(os.path.join(self.base, "dockerd.log"), "wb")
         # start_new_session: a Ctrl-C at the terminal reaches cowspec, whose __exit__ stops the engine
@@ -234,7 +248,13 @@ class Dockerd:
 
 
 class Podman:
-    """Rootful podman with private storage (vfs), each call in its own mount namespace, killed if cowspec dies."""
+    """Rootful podman with private storage (vfs), each call in mount and PID namespaces of its own.
+
+    A command's PID namespace has podman as its init: whatever podman
+    leaves running (``conmon`` is made to outlive it) is killed by the
+    kernel when the command ends, and the whole command when cowspec dies
+    (``unshare --kill-child``, tied to cowspec as every tool is).
+    """
 
     def __init__(self) -> None:
         self.podman = need("podman")
@@ -242,7 +262,7 @@ class Podman:
         self.base = ""
 
     def __enter__(self) -> "Podman":
-        sweep_stale(PODMAN_PREFIX)
+        sweep_leftovers()
         self.base = owned_directory(PODMAN_PREFIX)
         os.makedirs(os.path.join(self.base, "tmp"))
         return self
@@ -250,7 +270,8 @@ class Podman:
     def command(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run podman with this instance's storage."""
         command = [
-            self.unshare, "-m", "--propagation", "private", self.podman,
+            self.unshare, "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child=SIGKILL",
+            "--mount-proc", self.podman,
             "--root", os.path.join(self.base, "root"), "--runroot", os.path.join(self.base, "run"),
             "--tmpdir", os.path.join(self.base, "tmp"), "--storage-driver", "vfs",
             "--cgroup-manager", "cgroupfs", "--events-backend", "file", *args,

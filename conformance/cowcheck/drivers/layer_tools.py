@@ -13,8 +13,8 @@ import stat
 import subprocess
 from collections.abc import Callable
 
-from cowcheck.drivers.cleanup import owned_directory, remove_tree, sweep_stale
-from cowcheck.drivers.engines import Dockerd, Podman, first_line, need, run
+from cowcheck.drivers.cleanup import owned_directory, remove_tree
+from cowcheck.drivers.engines import UMOCI_PREFIX, Dockerd, Podman, first_line, need, run, sweep_leftovers
 from cowcheck.drivers.kernel_overlay import tree
 from cowcheck.drivers.protocol import Answer, Entries, Refused
 from cowcheck.images import docker_archive, write_oci_layout
@@ -110,10 +110,6 @@ class PodmanLayers:
         return answer
 
 
-UMOCI_PREFIX = "cowspec-umoci-"
-"""An unpack's work directory begins so, then its owner: a killed run's is removed by the next unpack."""
-
-
 class UmociLayers:
     """``umoci unpack`` of an OCI layout, read back from the bundle's rootfs."""
 
@@ -123,7 +119,7 @@ class UmociLayers:
         self.umoci = need("umoci")
 
     def flatten(self, archives: list[bytes]) -> Answer:
-        sweep_stale(UMOCI_PREFIX)
+        sweep_leftovers()
         work = owned_directory(UMOCI_PREFIX)
         try:
             write_oci_layout(os.path.join(work, "image"), archives, tag="t")
