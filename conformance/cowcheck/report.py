@@ -70,6 +70,17 @@ class RuleTally:
         """Every rule with any count."""
         return set(self.exercised) | set(self.broken) | set(self.relaxed)
 
+    def to_json(self) -> dict[str, dict[str, int]]:
+        """The counts as JSON, for a worker to hand its tally to the process that reports."""
+        return {"exercised": dict(self.exercised), "broken": dict(self.broken), "relaxed": dict(self.relaxed)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Mapping[str, int]]) -> "RuleTally":
+        """A tally from ``to_json``'s form."""
+        return cls(
+            Counter(data.get("exercised", {})), Counter(data.get("broken", {})), Counter(data.get("relaxed", {}))
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ReportedDivergence:

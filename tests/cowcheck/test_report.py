@@ -69,6 +69,7 @@ def test_the_tally_counts_exercised_broken_and_relaxed() -> None:
     other = RuleTally(relaxed=Counter({"CONFORM-5": 2}), exercised=Counter({"UNLINK-1": 3}))
     tally.merge(other)
     assert tally.exercised["UNLINK-1"] == 4 and tally.relaxed == Counter({"CONFORM-5": 2})
+    assert RuleTally.from_json(json.loads(json.dumps(tally.to_json()))) == tally
 
 
 def test_rows_follow_the_spec_and_show_what_was_not_exercised() -> None:
