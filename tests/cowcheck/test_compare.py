@@ -150,7 +150,7 @@ def test_conform_3_the_sizes() -> None:
 
 
 def test_conform_4_link_counts_after_a_broken_hardlink() -> None:
-    """[CONFORM-4][COPYUP-5] index=on's counts (both names 2) pass ``portable``; counts out of bounds do not."""
+    """[CONFORM-4][COPYUP-5] Other counts for a broken link (both names 2) pass ``portable``; out of bounds fail."""
     trace = trace_of(
         [[f("/a", "data"), h("/b", "/a"), f("/c")]],
         op("append", path="/a", data="++"),

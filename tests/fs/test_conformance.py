@@ -85,7 +85,7 @@ def test_a_link_made_to_the_copy_raises_the_bound() -> None:
 
 
 def test_the_rationale_trace_under_both_profiles() -> None:
-    """[CONFORM-4] The portable oracle of ``hardlink-copy-up.json`` allows the index=on counts as well."""
+    """[CONFORM-4] The portable oracle of ``hardlink-copy-up.json`` allows other counts for the broken link."""
     document = json.loads((ROOT / "docs/rationale/hardlink-copy-up.json").read_text())
     trace = decode_trace(document)
     kernel, portable = oracle(trace), oracle(trace, "portable")
