@@ -325,17 +325,28 @@ class ContainerProcess:
         self._requests = os.fdopen(from_parent, "w")
         self._replies = os.fdopen(to_parent, "r")
 
-    def ask(self, request: object) -> object:
-        """Send one request; its reply."""
+    def send(self, *requests: object) -> None:
+        """Send requests, in one write; their replies come in order (``receive``)."""
         try:
-            self._requests.write(json.dumps(request) + "\n")
+            self._requests.write("".join(json.dumps(request) + "\n" for request in requests))
             self._requests.flush()
+        except (OSError, ValueError):
+            raise DriverError("the container process died") from None
+
+    def receive(self) -> object:
+        """The next reply."""
+        try:
             line = self._replies.readline()
         except (OSError, ValueError):
             line = ""
         if not line:
             raise DriverError("the container process died")
         return json.loads(line)
+
+    def ask(self, request: object) -> object:
+        """Send one request; its reply."""
+        self.send(request)
+        return self.receive()
 
     def stop(self) -> None:
         """Ask the process to exit and wait for it (only from the process that forked it)."""
@@ -419,6 +430,8 @@ class KernelSession:
         self.pool = pool
         self.process: ContainerProcess | None = None
         self.seen_upper: tuple[list[Entry], int] | None = None
+        self.observing = False
+        self.merged_asked = False
 
     @contextlib.contextmanager
     def _closed_on_failure(self) -> Iterator[None]:
@@ -476,20 +489,45 @@ class KernelSession:
         self._ask({"enter": self.merged_dir})
 
     def _ask(self, request: object) -> object:
+        return self._ready().ask(request)
+
+    def _ready(self) -> ContainerProcess:
+        """The container process, with no reply left unread."""
         if self.process is None:
             raise DriverError("the session is closed")
-        return self.process.ask(request)
+        if self.merged_asked:
+            self.merged_asked = False
+            self.process.receive()
+        return self.process
 
     def perform(self, op: Op) -> Entry:
-        """Run ``op`` inside the container root."""
+        """Run ``op`` inside the container root.
+
+        Once the caller has looked at the merged tree after an op, it is
+        taken to look after every op (as the state machine does): the walk
+        is asked for with the op, in the same write, and read when
+        ``merged`` is called, so that a step costs one round trip to the
+        container process, not two. Nothing else runs in the container
+        between the two, so the tree is the one ``merged`` would see.
+        """
         self.seen_upper = None
-        reply = cast(Entry, self._ask(encode_op(op)))
+        process = self._ready()
+        if self.observing:
+            process.send(encode_op(op), "merged")
+            self.merged_asked = True
+        else:
+            process.send(encode_op(op))
+        reply = cast(Entry, process.receive())
         if "driver_error" in reply:
             raise DriverError(f"the kernel driver failed on {encode_op(op)}: {reply['driver_error']}")
         return reply
 
     def merged(self) -> list[Entry]:
         """The merged tree as ``lstat`` sees it from inside the container."""
+        self.observing = True
+        if self.merged_asked and self.process is not None:
+            self.merged_asked = False
+            return cast(list[Entry], self.process.receive())
         return cast(list[Entry], self._ask("merged"))
 
     def _upper_and_size(self) -> tuple[list[Entry], int]:
@@ -522,6 +560,8 @@ class KernelSession:
         process, self.process = self.process, None
         if process is not None:
             try:
+                if self.merged_asked:
+                    process.receive()
                 if process.ask("leave") != "ok":
                     raise DriverError("the container process did not leave its root")
             except DriverError:
