@@ -2,18 +2,22 @@
 
 import argparse
 import json
+import os
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError, emit
-from cowcheck.compare import result_differences, store_differences
+from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError, emit, say
+from cowcheck.compare import compare_run, compare_store
 from cowcheck.drivers import registry
 from cowcheck.drivers.runner import run_real
+from cowcheck.report import ReportedDivergence, RuleTally
 from cowspec.errors import SpecError
-from cowspec.formats.oracle import oracle, oracle_following
+from cowspec.formats.oracle import model_run, observed_results, oracle
 from cowspec.formats.store_trace import STORE_TRACE_FORMAT, decode_store_trace, run_store_model
-from cowspec.formats.trace import Trace, decode_trace
+from cowspec.formats.trace import Trace, decode_trace, encode_trace
 from cowspec.fs.observe import Entry
 from cowspec.store.steps import Step
 
@@ -49,13 +53,13 @@ def load_trace(name: str) -> AnyTrace:
     return decode_trace(document)
 
 
-def for_each_trace(files: Sequence[str], handle: Callable[[AnyTrace], tuple[Entry, int]]) -> int:
-    """Run ``handle`` on each trace file; the worst exit status."""
+def for_each_trace(files: Sequence[str], handle: Callable[[str, AnyTrace], tuple[Entry, int]]) -> int:
+    """Run ``handle`` on each trace file (its name and the trace); the worst exit status."""
     status = 0
     for name in files:
         try:
             trace = load_trace(name)
-            document, code = handle(trace)
+            document, code = handle(name, trace)
             if len(files) > 1:  # a batch: each line says which trace it answers
                 document = {"trace": name, **document}
         except SpecError as error:
@@ -75,7 +79,7 @@ def _levels(arguments: argparse.Namespace) -> tuple[registry.Level, ...]:
 
 
 def command_oracle(arguments: argparse.Namespace) -> int:
-    def answer(trace: AnyTrace) -> tuple[Entry, int]:
+    def answer(_name: str, trace: AnyTrace) -> tuple[Entry, int]:
         if isinstance(trace, StoreTrace):
             return run_store_model(trace.steps), 0
         return oracle(trace), 0
@@ -102,7 +106,7 @@ def run_any(arguments: argparse.Namespace, trace: AnyTrace) -> Entry:
 
 def command_run(arguments: argparse.Namespace) -> int:
     _levels(arguments)  # an unknown driver is said once, before any trace
-    return for_each_trace(arguments.traces, lambda trace: (run_any(arguments, trace), 0))
+    return for_each_trace(arguments.traces, lambda _name, trace: (run_any(arguments, trace), 0))
 
 
 def command_check(arguments: argparse.Namespace) -> int:
@@ -121,17 +125,70 @@ def command_check(arguments: argparse.Namespace) -> int:
             " (generated cases run at the filesystem level, and at the store level on --driver docker)"
         )
 
-    def check_one(trace: AnyTrace) -> tuple[Entry, int]:
+    if arguments.report:
+        from cowcheck.report import report_format
+
+        for path in arguments.report:
+            try:
+                report_format(path)
+            except ValueError as error:
+                raise UsageError(f"--report {path}: {error}") from None
+    tally = RuleTally()
+    found: list[ReportedDivergence] = []
+    counted = {"traces": 0, "ops": 0}
+    results: Counter[str] = Counter()
+    started = time.monotonic()
+
+    def check_one(name: str, trace: AnyTrace) -> tuple[Entry, int]:
         observed = run_any(arguments, trace)
         if isinstance(trace, StoreTrace):
-            differences = store_differences(run_store_model(trace.steps), observed)
+            differences = compare_store(run_store_model(trace.steps), observed)
+            document: Entry | None = None
         else:
             # The model follows the real run wherever the spec allows what it did [TRACE-5].
-            differences = result_differences(oracle_following(trace, observed), observed)
-        for line in differences:
-            print(f"cowspec: diverges: {line}", file=sys.stderr)
-        return {**observed, "agrees": not differences, "differences": differences}, (
+            run = model_run(trace, observed_results(observed), arguments.conformance)
+            differences = compare_run(run, observed, conformance=arguments.conformance, relaxed=tally.relaxed)
+            tally.record_all(run.taken)
+            counted["ops"] += len(trace.ops)
+            for item in observed_results(observed):
+                results[str(item.get("errno", "ok")) if isinstance(item, dict) else "?"] += 1
+            document = encode_trace(trace)
+        counted["traces"] += 1
+        tally.record_differences(differences)
+        for difference in differences:
+            say(f"{name}: diverges: {difference.line()}")
+        if differences:
+            found.append(ReportedDivergence(name, document, tuple(differences)))
+        return {**observed, "agrees": not differences, "differences": [each.to_json() for each in differences]}, (
             EXIT_DIVERGED if differences else 0
         )
 
-    return for_each_trace(arguments.traces, check_one)
+    status = for_each_trace(arguments.traces, check_one)
+    if arguments.report:
+        from cowcheck.report import RunReport, render
+
+        report = RunReport(
+            driver=arguments.driver,
+            conformance=arguments.conformance,
+            kernel=os.uname().release,
+            profile="traces",
+            budget=f"{len(arguments.traces)} trace files",
+            examples=counted["traces"],
+            ops=counted["ops"],
+            results=results,
+            seconds=time.monotonic() - started,
+            tally=tally,
+            divergences=tuple(found),
+        )
+        for path in arguments.report:
+            write_report(path, render(report, path))
+    return status
+
+
+def write_report(path: str, text: str) -> None:
+    """Write a report file, or say in one line why it cannot be written (exit 2)."""
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise UsageError(f"--report {path}: cannot write ({error.strerror})") from None
