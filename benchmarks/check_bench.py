@@ -78,12 +78,16 @@ class ModelDriver:
 
 
 def cpu_name() -> str:
-    """The CPU's model name, as ``/proc/cpuinfo`` gives it."""
+    """The CPU's model name, family and model, as ``/proc/cpuinfo`` gives them for the first CPU."""
+    fields: dict[str, str] = {}
     with open("/proc/cpuinfo", encoding="utf-8") as table:
         for line in table:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    name = fields.get("model name", "unknown CPU")
+    return f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
 
 
 def one_run(driver: object, examples: int, steps: int) -> tuple[float, Tally]:
