@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # the plugin is loaded by every pytest run: the harness is im
     from cowcheck.drivers.registry import Level, Registered
     from cowcheck.machines.fs_machine import Tally
     from cowspec.formats.trace import Trace
+    from cowspec.fs.conformance import Conformance
     from cowspec.fs.features import Features
 
 MARKER = "cowspec"
@@ -89,6 +90,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"directory for the minimal traces of divergences (default {DEFAULT_SAVE} under the rootdir)",
     )
     group.addoption(
+        "--cowspec-conformance",
+        choices=("kernel", "portable"),
+        default="kernel",
+        help="kernel: exactly as Linux overlayfs mounted by Docker's overlay2; portable: the spec's points of"
+        " legitimate variation relaxed (spec chapter 16), for the vectors (default kernel)",
+    )
+    group.addoption(
         "--cowspec-vectors",
         metavar="DIR",
         help="an exported vector set (cowspec vectors export DIR) to run instead of the one built in",
@@ -113,6 +121,7 @@ class Plan:
 
     spec: str
     profile: str
+    conformance: Conformance
     examples: int | None
     steps: int | None
     features: Features
@@ -148,8 +157,9 @@ class Plan:
         return made
 
     def replay(self, path: Path) -> str:
-        """The command that replays a saved trace."""
-        return f"cowspec check --driver {shlex.quote(self.spec)} {shlex.quote(str(path))}"
+        """The command that replays a saved trace, under the same conformance profile."""
+        profile = "" if self.conformance == "kernel" else f" --conformance {self.conformance}"
+        return f"cowspec check --driver {shlex.quote(self.spec)}{profile} {shlex.quote(str(path))}"
 
 
 def plan_of(config: pytest.Config, spec: str) -> Plan:
@@ -203,6 +213,7 @@ def plan_of(config: pytest.Config, spec: str) -> Plan:
     return Plan(
         spec=spec,
         profile=profile,
+        conformance=config.getoption("cowspec_conformance"),
         examples=counts["examples"],
         steps=counts["steps"],
         features=features,
@@ -275,7 +286,8 @@ class CowspecTests:
         enabled = ", ".join(plan.features.enabled()) or "Docker's overlay2 configuration"
         vectors = self.vectors if isinstance(self.vectors, str) else self.vectors.origin
         return [
-            f"cowspec: driver {plan.spec} ({levels}), profile {plan.profile}, features: {enabled}",
+            f"cowspec: driver {plan.spec} ({levels}), conformance {plan.conformance}, profile {plan.profile},"
+            f" features: {enabled}",
             f"cowspec: vectors: {vectors}; divergences saved to {plan.save}",
         ]
 
@@ -414,26 +426,29 @@ class VectorTest(CowspecTest):
         return self.compare_layers(), self.where_layers
 
     def compare_trace(self) -> list[str]:
-        from cowcheck.compare import result_differences
+        from cowcheck.compare import compare_run, difference_lines
         from cowcheck.drivers.runner import run_real
-        from cowspec.formats.oracle import oracle_following
+        from cowspec.formats.oracle import model_run, observed_results
         from cowspec.formats.trace import decode_trace
 
         trace = decode_trace(self.document("trace"))
         missing = sorted(set(trace.features.enabled()) - self.the_plan().declared_features())
         if missing:
             pytest.skip(f"cowspec: the vector needs {', '.join(missing)}, which the driver does not declare")
-        observed = run_real(cast("Driver", self.the_plan().driver("filesystem")), trace)
-        # As ``cowspec check`` compares: the model follows the real run wherever the spec allows what it did.
-        return result_differences(oracle_following(trace, observed), observed)
+        plan = self.the_plan()
+        observed = run_real(cast("Driver", plan.driver("filesystem")), trace)
+        # As ``cowspec check`` compares: the model follows the real run wherever the spec allows what it did,
+        # under the conformance profile asked for; each difference names the rule it breaks.
+        run = model_run(trace, observed_results(observed), plan.conformance)
+        return difference_lines(compare_run(run, observed, conformance=plan.conformance))
 
     def compare_store(self) -> list[str]:
-        from cowcheck.compare import store_differences
+        from cowcheck.compare import compare_store, difference_lines
         from cowspec.formats.store_trace import decode_store_trace, run_store_model
 
         steps = decode_store_trace(self.document("trace"))
         observed = cast("StoreDriver", self.the_plan().driver("store")).run(steps)
-        return store_differences(run_store_model(steps), observed)
+        return difference_lines(compare_store(run_store_model(steps), observed))
 
     def compare_layers(self) -> list[str]:
         from cowcheck import vectors
@@ -503,6 +518,11 @@ class MachineTest(CowspecTest):
         from cowcheck.machines.fs_machine import Tally, machine_for
 
         plan = self.the_plan()
+        if plan.conformance != "kernel":
+            pytest.skip(
+                f"cowspec: the state machine compares under the kernel profile only, not {plan.conformance}:"
+                " the vectors are compared under it"
+            )
         driver = cast("Driver", plan.driver("filesystem"))
         profile = settings.get_profile(plan.profile)
         budget = settings(
@@ -551,7 +571,7 @@ class MachineTest(CowspecTest):
         except (DriverUnavailable, DriverError) as failure:
             smallest, reason = found.trace, str(found)
             shrunk = f"trace (not minimised: the driver failed while replaying it: {failure})"
-        lines = [head, f"  {reason}"]
+        lines = [head, *(f"  {line}" for line in _described(driver, smallest, reason))]
         try:
             path = save_trace(plan.save, "machine-filesystem.json", smallest)
         except OSError as failure:
@@ -574,6 +594,19 @@ def _first(error: BaseException, kind: type[Wanted]) -> Wanted | None:
             if found is not None:
                 return found
     return None
+
+
+def _described(driver: Driver, trace: Trace, reason: str) -> list[str]:
+    """The minimal trace's differences one per line, each naming the rule it breaks, as ``cowspec check`` shows
+    them (one more replay); the machine's own account if that replay fails or, a flaky driver, agrees."""
+    from cowcheck.compare import difference_lines, first_differences
+    from cowcheck.drivers.protocol import DriverError, DriverUnavailable
+
+    try:
+        lines = difference_lines(first_differences(driver, trace))
+    except (DriverUnavailable, DriverError):
+        lines = []
+    return lines or [reason]
 
 
 def _size(trace: Trace) -> str:

@@ -267,7 +267,8 @@ def test_a_planted_bug_fails_the_machine_with_a_trace_that_replays(repository: p
     assert counts["failed"] == 1 and "passed" not in counts
     text = result.stdout.str()
     assert "cowspec: the filesystem state machine found a divergence from the model" in text
-    assert "whiteout" in text and "real system has nothing" in text
+    # The minimal trace's difference, naming the rule it breaks.
+    assert "  upper /" in text and '"type": "whiteout"}, actual null [WHITEOUT-2]' in text
     assert "Traceback" not in text and "During handling" not in text
     path = saved_path(result, "minimal trace")
     assert Path(path) == repository.path / "cowspec-divergences" / "machine-filesystem.json"
@@ -275,7 +276,7 @@ def test_a_planted_bug_fails_the_machine_with_a_trace_that_replays(repository: p
     # The saved trace is a trace cowspec reads; it diverges on the liar and agrees with the honest driver.
     caught = replay(repository, "modeldrivers:HidesWhiteouts", path)
     assert caught.returncode == 1, caught.stderr
-    assert "cowspec: diverges: upper" in caught.stderr
+    assert "diverges: upper /" in caught.stderr
     assert replay(repository, "modeldrivers:Honest", path).returncode == 0
 
 
@@ -293,13 +294,27 @@ def test_a_failing_vector_lists_its_differences_and_its_trace(repository: pytest
     assert outcomes(result)["failed"] == 2
     text = result.stdout.str()
     assert "cowspec: the driver diverges from the model on the vector whiteout-when-removing-leaves-one:" in text
-    # One line per difference, each a path of the writable layer whose whiteout the driver hid.
+    # One line per difference, each a path of the writable layer whose whiteout the driver hid, and its rule.
     differences = [line for line in result.stdout.lines if line.startswith("  upper /")]
-    assert len(differences) >= 3 and all("whiteout" in line for line in differences)
+    assert len(differences) >= 3 and all(line.endswith("actual null [WHITEOUT-2]") for line in differences)
     trace = save / "vector-whiteout-when-removing-leaves-one.json"
     assert f"the filesystem trace: {trace}" in text
     assert replay(repository, "modeldrivers:HidesWhiteouts", str(trace)).returncode == 1
     assert replay(repository, "modeldrivers:Honest", str(trace)).returncode == 0
+
+
+def test_portable_conformance_relaxes_what_the_spec_lets_vary(repository: pytest.Pytester) -> None:
+    """[CONFORM-2] The writable layer's form may vary under portable: a driver that hides its whiteouts passes
+    the vectors there, and fails them under kernel; the machine, which compares as the kernel does, is skipped."""
+    selection = ("-k", "whiteout-when-removing-leaves-one or machine", "-rs")
+    options = ("--cowspec-driver", "modeldrivers:HidesWhiteouts", "--cowspec-profile", "dev", *selection)
+    portable = repository.runpytest_subprocess(*options, "--cowspec-conformance", "portable")
+    assert portable.ret == pytest.ExitCode.OK, portable.stdout.str()
+    assert outcomes(portable) == {"passed": 1, "skipped": 1, "deselected": outcomes(portable)["deselected"]}
+    assert "the state machine compares under the kernel profile only, not portable" in portable.stdout.str()
+    kernel = repository.runpytest_subprocess(*options, "--cowspec-conformance", "kernel")
+    assert kernel.ret == pytest.ExitCode.TESTS_FAILED
+    assert outcomes(kernel)["failed"] == 2
 
 
 def test_a_layer_tool_is_given_the_layer_vectors(repository: pytest.Pytester) -> None:
