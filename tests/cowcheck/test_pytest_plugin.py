@@ -317,6 +317,51 @@ def test_portable_conformance_relaxes_what_the_spec_lets_vary(repository: pytest
     assert outcomes(kernel)["failed"] == 2
 
 
+def test_an_exported_set_is_run_from_its_directory(repository: pytest.Pytester) -> None:
+    """``--cowspec-vectors DIR`` runs a set ``cowspec vectors export`` wrote; a failing vector names the set's
+    own trace file, and a set whose files do not match its manifest is refused before any test runs."""
+    exported = repository.path / "vector-set"
+    vectors.write_set(exported, vectors.build_set(vectors.load_sources()))
+    options = ("--cowspec-driver", "modeldrivers:HidesWhiteouts", "--cowspec-vectors", str(exported))
+    result = repository.runpytest_subprocess(*options, "-k", "found-planted-hidden-whiteout")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert outcomes(result)["failed"] == 1
+    trace = exported / "fs" / "found-planted-hidden-whiteout.trace.json"
+    assert f"the filesystem trace: {trace}" in result.stdout.str()
+    assert f"the set in {exported}" in result.stdout.str()
+    assert not (repository.path / "cowspec-divergences").exists()  # nothing copied: the set's file is named
+    trace.write_text(trace.read_text().replace('"/a"', '"/b"'))
+    tampered = repository.runpytest_subprocess(*options)
+    assert tampered.ret == pytest.ExitCode.USAGE_ERROR
+    assert "fs/found-planted-hidden-whiteout.trace.json: its sha256 does not match the manifest" in (
+        tampered.stderr.str()
+    )
+
+
+def test_without_a_vector_set_the_vectors_skip_saying_how_to_get_one(repository: pytest.Pytester) -> None:
+    """Where cowspec is installed without the vectors' sources (no source checkout), the vectors skip with the
+    reason and the way out; the machine still runs."""
+    repository.makeconftest(
+        """
+        import cowcheck.vectors
+        from cowspec.errors import SpecError
+
+
+        def no_sources(*arguments):
+            raise SpecError("vector sources not found")
+
+
+        cowcheck.vectors.load_sources = no_sources
+        """
+    )
+    result = repository.runpytest_subprocess("--cowspec-driver", "modeldrivers:Honest", *SMALL, "-m", "cowspec", "-rs")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    assert outcomes(result) == {"passed": 1, "skipped": 1, "deselected": 1}
+    assert "no vector set: vector sources not found; export a set with `cowspec vectors export DIR`" in (
+        result.stdout.str()
+    )
+
+
 def test_a_layer_tool_is_given_the_layer_vectors(repository: pytest.Pytester) -> None:
     agrees = repository.runpytest_subprocess("--cowspec-driver", "modeldrivers:Unpacker", "-m", "cowspec", "-v")
     assert agrees.ret == pytest.ExitCode.OK, agrees.stdout.str()
