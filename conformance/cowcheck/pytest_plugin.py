@@ -10,14 +10,16 @@ the tests pytest collected, it adds:
 
 - ``cowspec::vector::NAME``: one test per conformance vector of each level
   the driver serves (``cowcheck.vectors``): a filesystem trace run on the
-  driver and compared with the model as ``cowspec check`` compares, a layer
-  stack flattened, a store scenario run. The set is the one
+  driver and compared with the model as ``cowspec check`` compares (under
+  ``--cowspec-conformance kernel`` or ``portable``), a layer stack
+  flattened, a store scenario run. The set is the one
   ``cowspec vectors export`` would write, built from the installed cowspec,
   or an exported set (``--cowspec-vectors DIR``). Traces the spec rejects
   test cowspec's decoder, not the driver, and are left out;
 - ``cowspec::machine::filesystem`` for a filesystem driver: the state
   machine of ``cowcheck.machines.fs_machine``, under the budget of a
-  Hypothesis profile (``cowcheck.machines.profiles``).
+  Hypothesis profile (``cowcheck.machines.profiles``). It compares as the
+  kernel does, so it is skipped under ``--cowspec-conformance portable``.
 
 Every added test carries the marker ``cowspec`` (``-m cowspec``,
 ``-m "not cowspec"``) and matches ``-k cowspec``. A failing vector lists
