@@ -360,11 +360,14 @@ def test_kill_tree_and_kill_marked_reach_processes_that_left_the_tree(tmp_path: 
     )
     try:
         deadline = time.monotonic() + 10
-        while len(descendants(shell.pid)) < 4 and time.monotonic() < deadline:
+        while True:
+            tree = [shell.pid, *descendants(shell.pid)]  # the shell, a sleep, the setsid shell and its sleep
+            marked = [pid for pid in all_pids() if pid not in tree and f"{OWNER_VARIABLE}={mark}" in _environ(pid)]
+            settled = len(tree) == 4 and [comm_of(pid) for pid in marked] == ["sleep"]
+            if settled or time.monotonic() > deadline:
+                break
             time.sleep(0.05)
-        tree = [shell.pid, *descendants(shell.pid)]
-        marked = [pid for pid in all_pids() if pid not in tree and f"{OWNER_VARIABLE}={mark}" in _environ(pid)]
-        assert marked, "the double-forked sleep should have left the tree"
+        assert settled, ([name_of(pid) for pid in tree], [name_of(pid) for pid in marked])
         seen = sample(tree + marked)
         kill_tree(shell.pid, mark)
         shell.wait(timeout=10)
@@ -401,13 +404,17 @@ def has_overlay_mounted(tree: list[int]) -> bool:
 
 
 @pytest.mark.kernel
-def test_a_killed_kernel_check_leaves_nothing(tmp_path: Path, kernel: KernelOverlay) -> None:
-    """``kill -9`` while examples run: no process, no mount; no directory once the next run has started."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_killed_kernel_check_leaves_nothing(tmp_path: Path, kernel: KernelOverlay, workers: int) -> None:
+    """``kill -9`` while examples run (in one process, or in workers): no process, no mount; no directory
+    once the next run has started."""
     temporary = tmp_path / "tmp"
     command = [*COWSPEC, "check", "--driver", "kernel-overlay", "--examples", "100000", "--progress", "never"]
-    with started(command, temporary, tmp_path / "killed.log") as process:
+    with started([*command, "--workers", str(workers)], temporary, tmp_path / "killed.log") as process:
         seen = watch_until(process, temporary, has_overlay_mounted, tmp_path / "killed.log")
         time.sleep(0.5)  # well into the examples
+        seen |= sample(run_processes(process, temporary))
+        assert len([name for name in seen.values() if name.startswith("python")]) >= workers, seen
         kill_and_settle(process, temporary, seen)
     assert_nothing_runs_or_is_mounted(seen, temporary)
     done = subprocess.run(
@@ -454,6 +461,21 @@ def named(*names: str) -> Callable[[list[int]], bool]:
     return ready
 
 
+def engine_step(tree: list[int]) -> bool:
+    """Ready when a docker client runs a step against the engine (not the ``version`` probe of its start)."""
+    for pid in tree:
+        if comm_of(pid) != "docker":
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                words = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--host" in words and b"version" not in words:
+            return True
+    return False
+
+
 def podman_working(tree: list[int]) -> bool:
     """Ready when podman works on the run's private storage (a command line naming the ``vfs`` driver)."""
     for pid in tree:
@@ -478,7 +500,7 @@ PODMAN_AND_ENGINE_START = [
     ("arguments", "moment", "expected", "next_start"),
     [
         # The engine up and answering a step (a docker client runs against it).
-        (STORE_BUILD, named("docker"), {"dockerd", "containerd"}, STORE_BUILD),
+        (STORE_BUILD, engine_step, {"dockerd", "containerd"}, STORE_BUILD),
         # A container running: containerd-shim (made to outlive containerd), runc's child, cowspec-call.
         (
             ["check", "--driver", "docker", str(VECTORS / "store-volume-renames.json")],
@@ -486,10 +508,17 @@ PODMAN_AND_ENGINE_START = [
             {"dockerd", "containerd", "containerd-shim", "cowspec-call"},
             STORE_BUILD,
         ),
+        # The store machine (no traces): the engine answering its generated steps.
+        (
+            ["check", "--driver", "docker", "--examples", "100000"],
+            engine_step,
+            {"dockerd", "containerd"},
+            STORE_BUILD,
+        ),
         # The layer matrix while podman loads, creates or exports, the engine up beside it.
         (["matrix"], podman_working, {"dockerd", "containerd", "podman"}, PODMAN_AND_ENGINE_START),
     ],
-    ids=["engine-answering", "container-running", "matrix-podman-working"],
+    ids=["engine-answering", "container-running", "store-machine", "matrix-podman-working"],
 )
 def test_a_killed_engine_run_leaves_nothing(
     tmp_path: Path,

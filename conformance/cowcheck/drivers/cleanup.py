@@ -329,7 +329,6 @@ def die_with_parent(signal_number: int = signal.SIGKILL) -> Callable[[], None]:
     return tie
 
 
-
 def _parent_of(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:

@@ -180,7 +180,7 @@ class Dockerd:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGKILL),
-            env={**os.environ, OWNER_VARIABLE: self.base},
+            env=self.environment(),
         )
         log.close()
         deadline = time.monotonic() + 60
@@ -194,6 +194,16 @@ class Dockerd:
         tail = self._log_tail()
         self.__exit__(None, None, None)
         raise DriverUnavailable(f"dockerd did not start: {tail}")
+
+    def environment(self) -> dict[str, str]:
+        """The engine's environment: marked as this directory's, its temporary files kept inside it.
+
+        (containerd, for one, writes ``containerd.<pid>.stacks.log`` to the
+        temporary directory when it is asked for its stacks.)
+        """
+        temporary = os.path.join(self.base, "tmp")
+        os.makedirs(temporary, exist_ok=True)
+        return {**os.environ, OWNER_VARIABLE: self.base, "TMPDIR": temporary}
 
     def _namespace_init(self) -> int:
         """The host PID of ``unshare``'s child, PID 1 of the engine's namespace (0 if it is gone)."""
@@ -276,7 +286,8 @@ class Podman:
             "--tmpdir", os.path.join(self.base, "tmp"), "--storage-driver", "vfs",
             "--cgroup-manager", "cgroupfs", "--events-backend", "file", *args,
         ]  # fmt: skip
-        return run(command, stdin, env={**os.environ, OWNER_VARIABLE: self.base})
+        environment = {**os.environ, OWNER_VARIABLE: self.base, "TMPDIR": os.path.join(self.base, "tmp")}
+        return run(command, stdin, env=environment)
 
     def __exit__(self, *_: object) -> None:
         """Kill what a podman command may have left running (``conmon``: marked with the directory), remove it all."""
