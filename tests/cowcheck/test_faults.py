@@ -598,13 +598,20 @@ def test_a_full_standard_output_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.kernel
-def test_a_full_standard_output_of_a_check_is_one_line_and_exit_2(tmp_path: Path, kernel: KernelOverlay) -> None:
+@pytest.mark.parametrize(
+    "arguments",
+    [[str(SMALL_TRACE)], ["--profile", "dev", "--examples", "3", "--steps", "5", "--progress", "never"]],
+    ids=["a-trace", "generated-cases"],
+)
+def test_a_full_standard_output_of_a_check_is_one_line_and_exit_2(
+    tmp_path: Path, kernel: KernelOverlay, arguments: list[str]
+) -> None:
     """``cowspec check`` writing its report to ``/dev/full``: one line, exit 2, and its scratch space removed."""
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     with open("/dev/full", "w") as full:
         done = subprocess.run(
-            [*COWSPEC, "check", "--driver", "kernel-overlay", str(SMALL_TRACE)],
+            [*COWSPEC, "check", "--driver", "kernel-overlay", *arguments],
             cwd=REPOSITORY, env=environment(temporary), stdout=full, stderr=subprocess.PIPE, text=True, timeout=300,
         )  # fmt: skip
     one_line_error(done)
