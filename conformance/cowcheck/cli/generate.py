@@ -179,6 +179,9 @@ def run_worker(
             return outcome
         except (AssertionError, HypothesisException, OSError, RuntimeError) as error:
             failure = error
+        except Exception as error:  # the example database failing (Redis gone away): reported, not a traceback
+            outcome.error = f"{type(error).__name__}: {error}"
+            return outcome
     if failure is None:
         return outcome
     found = failure if isinstance(failure, Divergence) else tally.last_divergence
