@@ -56,11 +56,7 @@ def test_a_directory_database_replays_the_failure_first(
     first, again = find_then_replay(tmp_path, capsys, str(database))
     assert any(database.rglob("*")), "nothing was kept"
     assert again == 1
-    # Without the database, the search needs more than its first example (else the test shows nothing).
-    status = generated_check(LyingKernel(), check_arguments(tmp_path, examples=300, steps=10, workers=1))
-    report = capsys.readouterr().out
-    assert status == 1 and first_seen(report) > 1, report
-    assert first > 1
+    assert first > 1  # the first run had to search: what the second did in one example, the database did
 
 
 def free_port() -> int:
@@ -122,8 +118,8 @@ def test_a_redis_database_replays_the_failure_first(
     """[WHITEOUT-2] Through a real Redis server: the failure is kept there and replayed first."""
     import redis
 
-    _, again = find_then_replay(tmp_path, capsys, redis_server)
-    assert again == 1
+    first, again = find_then_replay(tmp_path, capsys, redis_server)
+    assert first > 1 and again == 1
     client = redis.Redis.from_url(redis_server)
     assert client.keys("hypothesis-example:*"), "nothing was kept in Redis"
 
