@@ -365,7 +365,7 @@ class ContainerProcess:
 
 
 class ProcessPool:
-    """Idle container processes of one driver, ready for the next session.
+    """Idle container processes, ready for the next session (one pool per process: ``POOL``).
 
     A process forked (``multiprocessing``'s workers) inherits the pool of
     its parent: it keeps none of those processes and makes its own.
@@ -582,13 +582,17 @@ class KernelSession:
         remove_tree(self.home)  # what is left: a session over Docker's directories keeps its merged one here
 
 
+POOL = ProcessPool()
+"""The container processes every ``KernelOverlay`` of this process shares."""
+
+
 class KernelOverlay:
     """The Linux kernel's overlayfs, mounted as Docker's overlay2 mounts it."""
 
     name = "kernel-overlay"
 
     def __init__(self) -> None:
-        self.pool = ProcessPool()
+        self.pool = POOL
 
     def open(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features) -> KernelSession:
         """A fresh mount over ``layers`` (bottom first)."""
