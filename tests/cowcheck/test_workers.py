@@ -163,7 +163,7 @@ def start_check(tmp_path: Path, workers: int) -> "subprocess.Popen[str]":
     )
     assert process.stderr is not None
     seen = ""
-    while "examples/s" not in seen or " 0/" in seen.rsplit("\x1b[K", 1)[-1]:
+    while "examples/s" not in seen or "cowspec: 0 examples" in seen.rsplit("\x1b[K", 1)[-1]:
         chunk = process.stderr.read(1)
         assert chunk, f"the check ended early: {seen!r}"
         seen += chunk

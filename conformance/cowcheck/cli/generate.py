@@ -319,7 +319,7 @@ class Progress:
         rate = examples / elapsed
         left = f"about {max(self.total - examples, 0) / rate:.0f} s left" if rate > 0 else "starting"
         return (
-            f"cowspec: {examples}/{self.total} examples, {ops} ops, {rate:.1f} examples/s,"
+            f"cowspec: {examples} examples (budget {self.total}), {ops} ops, {rate:.1f} examples/s,"
             f" {divergences} divergence{'s' if divergences != 1 else ''}, {left}"
         )
 
