@@ -5,7 +5,8 @@ facts it must show. ``scenario_tests`` turns a list of them into two
 parametrized tests for a module: one asserts the facts on the model, one
 runs the same trace on the kernel's overlayfs and requires the whole
 result (every op, merged tree, upper layer, sizes) to equal the model's.
-``python -m tests.emit_vectors DIR`` writes them out as trace files.
+The conformance vectors (``cowspec vectors export``) are kept apart, in
+``conformance/cowcheck/vector_set/``, so that they ship with the package.
 """
 
 import base64

@@ -8,13 +8,13 @@ clock, the machine or the order of a dict. Three levels:
 
 - ``fs/``: ``cowspec-trace/1`` traces with the model's result
   (``NAME.trace.json``, ``NAME.result.json``), or ``{"rejected": REASON}``
-  for a trace the spec rejects. The curated traces of ``vectors/fs/`` cover
+  for a trace the spec rejects. The curated traces of ``vector_set/curated/`` cover
   every rule of spec chapters 1 to 10 (``RULE_VECTORS``); the traces the
-  state machine found (``tests/vectors/fs-*.json``) come with them.
+  state machine found (``vector_set/found/fs-*.json``) come with them.
 - ``layer/``: the layer cases of ``cowcheck.matrix``, each an OCI image
   layout with uncompressed layers (``NAME/``), and the root filesystem the
   spec makes of it, or ``{"refused": REASON}`` (``NAME.rootfs.json``).
-- ``store/``: the store scenarios of ``tests/vectors/store-*.json`` with
+- ``store/``: the store scenarios of ``vector_set/found/store-*.json`` with
   every figure the model gives (``cowspec-store-trace/1``).
 
 ``MANIFEST.json`` lists every other file with its SHA-256; ``VERSION`` names
@@ -48,10 +48,11 @@ from cowspec.oci.layer_tar import decode_layer
 SET_FORMAT = "cowspec-vectors/1"
 """The layout of an exported set; bumped for an incompatible change of it."""
 MANIFEST = "MANIFEST.json"
-ROOT = Path(__file__).resolve().parents[2]
-CURATED = ROOT / "vectors" / "fs"
+SOURCES = Path(__file__).resolve().parent / "vector_set"
+"""The vector sources, shipped in the package (``vector_set/README.md``)."""
+CURATED = SOURCES / "curated"
 """The hand-written traces, one per rule or small group of rules."""
-FOUND = ROOT / "tests" / "vectors"
+FOUND = SOURCES / "found"
 """The traces the state machines found, kept by the test suite and exported as they are."""
 LEVELS = ("fs", "layer", "store")
 

@@ -49,7 +49,7 @@ from tests.support import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "drivers" / "c"
-VECTORS = sorted((ROOT / "tests" / "vectors").glob("fs-*.json"))
+VECTORS = sorted((ROOT / "conformance" / "cowcheck" / "vector_set" / "found").glob("fs-*.json"))
 SCENARIOS: list[Scenario] = [
     scenario
     for module in (

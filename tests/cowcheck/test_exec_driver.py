@@ -52,7 +52,7 @@ from tests.fs import (
 from tests.support import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT / "tests" / "vectors"
+VECTORS = ROOT / "conformance" / "cowcheck" / "vector_set" / "found"
 EXAMPLE = ROOT / "examples" / "drivers" / "overlay_driver.py"
 CONTRACT = ROOT / "docs" / "formats" / "driver-protocol.md"
 SCENARIOS: list[Scenario] = [

@@ -41,7 +41,7 @@ from cowcheck.drivers.protocol import DriverUnavailable
 from tests.cowcheck.test_engines import unavailable
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-VECTORS = REPOSITORY / "tests" / "vectors"
+VECTORS = REPOSITORY / "conformance" / "cowcheck" / "vector_set" / "found"
 COWSPEC = [sys.executable, "-m", "cowcheck.cli"]
 SMALL_TRACE = VECTORS / "fs-empty-write-past-end.json"
 

@@ -3,7 +3,7 @@
 The budget comes from the Hypothesis profile (``dev`` by default, ``ci`` in
 CI: at least 500 examples of 30 steps, derandomized).
 
-Every divergence the machine found is kept as a trace in ``tests/vectors/``
+Every divergence the machine found is kept as a trace in ``conformance/cowcheck/vector_set/found/``
 (``fs-*.json``), with the commit that fixed it and the result that was
 wrong: a state machine takes no ``@example``, so these are its explicit
 examples, replayed on the kernel the way the machine compares (every
@@ -182,7 +182,7 @@ def test_the_machine_catches_a_divergence(kernel: KernelOverlay) -> None:
 
 # -- what the machine found, kept -------------------------------------------------
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+VECTORS = Path(__file__).resolve().parents[2] / "conformance" / "cowcheck" / "vector_set" / "found"
 FOUND_TRACES = sorted(VECTORS.glob("fs-*.json"))
 
 

@@ -15,7 +15,7 @@ from cowspec.fs.observe import Entry
 from cowspec.store.state import HistoryRow, Store
 from cowspec.store.steps import LoadImage
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+VECTORS = Path(__file__).resolve().parents[2] / "conformance" / "cowcheck" / "vector_set" / "found"
 VECTOR = VECTORS / "store-seed-walkthrough.json"
 STORE_VECTORS = sorted(VECTORS.glob("store-*.json"))
 
