@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt conformance/cowcheck
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/cowspec check --driver kernel-overlay
+	$(BIN)/cowspec check --driver kernel-overlay --workers $$(nproc)
 
 # The release tarball of the conformance vectors: dist/cowspec-vectors-VERSION.tar.gz, the same bytes on every run.
 vectors: $(VENV)/.installed

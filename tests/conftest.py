@@ -24,6 +24,16 @@ pytest.register_assert_rewrite("tests.support")
 profiles.load()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Generated checks keep their example database under ``$XDG_CACHE_HOME``: a directory of the suite's own.
+
+    Otherwise a failure one test saved in the user's cache would be replayed by
+    the next, and a test that must find a bug could pass on a replay alone.
+    """
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def kernel() -> KernelOverlay:
     """The kernel overlay driver, or a loud failure in CI when it cannot run."""

@@ -45,15 +45,16 @@ def test_oracle_prints_one_result(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_several_traces_give_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """[TRACE-1] A bad trace gets an error line; the others still run; exit 2."""
+    """[TRACE-1] A bad trace gets an error line; the others still run; exit 2; each line names its trace."""
     good = write(tmp_path, "good.json", TRACE)
     bad = write(tmp_path, "bad.json", {**TRACE, "ops": [{"op": "chmod", "path": "/a"}]})
     assert main(["oracle", good, bad, good]) == 2
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert len(lines) == 3
-    assert json.loads(lines[1]) == {"error": f"{bad}: op 0 (chmod): missing field 'mode'"}
+    assert json.loads(lines[1]) == {"trace": bad, "error": f"{bad}: op 0 (chmod): missing field 'mode'"}
     assert json.loads(lines[0]) == json.loads(lines[2])
+    assert json.loads(lines[0])["trace"] == good and json.loads(lines[0])["format"] == "cowspec-trace-result/1"
     assert captured.err.count("\n") == 1
 
 

@@ -25,7 +25,7 @@ from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from cowcheck.compare import result_differences
-from cowcheck.drivers.exec_driver import ExecProgram, encode_step
+from cowcheck.drivers.exec_driver import ExecProgram
 from cowcheck.drivers.kernel_overlay import KernelOverlay
 from cowcheck.drivers.layer_tools import Spec, UmociLayers
 from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable, Refused
@@ -34,7 +34,7 @@ from cowcheck.machines import profiles
 from cowcheck.machines.fs_machine import Tally, first_divergence, machine_for
 from cowcheck.matrix import CASES, run_matrix
 from cowspec.formats.oracle import oracle, oracle_following
-from cowspec.formats.store_trace import decode_step, decode_store_trace, run_store_model
+from cowspec.formats.store_trace import decode_step, decode_store_trace, encode_step, run_store_model
 from cowspec.formats.trace import RESULT_FORMAT, decode_entry, decode_op, decode_trace
 from cowspec.fs.build import LayerEntry
 from cowspec.fs.calls import Read, Write

@@ -219,7 +219,8 @@ def parser() -> argparse.ArgumentParser:
         "--database",
         metavar="DIR|redis://HOST:PORT[/DB]",
         help="Hypothesis's example database, shared by the workers and by later runs: a directory, or a Redis"
-        " server for a fleet of machines (default: none)",
+        " server for a fleet of machines; none turns it off (default: $XDG_CACHE_HOME/cowspec/examples, that is"
+        " ~/.cache/cowspec/examples, for quick, dev and nightly; none for ci, which is derandomized)",
     )
     sub.add_argument(
         "--progress",
@@ -360,6 +361,22 @@ def _stdout_optional(arguments: argparse.Namespace) -> bool:
     return arguments.handler is command_matrix and arguments.out != "-"
 
 
+def sweep_leftovers() -> None:
+    """Remove what runs killed before they could clean up left here: engine, podman, umoci and scratch directories.
+
+    Each directory names the process that made it; only those whose process
+    is gone are removed. A command that runs a real system sweeps first, so
+    that a ``kill -9`` leaves nothing for longer than the next run.
+    """
+    from cowcheck.drivers import engines
+    from cowcheck.drivers.cleanup import sweep_stale
+    from cowcheck.drivers.namespace import SCRATCH_PREFIX
+
+    with contextlib.suppress(OSError):
+        engines.sweep_leftovers()
+        sweep_stale(SCRATCH_PREFIX)
+
+
 def main(argv: Sequence[str] | None = None, arguments: argparse.Namespace | None = None) -> int:
     """Entry point of the ``cowspec`` command: its exit status."""
     if arguments is None:
@@ -367,6 +384,8 @@ def main(argv: Sequence[str] | None = None, arguments: argparse.Namespace | None
     if sys.stdout is None and not _stdout_optional(arguments):
         say("standard output: closed; nothing was written")
         return EXIT_REJECTED
+    if getattr(arguments, "driver", ""):
+        sweep_leftovers()
     try:
         status: int = arguments.handler(arguments)
     except (UsageError, DriverNotFound) as error:

@@ -39,24 +39,13 @@ from typing import IO, NoReturn, cast
 
 from cowcheck.drivers.protocol import Answer, DriverError, DriverUnavailable, Refused
 from cowspec import __version__
-from cowspec.formats.store_trace import STORE_RESULT_FORMAT
+from cowspec.formats.store_trace import STORE_RESULT_FORMAT, encode_step
 from cowspec.formats.trace import encode_entry, encode_op
 from cowspec.fs.build import LayerEntry
 from cowspec.fs.calls import Op
 from cowspec.fs.features import KNOWN, Features
 from cowspec.fs.observe import Entry
-from cowspec.store.state import HistoryRow
 from cowspec.store.steps import (
-    Build,
-    Commit,
-    CreateContainer,
-    CreateVolume,
-    Instruction,
-    LoadImage,
-    RemoveContainer,
-    RemoveImage,
-    RemoveVolume,
-    RunOps,
     Step,
 )
 
@@ -580,59 +569,6 @@ class ExecLayers:
         if "refused" in reply:
             return Refused(_one_line(str(reply["refused"])))
         return _entries(reply, "entries", self.program, "flatten")
-
-
-def encode_step(step: Step) -> Entry:
-    """A store step in the JSON form of ``cowspec-store-trace/1`` (``decode_step`` gives it back)."""
-    match step:
-        case LoadImage():
-            return {
-                "step": "image",
-                "name": step.name,
-                "layers": [[encode_entry(entry) for entry in layer] for layer in step.layers],
-                "history": [_encode_row(row) for row in step.history],
-            }
-        case CreateContainer():
-            fields: Entry = {"step": "create", "container": step.container, "image": step.image}
-            if step.volumes:
-                fields["volumes"] = dict(step.volumes)
-            return fields
-        case CreateVolume():
-            return {"step": "volume", "name": step.name}
-        case RemoveVolume():
-            return {"step": "rmvolume", "name": step.name}
-        case RunOps():
-            return {"step": "ops", "container": step.container, "ops": [encode_op(op) for op in step.ops]}
-        case Commit():
-            return {"step": "commit", "container": step.container, "name": step.name}
-        case RemoveContainer():
-            return {"step": "rm", "container": step.container}
-        case RemoveImage():
-            return {"step": "rmi", "name": step.name}
-        case Build():
-            return {
-                "step": "build",
-                "name": step.name,
-                "from": step.base,
-                "instructions": [_encode_instruction(each) for each in step.instructions],
-            }
-
-
-def _encode_row(row: HistoryRow) -> object:
-    if not row.created_by and not row.empty_layer:
-        return None  # a row given as no object decodes to this one
-    fields: Entry = {"created_by": row.created_by}
-    if row.empty_layer:
-        fields["empty_layer"] = True
-    return fields
-
-
-def _encode_instruction(instruction: Instruction) -> Entry:
-    if instruction.command == "COPY":
-        return {"instruction": "COPY", "entries": [encode_entry(entry) for entry in instruction.entries]}
-    if instruction.command == "RUN":
-        return {"instruction": "RUN", "ops": [encode_op(op) for op in instruction.ops]}
-    return {"instruction": instruction.command, "text": instruction.text}
 
 
 class ExecStore:

@@ -590,6 +590,8 @@ class KernelOverlay:
     """The Linux kernel's overlayfs, mounted as Docker's overlay2 mounts it."""
 
     name = "kernel-overlay"
+    features = frozenset({"redirect_dir"})
+    """The optional overlay features it mounts with (``index`` and ``metacopy``: not in the model yet)."""
 
     def __init__(self) -> None:
         self.pool = POOL
