@@ -18,14 +18,15 @@ the tests pytest collected, it adds:
   test cowspec's decoder, not the driver, and are left out;
 - ``cowspec::machine::filesystem`` for a filesystem driver: the state
   machine of ``cowcheck.machines.fs_machine``, under the budget of a
-  Hypothesis profile (``cowcheck.machines.profiles``). It compares as the
-  kernel does, so it is skipped under ``--cowspec-conformance portable``.
+  Hypothesis profile (``cowcheck.machines.profiles``), comparing under the
+  same conformance profile as the vectors.
 
 Every added test carries the marker ``cowspec`` (``-m cowspec``,
 ``-m "not cowspec"``) and matches ``-k cowspec``. A failing vector lists
-its differences one per line and where its trace is; a failing machine
-minimises its divergence, saves the minimal trace (``--cowspec-save``) and
-names the command that replays it. A driver that cannot run here (not root,
+its differences one per line, each naming the spec rule it breaks, and
+where its trace is; a failing machine names the rule its divergence breaks,
+minimises it under the same profile, lists the minimal trace's differences,
+saves the trace (``--cowspec-save``) and names the command that replays it. A driver that cannot run here (not root,
 no overlay, an engine missing) makes the tests skip with its reason, and
 fail instead where ``CI=true``, so that a green CI means the driver ran.
 
@@ -96,7 +97,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("kernel", "portable"),
         default="kernel",
         help="kernel: exactly as Linux overlayfs mounted by Docker's overlay2; portable: the spec's points of"
-        " legitimate variation relaxed (spec chapter 16), for the vectors (default kernel)",
+        " legitimate variation relaxed (spec chapter 16), for the vectors and the state machine (default kernel)",
     )
     group.addoption(
         "--cowspec-vectors",
@@ -520,11 +521,6 @@ class MachineTest(CowspecTest):
         from cowcheck.machines.fs_machine import Tally, machine_for
 
         plan = self.the_plan()
-        if plan.conformance != "kernel":
-            pytest.skip(
-                f"cowspec: the state machine compares under the kernel profile only, not {plan.conformance}:"
-                " the vectors are compared under it"
-            )
         driver = cast("Driver", plan.driver("filesystem"))
         profile = settings.get_profile(plan.profile)
         budget = settings(
@@ -538,7 +534,8 @@ class MachineTest(CowspecTest):
         stopped: Exception | None = None
         try:
             with with_reporter(lambda _message: None):  # the failure below says all; Hypothesis's notes are noise
-                run_state_machine_as_test(machine_for(driver, tally, plan.features), settings=budget)
+                machine = machine_for(driver, tally, plan.features, conformance=plan.conformance)
+                run_state_machine_as_test(machine, settings=budget)
         except Exception as error:  # what Hypothesis raised: the divergence, a group of them, or the driver's error
             stopped = error
         if stopped is None:
@@ -552,7 +549,8 @@ class MachineTest(CowspecTest):
         self.diverged(driver, tally, stopped)
 
     def diverged(self, driver: Driver, tally: Tally, error: Exception) -> NoReturn:
-        """Minimise the divergence, save it, and fail saying what it is and how to replay it."""
+        """Minimise the divergence, save it, and fail saying the rule it breaks, what differs and how to replay it."""
+        from cowcheck.compare import difference_lines
         from cowcheck.drivers.protocol import DriverError, DriverUnavailable
         from cowcheck.machines.fs_machine import Divergence, minimise
 
@@ -560,20 +558,22 @@ class MachineTest(CowspecTest):
         found = _first(error, Divergence) or tally.last_divergence
         if found is None:
             pytest.fail(f"cowspec: the state machine stopped: {type(error).__name__}: {error}", pytrace=False)
-        head = (
-            f"cowspec: the filesystem state machine found a divergence from the model"
-            f" (profile {plan.profile}: {tally.examples} examples and {tally.ops} ops, shrinking included)"
-        )
         try:
-            smallest, reason = minimise(driver, found.trace)
+            smallest, differences = minimise(driver, found.trace, conformance=plan.conformance)
             shrunk = f"minimal trace ({_size(smallest)}; Hypothesis had shrunk it to {len(found.trace.ops)} ops)"
         except ValueError:  # replayed alone, the trace agreed: a driver whose answers vary from run to run
-            smallest, reason = found.trace, str(found)
+            smallest, differences = found.trace, found.differences
             shrunk = "trace (it did not diverge again when replayed alone: does the driver answer the same each time?)"
         except (DriverUnavailable, DriverError) as failure:
-            smallest, reason = found.trace, str(found)
+            smallest, differences = found.trace, found.differences
             shrunk = f"trace (not minimised: the driver failed while replaying it: {failure})"
-        lines = [head, *(f"  {line}" for line in _described(driver, smallest, reason))]
+        rule = differences[0].rule if differences else "no rule"
+        head = (
+            f"cowspec: the filesystem state machine found a divergence from the model that breaks {rule}"
+            f" (conformance {plan.conformance}, profile {plan.profile}: {tally.examples} examples and"
+            f" {tally.ops} ops, shrinking included)"
+        )
+        lines = [head, *(f"  {line}" for line in difference_lines(differences))]
         try:
             path = save_trace(plan.save, "machine-filesystem.json", smallest)
         except OSError as failure:
@@ -596,19 +596,6 @@ def _first(error: BaseException, kind: type[Wanted]) -> Wanted | None:
             if found is not None:
                 return found
     return None
-
-
-def _described(driver: Driver, trace: Trace, reason: str) -> list[str]:
-    """The minimal trace's differences one per line, each naming the rule it breaks, as ``cowspec check`` shows
-    them (one more replay); the machine's own account if that replay fails or, a flaky driver, agrees."""
-    from cowcheck.compare import difference_lines, first_differences
-    from cowcheck.drivers.protocol import DriverError, DriverUnavailable
-
-    try:
-        lines = difference_lines(first_differences(driver, trace))
-    except (DriverUnavailable, DriverError):
-        lines = []
-    return lines or [reason]
 
 
 def _size(trace: Trace) -> str:

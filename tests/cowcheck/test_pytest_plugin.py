@@ -266,7 +266,7 @@ def test_a_planted_bug_fails_the_machine_with_a_trace_that_replays(repository: p
     counts = outcomes(result)
     assert counts["failed"] == 1 and "passed" not in counts
     text = result.stdout.str()
-    assert "cowspec: the filesystem state machine found a divergence from the model" in text
+    assert "cowspec: the filesystem state machine found a divergence from the model that breaks WHITEOUT-2" in text
     # The minimal trace's difference, naming the rule it breaks.
     assert "  upper /" in text and '"type": "whiteout"}, actual null [WHITEOUT-2]' in text
     assert "Traceback" not in text and "During handling" not in text
@@ -305,16 +305,16 @@ def test_a_failing_vector_lists_its_differences_and_its_trace(repository: pytest
 
 def test_portable_conformance_relaxes_what_the_spec_lets_vary(repository: pytest.Pytester) -> None:
     """[CONFORM-2] The writable layer's form may vary under portable: a driver that hides its whiteouts passes
-    the vectors there, and fails them under kernel; the machine, which compares as the kernel does, is skipped."""
+    the vector and the state machine there, and fails both under kernel, the machine naming the rule."""
     selection = ("-k", "whiteout-when-removing-leaves-one or machine", "-rs")
-    options = ("--cowspec-driver", "modeldrivers:HidesWhiteouts", "--cowspec-profile", "dev", *selection)
+    options = ("--cowspec-driver", "modeldrivers:HidesWhiteouts", *SMALL, *selection)
     portable = repository.runpytest_subprocess(*options, "--cowspec-conformance", "portable")
     assert portable.ret == pytest.ExitCode.OK, portable.stdout.str()
-    assert outcomes(portable) == {"passed": 1, "skipped": 1, "deselected": outcomes(portable)["deselected"]}
-    assert "the state machine compares under the kernel profile only, not portable" in portable.stdout.str()
+    assert outcomes(portable) == {"passed": 2, "deselected": outcomes(portable)["deselected"]}
     kernel = repository.runpytest_subprocess(*options, "--cowspec-conformance", "kernel")
     assert kernel.ret == pytest.ExitCode.TESTS_FAILED
     assert outcomes(kernel)["failed"] == 2
+    assert "divergence from the model that breaks WHITEOUT-2 (conformance kernel" in kernel.stdout.str()
 
 
 def test_an_exported_set_is_run_from_its_directory(repository: pytest.Pytester) -> None:
@@ -417,7 +417,7 @@ def test_a_planted_bug_in_a_kernel_driver_is_caught(kernel: KernelOverlay, repos
     result = repository.runpytest_subprocess("--cowspec-driver", "kernelbug:Driver", *SMALL, "-k", "machine")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert outcomes(result)["failed"] == 1
-    assert "whiteout" in result.stdout.str()
+    assert "divergence from the model that breaks WHITEOUT-2" in result.stdout.str()
     path = saved_path(result, "minimal trace")
     assert f"replay: cowspec check --driver kernelbug:Driver {path}" in result.stdout.str()
     assert replay(repository, "kernelbug:Driver", path).returncode == 1

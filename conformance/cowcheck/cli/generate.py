@@ -16,6 +16,14 @@ fresh randomness keeps its examples under ``$XDG_CACHE_HOME/cowspec/examples``
 (``~/.cache`` by default), and a derandomized profile (``ci``) keeps none:
 its examples are the same on every machine anyway. ``--database none``
 turns it off.
+
+``--conformance kernel|portable`` is the profile the machine and the
+minimiser compare under (spec chapter 16). The report names the rule each
+divergence breaks and, under ``portable``, how many relaxations were
+applied under each CONFORM rule; ``--report FILE.md|FILE.html`` also
+writes it, per spec rule, as ``cowcheck.report`` renders it. Each worker's
+rule counts reach the parent as JSON (``RuleTally.to_json``) and are added
+up there.
 """
 
 import argparse
@@ -41,13 +49,17 @@ from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
 from cowcheck.cli.output import EXIT_DIVERGED, UsageError
+from cowcheck.cli.trace_commands import write_report
+from cowcheck.compare import Difference
 from cowcheck.drivers.cleanup import die_with_parent
 from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable
 from cowcheck.machines import profiles
 from cowcheck.machines.fs_machine import Divergence, Tally, machine_for, minimise
+from cowcheck.report import ReportedDivergence, RuleTally, RunReport, render, report_format
 from cowspec.errors import SpecError
 from cowspec.formats.trace import Trace, decode_trace, encode_trace
-from cowspec.fs.features import Features, features_from
+from cowspec.fs.conformance import Conformance
+from cowspec.fs.features import KNOWN, Features, features_from
 
 DERANDOMIZED_SEED = 0x636F77
 """The first worker's seed under a derandomized profile; worker N's is this plus N."""
@@ -89,12 +101,13 @@ class Budget:
 
 @dataclass
 class Outcome:
-    """What one worker ends with: its tally, and the divergence (minimised) or error that stopped it."""
+    """What one worker ends with: its tally, and the divergence (minimised, with its differences) or error
+    that stopped it."""
 
     tally: Tally = field(default_factory=Tally)
     found: Trace | None = None
     smallest: Trace | None = None
-    reason: str = ""
+    differences: list[Difference] = field(default_factory=list)
     error: str = ""
     error_kind: str = ""
 
@@ -162,14 +175,21 @@ def budget_of(arguments: argparse.Namespace) -> Budget:
 
 
 def run_worker(
-    driver: Driver, features: Features, budget: Budget, index: int, tally: Tally, minimising: Callable[[], None]
+    driver: Driver,
+    features: Features,
+    budget: Budget,
+    index: int,
+    tally: Tally,
+    minimising: Callable[[], None],
+    conformance: Conformance = "kernel",
 ) -> Outcome:
-    """Run worker ``index``'s share of the examples in this process; minimise the divergence it finds.
+    """Run worker ``index``'s share of the examples in this process, comparing under ``conformance``;
+    minimise the divergence it finds under the same profile.
 
     ``minimising`` is called when a divergence has been found and before it is minimised.
     """
     outcome = Outcome(tally)
-    machine = machine_for(driver, tally, features, seed=budget.seed(index))
+    machine = machine_for(driver, tally, features, seed=budget.seed(index), conformance=conformance)
     failure: BaseException | None = None
     with with_reporter(lambda _message: None):
         try:
@@ -191,11 +211,11 @@ def run_worker(
     minimising()
     outcome.found = found.trace
     try:
-        outcome.smallest, outcome.reason = minimise(driver, found.trace)
+        outcome.smallest, outcome.differences = minimise(driver, found.trace, conformance=conformance)
     except (DriverUnavailable, DriverError) as error:
         outcome.error, outcome.error_kind = str(error), type(error).__name__
     except ValueError:  # the divergence did not show again on its own: keep what Hypothesis kept
-        outcome.smallest, outcome.reason = found.trace, str(found)
+        outcome.smallest, outcome.differences = found.trace, found.differences
     return outcome
 
 
@@ -207,11 +227,18 @@ def _snapshot(tally: Tally) -> dict[str, Any]:
         "by_op": dict(tally.by_op),
         "diverged": tally.last_divergence is not None,
         "diverged_at": tally.diverged_at,
+        "rules": tally.rules.to_json(),
     }
 
 
 def _worker_main(
-    driver: Driver, features: Features, budget: Budget, index: int, sender: Connection, tie: Callable[[], None]
+    driver: Driver,
+    features: Features,
+    budget: Budget,
+    index: int,
+    sender: Connection,
+    tie: Callable[[], None],
+    conformance: Conformance = "kernel",
 ) -> None:
     """A worker process: its share of the run, its tally sent to the parent twice a second, its outcome at the end.
 
@@ -248,7 +275,7 @@ def _worker_main(
     reporter.start()
     try:
         outcome = run_worker(
-            driver, features, budget, index, tally, lambda: send(("progress", index, _snapshot(tally)))
+            driver, features, budget, index, tally, lambda: send(("progress", index, _snapshot(tally))), conformance
         )
     except BaseException as error:  # sent to the parent, which reports it
         outcome = Outcome(tally, error=f"{type(error).__name__}: {error}")
@@ -262,7 +289,7 @@ def _encode_outcome(outcome: Outcome) -> dict[str, Any]:
     return {
         "found": encode_trace(outcome.found) if outcome.found else None,
         "smallest": encode_trace(outcome.smallest) if outcome.smallest else None,
-        "reason": outcome.reason,
+        "differences": [difference.to_json() for difference in outcome.differences],
         "error": outcome.error,
         "error_kind": outcome.error_kind,
     }
@@ -274,15 +301,24 @@ def _decode_outcome(snapshot: dict[str, Any], document: dict[str, Any]) -> Outco
         _tally_of([snapshot]),
         decode_trace(found) if found else None,
         decode_trace(smallest) if smallest else None,
-        document["reason"],
+        [_decode_difference(each) for each in document["differences"]],
         document["error"],
         document["error_kind"],
     )
 
 
+def _decode_difference(data: dict[str, Any]) -> Difference:
+    """A ``Difference`` from its ``to_json`` form."""
+    return Difference(
+        data["field"], data["path"], data["expected"], data["actual"], data["rule"], data.get("attribute", "")
+    )
+
+
 def _tally_of(snapshots: list[dict[str, Any]]) -> Tally:
+    """The workers' tallies added up, their rule counts merged."""
     total = Tally()
     for each in snapshots:
+        total.rules.merge(RuleTally.from_json(each["rules"]))
         total.examples += each["examples"]
         total.ops += each["ops"]
         total.results.update(Counter(each["results"]))
@@ -349,7 +385,9 @@ class Progress:
             self.drawn = False
 
 
-def _run_here(driver: Driver, features: Features, budget: Budget, progress: Progress) -> Outcome:
+def _run_here(
+    driver: Driver, features: Features, budget: Budget, progress: Progress, conformance: Conformance = "kernel"
+) -> Outcome:
     """One worker, in this process; a thread draws the progress."""
     tally = Tally()
     done = threading.Event()
@@ -361,13 +399,15 @@ def _run_here(driver: Driver, features: Features, budget: Budget, progress: Prog
     drawer = threading.Thread(target=draw, daemon=True)
     drawer.start()
     try:
-        return run_worker(driver, features, budget, 0, tally, lambda: None)
+        return run_worker(driver, features, budget, 0, tally, lambda: None, conformance)
     finally:
         done.set()
         drawer.join()
 
 
-def _run_workers(driver: Driver, features: Features, budget: Budget, progress: Progress) -> Outcome:
+def _run_workers(
+    driver: Driver, features: Features, budget: Budget, progress: Progress, conformance: Conformance = "kernel"
+) -> Outcome:
     """``budget.workers`` processes; their tallies added up, the first divergence stopping the others."""
     context = multiprocessing.get_context("fork")
     workers: list[multiprocessing.process.BaseProcess] = []
@@ -375,7 +415,9 @@ def _run_workers(driver: Driver, features: Features, budget: Budget, progress: P
     tie = die_with_parent(signal.SIGTERM)
     for index in range(budget.workers):
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_worker_main, args=(driver, features, budget, index, sender, tie), daemon=True)
+        process = context.Process(
+            target=_worker_main, args=(driver, features, budget, index, sender, tie, conformance), daemon=True
+        )
         process.start()
         sender.close()
         workers.append(process)
@@ -430,15 +472,32 @@ def _run_workers(driver: Driver, features: Features, budget: Budget, progress: P
 
 
 def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
-    """Run the state machine against ``driver``; print the header, progress, then a report; 1 on divergence."""
+    """Run the state machine against ``driver``; print the header, progress, then a report; 1 on divergence.
+
+    The report files ``--report`` names are checked before anything runs
+    (a name that is neither .md nor .html is a usage error) and written
+    after the report is printed (one that cannot be written is a usage
+    error too, the printed report standing).
+    """
     try:
         features = features_from(dict.fromkeys(getattr(arguments, "feature", []), True))
     except SpecError as error:
         raise UsageError(str(error)) from None
+    conformance: Conformance = getattr(arguments, "conformance", "kernel")
+    reports: list[str] = list(getattr(arguments, "report", None) or [])
+    for path in reports:
+        try:
+            report_format(path)
+        except ValueError as error:
+            raise UsageError(f"--report {path}: {error}") from None
     budget = budget_of(arguments)
     out = sys.stdout
     enabled = ", ".join(features.enabled()) or "Docker's overlay2 configuration"
-    print(f"cowspec check --driver {driver.name} (profile {budget.profile}; features: {enabled})", file=out)
+    print(
+        f"cowspec check --driver {driver.name} (profile {budget.profile}; conformance {conformance};"
+        f" features: {enabled})",
+        file=out,
+    )
     uname = os.uname()
     print(f"  kernel: {uname.sysname} {uname.release} ({uname.machine})", file=out)
     workers = f"{budget.workers} workers" if budget.workers > 1 else "1 worker"
@@ -453,9 +512,9 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         if budget.workers == 1:
-            outcome = _run_here(driver, features, budget, progress)
+            outcome = _run_here(driver, features, budget, progress, conformance)
         else:
-            outcome = _run_workers(driver, features, budget, progress)
+            outcome = _run_workers(driver, features, budget, progress, conformance)
     finally:
         progress.finish()
     elapsed = time.monotonic() - started
@@ -475,11 +534,18 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
     for name in names:
         row = {key.split()[1]: count for key, count in tally.by_op.items() if key.split()[0] == name}
         print(f"    {name:<9} " + ", ".join(f"{result} {count}" for result, count in sorted(row.items())), file=out)
+    print(f"  rules: {len(tally.rules.exercised)} exercised", file=out)
+    if conformance != "kernel":
+        print(f"  relaxations applied ({conformance}): {_relaxations(tally.rules)}", file=out)
+    found: tuple[ReportedDivergence, ...] = ()
     if outcome.found is not None and outcome.smallest is not None:
         smallest = outcome.smallest
+        found = (ReportedDivergence("generated", encode_trace(smallest), tuple(outcome.differences)),)
         path = save_trace(arguments.save, "divergence-1.json", smallest)
         entries = sum(len(layer) for layer in smallest.layers)
-        print(f"  divergence 1: {outcome.reason}", file=out)
+        print("  " + _divergence_lines(1, outcome.differences)[0], file=out)
+        for line in _divergence_lines(1, outcome.differences)[1:]:
+            print(f"    {line}", file=out)
         if tally.diverged_at is not None:
             print(f"    first seen in example {tally.diverged_at} of its worker", file=out)
         print(
@@ -487,13 +553,58 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
             f" Hypothesis had shrunk it to {len(outcome.found.ops)} ops) saved to {path}",
             file=out,
         )
-        print(f"    replay: cowspec check --driver {driver.name} {path}", file=out)
-        return EXIT_DIVERGED
-    if outcome.error:
+        profile = "" if conformance == "kernel" else f" --conformance {conformance}"
+        print(f"    replay: cowspec check --driver {driver.name}{profile} {path}", file=out)
+        status = EXIT_DIVERGED
+    elif outcome.error:
         print(f"  the run stopped with an error: {outcome.error}", file=out)
+        if reports:
+            print("  no report file written: the run did not finish", file=out)
         return EXIT_DIVERGED
-    print("  divergences: none: every result, merged tree, upper layer and size agreed", file=out)
-    return 0
+    else:
+        agreed = "every result, merged tree, upper layer and size agreed"
+        if conformance != "kernel":
+            agreed = "every result and merged tree agreed (the upper layer and sizes are not compared under portable)"
+        print(f"  divergences: none: {agreed}", file=out)
+        status = 0
+    out.flush()
+    if reports:
+        report = RunReport(
+            driver=driver.name,
+            conformance=conformance,
+            kernel=uname.release,
+            features={name: getattr(features, name) for name in KNOWN},
+            profile=budget.profile,
+            budget=f"{budget.examples} examples of up to {budget.steps} ops, {workers}, {seeds}",
+            examples=tally.examples,
+            ops=tally.ops,
+            seconds=elapsed,
+            results=dict(tally.results),
+            tally=tally.rules,
+            divergences=found,
+        )
+        for path in reports:
+            write_report(path, render(report, path))
+    return status
+
+
+def _divergence_lines(number: int, differences: list[Difference]) -> list[str]:
+    """The divergence for people: the rule its first difference breaks and that difference, then any others,
+    each with its own rule."""
+    if not differences:
+        return [f"divergence {number}: (no difference kept)"]
+    first = differences[0]
+    said = first.line().removesuffix(f" [{first.rule}]")
+    return [f"divergence {number} breaks {first.rule}: {said}", *(f"and {each.line()}" for each in differences[1:])]
+
+
+def _relaxations(rules: RuleTally) -> str:
+    """How many relaxations a profile applied, in all and per CONFORM rule."""
+    total = sum(rules.relaxed.values())
+    if not total:
+        return "none"
+    each = ", ".join(f"{rule} {count}" for rule, count in sorted(rules.relaxed.items()))
+    return f"{total} ({each})"
 
 
 def _mix(counter: "dict[str, int]", total: int) -> str:

@@ -12,6 +12,16 @@ groups out of an example. Every op's result is compared; after every step
 the whole merged tree, the writable layer and the sizes are compared (an
 invariant). Preconditions, if any, read the model only.
 
+The comparison is made under a conformance profile (spec chapter 16,
+``cowcheck.compare``): an op's real outcome is held to every outcome
+``allowed(container, op, conformance)`` gives, and the model goes on from
+the one the real system took; the trees and sizes are compared as
+``compare_state`` compares them, which leaves out what ``portable`` does
+not hold a system to. A divergence is a list of ``Difference`` values, each
+naming the spec rule it breaks, and the ``Tally`` counts, per rule, every
+rule each model transition exercised, every difference and every
+relaxation applied (``RuleTally``), for a report.
+
 ``OpsMachine`` is the model's side alone: the layers and the drawn ops.
 ``tests/cowcheck/test_levels_agree.py`` runs it to hold the filesystem level to the
 layer level, with no real system at all.
@@ -28,36 +38,58 @@ from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from cowcheck.compare import tree_differences
+from cowcheck.compare import (
+    Difference,
+    compare_outcome,
+    compare_state,
+    difference_lines,
+    first_differences,
+    model_sizes,
+)
 from cowcheck.drivers.protocol import Driver, Session
 from cowcheck.machines.strategies import View, changing, layer_stacks, looking, making, moving, removing, view_of
-from cowspec.errors import SpecError
-from cowspec.formats.trace import Trace, build_layers, encode_outcome
+from cowcheck.report import RuleTally
+from cowspec.formats.trace import Trace, encode_outcome
 from cowspec.fs.build import LayerEntry, build_layer
 from cowspec.fs.calls import OP_NAMES, Op
+from cowspec.fs.conformance import Conformance
 from cowspec.fs.features import DOCKER_OVERLAY2, Features
 from cowspec.fs.observe import Entry, layer_tree, merged_tree
-from cowspec.fs.operations import step
-from cowspec.fs.sizes import container_sizes
+from cowspec.fs.operations import allowed, step
 from cowspec.fs.stack import Container, new_container
 
 
 class Divergence(AssertionError):
-    """The real system and the model disagree; ``trace`` reproduces it."""
+    """The real system and the model disagree: ``differences`` say where, each
+    naming the rule it breaks (the message is their lines), and ``trace``
+    reproduces it."""
 
-    def __init__(self, message: str, trace: Trace) -> None:
-        super().__init__(message)
+    def __init__(self, differences: list[Difference], trace: Trace) -> None:
+        super().__init__("\n".join(difference_lines(differences)))
+        self.differences = differences
         self.trace = trace
+
+    @property
+    def rule(self) -> str:
+        """The rule the divergence breaks: its first difference's."""
+        return self.differences[0].rule if self.differences else ""
 
 
 @dataclass
 class Tally:
-    """What a run did: examples, ops, and the mix of results."""
+    """What a run did: examples, ops, the mix of results, and the count of each spec rule.
+
+    ``rules`` counts every rule each model transition taken exercised,
+    every difference under the rule it breaks, and every relaxation a
+    conformance profile applied (shrinking's replays included, as in
+    ``examples`` and ``ops``).
+    """
 
     examples: int = 0
     ops: int = 0
     results: Counter[str] = field(default_factory=Counter)
     by_op: Counter[str] = field(default_factory=Counter)
+    rules: RuleTally = field(default_factory=RuleTally)
     last_divergence: Divergence | None = None
     diverged_at: int | None = None
     """The number of examples begun when the first divergence showed."""
@@ -71,66 +103,33 @@ class Tally:
         self.by_op[f"{name} {result}"] += 1
 
 
-def step_both(container: Container, session: Session, op: Op) -> tuple[Container, Entry, Entry]:
-    """Run ``op`` on the model and the real system: new model state, both results."""
-    transition = step(container, op)
-    return transition.container, encode_outcome(transition.outcome), session.perform(op)
+def first_divergence(driver: Driver, trace: Trace, conformance: Conformance = "kernel") -> list[Difference] | None:
+    """Replay ``trace`` as the machine does, under ``conformance``, comparing after every step.
 
-
-def state_differences(container: Container, session: Session, merged: list[Entry] | None = None) -> list[str]:
-    """Where the real system's trees and sizes differ from the model's [OBSERVE-1].
-
-    ``merged`` is the model's merged tree of ``container`` if it is made already.
+    The differences at the first point that diverges, each naming the rule
+    it breaks, or None if the real system agrees all the way
+    (``compare.first_differences``). A trace the spec rejects counts as
+    agreeing (it shows nothing).
     """
-    model_merged = merged if merged is not None else merged_tree(container)
-    lines = tree_differences("merged", model_merged, session.merged())
-    lines += tree_differences("upper", layer_tree(container.upper), session.upper())
-    model_sizes = container_sizes(container)
-    expected_sizes = {"size": model_sizes.size, "virtual_size": model_sizes.virtual_size}
-    real_sizes = session.sizes()
-    if expected_sizes != real_sizes:
-        lines.append(f"sizes: model {expected_sizes}, real {real_sizes}")
-    return lines
+    return first_differences(driver, trace, conformance=conformance) or None
 
 
-def first_divergence(driver: Driver, trace: Trace) -> str | None:
-    """Replay ``trace`` as the machine does, comparing after every step.
-
-    The first difference, described, or None if the real system agrees all
-    the way. A trace the spec rejects counts as agreeing (it shows nothing).
-    """
-    try:
-        lowers = build_layers(trace)
-    except SpecError:
-        return None
-    container = new_container(lowers, trace.features)
-    session = driver.open(trace.layers, trace.features)
-    try:
-        lines = state_differences(container, session)
-        if lines:
-            return "before any op: " + "; ".join(lines)
-        for index, op in enumerate(trace.ops):
-            container, expected, observed = step_both(container, session, op)
-            if observed != expected:
-                return f"op {index} {op}: model {expected}, real {observed}"
-            lines = state_differences(container, session)
-            if lines:
-                return f"after {index + 1} ops: " + "; ".join(lines)
-        return None
-    finally:
-        session.close()
-
-
-def minimise(driver: Driver, trace: Trace, budget: int = 400) -> tuple[Trace, str]:
-    """A smaller trace that still diverges, by removing ops and layer entries.
+def minimise(
+    driver: Driver, trace: Trace, budget: int = 400, conformance: Conformance = "kernel"
+) -> tuple[Trace, list[Difference]]:
+    """A smaller trace that still diverges under ``conformance``, by removing
+    ops and layer entries; with the differences it shows.
 
     Hypothesis shrinks the examples it finds, but against a real system each
     replay costs a mount, and its shrinker gives up early on slow tests; so
     the kept trace is cut down further here, one op or entry at a time,
-    keeping each cut that still diverges. At most ``budget`` replays.
+    keeping each cut that still diverges. At most ``budget`` replays. When
+    the budget is not spent, the result is 1-minimal: no single op, layer
+    entry or empty layer can be taken away without losing the divergence.
+    Raises ``ValueError`` if ``trace`` does not diverge.
     """
-    reason = first_divergence(driver, trace)
-    if reason is None:
+    differences = first_divergence(driver, trace, conformance)
+    if differences is None:
         raise ValueError("the trace does not diverge")
     tries = 0
     changed = True
@@ -140,11 +139,11 @@ def minimise(driver: Driver, trace: Trace, budget: int = 400) -> tuple[Trace, st
             if tries >= budget:
                 break
             tries += 1
-            found = first_divergence(driver, candidate)
+            found = first_divergence(driver, candidate, conformance)
             if found is not None:
-                trace, reason, changed = candidate, found, True
+                trace, differences, changed = candidate, found, True
                 break
-    return trace, reason
+    return trace, differences
 
 
 def _smaller(trace: Trace) -> Iterator[Trace]:
@@ -250,9 +249,13 @@ class OpsMachine(RuleBasedStateMachine):
 
 
 def machine_for(
-    driver: Driver, tally: Tally | None = None, features: Features = DOCKER_OVERLAY2, seed: int | None = None
+    driver: Driver,
+    tally: Tally | None = None,
+    features: Features = DOCKER_OVERLAY2,
+    seed: int | None = None,
+    conformance: Conformance = "kernel",
 ) -> type:
-    """A state machine class testing ``driver`` against the model.
+    """A state machine class testing ``driver`` against the model under ``conformance``.
 
     ``seed`` fixes Hypothesis's randomness without turning its example
     database off (``derandomize`` would): each of several workers draws
@@ -271,9 +274,12 @@ def machine_for(
         def __init__(self) -> None:
             super().__init__()
             self.session: Session | None = None
+            self.exercised: tuple[str, ...] = ()
+            """The rules of the last transition taken, that a difference in the trees is blamed on."""
 
-        def diverged(self, message: str) -> None:
-            failure = Divergence(message, self.trace())
+        def diverged(self, differences: list[Difference]) -> None:
+            record.rules.record_differences(differences)
+            failure = Divergence(differences, self.trace())
             if record.diverged_at is None:
                 record.diverged_at = record.examples
             record.last_divergence = failure
@@ -284,21 +290,47 @@ def machine_for(
             self.session = driver.open(self.layers, self.features)
 
         def run(self, op: Op) -> Entry:
+            """The op on the real system, and on the model along the transition the real system took if the
+            profile allows it (the model's own first one if not)."""
             assert self.session is not None
-            expected = super().run(op)
+            index = len(self.done)
+            note(f"op {index}: {op}")
+            # The kernel profile is ``allowed``'s own default.
+            choices = (
+                allowed(self.container, op) if conformance == "kernel" else allowed(self.container, op, conformance)
+            )
             observed = self.session.perform(op)
             record.count(op, observed)
-            if observed != expected:
-                self.diverged(f"op {len(self.done) - 1} {op}: model {expected}, real {observed}")
+            taken, difference = compare_outcome(index, choices.transitions, observed, record.rules.relaxed)
+            record.rules.record(taken)
+            self.container = taken.container
+            self.exercised = taken.rules
+            self.done.append(op)
+            if difference is not None:
+                self.diverged([difference])
             return observed
 
         @invariant()
         def same_trees(self) -> None:
             if self.session is None:
                 return
-            lines = state_differences(self.container, self.session, self.merged())
-            if lines:
-                self.diverged(f"after {len(self.done)} ops: " + "; ".join(lines))
+            merged, upper, sizes = self.session.merged(), self.session.upper(), self.session.sizes()
+            # The common case, the very trees and sizes of the model, needs no comparison by path (nor a
+            # second merged tree of the model): nothing differs, so nothing is relaxed either.
+            model_upper = layer_tree(self.container.upper)
+            if merged == self.merged() and upper == model_upper and sizes == model_sizes(self.container):
+                return
+            differences = compare_state(
+                self.container,
+                merged,
+                upper,
+                sizes,
+                conformance=conformance,
+                exercised=self.exercised,
+                relaxed=record.rules.relaxed,
+            )
+            if differences:
+                self.diverged(differences)
 
         def teardown(self) -> None:
             if self.session is not None:
@@ -307,7 +339,9 @@ def machine_for(
 
     # Hypothesis reads these two attributes of a state machine class: the
     # seed that ``@seed`` would set, and what to add to the digest that
-    # names the class's examples in the database.
+    # names the class's examples in the database (a profile other than
+    # kernel files its own: what fails under kernel may pass under it).
     OverlayMachine._hypothesis_internal_use_seed = seed
-    OverlayMachine._hypothesis_internal_add_digest = f"{driver.name} {features}".encode()
+    named = f"{driver.name} {features}" + ("" if conformance == "kernel" else f" {conformance}")
+    OverlayMachine._hypothesis_internal_add_digest = named.encode()
     return OverlayMachine
