@@ -20,13 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from cowcheck.cli.generate import generated_check
+from cowcheck.cli.generate import _snapshot, _tally_of, generated_check
 from cowcheck.drivers.kernel_overlay import KernelOverlay, KernelSession
 from cowcheck.drivers.namespace import SCRATCH_PREFIX
-from cowcheck.machines.fs_machine import first_divergence
+from cowcheck.machines import profiles
+from cowcheck.machines.fs_machine import Tally, first_divergence
 from cowspec.formats.trace import decode_trace
 from cowspec.fs.build import LayerEntry
 from cowspec.fs.features import Features
+from tests.cowcheck.test_compare import OtherDriver
 from tests.cowcheck.test_machine import LyingDriver
 
 
@@ -80,6 +82,46 @@ def test_workers_run_in_their_own_namespaces(
     assert multiprocessing.active_children() == []
 
 
+def test_the_workers_rule_counts_are_added_up() -> None:
+    """Each worker's rule counts reach the parent as JSON and are merged with the others'."""
+    first, second = Tally(), Tally()
+    first.rules.exercised.update({"OP-4": 2, "LOOKUP-1": 5})
+    first.rules.relaxed["CONFORM-5"] = 1
+    second.rules.exercised["OP-4"] = 3
+    second.rules.broken["WHITEOUT-2"] = 1
+    sent = [json.loads(json.dumps(_snapshot(each))) for each in (first, second)]
+    total = _tally_of(sent).rules
+    assert total.exercised == {"OP-4": 5, "LOOKUP-1": 5}
+    assert total.broken == {"WHITEOUT-2": 1} and total.relaxed == {"CONFORM-5": 1}
+
+
+def test_two_workers_count_the_relaxations_under_portable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[CONFORM-5] Two workers over an implementation that leaves whiteouts out of plain listings: the report
+    adds up both workers' relaxations and rule counts."""
+    report = tmp_path / "report.md"
+    budget = profiles.planted_bug_search()  # derandomized (profile ci): each worker's seed is fixed
+    arguments = check_arguments(
+        tmp_path,
+        profile="ci",
+        examples=budget.max_examples,
+        steps=budget.stateful_step_count,
+        conformance="portable",
+        report=[str(report)],
+    )
+    status = generated_check(OtherDriver("listing"), arguments)
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert "relaxations applied (portable): " in printed and "CONFORM-5" in printed
+    markdown = report.read_text()
+    assert (
+        f"| budget | {budget.max_examples} examples of up to {budget.stateful_step_count} ops, 2 workers," in markdown
+    )
+    examples = int(markdown.split("| examples | ", 1)[1].split(" ", 1)[0])
+    assert examples >= budget.max_examples  # both workers' shares, added up
+    assert "| OP-4 | " in markdown and "| CONFORM-5 | " in markdown
+    assert multiprocessing.active_children() == []
+
+
 class LyingKernel(LyingDriver):
     """The planted liar over the kernel, made with no arguments."""
 
@@ -97,7 +139,7 @@ def test_the_first_divergence_stops_the_others(
     elapsed = time.monotonic() - started
     report = capsys.readouterr().out
     assert status == 1, report
-    assert report.count("divergence 1:") == 1 and "divergence 2" not in report
+    assert report.count("divergence 1 breaks WHITEOUT-2: upper /") == 1 and "divergence 2" not in report
     assert elapsed < 300  # far less than 100,000 examples would take: the other worker was stopped
     assert multiprocessing.active_children() == []
     saved = sorted((tmp_path / "out").iterdir())
