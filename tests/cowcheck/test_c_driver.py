@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from hypothesis.stateful import run_state_machine_as_test
 
-from cowcheck.compare import result_differences
+from cowcheck.compare import Difference, result_differences
 from cowcheck.drivers.exec_driver import ExecProgram
 from cowcheck.drivers.kernel_overlay import KernelOverlay
 from cowcheck.drivers.protocol import Driver
@@ -145,23 +145,32 @@ def test_the_machine_finds_no_divergence(c_driver: Driver, features: Features) -
     assert tally.by_op["rmdir ok"] > 0 and tally.by_op["rmdir ENOTEMPTY"] > 0
 
 
-def shows_rmdir_checks_lower(trace: Trace, reason: str) -> None:
-    """The rmdir of a directory that looks empty is refused: the model removes it, the buggy driver says ENOTEMPTY."""
+def shows_rmdir_checks_lower(trace: Trace, differences: list[Difference]) -> None:
+    """The rmdir of a directory that looks empty is refused: the model removes it, the buggy driver says
+    ENOTEMPTY, and the difference names the rule of an empty merged directory [RMDIR-2]."""
     last = trace.ops[-1]
-    assert isinstance(last, Rmdir), (trace, reason)
-    assert reason == f"op {len(trace.ops) - 1} {last}: model {{'ok': True}}, real {{'errno': 'ENOTEMPTY'}}", reason
+    assert isinstance(last, Rmdir), (trace, differences)
+    first = differences[0]
+    assert (first.field, first.path, first.expected, first.actual) == (
+        "result",
+        f"op {len(trace.ops) - 1}",
+        {"ok": True},
+        {"errno": "ENOTEMPTY"},
+    ), differences
+    assert first.rule.startswith("RMDIR-"), first
 
 
-def shows_size_counts_links(trace: Trace, reason: str) -> None:
-    """The sizes differ, and the trace makes a second name for a file (a hardlink entry or a link op)."""
-    assert "sizes: model" in reason and "upper" not in reason and "merged" not in reason, reason
+def shows_size_counts_links(trace: Trace, differences: list[Difference]) -> None:
+    """The sizes differ and nothing else does, and the trace makes a second name for a file (a hardlink
+    entry or a link op)."""
+    assert {difference.field for difference in differences} == {"sizes"}, differences
     linked = any(isinstance(op, Link) for op in trace.ops) or any(
         entry.type == "hardlink" for layer in trace.layers for entry in layer
     )
     assert linked, trace
 
 
-PLANTED: dict[str, Callable[[Trace, str], None]] = {
+PLANTED: dict[str, Callable[[Trace, list[Difference]], None]] = {
     "rmdir-checks-lower": shows_rmdir_checks_lower,
     "size-counts-links": shows_size_counts_links,
 }
@@ -174,8 +183,8 @@ def test_the_machine_finds_the_planted_bug(bug: str, binary: Path, c_driver: Dri
     with program(binary, f"--bug={bug}") as buggy_driver:
         with pytest.raises(Divergence) as raised:
             run_state_machine_as_test(machine_for(buggy_driver, Tally()), settings=profiles.planted_bug_search())
-        trace, reason = minimise(buggy_driver, raised.value.trace)
-        PLANTED[bug](trace, reason)
+        trace, differences = minimise(buggy_driver, raised.value.trace)
+        PLANTED[bug](trace, differences)
         assert len(trace.ops) <= 4, trace
         assert sum(len(layer) for layer in trace.layers) <= 4, trace
         # The trace is 1-minimal and shows the bug alone: the driver without the flag agrees with the model on it.

@@ -147,7 +147,7 @@ def test_generated_check_saves_a_minimal_trace(
     report = capsys.readouterr().out
     assert status == 1, report
     saved = tmp_path / "out" / "divergence-1.json"
-    assert "divergence 1:" in report and str(saved) in report
+    assert "divergence 1 breaks WHITEOUT-2:" in report and str(saved) in report
     assert main(["check", "--driver", lying, str(saved)]) == 1
     assert main(["check", "--driver", "kernel-overlay", str(saved)]) == 0
 
