@@ -35,35 +35,13 @@ from cowspec.formats.oracle import oracle, oracle_following
 from cowspec.formats.trace import Trace, decode_trace
 from cowspec.fs.calls import Link, Rmdir
 from cowspec.fs.features import Features
-from tests.fs import (
-    test_copy_up,
-    test_entries,
-    test_operations,
-    test_paths,
-    test_redirect,
-    test_sizes,
-    test_stack,
-    test_whiteouts,
-)
+from tests.fs import every_scenario
 from tests.support import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "drivers" / "c"
 VECTORS = sorted((ROOT / "conformance" / "cowcheck" / "vector_set" / "found").glob("fs-*.json"))
-SCENARIOS: list[Scenario] = [
-    scenario
-    for module in (
-        test_copy_up,
-        test_entries,
-        test_operations,
-        test_paths,
-        test_redirect,
-        test_sizes,
-        test_stack,
-        test_whiteouts,
-    )
-    for scenario in module.SCENARIOS
-]
+SCENARIOS: list[Scenario] = every_scenario()
 
 
 @pytest.fixture(scope="module")

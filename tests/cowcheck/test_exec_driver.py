@@ -39,36 +39,14 @@ from cowspec.formats.trace import RESULT_FORMAT, decode_entry, decode_op, decode
 from cowspec.fs.build import LayerEntry
 from cowspec.fs.calls import Read, Write
 from cowspec.fs.features import Features
-from tests.fs import (
-    test_copy_up,
-    test_entries,
-    test_operations,
-    test_paths,
-    test_redirect,
-    test_sizes,
-    test_stack,
-    test_whiteouts,
-)
+from tests.fs import every_scenario
 from tests.support import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "conformance" / "cowcheck" / "vector_set" / "found"
 EXAMPLE = ROOT / "examples" / "drivers" / "overlay_driver.py"
 CONTRACT = ROOT / "docs" / "formats" / "driver-protocol.md"
-SCENARIOS: list[Scenario] = [
-    scenario
-    for module in (
-        test_copy_up,
-        test_entries,
-        test_operations,
-        test_paths,
-        test_redirect,
-        test_sizes,
-        test_stack,
-        test_whiteouts,
-    )
-    for scenario in module.SCENARIOS
-]
+SCENARIOS: list[Scenario] = every_scenario()
 
 # -- fake programs -------------------------------------------------------------------
 

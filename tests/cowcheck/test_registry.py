@@ -55,7 +55,7 @@ def installed_package(tmp_path: Path) -> dict[str, str]:
     """A package with entry points in ``cowspec.drivers``, installed as pip would, on a PYTHONPATH of its own."""
     (tmp_path / "my_drivers.py").write_text(DRIVER_MODULE)
     info = tmp_path / "my_drivers-1.0.dist-info"
-    info.mkdir()
+    info.mkdir(exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-drivers\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(
         textwrap.dedent(
@@ -188,15 +188,20 @@ def test_version_and_exit_codes_in_help(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_every_option_has_help() -> None:
-    """No option or argument of any command is left without a help text."""
+    """No option or argument of any command, nested commands included, is left without a help text."""
+    import argparse
+
     from cowcheck.cli.main import parser
 
-    top = parser()
-    missing = []
-    subparsers = [action for action in top._actions if action.choices and isinstance(action.choices, dict)]
-    for group in subparsers:
-        for name, sub in group.choices.items():
-            for action in sub._actions:
-                if action.help is None and action.dest != "help":
-                    missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    missing: list[str] = []
+
+    def visit(command: str, node: argparse.ArgumentParser) -> None:
+        for action in node._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    visit(f"{command} {name}".strip(), sub)
+            elif action.help is None and action.dest != "help":
+                missing.append(f"{command} {'/'.join(action.option_strings) or action.dest}")
+
+    visit("", parser())
     assert missing == []

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -16,7 +15,7 @@ import pytest
 import cowcheck.cli.vectors_commands as vectors_commands
 from cowcheck.cli.main import main as cowspec_main
 from cowcheck.cli.vectors_commands import add_commands
-from cowcheck.drivers.kernel_overlay import KernelOverlay, KernelSession
+from cowcheck.drivers.kernel_overlay import KernelOverlay
 from cowcheck.drivers.layer_tools import Spec
 from cowcheck.drivers.protocol import Answer, DriverUnavailable
 from cowcheck.vectors import (
@@ -33,13 +32,11 @@ from cowcheck.vectors import (
 from cowspec.errors import SpecError
 from cowspec.formats.store_trace import run_store_model
 from cowspec.formats.trace import build_layers, decode_trace
-from cowspec.fs.build import LayerEntry
-from cowspec.fs.calls import Op
-from cowspec.fs.features import Features
 from cowspec.fs.observe import Entry
 from cowspec.fs.operations import allowed
 from cowspec.fs.stack import new_container
 from cowspec.store.steps import Step
+from tests.cowcheck.test_machine import LyingDriver
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE = re.compile(r"^### ([A-Z]+-\d+):", re.MULTILINE)
@@ -47,7 +44,6 @@ CHAPTERS = [ROOT / "spec" / f"{number:02d}-{name}.md" for number, name in (
     (1, "entries"), (2, "paths"), (3, "stack"), (4, "whiteouts"), (5, "copy-up"),
     (6, "operations"), (7, "sizes"), (8, "features"), (9, "observations"), (10, "trace"),
 )]  # fmt: skip
-
 
 
 def main(arguments: list[str]) -> int:
@@ -201,38 +197,6 @@ def test_tampering_is_found_before_anything_runs(
 # -- the filesystem level: the kernel, and a planted bug --------------------------
 
 
-@dataclass
-class HidingSession:
-    """A kernel session whose writable layer never shows a whiteout: the planted bug."""
-
-    real: KernelSession
-
-    def perform(self, op: Op) -> Entry:
-        return self.real.perform(op)
-
-    def merged(self) -> list[Entry]:
-        return self.real.merged()
-
-    def upper(self) -> list[Entry]:
-        return [entry for entry in self.real.upper() if entry["type"] != "whiteout"]
-
-    def sizes(self) -> Entry:
-        return self.real.sizes()
-
-    def close(self) -> None:
-        self.real.close()
-
-
-class HidingWhiteouts:
-    name = "hiding-whiteouts"
-
-    def __init__(self, kernel: KernelOverlay) -> None:
-        self.kernel = kernel
-
-    def open(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features) -> HidingSession:
-        return HidingSession(self.kernel.open(layers, features))
-
-
 @pytest.mark.kernel
 def test_every_filesystem_vector_agrees_with_the_kernel(
     kernel: KernelOverlay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -255,12 +219,12 @@ def test_a_planted_bug_fails_the_vectors(
     """[WHITEOUT-2] A driver that hides whiteouts diverges on the vectors that leave one, and verify exits 1."""
     files = export(tmp_path / "set")
     manifest, _ = check_manifest(files)
-    lines = list(verify_set(files, manifest, {"filesystem": lambda: HidingWhiteouts(kernel)}))
+    lines = list(verify_set(files, manifest, {"filesystem": lambda: LyingDriver(kernel)}))
     diverged = {line["vector"] for line in lines if not line["agrees"]}
     assert "fs/whiteout-when-removing-leaves-one" in diverged and "fs/found-planted-hidden-whiteout" in diverged
     assert "fs/stat-does-not-follow" not in diverged  # nothing removed, nothing hidden
     # The command line, with the driver put in through its seam.
-    monkeypatch.setattr(vectors_commands, "_resolve", lambda name: {"filesystem": lambda: HidingWhiteouts(kernel)})
+    monkeypatch.setattr(vectors_commands, "_resolve", lambda name: {"filesystem": lambda: LyingDriver(kernel)})
     capsys.readouterr()
     assert main(["verify", "--driver", "hiding", "--only", "fs/whiteout-*", str(tmp_path / "set")]) == 1
     captured = capsys.readouterr()

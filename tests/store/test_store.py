@@ -272,7 +272,8 @@ def test_a_step_gives_a_value_done_refused_or_rejected() -> None:
 def test_the_same_build_twice_is_one_image_with_two_tags() -> None:
     """[STORE-8][STORE-7] The build cache: the same instructions on the same base make the very same image.
 
-    Found by the store machine against Docker (conformance/cowcheck/vector_set/found/store-build-cache.json holds the case).
+    Found by the store machine against Docker (conformance/cowcheck/vector_set/found/store-build-cache.json
+    holds the case).
     """
     from cowspec.store.steps import Build, Instruction, LoadImage, take_step
 

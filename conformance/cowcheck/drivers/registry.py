@@ -206,5 +206,8 @@ def store_driver(spec: str) -> StoreDriver:
 
 
 def levels_of(spec: str) -> tuple[Level, ...]:
-    """The levels the driver ``spec`` names serves."""
-    return find(spec).levels
+    """The levels the driver ``spec`` names serves; a driver that failed to load raises its reason."""
+    registered = find(spec)
+    if not registered.levels:
+        registered.make("filesystem")
+    return registered.levels
