@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from cowcheck.drivers.protocol import Driver
 from cowspec.errors import SpecError
-from cowspec.formats.oracle import ModelRun
+from cowspec.formats.oracle import ModelRun, model_run
 from cowspec.formats.trace import Trace, admits, build_layers, encode_outcome
 from cowspec.fs.conformance import Conformance, nlink_bounds
 from cowspec.fs.observe import Entry, layer_tree, merged_tree
@@ -35,6 +35,8 @@ from cowspec.fs.operations import Transition, allowed
 from cowspec.fs.resolve import why_absent
 from cowspec.fs.sizes import container_sizes
 from cowspec.fs.stack import Container, new_container
+from cowspec.oci.commit import commit, commit_entries
+from cowspec.oci.layer_tar import decode_layer
 
 CONFORMANCES: tuple[Conformance, ...] = ("kernel", "portable")
 
@@ -378,6 +380,78 @@ def compare_run(
         relaxed=relaxed,
         absent=lambda path: why_absent(run.container, path),
     )
+
+
+# -- a commit ---------------------------------------------------------------------------------
+
+COMMIT_RESULT_FORMAT = "cowspec-commit-result/1"
+"""What ``cowspec run`` prints for a trace run as a commit: the committed layer's entries."""
+
+
+def commit_result(archive: bytes) -> Entry:
+    """A committed layer tar as a result document: its entries (``commit_entries``), or why it is no layer.
+
+    A tar that does not decode is not the driver failing but what the
+    implementation committed: ``invalid`` says why, and the comparison
+    counts it as a divergence from COMMIT-1.
+    """
+    try:
+        layer = decode_layer(archive)
+    except SpecError as error:
+        return {"format": COMMIT_RESULT_FORMAT, "invalid": str(error)}
+    return {"format": COMMIT_RESULT_FORMAT, "entries": commit_entries(layer)}
+
+
+def model_commit(trace: Trace) -> list[Entry]:
+    """The entries of the layer a commit gives after ``trace``'s ops, each op's first allowed outcome taken."""
+    return commit_entries(commit(model_run(trace).container))
+
+
+def _commit_key(entry: Entry) -> tuple[str, bool]:
+    return str(entry.get("path")), entry.get("type") == "whiteout"
+
+
+def compare_commit(
+    expected: list[Entry],
+    observed: Entry,
+    *,
+    conformance: Conformance = "kernel",
+    relaxed: Counter[str] | None = None,
+) -> list[Difference]:
+    """Where a committed layer (a ``commit_result``) differs from the model's entries [COMMIT-1].
+
+    One difference per missing or extra entry, one per attribute of an
+    entry both have, all under COMMIT-1; a layer that does not decode is
+    one difference at ``/``. Under ``portable`` the layer's form is not
+    compared [CONFORM-2] (counted in ``relaxed`` when it differed), but a
+    layer that does not decode still diverges.
+    """
+    if "invalid" in observed:
+        return [Difference("commit", "/", "a layer tar", f"not a layer tar: {observed['invalid']}", "COMMIT-1")]
+    got_entries = observed.get("entries")
+    got = (
+        {_commit_key(entry): entry for entry in got_entries if isinstance(entry, dict)}
+        if isinstance(got_entries, list)
+        else {}
+    )
+    want = {_commit_key(entry): entry for entry in expected}
+    differences: list[Difference] = []
+    for key in sorted(set(want) | set(got)):
+        mine, theirs = want.get(key), got.get(key)
+        path = key[0]
+        if mine is None or theirs is None:
+            differences.append(Difference("commit", path, mine, theirs, "COMMIT-1"))
+            continue
+        for attribute in sorted(set(mine) | set(theirs)):
+            if mine.get(attribute) != theirs.get(attribute):
+                differences.append(
+                    Difference("commit", path, mine.get(attribute), theirs.get(attribute), "COMMIT-1", attribute)
+                )
+    if conformance == "portable":
+        if differences:
+            _count(relaxed, "CONFORM-2")
+        return []
+    return differences
 
 
 # -- a trace replayed step by step ------------------------------------------------------------

@@ -33,8 +33,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import cast
 
-from cowcheck.compare import result_differences, store_differences
-from cowcheck.drivers.protocol import Answer, Driver, LayerDriver, Refused, StoreDriver
+from cowcheck.compare import (
+    commit_result,
+    compare_commit,
+    difference_lines,
+    model_commit,
+    result_differences,
+    store_differences,
+)
+from cowcheck.drivers.protocol import Answer, Committer, Driver, LayerDriver, Refused, StoreDriver, committer_of
 from cowcheck.drivers.runner import run_real
 from cowcheck.matrix import CASES, Member, compare
 from cowspec.errors import SpecError
@@ -539,14 +546,29 @@ def verify_set(
     A driver is made once per level, when its level has a vector to run.
     Where ``features`` names the optional overlay features the filesystem
     driver supports, a trace that turns on another one is not run: its line
-    says ``skipped`` and why [FEATURE-1]. ``None`` runs every trace.
+    says ``skipped`` and why [FEATURE-1]. ``None`` runs every trace. A
+    layer driver that commits also runs every filesystem vector but the
+    rejected ones as a commit (lines with ``"commit": true``) [COMMIT-1];
+    one that only commits runs no layer vector.
     """
+    made: dict[str, object] = {}
+
+    def driver_at(level: str) -> object:
+        if level not in made:
+            made[level] = drivers[level]()
+        return made[level]
+
     for directory in LEVELS:
         level = LEVEL_OF_DIRECTORY[directory]
         names = chosen(manifest, directory, patterns) if level in drivers else []
+        if directory == "fs" and "layer" in drivers:
+            # A layer driver that commits runs the filesystem vectors as commits too [COMMIT-1].
+            yield from _verify_commits(files, chosen(manifest, "fs", patterns), lambda: driver_at("layer"))
         if not names:
             continue
-        driver = drivers[level]()
+        driver = driver_at(level)
+        if getattr(driver, "flattens", True) is False:
+            continue  # a layer driver that only commits
         for name in names:
             missing = _unsupported(files, name, features) if directory == "fs" else []
             if missing:
@@ -559,6 +581,44 @@ def verify_set(
             else:
                 differences = verify_store(files, name, cast(StoreDriver, driver))
             yield {"vector": f"{directory}/{name}", "agrees": not differences, "differences": differences}
+
+
+def verify_commit(files: Mapping[str, bytes], name: str, committer: Committer) -> list[str]:
+    """The differences between the layer ``committer`` commits after vector ``fs/NAME``'s ops and the model's.
+
+    The model's commit is of the state after each op's first allowed
+    outcome [COMMIT-1]; each difference is one line naming its rule.
+    """
+    trace = decode_trace(_document(files, f"fs/{name}.trace.json"))
+    build_layers(trace)
+    observed = commit_result(committer.commit(trace.layers, trace.features, trace.ops))
+    return difference_lines(compare_commit(model_commit(trace), observed))
+
+
+def _verify_commits(
+    files: Mapping[str, bytes], names: Sequence[str], layer_driver: Callable[[], object]
+) -> Iterator[Entry]:
+    """Every filesystem vector but the rejected ones, run as a commit by a layer driver that commits.
+
+    Nothing is made or run when no vector is chosen or the driver does not
+    commit; a trace that turns on a feature the driver did not declare is
+    skipped [FEATURE-1].
+    """
+    runnable = [name for name in names if not name.startswith("rejected-")]
+    if not runnable:
+        return
+    committer = committer_of(layer_driver())
+    if committer is None:
+        return
+    declared = getattr(committer, "features", None)
+    features = frozenset(declared) if isinstance(declared, frozenset | set) else None
+    for name in runnable:
+        missing = _unsupported(files, name, features)
+        if missing:
+            yield {"vector": f"fs/{name}", "commit": True, "skipped": f"needs {', '.join(missing)}, not supported"}
+            continue
+        differences = verify_commit(files, name, committer)
+        yield {"vector": f"fs/{name}", "commit": True, "agrees": not differences, "differences": differences}
 
 
 README_TEXT = {

@@ -2,6 +2,7 @@
 """A cowspec-driver/1 program for the kernel's overlayfs, in plain Python 3 (standard library only).
 
     cowspec check --driver "exec:python3 examples/drivers/overlay_driver.py" TRACE.json
+    cowspec check --driver "exec:python3 examples/drivers/overlay_driver.py --levels=layer" TRACE.json
 
 It serves the filesystem level (docs/formats/driver-protocol.md): each
 session lays the layers out in directories the way Docker's overlay2 driver
@@ -11,6 +12,13 @@ empty upper directory, and runs every op as root with umask 0 in a child
 chrooted into the merged directory, so absolute symlinks resolve inside the
 container. It needs root; everything it mounts lives in a private mount
 namespace of its own, each session on a tmpfs, and goes when it exits.
+
+It also serves the layer level's ``commit`` (not ``flatten``): the same
+session runs the ops, then its upper directory is archived as Docker's
+overlay2 driver commits a container. ``--levels=layer`` declares the layer
+level alone, so that cowspec runs a trace as a commit; ``--bug=NAME`` plants
+a bug for the tests to find: ``commit-drops-opaque`` leaves out the opaque
+markers of a commit.
 """
 
 import base64
@@ -18,10 +26,12 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
+import io
 import json
 import os
 import stat
 import sys
+import tarfile
 import tempfile
 
 PROTOCOL = "cowspec-driver/1"
@@ -171,6 +181,62 @@ def docker_size(top):
     return total
 
 
+# -- committing: the upper directory as Docker's overlay2 archives it ---------------
+
+
+def commit_tar(upper, bugs=()):
+    """The upper directory as an uncompressed layer tar, in Docker's overlay2 form.
+
+    Members come parents first (paths compared component by component);
+    a whiteout (a 0/0 character device) becomes an empty ``.wh.NAME`` file,
+    an opaque directory is followed by its ``.wh..wh..opq`` marker, and the
+    names of one inode are one file and hardlinks to the first of them.
+    Owners and modes are kept; times are not part of the contract.
+    """
+    found = sorted(walk(upper), key=lambda each: each[0].replace("/", "\0"))
+    first_name = {}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for path, real, info in found:
+            name, mode = path[1:], info.st_mode
+            member = tarfile.TarInfo(name)
+            member.mode, member.uid, member.gid = stat.S_IMODE(mode), info.st_uid, info.st_gid
+            member.mtime = int(info.st_mtime)
+            content = None
+            if stat.S_ISCHR(mode) and info.st_rdev == 0:  # a whiteout
+                parent, _, base = name.rpartition("/")
+                member = tarfile.TarInfo((parent + "/" if parent else "") + ".wh." + base)
+                member.mode = 0o600
+            elif stat.S_ISDIR(mode):
+                member.type = tarfile.DIRTYPE
+            elif (info.st_dev, info.st_ino) in first_name:
+                member.type, member.linkname = tarfile.LNKTYPE, first_name[(info.st_dev, info.st_ino)]
+            elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+                first_name[(info.st_dev, info.st_ino)] = name
+                if stat.S_ISLNK(mode):
+                    member.type, member.linkname = tarfile.SYMTYPE, os.readlink(real)
+                else:
+                    with open(real, "rb") as handle:
+                        content = handle.read()
+                    member.size = len(content)
+            else:
+                member.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+                if stat.S_ISFIFO(mode):
+                    member.type = tarfile.FIFOTYPE
+                member.devmajor, member.devminor = os.major(info.st_rdev), os.minor(info.st_rdev)
+            archive.addfile(member, io.BytesIO(content) if content is not None else None)
+            if stat.S_ISDIR(mode) and "commit-drops-opaque" not in bugs:
+                try:
+                    opaque = os.getxattr(real, OPAQUE, follow_symlinks=False) == b"y"
+                except OSError:
+                    opaque = False
+                if opaque:
+                    marker = tarfile.TarInfo(name + "/.wh..wh..opq")
+                    marker.mode = 0o600
+                    archive.addfile(marker)
+    return buffer.getvalue()
+
+
 # -- performing an op, in a child chrooted into the merged directory ---------------
 
 
@@ -299,7 +365,18 @@ class Session:
             os.rmdir(self.home)
 
 
-def serve(scratch, reason):
+def commit(scratch, number, request, bugs):
+    """Run the request's ops in a session of its own, and archive its upper directory, base64."""
+    session = Session(scratch, number, request["layers"], request.get("features", {}))
+    try:
+        for op in request.get("ops", []):
+            perform(session.merged, op)  # an op that fails is part of the run, as in a trace
+        return {"tar": base64.b64encode(commit_tar(session.upper, bugs)).decode()}
+    finally:
+        session.close()
+
+
+def serve(scratch, reason, levels, bugs):
     session, opened = None, 0
     for line in sys.stdin:
         request = json.loads(line)
@@ -310,13 +387,16 @@ def serve(scratch, reason):
                 if reason:
                     reply["unavailable"] = reason
                 else:
-                    reply.update(levels=["filesystem"], features=["redirect_dir"])
+                    reply.update(levels=levels, features=["redirect_dir"], calls=["commit"])
             elif kind == "open":
                 if session:
                     session.close()
                 session, opened = None, opened + 1
                 session = Session(scratch, opened, request["layers"], request.get("features", {}))
                 reply = {"ok": True}
+            elif kind == "commit" and "layer" in levels:
+                opened += 1  # a session of its own: an open filesystem session is left as it is
+                reply = commit(scratch, opened, request, bugs)
             elif kind == "perform":
                 reply = perform(session.merged, request["op"])
             elif kind == "observe":
@@ -337,10 +417,30 @@ def serve(scratch, reason):
         session.close()
 
 
+def options(arguments):
+    """The levels to declare (``--levels=filesystem,layer``) and the bugs to plant (``--bug=NAME``, repeatable)."""
+    levels, bugs = ["filesystem", "layer"], set()
+    for argument in arguments:
+        name, _, value = argument.partition("=")
+        if name == "--levels" and value:
+            levels = value.split(",")
+        elif name == "--bug" and value in BUGS:
+            bugs.add(value)
+        else:
+            sys.exit(
+                f"overlay_driver: unknown argument {argument!r} (--levels=filesystem,layer, --bug={'|'.join(BUGS)})"
+            )
+    return levels, bugs
+
+
+BUGS = ("commit-drops-opaque",)
+
+
 def main():
+    levels, bugs = options(sys.argv[1:])
     scratch, reason = private_scratch()
     try:
-        serve(scratch, reason)
+        serve(scratch, reason, levels, bugs)
     finally:
         if scratch:
             os.rmdir(scratch)

@@ -10,6 +10,7 @@ a short run of the state machine.
 """
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -24,26 +25,33 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from cowcheck.compare import result_differences
+from cowcheck.compare import commit_result, compare_commit, model_commit, result_differences
 from cowcheck.drivers.exec_driver import ExecProgram
 from cowcheck.drivers.kernel_overlay import KernelOverlay
 from cowcheck.drivers.layer_tools import Spec, UmociLayers
-from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable, Refused
+from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable, Refused, committer_of
 from cowcheck.drivers.runner import run_real
 from cowcheck.machines import profiles
 from cowcheck.machines.fs_machine import Tally, first_divergence, machine_for
 from cowcheck.matrix import CASES, run_matrix
-from cowspec.formats.oracle import oracle, oracle_following
+from cowspec.formats.oracle import model_run, oracle, oracle_following
 from cowspec.formats.store_trace import decode_step, decode_store_trace, encode_step, run_store_model
 from cowspec.formats.trace import RESULT_FORMAT, decode_entry, decode_op, decode_trace
 from cowspec.fs.build import LayerEntry
 from cowspec.fs.calls import Read, Write
 from cowspec.fs.features import Features
+from cowspec.oci.commit import commit
+from cowspec.oci.layer_tar import LayerTar, TarEntry, encode_layer
 from tests.fs import every_scenario
 from tests.support import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "conformance" / "cowcheck" / "vector_set" / "found"
+CURATED = ROOT / "conformance" / "cowcheck" / "vector_set" / "curated"
+COMMITTED = sorted(VECTORS.glob("fs-*.json")) + sorted(
+    path for path in CURATED.glob("*.json") if not path.name.startswith("rejected-")
+)
+"""Every filesystem vector the set holds that the spec accepts: the example's commits are checked on each."""
 EXAMPLE = ROOT / "examples" / "drivers" / "overlay_driver.py"
 CONTRACT = ROOT / "docs" / "formats" / "driver-protocol.md"
 SCENARIOS: list[Scenario] = every_scenario()
@@ -217,13 +225,22 @@ def test_a_program_that_dies_in_a_session(fake: Any) -> None:
         ('if kind == "hello":\n    reply("[1, 2]")\n    continue', "[1, 2]"),
         ('if kind == "hello":\n    reply({"name": "x", "levels": ["filesystem"]})\n    continue', "protocol"),
         ('if kind == "hello":\n    reply({**HELLO, "levels": []})\n    continue', "levels"),
+        ('if kind == "hello":\n    reply({**HELLO, "calls": "commit"})\n    continue', "calls"),
         ('if kind == "perform":\n    reply({"value": "x" * 500})\n    continue', "xxxx"),
         (
             'if kind == "observe":\n    reply({"merged": [], "upper": [{"no": "path"}], "sizes": {}})\n    continue',
             "upper",
         ),
     ],
-    ids=["not-json", "not-an-object", "no-protocol", "no-level", "perform-without-ok", "observe-without-path"],
+    ids=[
+        "not-json",
+        "not-an-object",
+        "no-protocol",
+        "no-level",
+        "calls-not-a-list",
+        "perform-without-ok",
+        "observe-without-path",
+    ],
 )
 def test_a_reply_out_of_protocol(fake: Any, behaviour: str, quoted: str) -> None:
     script, program = fake(behaviour)
@@ -374,6 +391,145 @@ if kind == "run":
     assert tuple(decode_step(each, "sent") for each in sent) == steps
 
 
+COMMITTED_LAYER = LayerTar(
+    (TarEntry("/a", "file", 0o600, 5, 6, data=b"x"), TarEntry("/d", "dir", 0o700)), frozenset({"/b"}), frozenset({"/d"})
+)
+COMMITTED_TAR = base64.b64encode(encode_layer(COMMITTED_LAYER)).decode()
+COMMITTING = f"""if kind == "hello":
+    reply({{**HELLO, "levels": ["layer"], "calls": ["commit", "teleport"]}})
+    continue
+if kind == "commit":
+    reply({{"tar": {COMMITTED_TAR!r}}})
+    continue"""
+
+
+def test_a_program_that_commits(fake: Any) -> None:
+    """[COMMIT-1] ``calls`` declares ``commit``; the request carries layers, features and ops; the tar comes back."""
+    script, program = fake(COMMITTING)
+    layers = program.layer()
+    assert program.calls == {"commit"}  # a call cowspec does not know is ignored
+    assert layers.commits and not layers.flattens
+    assert committer_of(layers) is not None
+    ops = (Write("/a", 2, b"x"), Read("/a"))
+    archive = layers.commit(LAYERS, Features(), ops)
+    assert commit_result(archive) == {
+        "format": "cowspec-commit-result/1",
+        "entries": [
+            {"path": "/a", "type": "file", "mode": 0o600, "uid": 5, "gid": 6, "size": 1,
+             "sha256": hashlib.sha256(b"x").hexdigest()},
+            {"path": "/b", "type": "whiteout"},
+            {"path": "/d", "type": "dir", "mode": 0o700, "uid": 0, "gid": 0, "opaque": True},
+        ],
+    }  # fmt: skip
+    sent = script.requests()[-1]
+    assert sent["request"] == "commit"
+    assert sent["features"] == {"redirect_dir": False, "index": False, "metacopy": False}
+    assert [[decode_entry(entry, "sent") for entry in layer] for layer in sent["layers"]] == [list(LAYERS[0])]
+    assert tuple(decode_op(op, "sent") for op in sent["ops"]) == ops
+    with pytest.raises(DriverUnavailable) as flatten:  # it did not declare flatten: it is not asked
+        layers.flatten([b"tar"])
+    assert "does not flatten" in one_line(flatten.value)
+    with pytest.raises(DriverUnavailable) as feature:
+        layers.commit(LAYERS, Features(redirect_dir=True), ops)
+    assert "redirect_dir" in one_line(feature.value)
+    assert [each["request"] for each in script.requests()] == ["hello", "commit"]
+
+
+def test_a_program_that_does_not_commit(fake: Any) -> None:
+    """Without ``calls`` the layer level is flatten alone: cowspec never asks such a program to commit."""
+    script, program = fake('if kind == "hello":\n    reply({**HELLO, "levels": ["layer"]})\n    continue')
+    layers = program.layer()
+    assert program.calls == {"flatten"} and layers.flattens and not layers.commits
+    assert committer_of(layers) is None
+    with pytest.raises(DriverUnavailable) as raised:
+        layers.commit(LAYERS, Features(), ())
+    assert "does not commit" in one_line(raised.value)
+    assert [each["request"] for each in script.requests()] == ["hello"]
+
+
+def answering(answer: str) -> str:
+    """A committing program's behaviour, its commit answered with ``answer`` (a Python expression) instead."""
+    return COMMITTING.replace(f"{{'tar': {COMMITTED_TAR!r}}}", answer).replace(f'{{"tar": {COMMITTED_TAR!r}}}', answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ['{"tar": "not base64!"}', '{"tar": 17}', '{"layer": "AAAA"}', '{"tar": "QUJ"}'],
+    ids=["bad-base64", "not-a-string", "no-tar", "bad-padding"],
+)
+def test_a_commit_reply_out_of_protocol(fake: Any, answer: str) -> None:
+    """A reply without a ``tar`` that is valid base64 is out of protocol: one line, the program killed."""
+    behaviour = answering(answer)
+    assert answer in behaviour
+    script, program = fake(behaviour)
+    with pytest.raises(DriverError) as raised:
+        program.layer().commit(LAYERS, Features(), ())
+    message = one_line(raised.value)
+    assert "out of protocol" in message and "commit" in message and len(message) < 400
+    assert_none_left(script)
+
+
+def cowspec_command(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """``cowspec ARGUMENTS`` in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "cowcheck.cli", *arguments], capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+def program_file(tmp_path: Path, behaviour: str) -> str:
+    """A fake program written to a file: the ``--driver exec:...`` that runs it."""
+    tmp_path.mkdir(exist_ok=True)
+    fake_program = Fake(tmp_path, behaviour)
+    script = tmp_path / "driver.py"
+    script.write_text(fake_program.script)
+    return f"exec:{sys.executable} {script} {fake_program.pidfile} {fake_program.logfile}"
+
+
+def test_a_committed_tar_that_does_not_decode_is_a_divergence(tmp_path: Path) -> None:
+    """[COMMIT-1] Valid base64 that is no layer tar is what the implementation committed: it diverges, in one line."""
+    garbage = base64.b64encode(b"not a tar " * 100).decode()
+    driver = program_file(tmp_path, answering(f'{{"tar": "{garbage}"}}'))
+    trace = VECTORS / "fs-planted-hidden-whiteout.json"
+    done = cowspec_command("check", "--driver", driver, str(trace))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1 and "COMMIT-1" in done.stderr and "not a layer tar" in done.stderr
+    result = json.loads(done.stdout)
+    assert result["agrees"] is False and "invalid" in result
+    found = [(each["field"], each["path"], each["rule"]) for each in result["differences"]]
+    assert found == [("commit", "/", "COMMIT-1")]
+    ran = cowspec_command("run", "--driver", driver, str(trace))
+    assert ran.returncode == 0 and json.loads(ran.stdout)["format"] == "cowspec-commit-result/1"
+
+
+def test_a_commit_in_bad_base64_ends_in_one_line(tmp_path: Path) -> None:
+    """The CLI: a reply out of protocol is the driver failing, one line and exit 3."""
+    driver = program_file(tmp_path, answering('{"tar": "%%%"}'))
+    done = cowspec_command("check", "--driver", driver, str(VECTORS / "fs-planted-hidden-whiteout.json"))
+    assert done.returncode == 3
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("cowspec: driver exec:fake failed: out of protocol")
+
+
+def test_a_commit_that_agrees_through_the_cli(tmp_path: Path) -> None:
+    """[COMMIT-1] A program that commits what the model commits agrees; a trace needs a layer level that commits."""
+    trace = VECTORS / "fs-no-layers-root-is-merged.json"
+    decoded = decode_trace(json.loads(trace.read_text()))
+    expected = model_commit(decoded)
+    assert any(entry.get("opaque") is True for entry in expected)  # the vector exercises an opaque directory
+    archive = base64.b64encode(encode_layer(commit(model_run(decoded).container))).decode()
+    done = cowspec_command(
+        "check", "--driver", program_file(tmp_path, answering(f'{{"tar": "{archive}"}}')), str(trace)
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"format": "cowspec-commit-result/1", "entries": expected, "agrees": True,
+                                       "differences": []}  # fmt: skip
+    flattening = program_file(
+        tmp_path / "x", 'if kind == "hello":\n    reply({**HELLO, "levels": ["layer"]})\n    continue'
+    )
+    refused = cowspec_command("check", "--driver", flattening, str(trace))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "does not commit" in refused.stderr
+
+
 @pytest.mark.parametrize("path", sorted(VECTORS.glob("store-*.json")), ids=lambda path: path.stem)
 def test_store_steps_are_sent_as_the_trace_wrote_them(path: Path) -> None:
     steps = decode_store_trace(json.loads(path.read_text()))
@@ -473,7 +629,50 @@ def test_the_example_driver_leaves_nothing_mounted(overlay_program: ExecProgram)
         session.close()
 
 
+@pytest.mark.kernel
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda path: path.stem)
+def test_the_example_driver_commits_as_the_model_does(overlay_program: ExecProgram, path: Path) -> None:
+    """[COMMIT-1] The example's commit (its upper directory tarred) holds what the model's commit holds."""
+    trace = decode_trace(json.loads(path.read_text()))
+    committer = committer_of(overlay_program.layer())
+    assert committer is not None
+    observed = commit_result(committer.commit(trace.layers, trace.features, trace.ops))
+    assert "entries" in observed, observed
+    assert compare_commit(model_commit(trace), observed) == []
+
+
+@pytest.mark.kernel
+def test_the_example_driver_commits_the_contracts_example(overlay_program: ExecProgram) -> None:
+    """[COMMIT-1] The contract's commit: a hardlink, a whiteout and an opaque directory, as the contract shows them."""
+    request = next(each for each in contract_documents() if each.get("request") == "commit")
+    shown = next(each for each in contract_documents() if each.get("format") == "cowspec-commit-result/1")
+    trace = decode_trace({"format": "cowspec-trace/1", "layers": request["layers"], "ops": request["ops"]})
+    archive = overlay_program.layer().commit(trace.layers, trace.features, trace.ops)
+    assert commit_result(archive) == shown
+
+
+@pytest.mark.kernel
+def test_a_planted_commit_bug_is_caught(kernel: KernelOverlay) -> None:
+    """[COMMIT-1] ``--bug=commit-drops-opaque``: ``cowspec check`` on the layer level diverges, naming COMMIT-1."""
+    trace = str(VECTORS / "fs-no-layers-root-is-merged.json")
+    example = f"exec:{sys.executable} {EXAMPLE} --levels=layer"
+    planted = cowspec_command("check", "--driver", f"{example} --bug=commit-drops-opaque", trace)
+    assert planted.returncode == 1, planted.stderr
+    assert planted.stderr.count("\n") == 1 and "[COMMIT-1]" in planted.stderr and "opaque" in planted.stderr
+    found = json.loads(planted.stdout)["differences"]
+    assert [(each["field"], each["rule"], each.get("attribute")) for each in found] == [
+        ("commit", "COMMIT-1", "opaque")
+    ]
+    correct = cowspec_command("check", "--driver", example, trace)
+    assert correct.returncode == 0, correct.stderr
+    assert json.loads(correct.stdout)["agrees"] is True
+
+
 # -- the contract ------------------------------------------------------------------------
+
+
+def contract_documents() -> list[dict[str, Any]]:
+    return [json.loads(block) for block in json_blocks()]
 
 
 def json_blocks() -> list[str]:
@@ -493,7 +692,23 @@ def test_the_contract_shows_what_the_model_says() -> None:
     assert observed == {key: expected[key] for key in ("merged", "upper", "sizes")}
     steps = next(each for each in documents if each.get("request") == "run")["steps"]
     store = decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps})
-    assert next(each for each in documents if "format" in each) == run_store_model(store)
+    shown = next(each for each in documents if each.get("format") == "cowspec-store-trace-result/1")
+    assert shown == run_store_model(store)
+
+
+def test_the_contracts_commit_is_what_the_model_commits() -> None:
+    """[COMMIT-1] The entries the contract shows for its commit request are the model's commit of it."""
+    documents = contract_documents()
+    request = next(each for each in documents if each.get("request") == "commit")
+    shown = next(each for each in documents if each.get("format") == "cowspec-commit-result/1")
+    trace = {"format": "cowspec-trace/1", "features": request["features"], "layers": request["layers"],
+             "ops": request["ops"]}  # fmt: skip
+    assert shown["entries"] == model_commit(decode_trace(trace))
+    assert {entry["type"] for entry in shown["entries"]} >= {"hardlink", "whiteout", "dir", "file"}
+    reply = next(each for each in documents if "tar" in each)
+    assert base64.b64decode(reply["tar"], validate=True)
+    hello = next(each for each in documents if "calls" in each)
+    assert "commit" in hello["calls"] and "layer" in hello["levels"]
 
 
 def test_every_example_of_the_contract_is_valid() -> None:
@@ -509,6 +724,13 @@ def test_every_example_of_the_contract_is_valid() -> None:
                     decode_entry(entry, "contract")
         if document.get("request") == "perform":
             decode_op(document["op"], "contract")
+        if document.get("request") == "commit":
+            for layer in document["layers"]:
+                for entry in layer:
+                    decode_entry(entry, "contract")
+            for each in document["ops"]:
+                decode_op(each, "contract")
+            assert set(document["features"]) == {"redirect_dir", "index", "metacopy"}
         if document.get("request") == "run":
             for step in document["steps"]:
                 decode_step(step, "contract")

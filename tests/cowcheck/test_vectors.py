@@ -30,11 +30,17 @@ from cowcheck.vectors import (
     verify_set,
 )  # fmt: skip
 from cowspec.errors import SpecError
+from cowspec.formats.oracle import model_run
 from cowspec.formats.store_trace import run_store_model
-from cowspec.formats.trace import build_layers, decode_trace
+from cowspec.formats.trace import Trace, build_layers, decode_trace
+from cowspec.fs.build import LayerEntry
+from cowspec.fs.calls import Op
+from cowspec.fs.features import Features
 from cowspec.fs.observe import Entry
 from cowspec.fs.operations import allowed
 from cowspec.fs.stack import new_container
+from cowspec.oci.commit import commit
+from cowspec.oci.layer_tar import LayerTar, encode_layer
 from cowspec.store.steps import Step
 from tests.cowcheck.test_machine import LyingDriver
 
@@ -385,3 +391,44 @@ def test_a_trace_needing_an_unsupported_feature_is_skipped() -> None:
     lines = list(verify_set(files, manifest, {"filesystem": Unused}, [f"fs/{name}" for name in needing], frozenset()))
     assert len(needing) >= 4 and [line["vector"] for line in lines] == [f"fs/{name}" for name in needing]
     assert all(line["skipped"] == "needs redirect_dir, not supported" for line in lines)
+
+
+# -- commits at the layer level ---------------------------------------------------
+
+
+class ModelCommitter:
+    """The model's commit as a layer driver that commits and does not flatten; ``drop_opaque`` plants a bug."""
+
+    name = "model-commit"
+    flattens = False
+
+    def __init__(self, drop_opaque: bool = False) -> None:
+        self.drop_opaque = drop_opaque
+        self.committed = 0
+
+    def commit(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features, ops: tuple[Op, ...]) -> bytes:
+        self.committed += 1
+        layer = commit(model_run(Trace(features, layers, ops)).container)
+        if self.drop_opaque:
+            layer = LayerTar(layer.entries, layer.whiteouts, frozenset())
+        return encode_layer(layer)
+
+    def flatten(self, archives: list[bytes]) -> Answer:
+        raise AssertionError("a driver that does not flatten is not asked to")
+
+
+def test_a_layer_driver_that_commits_runs_the_filesystem_vectors_as_commits() -> None:
+    """[COMMIT-1] Each accepted fs vector is committed and compared; no layer vector runs; a lost marker is found."""
+    files = build_set(load_sources())
+    manifest, _ = check_manifest(files)
+    accepted = [name for name in fs_names() if not name.startswith("rejected-")]
+    driver = ModelCommitter()
+    lines = list(verify_set(files, manifest, {"layer": lambda: driver}))
+    assert [line["vector"] for line in lines] == [f"fs/{name}" for name in accepted]
+    assert driver.committed == len(accepted) > 50
+    assert all(line["commit"] is True and line["agrees"] for line in lines)
+    planted = list(verify_set(files, manifest, {"layer": lambda: ModelCommitter(drop_opaque=True)}))
+    diverging = [line for line in planted if not line["agrees"]]
+    assert diverging and len(diverging) < len(planted)
+    for line in diverging:
+        assert all("opaque" in each and each.endswith("[COMMIT-1]") for each in cast(list[str], line["differences"]))

@@ -1,6 +1,7 @@
 """Chapter 13: commit, in the model and against a real ``docker commit``."""
 
 import base64
+import hashlib
 import io
 import os
 import shutil
@@ -16,9 +17,9 @@ from cowspec.formats.oracle import run_model
 from cowspec.formats.trace import decode_trace
 from cowspec.fs.paths import ROOT
 from cowspec.fs.stack import Container
-from cowspec.oci.commit import commit
+from cowspec.oci.commit import commit, commit_entries
 from cowspec.oci.diff import docker_diff
-from cowspec.oci.layer_tar import LayerTar
+from cowspec.oci.layer_tar import LayerTar, decode_layer, encode_layer
 from tests.support import d, f, op
 
 BASE = [
@@ -87,6 +88,53 @@ def test_commit_archives_the_writable_layer() -> None:
         "/data/new/hard",
         "/data/new/sym",
     }
+
+
+def test_commit_entries_are_the_writable_layer_in_the_upper_shape() -> None:
+    """[COMMIT-1] The model's commit as JSON: ``upper``'s shape, one file per inode and hardlinks to it."""
+    entries = commit_entries(model_commit())
+    by_path = {(each["path"], each["type"]): each for each in entries}
+    assert [each["path"] for each in entries] == sorted(str(each["path"]) for each in entries)
+    assert by_path["/data/new/hard", "hardlink"] == {"path": "/data/new/hard", "type": "hardlink",
+                                                     "target": "/data/keep/a"}  # fmt: skip
+    assert by_path["/data/keep/c", "whiteout"] == {"path": "/data/keep/c", "type": "whiteout"}
+    assert by_path["/data/gone", "dir"]["opaque"] is True and by_path["/data/keep", "dir"]["opaque"] is False
+    assert by_path["/data/new", "dir"] == {"path": "/data/new", "type": "dir", "mode": 0o750, "uid": 7, "gid": 8,
+                                           "opaque": False}  # fmt: skip
+    assert by_path["/data/new/sym", "symlink"] == {"path": "/data/new/sym", "type": "symlink", "uid": 0, "gid": 0,
+                                                   "target": "../keep/a"}  # fmt: skip
+    appended = by_path["/data/keep/a", "file"]
+    assert (appended["size"], appended["sha256"]) == (5, hashlib.sha256(b"one\nx").hexdigest())
+    assert "mtime" not in appended and "nlink" not in appended
+    # The same layer written as a tar and read back gives the same entries.
+    assert commit_entries(decode_layer(encode_layer(model_commit()))) == entries
+
+
+def test_commit_entries_of_a_real_tar() -> None:
+    """[COMMIT-1] A tar as Docker writes one: markers become whiteouts and opaque flags; devices keep their type."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, data in [("d", tarfile.DIRTYPE, b""), ("d/.wh..wh..opq", tarfile.REGTYPE, b""),
+                                 ("d/f", tarfile.REGTYPE, b"hi"), ("d/.wh.gone", tarfile.REGTYPE, b""),
+                                 ("d/g", tarfile.LNKTYPE, b""), ("e/.wh..wh..opq", tarfile.REGTYPE, b""),
+                                 ("dev", tarfile.CHRTYPE, b"")]:  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mtime, info.uid = kind, len(data), 12345, 3
+            info.mode = 0o700 if kind == tarfile.DIRTYPE else 0o640
+            if kind == tarfile.LNKTYPE:
+                info.linkname = "d/f"
+            if kind == tarfile.CHRTYPE:
+                info.devmajor, info.devminor = 1, 3
+            tar.addfile(info, io.BytesIO(data))
+    assert commit_entries(decode_layer(buffer.getvalue())) == [
+        {"path": "/d", "type": "dir", "mode": 0o700, "uid": 3, "gid": 0, "opaque": True},
+        {"path": "/d/f", "type": "file", "mode": 0o640, "uid": 3, "gid": 0, "size": 2,
+         "sha256": hashlib.sha256(b"hi").hexdigest()},
+        {"path": "/d/g", "type": "hardlink", "target": "/d/f"},
+        {"path": "/d/gone", "type": "whiteout"},
+        {"path": "/dev", "type": "char", "mode": 0o640, "uid": 3, "gid": 0, "device": [1, 3]},
+        {"path": "/e", "type": "dir", "opaque": True},
+    ]  # fmt: skip
 
 
 def test_commit_equals_docker_commit(tmp_path: Path) -> None:

@@ -10,14 +10,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError, emit, say
-from cowcheck.compare import compare_run, compare_store
+from cowcheck.compare import (
+    COMMIT_RESULT_FORMAT,
+    commit_result,
+    compare_commit,
+    compare_run,
+    compare_store,
+    model_commit,
+)
 from cowcheck.drivers import registry
+from cowcheck.drivers.protocol import committer_of
 from cowcheck.drivers.runner import run_real
 from cowcheck.report import ReportedDivergence, RuleTally
 from cowspec.errors import SpecError
 from cowspec.formats.oracle import model_run, observed_results, oracle
 from cowspec.formats.store_trace import STORE_TRACE_FORMAT, decode_store_trace, run_store_model
-from cowspec.formats.trace import Trace, decode_trace, encode_trace
+from cowspec.formats.trace import Trace, build_layers, decode_trace, encode_trace
 from cowspec.fs.observe import Entry
 from cowspec.store.steps import Step
 
@@ -97,9 +105,15 @@ def run_any(arguments: argparse.Namespace, trace: AnyTrace) -> Entry:
             )
         return registry.store_driver(arguments.driver).run(trace.steps)
     if "filesystem" not in _levels(arguments):
+        committer = committer_of(registry.layer_driver(arguments.driver)) if "layer" in _levels(arguments) else None
+        if committer is not None:
+            # A layer driver that commits runs the trace's ops and answers the layer it commits [COMMIT-1].
+            build_layers(trace)  # a malformed trace is refused by the model before the driver sees it
+            return commit_result(committer.commit(trace.layers, trace.features, trace.ops))
         raise UsageError(
-            f"a trace (cowspec-trace/1) needs a filesystem driver; --driver {arguments.driver} serves the"
-            f" {' and '.join(_levels(arguments))} level"
+            f"a trace (cowspec-trace/1) needs a filesystem driver or a layer driver that commits; --driver"
+            f" {arguments.driver} serves the {' and '.join(_levels(arguments))} level"
+            + (" and does not commit" if "layer" in _levels(arguments) else "")
         )
     return run_real(registry.filesystem_driver(arguments.driver), trace)
 
@@ -144,6 +158,16 @@ def command_check(arguments: argparse.Namespace) -> int:
         if isinstance(trace, StoreTrace):
             differences = compare_store(run_store_model(trace.steps), observed)
             document: Entry | None = None
+        elif observed.get("format") == COMMIT_RESULT_FORMAT:
+            # A commit is compared with the model's commit after the same ops, each op's first outcome taken.
+            run = model_run(trace, (), arguments.conformance)
+            differences = compare_commit(
+                model_commit(trace), observed, conformance=arguments.conformance, relaxed=tally.relaxed
+            )
+            tally.record_all(run.taken)
+            tally.exercised["COMMIT-1"] += 1
+            counted["ops"] += len(trace.ops)
+            document = encode_trace(trace)
         else:
             # The model follows the real run wherever the spec allows what it did [TRACE-5].
             run = model_run(trace, observed_results(observed), arguments.conformance)

@@ -3,7 +3,8 @@
 ``--driver exec:COMMAND ARGS...`` starts COMMAND once and asks it, one JSON
 object per line, what a built-in driver would be asked: to open a session
 over layers and perform ops in it (filesystem level), to flatten layer tars
-(layer level), or to run a store trace (store level).
+or commit a container after some ops (layer level, as its hello's ``calls``
+declare), or to run a store trace (store level).
 ``docs/formats/driver-protocol.md`` is the contract; this module is
 cowspec's side of it.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import binascii
 import contextlib
 import ctypes
 import ctypes.util
@@ -51,6 +53,10 @@ from cowspec.store.steps import (
 
 PROTOCOL = "cowspec-driver/1"
 LEVELS = ("filesystem", "layer", "store")
+LAYER_CALLS = ("flatten", "commit")
+"""The requests of the layer level; a program's hello lists those it answers in ``calls``."""
+DEFAULT_CALLS = ("flatten",)
+"""What a layer-level program answers when its hello has no ``calls``."""
 DEFAULT_TIMEOUT = 60.0
 HELLO_TIMEOUT = 30.0
 TIMEOUT_VARIABLE = "COWSPEC_DRIVER_TIMEOUT"
@@ -165,6 +171,11 @@ class ExecProgram:
         return cast(frozenset[str], self._hello()["features"])
 
     @property
+    def calls(self) -> frozenset[str]:
+        """The layer level's requests the program answers: ``flatten``, and ``commit`` if it declared it."""
+        return cast(frozenset[str], self._hello()["calls"])
+
+    @property
     def version(self) -> str | None:
         """The program's own version, if it gave one."""
         version = self._hello().get("version")
@@ -272,11 +283,20 @@ class ExecProgram:
             self.out_of_protocol("hello", reply, '"levels" is not a list of names')
         if not isinstance(features, list) or not all(isinstance(each, str) for each in features):
             self.out_of_protocol("hello", reply, '"features" is not a list of names')
+        calls = reply.get("calls", list(DEFAULT_CALLS))
+        if not isinstance(calls, list) or not all(isinstance(each, str) for each in calls):
+            self.out_of_protocol("hello", reply, '"calls" is not a list of names')
         # Names a later protocol may add are ignored; at least one level must be one cowspec knows.
         known_levels = frozenset(levels) & frozenset(LEVELS)
         if not known_levels:
             self.out_of_protocol("hello", reply, f"no level of {', '.join(LEVELS)}")
-        return {**reply, "name": name, "levels": known_levels, "features": frozenset(features) & frozenset(KNOWN)}
+        return {
+            **reply,
+            "name": name,
+            "levels": known_levels,
+            "features": frozenset(features) & frozenset(KNOWN),
+            "calls": frozenset(calls) & frozenset(LAYER_CALLS),
+        }
 
     def close(self) -> None:
         """Say goodbye, close its input, give it a moment to exit, then kill its process group."""
@@ -556,19 +576,65 @@ class ExecFilesystem:
 
 
 class ExecLayers:
-    """The layer level of a driver program (a ``LayerDriver``)."""
+    """The layer level of a driver program (a ``LayerDriver``, and a ``Committer`` if it declared ``commit``)."""
 
     def __init__(self, program: ExecProgram) -> None:
         self.program = program
         self.name = f"exec:{program.name}"
+        self.commits = "commit" in program.calls
+        self.flattens = "flatten" in program.calls
+        self.features = program.features
 
     def flatten(self, archives: list[bytes]) -> Answer:
-        """The root filesystem the program makes of ``archives`` (bottom first), or its refusal."""
+        """The root filesystem the program makes of ``archives`` (bottom first), or its refusal.
+
+        A program whose hello declared ``calls`` without ``flatten`` is not asked (``DriverUnavailable``).
+        """
+        if not self.flattens:
+            raise DriverUnavailable(
+                f"{self.name} does not flatten (its hello declares the layer level's calls: "
+                f"{', '.join(sorted(self.program.calls)) or 'none'})"
+            )
         layers = [base64.b64encode(archive).decode() for archive in archives]
         reply = self.program.ask({"request": "flatten", "layers": layers})
         if "refused" in reply:
             return Refused(_one_line(str(reply["refused"])))
         return _entries(reply, "entries", self.program, "flatten")
+
+    def commit(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features, ops: tuple[Op, ...]) -> bytes:
+        """The layer tar the program's commit of a container over ``layers`` gives after ``ops`` [COMMIT-1].
+
+        A program whose hello did not declare ``commit`` is not asked
+        (``DriverUnavailable``), nor is one asked for a feature it did not
+        declare. A reply without a ``tar`` that is valid base64 is out of
+        protocol. The bytes are not judged here: a tar that does not decode
+        is the implementation's divergence, found by the comparison.
+        """
+        if not self.commits:
+            raise DriverUnavailable(
+                f"{self.name} does not commit (its hello declares the layer level's calls: "
+                f"{', '.join(sorted(self.program.calls)) or 'none'})"
+            )
+        missing = [name for name in features.enabled() if name not in self.features]
+        if missing:
+            declared = ", ".join(sorted(self.features)) or "none"
+            raise DriverUnavailable(
+                f"{self.name} does not support the overlay feature {missing[0]} (it declares: {declared})"
+            )
+        request: Entry = {
+            "request": "commit",
+            "features": {name: getattr(features, name) for name in KNOWN},
+            "layers": [[encode_entry(entry) for entry in layer] for layer in layers],
+            "ops": [encode_op(op) for op in ops],
+        }
+        reply = self.program.ask(request)
+        text = reply.get("tar")
+        if not isinstance(text, str):
+            self.program.out_of_protocol("commit", reply, 'without a "tar" string')
+        try:
+            return base64.b64decode(text, validate=True)
+        except (ValueError, binascii.Error):
+            self.program.out_of_protocol("commit", reply, '"tar" is not valid base64')
 
 
 class ExecStore:

@@ -6,7 +6,8 @@
   JSON shape of the trace result, so the harness compares real and model
   results without knowing which implementation ran them.
 - Level 2, ``LayerDriver``: a tool that turns a stack of layer tars into a
-  root filesystem, or refuses the image.
+  root filesystem, or refuses the image; a ``Committer`` also runs ops in a
+  container over a stack of layers and commits it to a layer tar.
 - Level 3, ``StoreDriver``: an engine that runs a store trace's steps and
   reports every figure in the shape of the store trace result.
 """
@@ -14,7 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:  # the CLI imports this module for its errors alone, and starts fast
     from cowspec.fs.build import LayerEntry
@@ -89,3 +90,28 @@ class StoreDriver(Protocol):
 
     def run(self, steps: tuple[Step, ...]) -> Entry:
         """The store trace result the engine gives for ``steps``, every figure included."""
+
+
+class Committer(Protocol):
+    """A layer-level implementation that commits containers (level 2, COMMIT-1)."""
+
+    name: str
+
+    def commit(self, layers: tuple[tuple[LayerEntry, ...], ...], features: Features, ops: tuple[Op, ...]) -> bytes:
+        """The uncompressed layer tar a commit gives of a container over ``layers`` (bottom first) after ``ops``.
+
+        Ops that fail are part of the run as they are in a trace; only the
+        committed layer is returned.
+        """
+
+
+def committer_of(driver: object) -> Committer | None:
+    """``driver`` as a ``Committer`` if it commits, else None.
+
+    A driver commits when it has a ``commit`` method and does not say
+    otherwise in a ``commits`` attribute (an exec program's layer level
+    says whether its handshake declared the ``commit`` request).
+    """
+    if not callable(getattr(driver, "commit", None)) or getattr(driver, "commits", True) is False:
+        return None
+    return cast(Committer, driver)
