@@ -48,8 +48,7 @@ from hypothesis.errors import HypothesisException
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
-from cowcheck.cli.output import EXIT_DIVERGED, UsageError
-from cowcheck.cli.trace_commands import write_report
+from cowcheck.cli.output import EXIT_DIVERGED, UsageError, write_report
 from cowcheck.compare import Difference
 from cowcheck.drivers.cleanup import die_with_parent
 from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable

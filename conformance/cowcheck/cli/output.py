@@ -41,3 +41,12 @@ def emit(document: object) -> None:
     """Print one JSON document on one line."""
     sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
     sys.stdout.flush()
+
+
+def write_report(path: str, text: str) -> None:
+    """Write a report file, or say in one line why it cannot be written (exit 2)."""
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise UsageError(f"--report {path}: cannot write ({error.strerror})") from None

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError, emit, say
+from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError, emit, say, write_report
 from cowcheck.compare import (
     COMMIT_RESULT_FORMAT,
     commit_result,
@@ -207,12 +207,3 @@ def command_check(arguments: argparse.Namespace) -> int:
         for path in arguments.report:
             write_report(path, render(report, path))
     return status
-
-
-def write_report(path: str, text: str) -> None:
-    """Write a report file, or say in one line why it cannot be written (exit 2)."""
-    try:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except OSError as error:
-        raise UsageError(f"--report {path}: cannot write ({error.strerror})") from None
