@@ -324,6 +324,8 @@ class CowspecTests:
         for directory, level in SET_LEVELS.items():
             if level not in plan.levels():
                 continue
+            if level == "layer" and not _flattens(plan):
+                continue  # a layer driver that only commits (cowspec-driver/1 "calls"): no image to flatten
             for name in found.names[directory]:
                 if directory == "fs" and _rejected(found, name):
                     continue  # the spec rejects the trace: cowspec refuses it before any driver sees it
@@ -332,6 +334,18 @@ class CowspecTests:
 
     def machine_tests(self, group: Group) -> list[pytest.Item | pytest.Collector]:
         return [MachineTest.from_parent(group, name="filesystem", plan=self.plan)]
+
+
+def _flattens(plan: Plan) -> bool:
+    """Whether the driver's layer level flattens: an exec program may declare that it commits alone."""
+    registered = plan.registered
+    if registered is None:
+        return True
+    try:
+        made = registered.make("layer")
+    except Exception:  # a driver that cannot be made here: its tests say why when they run
+        return True
+    return getattr(made, "flattens", True) is not False
 
 
 def _rejected(found: VectorSet, name: str) -> bool:

@@ -44,6 +44,25 @@ def command_export(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _served(drivers: dict[str, Callable[[], object]], levels: dict[str, str]) -> list[str]:
+    """The set's directories the driver runs: each of its levels', and ``fs`` too (as commits) when its layer
+    level commits; ``layer`` only when it flattens (an exec program may declare that it commits alone)."""
+    from cowcheck.drivers.protocol import committer_of
+
+    layer = drivers["layer"]() if "layer" in drivers else None
+    served = []
+    for directory, level in levels.items():
+        if level == "layer":
+            runs = layer is not None and getattr(layer, "flattens", True) is not False
+        elif level == "filesystem":
+            runs = "filesystem" in drivers or (layer is not None and committer_of(layer) is not None)
+        else:
+            runs = level in drivers
+        if runs:
+            served.append(directory)
+    return served
+
+
 def command_verify(arguments: argparse.Namespace) -> int:
     from cowcheck.vectors import LEVEL_OF_DIRECTORY, check_manifest, chosen, read_set, verify_set
 
@@ -59,7 +78,7 @@ def command_verify(arguments: argparse.Namespace) -> int:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UsageError(f"{directory}: the set is not intact: {problems[0]}{more}")
     drivers = _resolve(arguments.driver)
-    served = [each for each, level in LEVEL_OF_DIRECTORY.items() if level in drivers]
+    served = _served(drivers, LEVEL_OF_DIRECTORY)
     try:
         if not any(chosen(manifest, each, arguments.only) for each in served):
             levels = " and ".join(drivers) or "no level"
