@@ -165,3 +165,14 @@ def test_not_root_is_one_line_and_exit_3(tmp_path: Path) -> None:
         done.stderr
         == "cowspec: driver kernel-overlay cannot run here: the kernel overlay driver needs root (mount -t overlay)\n"
     )
+
+
+def test_oracle_commit_is_the_committed_layer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[COMMIT-1] ``oracle --commit``: the layer a commit gives (the new file and the parent copied up for it)."""
+    path = write(tmp_path, "t.json", TRACE)
+    assert main(["oracle", "--commit", path]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["format"] == "cowspec-commit-result/1"
+    by_path = {entry["path"]: entry for entry in result["entries"]}
+    assert set(by_path) == {"/etc", "/etc/motd"}
+    assert by_path["/etc/motd"]["size"] == 3 and by_path["/etc"]["type"] == "dir"

@@ -187,6 +187,12 @@ def parser() -> argparse.ArgumentParser:
     trace_help = "a trace file (cowspec-trace/1 or cowspec-store-trace/1); - for standard input"
     sub = command("oracle", "what the reference model says a trace must give")
     sub.add_argument("traces", nargs="+", metavar="TRACE.json", help=trace_help)
+    sub.add_argument(
+        "--commit",
+        action="store_true",
+        help="the layer a commit of the container gives after the ops (cowspec-commit-result/1), as a layer"
+        " driver that commits must give it",
+    )
     sub.set_defaults(handler=command_oracle, driver="")
     sub = command("run", "run traces on a real implementation")
     sub.add_argument("--driver", required=True, metavar="DRIVER", help=DRIVER_HELP)

@@ -90,6 +90,10 @@ def command_oracle(arguments: argparse.Namespace) -> int:
     def answer(_name: str, trace: AnyTrace) -> tuple[Entry, int]:
         if isinstance(trace, StoreTrace):
             return run_store_model(trace.steps), 0
+        if arguments.commit:
+            from cowcheck.compare import COMMIT_RESULT_FORMAT, model_commit
+
+            return {"format": COMMIT_RESULT_FORMAT, "entries": model_commit(trace)}, 0
         return oracle(trace), 0
 
     return for_each_trace(arguments.traces, answer)
