@@ -120,7 +120,8 @@ def test_level_mismatch_is_named(tmp_path: Path) -> None:
     done = cowspec(["check", "--driver", "my-unpacker", str(trace)], installed_package(tmp_path))
     assert done.returncode == 2
     assert done.stderr == (
-        "cowspec: a trace (cowspec-trace/1) needs a filesystem driver; --driver my-unpacker serves the layer level\n"
+        "cowspec: a trace (cowspec-trace/1) needs a filesystem driver or a layer driver that commits;"
+        " --driver my-unpacker serves the layer level and does not commit\n"
     )
 
 
