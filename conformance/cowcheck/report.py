@@ -22,14 +22,18 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cowcheck.compare import Difference
+from cowspec import __version__
 from cowspec.fs.conformance import Conformance
 from cowspec.fs.operations import Transition
 
 RULE_HEADING = re.compile(r"^#{2,4} ([A-Z]+-\d+): (.*)$")
 RULE_ID = re.compile(r"^([A-Z]+)-(\d+)$")
+FILESYSTEM_CHAPTERS_END = "11"
+"""Chapters 01 to 10 state the filesystem level (their files sort below ``11-``)."""
 REPORT_FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
 
 
@@ -115,6 +119,8 @@ class RunReport:
     results: Mapping[str, int] = field(default_factory=dict)
     tally: RuleTally = field(default_factory=RuleTally)
     divergences: tuple[ReportedDivergence, ...] = ()
+    started: str = ""
+    """When the run started, as an ISO 8601 UTC time (``started_now()``); empty if not said."""
 
     @property
     def agrees(self) -> bool:
@@ -124,6 +130,8 @@ class RunReport:
     def to_json(self) -> dict[str, object]:
         """The report as a JSON object."""
         return {
+            "cowspec": __version__,
+            "started": self.started,
             "driver": self.driver,
             "conformance": self.conformance,
             "kernel": self.kernel,
@@ -145,6 +153,11 @@ class RunReport:
                 for each in self.divergences
             ],
         }
+
+
+def started_now() -> str:
+    """The time now, as a report's ``started`` says it (UTC, to the second)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- the spec's rules ----------------------------------------------------------------------
@@ -225,6 +238,11 @@ def rule_rows(report: RunReport, known: Mapping[str, SpecRule]) -> dict[str, Rul
     tally = report.tally
     counted = tally.rules()
     chapters = {known[rule].chapter for rule in counted if rule in known}
+    if any(chapter < FILESYSTEM_CHAPTERS_END for chapter in chapters):
+        # A run at the filesystem level is held to every rule of its chapters and of the profiles, those it
+        # never reached included: a reviewer sees what the run did not exercise.
+        chapters |= {each.chapter for each in known.values() if each.chapter < FILESYSTEM_CHAPTERS_END}
+        chapters |= {each.chapter for each in known.values() if each.rule.startswith("CONFORM-")}
     shown = counted | {rule for rule, each in known.items() if each.chapter in chapters}
     rows: dict[str, RuleRow] = {}
     for rule in sorted(shown, key=lambda each: rule_order(each, known)):
@@ -267,6 +285,7 @@ def _summary(report: RunReport) -> list[tuple[str, str]]:
     relaxed = sum(report.tally.relaxed.values())
     return [
         ("verdict", "agrees" if report.agrees else f"{len(report.divergences)} divergence(s)"),
+        ("cowspec", f"{__version__}" + (f", run {report.started}" if report.started else "")),
         ("driver", report.driver),
         ("conformance", report.conformance),
         ("kernel", report.kernel or "-"),

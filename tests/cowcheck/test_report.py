@@ -82,6 +82,9 @@ def test_rows_follow_the_spec_and_show_what_was_not_exercised() -> None:
     assert rows["WHITEOUT-2"].status == "broken" and rows["UNLINK-1"].status == "held"
     assert rows["RENAME-3"].status == "not exercised"  # chapter 6 was touched
     assert "TAR-1" not in rows  # chapter 11 was not
+    # A filesystem-level run is shown every rule of chapters 1 to 10 and of the profiles, reached or not.
+    assert {"ENTRY-1", "SIZE-2", "OBSERVE-1", "CONFORM-2"} <= set(rows)
+    assert rows["ENTRY-1"].status in ("held", "not exercised")
     assert report.to_json()["rules"]["WHITEOUT-2"] == {  # type: ignore[index]
         "exercised": 1,
         "broken": 1,
@@ -103,6 +106,17 @@ def test_markdown_has_the_summary_the_table_and_each_divergence_with_its_rule_te
     assert '  {"op": "unlink", "path": "/d/a"},' in trace_text
     spec_text = spec_rules(default_spec_dir())["WHITEOUT-2"].text
     assert "> " + spec_text.splitlines()[0] in text
+
+
+def test_the_report_names_the_cowspec_version_and_when_it_ran() -> None:
+    """A report read later says which cowspec wrote it and when the run started."""
+    from cowcheck.report import started_now
+    from cowspec import __version__
+
+    report = RunReport(driver="kernel-overlay", started=started_now())
+    text = render_markdown(report)
+    assert f"| cowspec | {__version__}, run {report.started} |" in text
+    assert report.to_json()["cowspec"] == __version__ and str(report.to_json()["started"]).endswith("Z")
 
 
 def test_an_agreeing_run_says_so() -> None:

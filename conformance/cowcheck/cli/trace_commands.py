@@ -21,7 +21,7 @@ from cowcheck.compare import (
 from cowcheck.drivers import registry
 from cowcheck.drivers.protocol import committer_of
 from cowcheck.drivers.runner import run_real
-from cowcheck.report import ReportedDivergence, RuleTally
+from cowcheck.report import ReportedDivergence, RuleTally, started_now
 from cowspec.errors import SpecError
 from cowspec.formats.oracle import model_run, observed_results, oracle
 from cowspec.formats.store_trace import STORE_TRACE_FORMAT, decode_store_trace, run_store_model
@@ -156,6 +156,7 @@ def command_check(arguments: argparse.Namespace) -> int:
     counted = {"traces": 0, "ops": 0}
     results: Counter[str] = Counter()
     started = time.monotonic()
+    started_at = started_now()
 
     def check_one(name: str, trace: AnyTrace) -> tuple[Entry, int]:
         observed = run_any(arguments, trace)
@@ -207,6 +208,7 @@ def command_check(arguments: argparse.Namespace) -> int:
             seconds=time.monotonic() - started,
             tally=tally,
             divergences=tuple(found),
+            started=started_at,
         )
         for path in arguments.report:
             write_report(path, render(report, path))
