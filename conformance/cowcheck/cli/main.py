@@ -208,7 +208,8 @@ def parser() -> argparse.ArgumentParser:
         "--profile",
         choices=PROFILES,
         default=DEFAULT_PROFILE,
-        help="budget of generated cases: quick (about a minute on two cores), ci (deeper, derandomized, the same"
+        help="budget of generated cases: quick (1,000 examples: under a minute on one worker, about half that with"
+        " --workers 2), ci (deeper, derandomized, the same"
         " cases on every machine), nightly (longer, fresh randomness), dev (a few seconds)"
         f" (default {DEFAULT_PROFILE})",
     )
