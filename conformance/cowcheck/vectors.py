@@ -26,26 +26,30 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
-from cowcheck.compare import (
-    commit_result,
-    compare_commit,
-    difference_lines,
-    model_commit,
-    result_differences,
-    store_differences,
+from cowcheck.compare import Difference, commit_result, compare_commit, compare_run, compare_store, model_commit
+from cowcheck.drivers.protocol import (
+    Answer,
+    Committer,
+    Driver,
+    DriverError,
+    DriverUnavailable,
+    LayerDriver,
+    Refused,
+    StoreDriver,
+    committer_of,
 )
-from cowcheck.drivers.protocol import Answer, Committer, Driver, LayerDriver, Refused, StoreDriver, committer_of
 from cowcheck.drivers.runner import run_real
-from cowcheck.matrix import CASES, Member, compare
+from cowcheck.matrix import CASES, Member
 from cowspec.errors import SpecError
-from cowspec.formats.oracle import oracle, oracle_following
+from cowspec.formats.oracle import model_run, observed_results, oracle
 from cowspec.formats.store_trace import decode_store_trace, run_store_model
 from cowspec.formats.trace import build_layers, decode_trace
 from cowspec.fs.observe import Entry
@@ -455,6 +459,11 @@ def check_manifest(files: Mapping[str, bytes]) -> tuple[dict[str, object], list[
 LEVEL_OF_DIRECTORY = {"fs": "filesystem", "layer": "layer", "store": "store"}
 """The driver level (``cowcheck.drivers.registry``) whose drivers run each directory of the set."""
 
+Result = TypeVar("Result")
+
+RULE_NAMED = re.compile(r"\b(?:APPLY|TAR)-\d+\b")
+"""A rule of chapters 11 and 12 as a layer case's ``about`` names it."""
+
 
 def _document(files: Mapping[str, bytes], path: str) -> object:
     try:
@@ -465,49 +474,138 @@ def _document(files: Mapping[str, bytes], path: str) -> object:
         raise SpecError(f"{path}: not JSON ({error})") from None
 
 
-def _holds_a_set(results: object) -> bool:
-    return isinstance(results, list) and any(isinstance(each, dict) and "any_of" in each for each in results)
+def _same_json(value: object, document: object) -> bool:
+    """Whether ``value`` written as the set writes it is ``document`` (tuples and lists alike)."""
+    return bool(json.loads(encode_json(value)) == document)
 
 
-def verify_fs(files: Mapping[str, bytes], name: str, driver: Driver) -> list[str]:
-    """The differences between ``driver``'s result for vector ``fs/NAME`` and the set's expected result.
+def manifest_digest(files: Mapping[str, bytes]) -> str:
+    """The SHA-256 of the set's ``MANIFEST.json``: one figure a user can compare with a release's."""
+    return sha256(files[MANIFEST])
 
-    A vector the spec rejects is not run: it agrees when cowspec still
-    rejects it. Where the expected result allows several outcomes for an
-    op, the model goes on from the one the driver gave [TRACE-5], so the
-    trees are compared with those the spec allows after that run.
+
+def check_answers(files: Mapping[str, bytes], manifest: Mapping[str, object]) -> list[str]:
+    """One line per way the set was not made by this cowspec: its version, then each answer the model does not give.
+
+    The manifest's digests only show that the files agree with each other:
+    whoever changes an answer can change its digest too. So the set is held
+    to this cowspec's own model: every expected answer must be the one the
+    model gives for the vector's input (the oracle for ``fs/``, the
+    flatten for ``layer/``, the store model for ``store/``). Commits have no
+    answer in the set; they are always compared with the model.
     """
-    document = _document(files, f"fs/{name}.trace.json")
-    expected = _document(files, f"fs/{name}.result.json")
-    if not isinstance(expected, dict):
-        raise SpecError(f"fs/{name}.result.json: not a result document")
+    release = set_version()
+    problems: list[str] = []
+    written = files.get("VERSION", b"").decode("utf-8", "replace").strip()
+    if manifest.get("version") != release or written != release:
+        problems.append(
+            f"the set is version {manifest.get('version')} (VERSION {written or 'missing'}), this cowspec is {release}:"
+            " export the set with this cowspec or verify with the cowspec that made it"
+        )
+        return problems
+    answers = {"fs": "result.json", "layer": "rootfs.json", "store": "result.json"}
+    for directory, suffix in answers.items():
+        for name in chosen(manifest, directory, ()):
+            if not _same_json(model_answer(files, directory, name), _document(files, f"{directory}/{name}.{suffix}")):
+                problems.append(
+                    f"the set's answer for {directory}/{name} is not the model's: the set was made by another"
+                    " cowspec or changed"
+                )
+    return problems
+
+
+def model_answer(files: Mapping[str, bytes], directory: str, name: str) -> object:
+    """What this cowspec's model answers for the input of vector ``DIRECTORY/NAME``, as the set writes it."""
+    if directory == "fs":
+        return fs_answer(_document(files, f"fs/{name}.trace.json"))
+    if directory == "layer":
+        return encode_answer(layer_answer(layout_layers(files, f"layer/{name}/")))
     try:
-        trace = decode_trace(document)
-        build_layers(trace)  # a layer's faults are found when the layers are built
+        return store_answer(_document(files, f"store/{name}.trace.json"))
     except SpecError as error:
-        return [] if "rejected" in expected else [f"the trace is rejected ({error}), the set expects a result"]
-    if "rejected" in expected:
-        return [f"the set expects the trace to be rejected ({expected['rejected']}), cowspec accepts it"]
-    observed = run_real(driver, trace)
-    if _holds_a_set(expected.get("results")):
-        expected = oracle_following(trace, observed)
-    return result_differences(expected, observed)
+        return {"rejected": str(error)}  # never the answer of a set this cowspec wrote
 
 
-def verify_layer(files: Mapping[str, bytes], name: str, driver: LayerDriver) -> list[str]:
-    """The differences between ``driver``'s root filesystem for vector ``layer/NAME`` and the expected one."""
-    expected = decode_answer(_document(files, f"layer/{name}.rootfs.json"))
-    verdict = compare(expected, driver.flatten(layout_layers(files, f"layer/{name}/")))
-    return [] if verdict.startswith("agrees") else [verdict.removeprefix("diverges: ")]
+def _driver_failed(vector: str, error: Exception) -> DriverError:
+    """One line for a driver that raised while running ``vector``: what it raised and why."""
+    said = " ".join(str(error).split()) or "no message"
+    return DriverError(f"the driver failed on {vector}: {type(error).__name__}: {said}")
 
 
-def verify_store(files: Mapping[str, bytes], name: str, driver: StoreDriver) -> list[str]:
-    """The differences between ``driver``'s result for vector ``store/NAME`` and the set's expected result."""
+def _by_driver(vector: str, call: Callable[[], Result]) -> Result:
+    """``call()``, which runs driver code: whatever it raises becomes one ``DriverError`` naming ``vector``.
+
+    ``DriverUnavailable`` passes as it is: the driver cannot run here, which
+    is not a fault of this vector.
+    """
+    try:
+        return call()
+    except DriverUnavailable:
+        raise
+    except Exception as error:
+        raise _driver_failed(vector, error) from error
+
+
+def verify_fs(files: Mapping[str, bytes], name: str, driver: Driver) -> list[Difference]:
+    """Where ``driver``'s result for vector ``fs/NAME`` differs from the model's, each with its rule.
+
+    A trace the spec rejects is not run: the harness refuses it, as the set
+    says. Otherwise the model follows the driver wherever the spec allows
+    what it did [TRACE-5], and the comparison is ``cowspec check``'s.
+    """
+    try:
+        trace = decode_trace(_document(files, f"fs/{name}.trace.json"))
+        build_layers(trace)  # a layer's faults are found when the layers are built
+    except SpecError:
+        return []
+    observed = _by_driver(f"fs/{name}", lambda: run_real(driver, trace))
+    run = model_run(trace, observed_results(observed))
+    return compare_run(run, observed)
+
+
+def layer_rule(files: Mapping[str, bytes], name: str) -> str:
+    """The rule layer case ``NAME`` is about: the first its ``about`` names (chapters 11 and 12).
+
+    Every case names one; a case that did not would break flattening as a
+    whole, which APPLY-1 states.
+    """
+    abouts = [case.about for case in CASES if case.name == name]
+    about = abouts[0] if abouts else files.get(f"layer/{name}.about.txt", b"").decode("utf-8", "replace")
+    found = RULE_NAMED.search(about)
+    return found.group(0) if found else "APPLY-1"
+
+
+def compare_layer(expected: Answer, actual: Answer, rule: str) -> list[Difference]:
+    """Where two root filesystems differ (field ``rootfs``): a refusal agrees with any refusal, whatever its words."""
+    if isinstance(expected, Refused) and isinstance(actual, Refused):
+        return []
+    if isinstance(expected, Refused) or isinstance(actual, Refused):
+        return [Difference("rootfs", "", encode_answer(expected), encode_answer(actual), rule)]
+    want = {str(entry["path"]): entry for entry in expected}
+    got = {str(entry["path"]): entry for entry in actual}
+    differences: list[Difference] = []
+    for path in sorted(set(want) | set(got)):
+        if path not in want or path not in got:
+            differences.append(Difference("rootfs", path, want.get(path), got.get(path), rule))
+            continue
+        for key in sorted(set(want[path]) | set(got[path])):
+            if want[path].get(key) != got[path].get(key):
+                differences.append(Difference("rootfs", path, want[path].get(key), got[path].get(key), rule, key))
+    return differences
+
+
+def verify_layer(files: Mapping[str, bytes], name: str, driver: LayerDriver) -> list[Difference]:
+    """Where ``driver``'s root filesystem for vector ``layer/NAME`` differs from the one the spec makes."""
+    archives = layout_layers(files, f"layer/{name}/")
+    actual = _by_driver(f"layer/{name}", lambda: driver.flatten(archives))
+    return compare_layer(layer_answer(archives), actual, layer_rule(files, name))
+
+
+def verify_store(files: Mapping[str, bytes], name: str, driver: StoreDriver) -> list[Difference]:
+    """Where ``driver``'s result for vector ``store/NAME`` differs from the model's, each with its rule."""
     steps = decode_store_trace(_document(files, f"store/{name}.trace.json"))
-    expected = _document(files, f"store/{name}.result.json")
-    if not isinstance(expected, dict):
-        raise SpecError(f"store/{name}.result.json: not a result document")
-    return store_differences(expected, driver.run(steps))
+    observed = _by_driver(f"store/{name}", lambda: driver.run(steps))
+    return compare_store(run_store_model(steps), observed)
 
 
 def chosen(manifest: Mapping[str, object], directory: str, patterns: Sequence[str]) -> list[str]:
@@ -524,14 +622,31 @@ def chosen(manifest: Mapping[str, object], directory: str, patterns: Sequence[st
 
 
 def _unsupported(files: Mapping[str, bytes], name: str, features: frozenset[str] | None) -> list[str]:
-    """The features trace ``fs/NAME`` turns on that are not among ``features`` (none when ``features`` is None)."""
+    """The features trace ``fs/NAME`` turns on that are not among ``features`` (none when ``features`` is None).
+
+    A trace the spec rejects needs nothing: it is never run, whatever it asks for.
+    """
     if features is None:
         return []
     document = _document(files, f"fs/{name}.trace.json")
+    try:
+        build_layers(decode_trace(document))
+    except SpecError:
+        return []
     wanted = document.get("features") if isinstance(document, dict) else None
     if not isinstance(wanted, dict):
         return []
     return sorted(str(feature) for feature, on in wanted.items() if on is True and feature not in features)
+
+
+def skip_reason(missing: Sequence[str]) -> str:
+    """Why a vector is skipped: the overlay features it needs that the driver does not declare [FEATURE-1]."""
+    noun = "feature" if len(missing) == 1 else "features"
+    return f"needs the overlay {noun} {', '.join(missing)}, which the driver does not declare"
+
+
+def _line(vector: str, differences: list[Difference]) -> Entry:
+    return {"vector": vector, "agrees": not differences, "differences": [each.to_json() for each in differences]}
 
 
 def verify_set(
@@ -543,19 +658,22 @@ def verify_set(
 ) -> Iterator[Entry]:
     """One line per vector of each level ``drivers`` serves (keyed by level): its name, agreement and differences.
 
-    A driver is made once per level, when its level has a vector to run.
-    Where ``features`` names the optional overlay features the filesystem
-    driver supports, a trace that turns on another one is not run: its line
+    Each vector is compared with the model (``check_answers`` holds the
+    set's answers to be the model's), each difference as JSON with the rule
+    it breaks. A driver is made once per level, when its level has a vector
+    to run. Where ``features`` names the optional overlay features the
+    driver declares, a trace that turns on another one is not run: its line
     says ``skipped`` and why [FEATURE-1]. ``None`` runs every trace. A
     layer driver that commits also runs every filesystem vector but the
     rejected ones as a commit (lines with ``"commit": true``) [COMMIT-1];
-    one that only commits runs no layer vector.
+    one that only commits runs no layer vector. Whatever a driver raises
+    while it is made or runs a vector is one ``DriverError`` naming it.
     """
     made: dict[str, object] = {}
 
     def driver_at(level: str) -> object:
         if level not in made:
-            made[level] = drivers[level]()
+            made[level] = _by_driver(f"the {level} level", drivers[level])
         return made[level]
 
     for directory in LEVELS:
@@ -563,7 +681,7 @@ def verify_set(
         names = chosen(manifest, directory, patterns) if level in drivers else []
         if directory == "fs" and "layer" in drivers:
             # A layer driver that commits runs the filesystem vectors as commits too [COMMIT-1].
-            yield from _verify_commits(files, chosen(manifest, "fs", patterns), lambda: driver_at("layer"))
+            yield from _verify_commits(files, chosen(manifest, "fs", patterns), lambda: driver_at("layer"), features)
         if not names:
             continue
         driver = driver_at(level)
@@ -572,7 +690,7 @@ def verify_set(
         for name in names:
             missing = _unsupported(files, name, features) if directory == "fs" else []
             if missing:
-                yield {"vector": f"{directory}/{name}", "skipped": f"needs {', '.join(missing)}, not supported"}
+                yield {"vector": f"{directory}/{name}", "skipped": skip_reason(missing)}
                 continue
             if directory == "fs":
                 differences = verify_fs(files, name, cast(Driver, driver))
@@ -580,29 +698,32 @@ def verify_set(
                 differences = verify_layer(files, name, cast(LayerDriver, driver))
             else:
                 differences = verify_store(files, name, cast(StoreDriver, driver))
-            yield {"vector": f"{directory}/{name}", "agrees": not differences, "differences": differences}
+            yield _line(f"{directory}/{name}", differences)
 
 
-def verify_commit(files: Mapping[str, bytes], name: str, committer: Committer) -> list[str]:
-    """The differences between the layer ``committer`` commits after vector ``fs/NAME``'s ops and the model's.
+def verify_commit(files: Mapping[str, bytes], name: str, committer: Committer) -> list[Difference]:
+    """Where the layer ``committer`` commits after vector ``fs/NAME``'s ops differs from the model's.
 
     The model's commit is of the state after each op's first allowed
-    outcome [COMMIT-1]; each difference is one line naming its rule.
+    outcome [COMMIT-1]; each difference names its rule.
     """
     trace = decode_trace(_document(files, f"fs/{name}.trace.json"))
     build_layers(trace)
-    observed = commit_result(committer.commit(trace.layers, trace.features, trace.ops))
-    return difference_lines(compare_commit(model_commit(trace), observed))
+    archive = _by_driver(f"fs/{name}", lambda: committer.commit(trace.layers, trace.features, trace.ops))
+    return compare_commit(model_commit(trace), commit_result(archive))
 
 
 def _verify_commits(
-    files: Mapping[str, bytes], names: Sequence[str], layer_driver: Callable[[], object]
+    files: Mapping[str, bytes],
+    names: Sequence[str],
+    layer_driver: Callable[[], object],
+    features: frozenset[str] | None = None,
 ) -> Iterator[Entry]:
     """Every filesystem vector but the rejected ones, run as a commit by a layer driver that commits.
 
     Nothing is made or run when no vector is chosen or the driver does not
-    commit; a trace that turns on a feature the driver did not declare is
-    skipped [FEATURE-1].
+    commit; a trace that turns on a feature the driver does not declare
+    (``features``, else the committer's own ``features``) is skipped [FEATURE-1].
     """
     runnable = [name for name in names if not name.startswith("rejected-")]
     if not runnable:
@@ -610,15 +731,15 @@ def _verify_commits(
     committer = committer_of(layer_driver())
     if committer is None:
         return
-    declared = getattr(committer, "features", None)
-    features = frozenset(declared) if isinstance(declared, frozenset | set) else None
+    if features is None:
+        declared = getattr(committer, "features", None)
+        features = frozenset(declared) if isinstance(declared, frozenset | set | tuple) else None
     for name in runnable:
         missing = _unsupported(files, name, features)
         if missing:
-            yield {"vector": f"fs/{name}", "commit": True, "skipped": f"needs {', '.join(missing)}, not supported"}
+            yield {"vector": f"fs/{name}", "commit": True, "skipped": skip_reason(missing)}
             continue
-        differences = verify_commit(files, name, committer)
-        yield {"vector": f"fs/{name}", "commit": True, "agrees": not differences, "differences": differences}
+        yield {"commit": True, **_line(f"fs/{name}", verify_commit(files, name, committer))}
 
 
 README_TEXT = {
@@ -643,9 +764,16 @@ Each directory has its own README. To run the set against an implementation:
 
     cowspec vectors verify --driver NAME DIR
 
-which checks the digests first, then runs every vector of the level the
-driver serves and prints one JSON line per vector. Any implementation can
-also read the files directly: they are plain JSON and tar.
+which first says the SHA-256 of `MANIFEST.json` (compare it with the one
+published with the release), checks every digest, and checks that the set
+is this cowspec's: the same version, and every expected answer the one its
+model gives (an answer changed along with its digest is refused). Then it
+runs every vector of the levels the driver serves and prints one JSON line
+per vector: `{"vector", "agrees", "differences"}`, each difference with its
+`field`, `path`, `expected`, `actual` and the spec `rule` it breaks, or
+`{"vector", "skipped"}` for a trace that turns on an overlay feature the
+driver does not declare. Any implementation can also read the files
+directly: they are plain JSON and tar.
 """,
     "fs": """# Filesystem vectors (`cowspec-trace/1`)
 

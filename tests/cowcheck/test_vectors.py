@@ -24,12 +24,15 @@ from cowcheck.vectors import (
     NOT_BY_A_TRACE,
     RULE_VECTORS,
     build_set,
+    check_answers,
     check_manifest,
+    encode_json,
     load_sources,
     read_set,
+    set_version,
+    sha256,
     verify_set,
 )  # fmt: skip
-from cowspec.errors import SpecError
 from cowspec.formats.oracle import model_run
 from cowspec.formats.store_trace import run_store_model
 from cowspec.formats.trace import Trace, build_layers, decode_trace
@@ -197,7 +200,65 @@ def test_tampering_is_found_before_anything_runs(
     assert main(["verify", "--driver", "no-such-driver", str(tmp_path / "set")]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.count("\n") == 1 and "not intact" in captured.err and said in captured.err
+    digest, refusal = captured.err.splitlines()  # the manifest's digest, then one line: nothing ran
+    assert digest.endswith("MANIFEST.json is " + sha256((tmp_path / "set" / MANIFEST).read_bytes()))
+    assert "not intact" in refusal and said in refusal
+
+
+def rewrite(root: Path, path: str, document: object) -> None:
+    """Write ``document`` as the set's ``path`` and give it its digest in the manifest, as a forger would."""
+    data = encode_json(document)
+    (root / path).write_bytes(data)
+    manifest = json.loads((root / MANIFEST).read_text())
+    manifest["files"][path] = sha256(data)
+    (root / MANIFEST).write_bytes(encode_json(manifest))
+
+
+@pytest.mark.parametrize(
+    ("path", "vector"),
+    [
+        ("fs/rename-image-directory-is-exdev.result.json", "fs/rename-image-directory-is-exdev"),
+        ("layer/hardlinks-in-one-layer.rootfs.json", "layer/hardlinks-in-one-layer"),
+        ("store/init-layer.result.json", "store/init-layer"),
+    ],
+)
+def test_a_forged_answer_with_its_digest_fixed_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], path: str, vector: str
+) -> None:
+    """An expected answer changed along with its digest passes the manifest, but not the model: exit 2, naming it."""
+    files = export(tmp_path / "set")
+    document = json.loads(files[path])
+    if isinstance(document, dict) and isinstance(document.get("results"), list):
+        refused = document["results"].index({"errno": "EXDEV"})
+        document["results"][refused] = {"ok": True}  # the rename that must fail with EXDEV, said to succeed
+    elif isinstance(document, list):
+        document = [{**entry, "nlink": 1} for entry in document]
+    else:
+        document["images_total"] = cast(int, document["images_total"]) + 1
+    rewrite(tmp_path / "set", path, document)
+    forged = read_set(tmp_path / "set")
+    assert check_manifest(forged)[1] == []  # the digests alone cannot tell
+    capsys.readouterr()
+    assert main(["verify", "--driver", "no-such-driver", str(tmp_path / "set")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    digest, refusal = captured.err.splitlines()
+    assert digest.endswith(sha256(forged[MANIFEST])) and digest != sha256(files[MANIFEST])
+    assert f"the set's answer for {vector} is not the model's" in refusal
+
+
+def test_a_set_of_another_version_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A set made by another cowspec is refused before anything runs, even with every digest fixed."""
+    export(tmp_path / "set")
+    (tmp_path / "set" / "VERSION").write_text("0.0.1\n")
+    manifest = json.loads((tmp_path / "set" / MANIFEST).read_text())
+    manifest["version"] = "0.0.1"
+    manifest["files"]["VERSION"] = sha256(b"0.0.1\n")
+    (tmp_path / "set" / MANIFEST).write_bytes(encode_json(manifest))
+    capsys.readouterr()
+    assert main(["verify", "--driver", "no-such-driver", str(tmp_path / "set")]) == 2
+    refusal = capsys.readouterr().err.splitlines()[-1]
+    assert f"the set is version 0.0.1 (VERSION 0.0.1), this cowspec is {set_version()}" in refusal
 
 
 # -- the filesystem level: the kernel, and a planted bug --------------------------
@@ -231,6 +292,7 @@ def test_a_planted_bug_fails_the_vectors(
     assert "fs/stat-does-not-follow" not in diverged  # nothing removed, nothing hidden
     # The command line, with the driver put in through its seam.
     monkeypatch.setattr(vectors_commands, "_resolve", lambda name: {"filesystem": lambda: LyingDriver(kernel)})
+    monkeypatch.setattr(vectors_commands, "_features", lambda name: kernel.features)
     capsys.readouterr()
     assert main(["verify", "--driver", "hiding", "--only", "fs/whiteout-*", str(tmp_path / "set")]) == 1
     captured = capsys.readouterr()
@@ -241,8 +303,69 @@ def test_a_planted_bug_fails_the_vectors(
         "fs/whiteout-replaced-by-a-new-name",
         "fs/whiteout-when-removing-leaves-one",
     }
-    assert any("whiteout" in difference for line in shown for difference in line["differences"])
-    assert "diverge" in captured.err and captured.err.count("\n") == 1
+    # The differences are ``cowspec check``'s: structured, each naming the rule it breaks.
+    (hidden,) = [line for line in shown if line["vector"] == "fs/whiteout-when-removing-leaves-one"]
+    assert hidden["differences"] and all(
+        set(each) >= {"field", "path", "expected", "actual", "rule"} for each in hidden["differences"]
+    )
+    assert {"field": "upper", "rule": "WHITEOUT-2"}.items() <= hidden["differences"][0].items()
+    assert "diverge" in captured.err and captured.err.count("\n") == 2  # the manifest's digest, the summary
+
+
+class NoRedirectKernel(KernelOverlay):
+    """The kernel overlay driver declaring no optional feature, as a driver without ``redirect_dir`` would."""
+
+    features: frozenset[str] = frozenset()
+
+
+@pytest.mark.kernel
+def test_a_driver_without_redirect_dir_skips_those_vectors_and_passes_the_rest(
+    kernel: KernelOverlay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """[FEATURE-1] The traces that turn redirect_dir on are skipped, each said so; every other one runs and agrees."""
+    files = export(tmp_path / "set")
+    needing = {
+        f"fs/{name}"
+        for name in fs_names()
+        if json.loads(files[f"fs/{name}.trace.json"]).get("features", {}).get("redirect_dir") is True
+    }
+    capsys.readouterr()
+    assert main(["verify", "--driver", f"{__name__}:NoRedirectKernel", str(tmp_path / "set")]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    skipped = [line for line in lines if "skipped" in line]
+    assert {line["vector"] for line in skipped} == needing and 4 <= len(needing) < len(lines) // 4
+    assert {line["skipped"] for line in skipped} == {
+        "needs the overlay feature redirect_dir, which the driver does not declare"
+    }
+    ran = [line for line in lines if "skipped" not in line]
+    assert len(ran) == len(fs_names()) - len(needing) and all(line["agrees"] for line in ran)
+    assert f"{len(ran)} agree, 0 diverge, {len(needing)} skipped" in captured.err
+
+
+class RaisingDriver:
+    """A filesystem driver with a bug of its own: opening a container raises."""
+
+    name = "raising"
+    features: tuple[str, ...] = ()
+
+    def open(self, layers: object, features: object) -> object:
+        raise TypeError("unsupported operand type(s)\nfor +: 'int' and 'str'")
+
+
+def test_a_driver_that_raises_is_one_line_and_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever a driver raises on a vector is one line naming the vector and what it raised: no traceback."""
+    export(tmp_path / "set")
+    capsys.readouterr()
+    arguments = ["verify", "--driver", f"{__name__}:RaisingDriver", "--only", "fs/read-*", str(tmp_path / "set")]
+    assert main(arguments) == 3
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    refusal = captured.err.splitlines()[-1]
+    assert refusal == (
+        "cowspec: the driver failed on fs/read-whole-content: TypeError: unsupported operand type(s)"
+        " for +: 'int' and 'str'"
+    )
 
 
 # -- the layer level --------------------------------------------------------------
@@ -267,7 +390,13 @@ def test_layer_vectors_hold_the_reference_and_catch_a_planted_bug(tmp_path: Path
     assert len(lines) == len(cast(dict[str, list[str]], manifest["vectors"])["layer"]) > 10
     assert all(line["agrees"] for line in lines)
     planted = list(verify_set(files, manifest, {"layer": OneLinkEach}))
-    assert [line["vector"] for line in planted if not line["agrees"]] == ["layer/hardlinks-in-one-layer"]
+    (diverged,) = [line for line in planted if not line["agrees"]]
+    assert diverged["vector"] == "layer/hardlinks-in-one-layer"
+    # Each link count as a structured difference, with the rule the case is about (its about names APPLY-3).
+    assert diverged["differences"] == [
+        {"field": "rootfs", "path": path, "attribute": "nlink", "expected": 2, "actual": 1, "rule": "APPLY-3"}
+        for path in ("/a", "/b")
+    ]
 
 
 def test_layer_vectors_are_images_cowspec_flattens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -309,6 +438,9 @@ def test_store_vectors_hold_the_model_and_catch_a_planted_bug(tmp_path: Path) ->
         line["vector"] for line in lines if json.loads(files[f"{line['vector']}.result.json"])["containers"]
     ]
     assert with_containers and [line["vector"] for line in planted if not line["agrees"]] == with_containers
+    rules = {each["rule"] for line in planted for each in cast(list[dict[str, object]], line["differences"])}
+    fields = {each["field"] for line in planted for each in cast(list[dict[str, object]], line["differences"])}
+    assert "containers" in fields and rules and all(re.fullmatch(r"STORE-\d+", str(rule)) for rule in rules)
 
 
 def test_store_vectors_run_on_docker(tmp_path: Path) -> None:
@@ -349,27 +481,20 @@ def test_an_unknown_driver_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     capsys.readouterr()
     assert main(["verify", "--driver", "no-such-driver", str(tmp_path / "set")]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "no-such-driver" in error
+    assert error.count("\n") == 2 and "no-such-driver" in error.splitlines()[1]  # after the manifest's digest
     assert main(["verify", "--driver", "kernel-overlay", str(tmp_path / "absent")]) == 2
     assert "not a directory" in capsys.readouterr().err
 
 
-def test_a_rejected_vector_that_cowspec_accepts_diverges(tmp_path: Path) -> None:
-    """A set whose ``rejected-*`` trace the harness would run is reported, not passed."""
+def test_a_rejected_vector_that_cowspec_accepts_is_refused(tmp_path: Path) -> None:
+    """A set whose ``rejected-*`` trace cowspec would run is not this cowspec's answer: it is named, nothing runs."""
     files = build_set(load_sources())
     files["fs/rejected-unknown-op.trace.json"] = b'{"format": "cowspec-trace/1", "layers": [[]], "ops": []}'
     manifest, _ = check_manifest(files)
-
-    class NeverRun:
-        name = "never"
-
-        def open(self, layers: object, features: object) -> object:
-            raise AssertionError("a vector the spec rejects must not reach the driver")
-
-    lines = list(verify_set(files, manifest, {"filesystem": NeverRun}, ["fs/rejected-*"]))
-    assert [line["vector"] for line in lines if not line["agrees"]] == ["fs/rejected-unknown-op"]
-    with pytest.raises(SpecError):
-        decode_trace(json.loads(files["fs/rejected-unknown-field.trace.json"]))
+    assert check_answers(files, manifest) == [
+        "the set's answer for fs/rejected-unknown-op is not the model's: the set was made by another cowspec or changed"
+    ]
+    assert check_answers(build_set(load_sources()), manifest) == []
 
 
 def test_a_trace_needing_an_unsupported_feature_is_skipped() -> None:
@@ -390,7 +515,12 @@ def test_a_trace_needing_an_unsupported_feature_is_skipped() -> None:
     ]
     lines = list(verify_set(files, manifest, {"filesystem": Unused}, [f"fs/{name}" for name in needing], frozenset()))
     assert len(needing) >= 4 and [line["vector"] for line in lines] == [f"fs/{name}" for name in needing]
-    assert all(line["skipped"] == "needs redirect_dir, not supported" for line in lines)
+    assert all(
+        line["skipped"] == "needs the overlay feature redirect_dir, which the driver does not declare" for line in lines
+    )
+    # A trace the spec rejects is never run, so it needs no feature: it is refused, not skipped.
+    rejected = list(verify_set(files, manifest, {"filesystem": Unused}, ["fs/rejected-feature-*"], frozenset()))
+    assert len(rejected) == 2 and all(line["agrees"] for line in rejected)
 
 
 # -- commits at the layer level ---------------------------------------------------
@@ -431,4 +561,5 @@ def test_a_layer_driver_that_commits_runs_the_filesystem_vectors_as_commits() ->
     diverging = [line for line in planted if not line["agrees"]]
     assert diverging and len(diverging) < len(planted)
     for line in diverging:
-        assert all("opaque" in each and each.endswith("[COMMIT-1]") for each in cast(list[str], line["differences"]))
+        differences = cast(list[dict[str, object]], line["differences"])
+        assert differences and all(each["rule"] == "COMMIT-1" and "opaque" in json.dumps(each) for each in differences)

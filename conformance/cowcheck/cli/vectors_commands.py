@@ -3,10 +3,17 @@
     cowspec vectors export DIR                  write the conformance vectors into a new or empty DIR
     cowspec vectors verify --driver NAME DIR    check the digests, then run every vector of NAME's level
 
-``verify`` prints one JSON line per vector (``vector``, ``agrees``,
-``differences``) and a summary on standard error; it exits 1 when a vector
-diverged, 2 when the set is not intact (a file changed, added or missing)
-or the command line is wrong, 3 when the driver cannot run here.
+``verify`` first says on standard error the SHA-256 of the set's
+``MANIFEST.json`` (to compare with a release's), checks every digest, then
+holds the set to this cowspec: its version must be this cowspec's and each
+expected answer the one the model gives, so that an answer changed along
+with its digest is refused. It then prints one JSON line per vector
+(``vector``, ``agrees``, ``differences`` as ``cowspec check`` gives them,
+each with its rule), or ``skipped`` for a vector that needs an overlay
+feature the driver does not declare, and a summary on standard error. It
+exits 1 when a vector diverged, 2 when the set is not intact or not this
+cowspec's, or the command line is wrong, 3 when the driver cannot run here
+or fails while running a vector.
 """
 
 import argparse
@@ -26,6 +33,13 @@ def _resolve(name: str) -> dict[str, Callable[[], object]]:
     if not found.levels:
         found.make("filesystem")  # a driver that failed to load raises its reason
     return {level: functools.partial(found.make, level) for level in found.levels}
+
+
+def _features(name: str) -> frozenset[str]:
+    """The optional overlay features the driver ``--driver NAME`` declares; a vector needing another is skipped."""
+    from cowcheck.drivers import registry
+
+    return frozenset(registry.find(name).features)
 
 
 def command_export(arguments: argparse.Namespace) -> int:
@@ -64,7 +78,16 @@ def _served(drivers: dict[str, Callable[[], object]], levels: dict[str, str]) ->
 
 
 def command_verify(arguments: argparse.Namespace) -> int:
-    from cowcheck.vectors import LEVEL_OF_DIRECTORY, check_manifest, chosen, read_set, verify_set
+    from cowcheck.vectors import (
+        LEVEL_OF_DIRECTORY,
+        MANIFEST,
+        check_answers,
+        check_manifest,
+        chosen,
+        manifest_digest,
+        read_set,
+        verify_set,
+    )
 
     directory = Path(arguments.directory)
     try:
@@ -73,18 +96,28 @@ def command_verify(arguments: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     except OSError as error:
         raise UsageError(f"{directory}: cannot read ({error.strerror})") from None
+    if MANIFEST in files:
+        say(f"vectors verify: {directory}/{MANIFEST} is {manifest_digest(files)}")
     manifest, problems = check_manifest(files)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UsageError(f"{directory}: the set is not intact: {problems[0]}{more}")
+    try:
+        problems = check_answers(files, manifest)
+    except SpecError as error:
+        raise UsageError(f"{directory}: {error}") from None
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UsageError(f"{directory}: {problems[0]}{more}")
     drivers = _resolve(arguments.driver)
+    features = _features(arguments.driver)
     served = _served(drivers, LEVEL_OF_DIRECTORY)
     try:
         if not any(chosen(manifest, each, arguments.only) for each in served):
             levels = " and ".join(drivers) or "no level"
             raise UsageError(f"no vector of the {levels} level in {directory} matches what was asked")
         agreeing = diverging = skipped = 0
-        for line in verify_set(files, manifest, drivers, arguments.only):
+        for line in verify_set(files, manifest, drivers, arguments.only, features):
             emit(line)
             if "skipped" in line:
                 skipped += 1
@@ -122,10 +155,12 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     verify = actions.add_parser(
         "verify",
         help="check a set's digests, then run its vectors on a driver",
-        description="Check every digest of MANIFEST.json, then run each vector of the levels the driver serves,"
-        " printing one JSON line per vector and a summary on standard error.",
-        epilog="Exit status: 0 every vector agreed, 1 a vector diverged, 2 a set that is not intact or a bad"
-        " command line, 3 the driver cannot run here.",
+        description="Say the SHA-256 of MANIFEST.json, check every digest, check that each expected answer is"
+        " the one this cowspec's model gives, then run each vector of the levels the driver serves, printing one"
+        " JSON line per vector (differences with their rules; vectors needing an overlay feature the driver does"
+        " not declare are skipped) and a summary on standard error.",
+        epilog="Exit status: 0 every vector agreed, 1 a vector diverged, 2 a set that is not intact or not made"
+        " by this cowspec, or a bad command line, 3 the driver cannot run here or failed on a vector.",
     )
     verify.add_argument(
         "--driver",
