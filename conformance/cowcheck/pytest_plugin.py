@@ -205,7 +205,7 @@ def plan_of(config: pytest.Config, spec: str) -> Plan:
     except DriverUnavailable as error:  # an exec program that says it cannot run here
         unavailable = str(error)
     except DriverError as error:
-        raise pytest.UsageError(f"cowspec: driver {spec} failed: {error}") from None
+        raise pytest.UsageError(driver_failed(spec, error)) from None
     if registered is not None:
         missing = sorted(set(features.enabled()) - registered.features)
         if missing:
@@ -418,7 +418,7 @@ class VectorTest(CowspecTest):
         except DriverUnavailable as error:
             unavailable, problem = True, str(error)
         except DriverError as error:
-            unavailable, problem = False, f"cowspec: driver {self.the_plan().spec} failed: {error}"
+            unavailable, problem = False, driver_failed(self.the_plan().spec, error)
         except SpecError as error:
             unavailable, problem = False, f"cowspec: the vector {self.name} is not one cowspec reads: {error}"
         if problem is not None:
@@ -557,23 +557,27 @@ class MachineTest(CowspecTest):
         unavailable = _first(stopped, DriverUnavailable)
         if unavailable is not None:
             cannot_run(str(unavailable))
-        failed = _first(stopped, DriverError)
+        # The driver's first failure, as the machine kept it: Hypothesis may have wrapped it in a group, or
+        # called it flaky while shrinking with a driver that fails differently each time.
+        failed = tally.driver_failure or _first(stopped, DriverError)
         if failed is not None:
-            pytest.fail(f"cowspec: driver {plan.spec} failed: {failed}", pytrace=False)
+            pytest.fail(driver_failed(plan.spec, failed), pytrace=False)
         self.diverged(driver, tally, stopped)
 
     def diverged(self, driver: Driver, tally: Tally, error: Exception) -> NoReturn:
         """Minimise the divergence, save it, and fail saying the rule it breaks, what differs and how to replay it."""
         from cowcheck.compare import difference_lines
         from cowcheck.drivers.protocol import DriverError, DriverUnavailable
-        from cowcheck.machines.fs_machine import Divergence, minimise
+        from cowcheck.machines.fs_machine import Divergence, calling, minimise
 
         plan = self.the_plan()
         found = _first(error, Divergence) or tally.last_divergence
         if found is None:
             pytest.fail(f"cowspec: the state machine stopped: {type(error).__name__}: {error}", pytrace=False)
         try:
-            smallest, differences = minimise(driver, found.trace, conformance=plan.conformance)
+            smallest, differences = calling(
+                driver, "a replay", lambda: minimise(driver, found.trace, conformance=plan.conformance)
+            )
             shrunk = f"minimal trace ({_size(smallest)}; Hypothesis had shrunk it to {len(found.trace.ops)} ops)"
         except ValueError:  # replayed alone, the trace agreed: a driver whose answers vary from run to run
             smallest, differences = found.trace, found.differences
@@ -598,6 +602,15 @@ class MachineTest(CowspecTest):
 
 
 Wanted = TypeVar("Wanted", bound=BaseException)
+
+
+def driver_failed(spec: str, error: BaseException) -> str:
+    """The one line that says the driver failed: ``error``'s own when it already names a driver, so that the
+    prefix is never said twice."""
+    said = str(error)
+    if said.startswith("driver "):
+        return f"cowspec: {said}"
+    return f"cowspec: driver {spec} failed: {said}"
 
 
 def _first(error: BaseException, kind: type[Wanted]) -> Wanted | None:

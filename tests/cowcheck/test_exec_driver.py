@@ -12,6 +12,7 @@ a short run of the state machine.
 import base64
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -26,6 +27,7 @@ from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from cowcheck.compare import commit_result, compare_commit, model_commit, result_differences
+from cowcheck.drivers import exec_driver
 from cowcheck.drivers.exec_driver import ExecProgram
 from cowcheck.drivers.kernel_overlay import KernelOverlay
 from cowcheck.drivers.layer_tools import Spec, UmociLayers
@@ -191,6 +193,54 @@ def test_the_handshake_declares_name_levels_and_features(fake: Any) -> None:
     program.close()
     assert [each["request"] for each in script.requests()] == ["hello", "bye"]
     assert_none_left(script)
+
+
+PING = """if kind == "ping":
+    reply({"ok": True, "pid": os.getpid()})
+    continue"""
+
+
+def test_a_forked_worker_starts_a_program_of_its_own(fake: Any) -> None:
+    """A process forked after the handshake (a worker of ``--workers``) never speaks to the parent's program:
+    it starts its own, with its own handshake; closing it, and cowspec's exit handler, leave the parent's be."""
+    script, program = fake(PING)
+    parent = program.ask({"request": "ping"})["pid"]
+    context = multiprocessing.get_context("fork")
+
+    def worker(sender: Any) -> None:
+        first = program.ask({"request": "ping"})["pid"]
+        second = program.ask({"request": "ping"})["pid"]
+        program.close()
+        exec_driver._stop_every_program()  # what runs at exit
+        sender.send((first, second, running(first)))
+
+    children = []
+    for _ in range(2):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=worker, args=(sender,))
+        process.start()
+        sender.close()
+        children.append((process, receiver))
+    # A worker that failed sends nothing: its pipe's end is seen within the wait, not waited on forever.
+    answers = []
+    for _, receiver in children:
+        assert receiver.poll(30), "a worker said nothing in 30 s"
+        try:
+            answers.append(receiver.recv())
+        except EOFError:
+            pytest.fail("a worker ended without an answer")
+    for process, _ in children:
+        process.join(10)
+        assert process.exitcode == 0
+    for first, second, still_running in answers:
+        assert first == second != parent and not still_running  # its own program, which it stopped
+    assert answers[0][0] != answers[1][0]
+    # The parent's program still answers, and heard nothing from the workers.
+    assert program.ask({"request": "ping"})["pid"] == parent
+    heard = [each["request"] for each in script.requests()]
+    assert heard.count("hello") == 3 and heard.count("ping") == 2 * 2 + 2
+    program.close()
+    assert not running(parent)
 
 
 def test_a_program_that_dies_at_hello(fake: Any) -> None:

@@ -143,6 +143,29 @@ class Driver:
         raise DriverUnavailable("this machine has no such filesystem")
 """
 
+EXPLODING = '''
+"""A driver over the model with a bug of its own: its sessions' third op raises ``TypeError``."""
+
+from modeldrivers import Session
+
+
+class ExplodingSession(Session):
+    performed = 0
+
+    def perform(self, op):
+        self.performed += 1
+        if self.performed == 3:
+            raise TypeError("unsupported operand")
+        return super().perform(op)
+
+
+class Exploding:
+    name = "exploding"
+
+    def open(self, layers, features):
+        return ExplodingSession(layers, features, hide=False)
+'''
+
 SMALL = ("--cowspec-profile", "dev", "--cowspec-examples", "10", "--cowspec-steps", "10")
 """A small budget for the machine: a bug that hides whiteouts shows within a few examples."""
 
@@ -153,7 +176,7 @@ def repository(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> py
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     pytester.makepyfile(test_own=OWN_TEST)
-    pytester.makepyfile(modeldrivers=MODEL_DRIVERS, kernelbug=KERNEL_BUG, nowhere=UNAVAILABLE)
+    pytester.makepyfile(modeldrivers=MODEL_DRIVERS, kernelbug=KERNEL_BUG, nowhere=UNAVAILABLE, exploding=EXPLODING)
     return pytester
 
 
@@ -224,7 +247,28 @@ def test_a_wrong_option_is_a_usage_error(repository: pytest.Pytester, options: t
     assert "Traceback" not in result.stderr.str()
 
 
+def test_a_driver_that_fails_its_handshake_is_said_once(repository: pytest.Pytester) -> None:
+    """A program that exits at once: one usage error that says the driver failed once, not twice."""
+    result = repository.runpytest_subprocess("--cowspec-driver", "exec:/bin/true")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    said = result.stderr.str()
+    assert said.count("driver exec:/bin/true failed:") == 1, said
+    assert "Traceback" not in said
+
+
 # -- drivers over the model (anywhere) ----------------------------------------------
+
+
+def test_a_driver_that_raises_in_the_machine_fails_in_one_line(repository: pytest.Pytester) -> None:
+    """A Python driver raising during the generated checks: the machine's test fails saying the driver, the
+    call and the error once, with none of Hypothesis's words for what it made of it while shrinking."""
+    result = repository.runpytest_subprocess("--cowspec-driver", "exploding:Exploding", *SMALL, "-k", "machine")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    assert outcomes(result)["failed"] == 1
+    printed = result.stdout.str()
+    assert "cowspec: driver exploding failed: TypeError: unsupported operand (on perform)" in printed, printed
+    for jargon in ("ExceptionGroup", "Flaky", "Traceback", "state machine stopped"):
+        assert jargon not in printed, printed
 
 
 def test_the_tests_it_adds_are_named_marked_and_selectable(repository: pytest.Pytester) -> None:

@@ -23,6 +23,7 @@ import pytest
 from cowcheck.cli.generate import _snapshot, _tally_of, generated_check
 from cowcheck.drivers.kernel_overlay import KernelOverlay, KernelSession
 from cowcheck.drivers.namespace import SCRATCH_PREFIX
+from cowcheck.drivers.registry import filesystem_driver
 from cowcheck.machines import profiles
 from cowcheck.machines.fs_machine import Tally, first_divergence
 from cowspec.formats.trace import decode_trace
@@ -79,6 +80,23 @@ def test_workers_run_in_their_own_namespaces(
     # The report adds up both workers' examples (one session each), after a header that came first.
     assert report.index("kernel: Linux") < report.index("budget: 40 examples of up to 8 ops, 2 workers")
     assert f"  {sessions} examples, " in report and "divergences: none" in report
+    assert multiprocessing.active_children() == []
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "drivers" / "overlay_driver.py"
+
+
+@pytest.mark.kernel
+def test_the_example_exec_driver_agrees_through_two_workers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kernel: KernelOverlay
+) -> None:
+    """[OBSERVE-1] ``--driver exec:... --workers 2``: the program cowspec shook hands with before the run serves
+    neither worker (each starts its own), so their requests never interleave and the run agrees."""
+    driver = filesystem_driver(f"exec:{sys.executable} {EXAMPLE}")
+    status = generated_check(driver, check_arguments(tmp_path, examples=20))
+    report = capsys.readouterr().out
+    assert status == 0, report
+    assert "2 workers" in report and "divergences: none" in report
     assert multiprocessing.active_children() == []
 
 

@@ -53,7 +53,7 @@ from cowcheck.compare import Difference
 from cowcheck.drivers.cleanup import die_with_parent
 from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable
 from cowcheck.machines import profiles
-from cowcheck.machines.fs_machine import Divergence, Tally, machine_for, minimise
+from cowcheck.machines.fs_machine import Divergence, Tally, calling, machine_for, minimise
 from cowcheck.report import ReportedDivergence, RuleTally, RunReport, render, report_format
 from cowspec.errors import SpecError
 from cowspec.formats.trace import Trace, decode_trace, encode_trace
@@ -193,14 +193,24 @@ def run_worker(
     with with_reporter(lambda _message: None):
         try:
             run_state_machine_as_test(machine, settings=budget.worker_settings(index))
-        except (DriverUnavailable, DriverError) as error:
+        except DriverUnavailable as error:
             outcome.error, outcome.error_kind = str(error), type(error).__name__
+            return outcome
+        except DriverError as error:
+            outcome.error, outcome.error_kind = str(tally.driver_failure or error), "DriverError"
             return outcome
         except (AssertionError, HypothesisException, OSError, RuntimeError) as error:
             failure = error
         except Exception as error:  # the example database failing (Redis gone away): reported, not a traceback
-            outcome.error = f"{type(error).__name__}: {error}"
-            return outcome
+            failure = error
+            if tally.driver_failure is None:
+                outcome.error = f"{type(error).__name__}: {error}"
+                return outcome
+    if tally.driver_failure is not None:
+        # The driver failed (Hypothesis may have wrapped its error in a group or called it flaky while shrinking):
+        # that, not a divergence, is the run's verdict.
+        outcome.error, outcome.error_kind = str(tally.driver_failure), "DriverError"
+        return outcome
     if failure is None:
         return outcome
     found = failure if isinstance(failure, Divergence) else tally.last_divergence
@@ -210,7 +220,9 @@ def run_worker(
     minimising()
     outcome.found = found.trace
     try:
-        outcome.smallest, outcome.differences = minimise(driver, found.trace, conformance=conformance)
+        outcome.smallest, outcome.differences = calling(
+            driver, "a replay", lambda: minimise(driver, found.trace, conformance=conformance)
+        )
     except (DriverUnavailable, DriverError) as error:
         outcome.error, outcome.error_kind = str(error), type(error).__name__
     except ValueError:  # the divergence did not show again on its own: keep what Hypothesis kept
@@ -227,6 +239,7 @@ def _snapshot(tally: Tally) -> dict[str, Any]:
         "diverged": tally.last_divergence is not None,
         "diverged_at": tally.diverged_at,
         "rules": tally.rules.to_json(),
+        "driver_failure": str(tally.driver_failure) if tally.driver_failure is not None else None,
     }
 
 
@@ -278,6 +291,8 @@ def _worker_main(
         )
     except BaseException as error:  # sent to the parent, which reports it
         outcome = Outcome(tally, error=f"{type(error).__name__}: {error}")
+    if tally.driver_failure is not None:  # the driver's failure is the worker's verdict, whatever came after it
+        outcome.error, outcome.error_kind = str(tally.driver_failure), "DriverError"
     done.set()
     reporter.join()
     send(("done", index, _snapshot(tally), _encode_outcome(outcome)))
@@ -322,6 +337,8 @@ def _tally_of(snapshots: list[dict[str, Any]]) -> Tally:
         total.ops += each["ops"]
         total.results.update(Counter(each["results"]))
         total.by_op.update(Counter(each["by_op"]))
+        if each.get("driver_failure") and total.driver_failure is None:
+            total.driver_failure = DriverError(each["driver_failure"])
         if each.get("diverged_at") is not None and (
             total.diverged_at is None or each["diverged_at"] < total.diverged_at
         ):
@@ -352,11 +369,12 @@ class Progress:
         """The progress line: examples, ops, rate, divergences, time left."""
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = examples / elapsed
+        head = f"cowspec: {examples} examples (budget {self.total}), {ops} ops, {rate:.1f} examples/s,"
+        if divergences:
+            # Hypothesis is shrinking what it found now: the budget's time left no longer says anything.
+            return f"{head} {divergences} divergence{'s' if divergences != 1 else ''} found, shrinking it"
         left = f"about {max(self.total - examples, 0) / rate:.0f} s left" if rate > 0 else "starting"
-        return (
-            f"cowspec: {examples} examples (budget {self.total}), {ops} ops, {rate:.1f} examples/s,"
-            f" {divergences} divergence{'s' if divergences != 1 else ''}, {left}"
-        )
+        return f"{head} 0 divergences, {left}"
 
     def show(self, examples: int, ops: int, divergences: int, *, force: bool = False) -> None:
         """Show the progress if it is time to."""
@@ -437,7 +455,9 @@ def _run_workers(
                 snapshots[index] = snapshot
                 if kind == "done":
                     outcomes[index] = _decode_outcome(snapshot, message[3])
-                failing = snapshot["diverged"] or (kind == "done" and outcomes[index].error)
+                failing = (
+                    snapshot["diverged"] or snapshot.get("driver_failure") or (kind == "done" and outcomes[index].error)
+                )
                 if failing and not stopped:
                     stopped = True  # the first divergence (or error) stops the others
                     for other, worker in enumerate(workers):
@@ -473,10 +493,13 @@ def _run_workers(
 def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
     """Run the state machine against ``driver``; print the header, progress, then a report; 1 on divergence.
 
-    The report files ``--report`` names are checked before anything runs
-    (a name that is neither .md nor .html is a usage error) and written
-    after the report is printed (one that cannot be written is a usage
-    error too, the printed report standing).
+    The report files ``--report`` names and the ``--save`` directory are
+    checked before anything runs (a name that is neither .md nor .html, a
+    report's directory that is missing or not writable, a save directory
+    that could not be made or written: a usage error), so that a long run
+    is not spent to lose its report or its trace at the end. The report is
+    written after it is printed (one that still cannot be written is a
+    usage error too, the printed report standing).
     """
     try:
         features = features_from(dict.fromkeys(getattr(arguments, "feature", []), True))
@@ -489,6 +512,10 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
             report_format(path)
         except ValueError as error:
             raise UsageError(f"--report {path}: {error}") from None
+        check_report_target(path)
+    save = getattr(arguments, "save", None)
+    if save:
+        check_save_directory(save)
     budget = budget_of(arguments)
     out = sys.stdout
     enabled = ", ".join(features.enabled()) or "Docker's overlay2 configuration"
@@ -521,6 +548,8 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
         raise DriverUnavailable(outcome.error)
     if outcome.error_kind == "DriverError":
         raise DriverError(outcome.error)
+    if outcome.tally.driver_failure is not None:  # the driver failed, whatever else the run ended with
+        raise DriverError(str(outcome.tally.driver_failure))
     tally = outcome.tally
     rate = tally.examples / elapsed if elapsed > 0 else 0.0
     print(
@@ -611,6 +640,39 @@ def _mix(counter: "dict[str, int]", total: int) -> str:
         return "none"
     ordered = sorted(counter.items(), key=lambda item: (-item[1], item[0]))
     return ", ".join(f"{name} {count} ({100 * count / total:.1f}%)" for name, count in ordered)
+
+
+def check_report_target(path: str) -> None:
+    """A ``UsageError`` unless ``--report path`` can be written: its directory exists and is writable, and the
+    path is not a directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise UsageError(f"--report {path}: the directory {directory} {what}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--report {path}: the directory {directory} is not writable")
+    if os.path.isdir(path):
+        raise UsageError(f"--report {path}: is a directory")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"--report {path}: the file is not writable")
+
+
+def check_save_directory(directory: str) -> None:
+    """A ``UsageError`` unless ``--save directory`` could be made and written when a divergence is saved.
+
+    Nothing is made now (a run that agrees leaves no directory behind):
+    the nearest ancestor that exists must be a writable directory, which
+    also means no ancestor is a plain file.
+    """
+    nearest = os.path.abspath(directory)
+    while not os.path.lexists(nearest):
+        nearest = os.path.dirname(nearest)
+    if not os.path.isdir(nearest):
+        where = "" if nearest == os.path.abspath(directory) else f" ({nearest} is a file)"
+        raise UsageError(f"--save {directory}: not a directory{where}")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        where = "" if nearest == os.path.abspath(directory) else f" ({nearest})"
+        raise UsageError(f"--save {directory}: the directory{where} is not writable")
 
 
 def save_trace(directory: str, name: str, trace: Trace) -> str:

@@ -152,6 +152,8 @@ class ExecProgram:
         self._declared: Entry | None = None
         self._session_open = False
         self._closed = False
+        self._owner: int | None = None
+        """The PID of the process that started the program: only it speaks to it, only it stops it."""
 
     # -- what the program declared --------------------------------------------
 
@@ -214,6 +216,43 @@ class ExecProgram:
             return self._explicit_timeout
         return configured_timeout() or HELLO_TIMEOUT
 
+    def _inherited(self) -> bool:
+        """True if the program was started by another process, this one a fork of it (a worker)."""
+        return self._process is not None and self._owner != os.getpid()
+
+    def _leave_inherited(self) -> None:
+        """In a forked process, let go of the parent's program without a word to it and without killing it.
+
+        The pipes, the standard error file and the pidfd are the parent's
+        too: only this process's copies of their descriptors are closed.
+        What the handshake declared is forgotten, so that this process
+        starts a program of its own and shakes hands with it; a failure
+        of the parent's program is not this process's.
+        """
+        process = self._process
+        assert process is not None
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        if self._stderr is not None:
+            with contextlib.suppress(OSError):
+                self._stderr.close()
+            self._stderr = None
+        if self._pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pidfd)
+            self._pidfd = None
+        process.returncode = 0  # not this process's child: never waited for here
+        self._process = None
+        self._owner = None
+        self._buffer = bytearray()
+        self._scanned = 0
+        self._broken = None
+        self._declared = None
+        self._session_open = False
+        _live.discard(self)
+
     def _start(self) -> None:
         if self._closed:
             raise DriverError(f"driver {self._label} was closed")
@@ -234,6 +273,7 @@ class ExecProgram:
             self._stderr.close()
             self._stderr = None
             raise DriverError(f"exec driver: cannot start {self.argv[0]!r}: {error.strerror}") from None
+        self._owner = os.getpid()
         _live.add(self)
         # A descriptor that polls readable when the program exits: its death is seen even when a process
         # it started still holds its standard output open.
@@ -245,7 +285,10 @@ class ExecProgram:
         os.set_blocking(self._process.stdin.fileno(), False)
 
     def _hello(self) -> Entry:
-        """The handshake's declarations, asked for once; a handshake that fails leaves no program behind."""
+        """The handshake's declarations, asked for once per process; a handshake that fails leaves no program
+        behind."""
+        if self._inherited():
+            self._leave_inherited()
         if self._declared is not None:
             return self._declared
         if self._unavailable is not None:
@@ -302,6 +345,8 @@ class ExecProgram:
         """Say goodbye, close its input, give it a moment to exit, then kill its process group."""
         if self._closed:
             return
+        if self._inherited():  # a forked worker closing: the parent's program is the parent's to stop
+            self._leave_inherited()
         self._closed = True
         process = self._process
         if process is None:
@@ -344,7 +389,11 @@ class ExecProgram:
     # -- one request, one reply -------------------------------------------------
 
     def ask(self, request: Entry) -> Entry:
-        """Send ``request`` and return its reply (a JSON object that is not an ``error``)."""
+        """Send ``request`` and return its reply (a JSON object that is not an ``error``).
+
+        Asked in a process forked from the one that started the program, it
+        starts a program of that process's own first (``_hello``).
+        """
         self._hello()
         return self._exchange(request, self._timeout())
 
@@ -465,8 +514,8 @@ class ExecProgram:
 
     @property
     def alive(self) -> bool:
-        """Whether requests can still be sent (not failed, not closed)."""
-        return self._broken is None and self._process is not None
+        """Whether requests can still be sent (not failed, not closed, not a program this process inherited)."""
+        return self._broken is None and self._process is not None and not self._inherited()
 
 
 # -- the filesystem level --------------------------------------------------------
