@@ -54,7 +54,7 @@ from cowcheck.drivers.cleanup import die_with_parent
 from cowcheck.drivers.protocol import Driver, DriverError, DriverUnavailable
 from cowcheck.machines import profiles
 from cowcheck.machines.fs_machine import Divergence, Tally, calling, machine_for, minimise
-from cowcheck.report import ReportedDivergence, RuleTally, RunReport, render, report_format
+from cowcheck.report import ReportedDivergence, RuleTally, RunReport, render, report_format, started_now
 from cowspec.errors import SpecError
 from cowspec.formats.trace import Trace, decode_trace, encode_trace
 from cowspec.fs.conformance import Conformance
@@ -536,6 +536,7 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
     )
     progress = Progress(getattr(arguments, "progress", "auto"), budget.examples)
     started = time.monotonic()
+    started_at = started_now()
     try:
         if budget.workers == 1:
             outcome = _run_here(driver, features, budget, progress, conformance)
@@ -610,6 +611,7 @@ def generated_check(driver: Driver, arguments: argparse.Namespace) -> int:
             results=dict(tally.results),
             tally=tally.rules,
             divergences=found,
+            started=started_at,
         )
         for path in reports:
             write_report(path, render(report, path))
