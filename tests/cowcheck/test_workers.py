@@ -268,3 +268,25 @@ def test_what_a_killed_run_left_goes_at_the_next_start(tmp_path: Path, kernel: K
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert scratch_of(process.pid) == []
+
+
+@pytest.mark.kernel
+def test_a_run_with_workers_that_ends_leaves_nothing(tmp_path: Path, kernel: KernelOverlay) -> None:
+    """A run that ends normally leaves no scratch directory of its own or of a worker's, for no sweep to find.
+
+    Workers leave by ``os._exit``, without exit handlers: each removes its scratch space itself.
+    """
+    process = subprocess.Popen(
+        [*CHECK, "--examples", "20", "--workers", "2", "--progress", "never", "--save", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workers: set[int] = set()
+    while process.poll() is None:  # note the workers while they run: their scratch directories name them
+        workers |= descendants(process.pid)
+        time.sleep(0.05)
+    out, err = process.communicate()
+    assert process.returncode == 0, out + err
+    assert workers, "no worker was seen"
+    assert [path for pid in {process.pid, *workers} for path in scratch_of(pid)] == []

@@ -297,6 +297,9 @@ def _worker_main(
     reporter.join()
     send(("done", index, _snapshot(tally), _encode_outcome(outcome)))
     sender.close()
+    # A forked worker leaves by os._exit, without exit handlers: its scratch space goes now, or it would stay
+    # until the next run's sweep.
+    namespace.release()
 
 
 def _encode_outcome(outcome: Outcome) -> dict[str, Any]:
