@@ -443,9 +443,8 @@ class VectorTest(CowspecTest):
         return self.compare_layers(), self.where_layers
 
     def compare_trace(self) -> list[str]:
-        from cowcheck.compare import compare_run, difference_lines
-        from cowcheck.drivers.runner import run_real
-        from cowspec.formats.oracle import model_run, observed_results
+        from cowcheck import vectors
+        from cowcheck.compare import difference_lines
         from cowspec.formats.trace import decode_trace
 
         trace = decode_trace(self.document("trace"))
@@ -453,19 +452,16 @@ class VectorTest(CowspecTest):
         if missing:
             pytest.skip(f"cowspec: the vector needs {', '.join(missing)}, which the driver does not declare")
         plan = self.the_plan()
-        observed = run_real(cast("Driver", plan.driver("filesystem")), trace)
-        # As ``cowspec check`` compares: the model follows the real run wherever the spec allows what it did,
-        # under the conformance profile asked for; each difference names the rule it breaks.
-        run = model_run(trace, observed_results(observed), plan.conformance)
-        return difference_lines(compare_run(run, observed, conformance=plan.conformance))
+        # As ``cowspec vectors verify`` and ``cowspec check`` compare, under the conformance profile asked for.
+        driver = cast("Driver", plan.driver("filesystem"))
+        return difference_lines(vectors.verify_fs(self.vectors.files, self.name, driver, plan.conformance))
 
     def compare_store(self) -> list[str]:
-        from cowcheck.compare import compare_store, difference_lines
-        from cowspec.formats.store_trace import decode_store_trace, run_store_model
+        from cowcheck import vectors
+        from cowcheck.compare import difference_lines
 
-        steps = decode_store_trace(self.document("trace"))
-        observed = cast("StoreDriver", self.the_plan().driver("store")).run(steps)
-        return difference_lines(compare_store(run_store_model(steps), observed))
+        driver = cast("StoreDriver", self.the_plan().driver("store"))
+        return difference_lines(vectors.verify_store(self.vectors.files, self.name, driver))
 
     def compare_layers(self) -> list[str]:
         from cowcheck import vectors

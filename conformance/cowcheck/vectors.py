@@ -52,6 +52,7 @@ from cowspec.errors import SpecError
 from cowspec.formats.oracle import model_run, observed_results, oracle
 from cowspec.formats.store_trace import decode_store_trace, run_store_model
 from cowspec.formats.trace import build_layers, decode_trace
+from cowspec.fs.conformance import Conformance
 from cowspec.fs.observe import Entry
 from cowspec.oci.apply import flatten, rootfs_entries
 from cowspec.oci.layer_tar import decode_layer
@@ -546,7 +547,9 @@ def _by_driver(vector: str, call: Callable[[], Result]) -> Result:
         raise _driver_failed(vector, error) from error
 
 
-def verify_fs(files: Mapping[str, bytes], name: str, driver: Driver) -> list[Difference]:
+def verify_fs(
+    files: Mapping[str, bytes], name: str, driver: Driver, conformance: Conformance = "kernel"
+) -> list[Difference]:
     """Where ``driver``'s result for vector ``fs/NAME`` differs from the model's, each with its rule.
 
     A trace the spec rejects is not run: the harness refuses it, as the set
@@ -559,8 +562,8 @@ def verify_fs(files: Mapping[str, bytes], name: str, driver: Driver) -> list[Dif
     except SpecError:
         return []
     observed = _by_driver(f"fs/{name}", lambda: run_real(driver, trace))
-    run = model_run(trace, observed_results(observed))
-    return compare_run(run, observed)
+    run = model_run(trace, observed_results(observed), conformance)
+    return compare_run(run, observed, conformance=conformance)
 
 
 def layer_rule(files: Mapping[str, bytes], name: str) -> str:
