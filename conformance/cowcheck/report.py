@@ -34,7 +34,7 @@ RULE_HEADING = re.compile(r"^#{2,4} ([A-Z]+-\d+): (.*)$")
 RULE_ID = re.compile(r"^([A-Z]+)-(\d+)$")
 FILESYSTEM_CHAPTERS_END = "11"
 """Chapters 01 to 10 state the filesystem level (their files sort below ``11-``)."""
-REPORT_FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+REPORT_FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".json": "json"}
 
 
 @dataclass
@@ -262,20 +262,23 @@ def rule_rows(report: RunReport, known: Mapping[str, SpecRule]) -> dict[str, Rul
 
 
 def report_format(path: str) -> str:
-    """``markdown`` or ``html``, from the name of the file a report goes to.
+    """``markdown``, ``html`` or ``json``, from the name of the file a report goes to.
 
     Raises ``ValueError`` with a one-line reason for any other name.
     """
     suffix = Path(path).suffix.lower()
     if suffix not in REPORT_FORMATS:
-        raise ValueError(f"a report is written as .md or .html, not {path!r}")
+        raise ValueError(f"a report is written as .md, .html or .json, not {path!r}")
     return REPORT_FORMATS[suffix]
 
 
 def render(report: RunReport, path: str, spec_dir: Path | None = None) -> str:
     """The report in the format ``path``'s name asks for (``report_format``)."""
-    if report_format(path) == "html":
+    chosen = report_format(path)
+    if chosen == "html":
         return render_html(report, spec_dir)
+    if chosen == "json":  # for programs (``cowspec conformance-report`` reads it): the report's data, unrendered
+        return json.dumps(report.to_json(), indent=1, sort_keys=True) + "\n"
     return render_markdown(report, spec_dir)
 
 

@@ -176,5 +176,13 @@ def test_the_format_follows_the_file_name() -> None:
     assert report_format("out/report.md") == "markdown" and report_format("R.HTML") == "html"
     assert render(report, "r.html").startswith("<!DOCTYPE html>")
     assert render(report, "r.md").startswith("# cowspec check: buggy")
-    with pytest.raises(ValueError, match=r"\.md or \.html"):
+    with pytest.raises(ValueError, match=r"\.md, \.html or \.json"):
         report_format("report.pdf")
+
+
+def test_a_json_report_is_the_runs_data_for_programs() -> None:
+    report = diverging_report()
+    data = json.loads(render(report, "run.json"))
+    assert data == json.loads(json.dumps(report.to_json()))
+    assert data["driver"] == "buggy" and len(data["divergences"]) == len(report.divergences) > 0
+    assert data["divergences"][0]["rule"] == report.divergences[0].rule != ""
