@@ -457,6 +457,17 @@ class KernelSession:
         return session
 
     def _mount_and_enter(self, lowers_top_first: list[str], upper: str, work: str, features: Features) -> None:
+        self._mount(lowers_top_first, upper, work, features)
+        self._enter()
+
+    def _mount(self, lowers_top_first: list[str], upper: str, work: str, features: Features) -> None:
+        """Mount the overlay of ``lowers_top_first`` and ``upper`` on the merged directory, and say so in ``mounted``.
+
+        The one step that names the implementation: the kernel's overlayfs
+        here; a session class of another implementation over the same
+        on-disk layers (``fuse_overlay``) mounts its own, and undoes it in
+        ``_unmount``.
+        """
         options = ",".join(
             [
                 "lowerdir=" + ":".join(lowers_top_first),
@@ -472,7 +483,10 @@ class KernelSession:
         except OSError as error:
             raise DriverUnavailable(str(error)) from None
         self.mounted = True
-        self._enter()
+
+    def _unmount(self) -> None:
+        """Undo ``_mount`` (called while ``mounted`` says it is there, after the container process has left)."""
+        umount(self.merged_dir)
 
     @classmethod
     def in_directory(cls, root: str) -> "KernelSession":
@@ -572,7 +586,7 @@ class KernelSession:
                 else:
                     process.stop()
         if self.mounted:
-            umount(self.merged_dir)
+            self._unmount()
             self.mounted = False
         if self.home_mounted:
             umount(self.home)
