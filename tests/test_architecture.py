@@ -52,7 +52,7 @@ def _below(module: str, prefix: str) -> bool:
 
 def test_the_graph_was_read() -> None:
     """The graph holds every level's modules and their imports (a check of the checker)."""
-    assert {"cowspec.fs.stack", "cowspec.oci.layer_tar", "cowcheck.cli.main"} <= set(GRAPH)
+    assert {"cowspec.fs.stack", "cowspec.oci.layer_tar", "cowspec.snapshot.steps", "cowcheck.cli.main"} <= set(GRAPH)
     assert "cowspec.fs.stack" in GRAPH["cowspec.fs.operations"]
 
 
@@ -87,6 +87,10 @@ def test_no_import_cycle() -> None:
         ("cowspec.fs", "cowspec.formats"),
         ("cowspec.oci", "cowspec.store"),
         ("cowspec.oci", "cowspec.formats"),
+        ("cowspec.fs", "cowspec.snapshot"),  # the snapshot level sits on fs and oci
+        ("cowspec.oci", "cowspec.snapshot"),
+        ("cowspec.snapshot", "cowspec.store"),
+        ("cowspec.snapshot", "cowspec.formats"),
         ("cowspec.store", "cowspec.formats"),
         ("cowcheck.drivers", "cowcheck.cli"),
         ("cowcheck.machines", "cowcheck.cli"),
@@ -100,5 +104,18 @@ def test_levels_import_only_downwards(importer: str, forbidden: str) -> None:
         if _below(module, importer)
         for each in imported
         if _below(each, forbidden)
+    )
+    assert not wrong, "; ".join(wrong)
+
+
+def test_the_snapshot_level_imports_only_fs_oci_and_errors() -> None:
+    """cowspec.snapshot stands on the filesystem and layer levels alone (spec chapter 17)."""
+    allowed = ("cowspec.fs", "cowspec.oci", "cowspec.errors", "cowspec.snapshot")
+    wrong = sorted(
+        f"{module} imports {each}"
+        for module, imported in GRAPH.items()
+        if _below(module, "cowspec.snapshot")
+        for each in imported
+        if _below(each, "cowspec") and not any(_below(each, prefix) for prefix in allowed)
     )
     assert not wrong, "; ".join(wrong)
