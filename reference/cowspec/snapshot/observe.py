@@ -35,6 +35,15 @@ from cowspec.snapshot.state import (
     tree_container,
 )
 
+INFO_RULE = "SNAP-1"
+"""The rule a snapshot's listing (name, kind, parent) is held to; a view that vanished breaks SNAP-3."""
+TREE_RULES: dict[str, str] = {"overlayfs": "SNAP-7", "native": "SNAP-8"}
+"""The rule a snapshot's tree is held to, per snapshotter."""
+TREE_RULE = "SNAP-7"
+USAGE_RULE = "SNAP-9"
+MOUNTS_RULE = "SNAP-6"
+DIFF_RULE = "SNAP-11"
+
 
 @dataclass(frozen=True, slots=True)
 class Info:
