@@ -57,19 +57,20 @@ class Done:
 
 
 def check_create(snapshots: Snapshots, key: str, parent: str | None, rule: str) -> Failed | None:
-    """The checks prepare and view share [SNAP-2][SNAP-3].
-
-    # CHECK: the key is free (already exists), the parent exists (not
-    found), the parent is committed (invalid argument).
-    """
+    """The checks prepare and view share [SNAP-2][SNAP-3]: the key is free
+    (already exists), the parent exists (not found), the parent is
+    committed (invalid argument)."""
+    # CHECK: containerd's metadata store, the key then the parent
     if snapshots.get(key) is not None:
         return Failed("already exists", rule)
-    if parent is not None:
-        found = snapshots.get(parent)
-        if found is None:
-            return Failed("not found", rule)
-        if not isinstance(found, Committed):
-            return Failed("invalid argument", rule)
+    if parent is None:
+        return None
+    found = snapshots.get(parent)
+    if found is None:
+        return Failed("not found", rule)
+    # CHECK: the snapshotter, the parent's kind
+    if not isinstance(found, Committed):
+        return Failed("invalid argument", rule)
     return None
 
 
@@ -79,11 +80,10 @@ def check_prepare(snapshots: Snapshots, call: Prepare) -> Failed | None:
 
 
 def apply_prepare(snapshots: Snapshots, call: Prepare) -> Snapshots:
-    """A new active snapshot over its parent [SNAP-2][SNAP-7][SNAP-8].
-
-    # APPLY: overlayfs stacks an empty writable layer on the parent's chain;
-    native starts from the parent's tree, shared, not copied.
-    """
+    """A new active snapshot over its parent [SNAP-2][SNAP-7][SNAP-8]:
+    overlayfs stacks an empty writable layer on the parent's chain; native
+    starts from the parent's tree, shared, not copied."""
+    # APPLY
     active = Active(call.parent, base_container(snapshots, call.parent))
     return replace(snapshots, snapshots=snapshots.snapshots.set(call.key, active))
 
@@ -95,6 +95,7 @@ def check_view(snapshots: Snapshots, call: View) -> Failed | None:
 
 def apply_view(snapshots: Snapshots, call: View) -> Snapshots:
     """A new view of its parent [SNAP-3]."""
+    # APPLY
     return replace(snapshots, snapshots=snapshots.snapshots.set(call.key, ViewSnapshot(call.parent)))
 
 
@@ -102,18 +103,17 @@ def apply_view(snapshots: Snapshots, call: View) -> Snapshots:
 
 
 def check_commit(snapshots: Snapshots, call: Commit) -> Failed | None:
-    """Why ``commit`` fails, or None [SNAP-4].
-
-    # CHECK: the name is free, even when the key is missing or is the name
-    (already exists); the key exists (not found); on native, a view with a
-    parent has no directory to measure (unknown); the key is active
-    (failed precondition).
-    """
+    """Why ``commit`` fails, or None [SNAP-4]: the name is free, even when
+    the key is missing or is the name (already exists); the key exists (not
+    found); on native, a view with a parent has no directory to measure
+    (unknown); the key is active (failed precondition)."""
+    # CHECK: containerd's metadata store, the name then the key
     if snapshots.get(call.name) is not None:
         return Failed("already exists", "SNAP-4")
     found = snapshots.get(call.key)
     if found is None:
         return Failed("not found", "SNAP-4")
+    # CHECK: the snapshotter, which measures the key's directory first, then its kind
     if snapshots.snapshotter == "native" and isinstance(found, ViewSnapshot) and found.parent is not None:
         return Failed("unknown", "SNAP-4")
     if not isinstance(found, Active):
@@ -124,13 +124,15 @@ def check_commit(snapshots: Snapshots, call: Commit) -> Failed | None:
 def apply_commit(snapshots: Snapshots, call: Commit) -> Snapshots:
     """Active ``key`` becomes committed ``name``; ``key`` is gone [SNAP-4].
 
-    # APPLY: what the active's mounts showed is kept as it is (its usage and
-    diff are fixed from now on [SNAP-9]); its own layer (overlayfs) or its
-    tree (native) is settled once for its children [SNAP-11].
+    What the active's mounts showed is kept as it is (its usage and diff
+    are fixed from now on [SNAP-9]); its own layer (overlayfs) or its tree
+    (native) is settled once for its children [SNAP-11].
     """
+    # RESOLVE
     active = snapshots.get(call.key)
     if not isinstance(active, Active):
         raise ModelError(f"commit of {call.key!r}, which is not active")
+    # APPLY
     settled = settled_layer(active.container.upper)
     chain = (*chain_of(snapshots, active.parent), settled) if snapshots.snapshotter == "overlayfs" else ()
     done = Committed(active.parent, active.container, active.renamed_whiteouts, settled, chain)
@@ -141,11 +143,9 @@ def apply_commit(snapshots: Snapshots, call: Commit) -> Snapshots:
 
 
 def check_remove(snapshots: Snapshots, call: Remove) -> Failed | None:
-    """Why ``remove`` fails, or None [SNAP-5].
-
-    # CHECK: the key exists (not found); no snapshot of any kind has it as
-    parent (failed precondition).
-    """
+    """Why ``remove`` fails, or None [SNAP-5]: the key exists (not found);
+    no snapshot of any kind has it as parent (failed precondition)."""
+    # CHECK
     if snapshots.get(call.key) is None:
         return Failed("not found", "SNAP-5")
     if has_children(snapshots, call.key):
@@ -155,6 +155,7 @@ def check_remove(snapshots: Snapshots, call: Remove) -> Failed | None:
 
 def apply_remove(snapshots: Snapshots, call: Remove) -> Snapshots:
     """The snapshot is gone, whatever its kind [SNAP-5]."""
+    # APPLY
     return replace(snapshots, snapshots=snapshots.snapshots.delete(call.key))
 
 
@@ -169,9 +170,11 @@ def apply_perform(snapshots: Snapshots, call: Perform) -> tuple[Snapshots, Done]
     whiteout an inode of its own; a whiteout a later call replaces is no
     longer one [SNAP-10].
     """
+    # RESOLVE
     active = snapshots.get(call.key)
     if not isinstance(active, Active):
         raise ModelError(f"a filesystem call through {call.key!r}, which is not an active snapshot")
+    # APPLY: the filesystem level's step, then the whiteouts a rename made
     transition = fs_step(active.container, call.op)
     upper = transition.container.upper
     renamed = active.renamed_whiteouts
