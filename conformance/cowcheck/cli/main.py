@@ -3,6 +3,7 @@
     cowspec oracle TRACE.json...                 what the model says must happen
     cowspec run --driver NAME TRACE.json...      what a real implementation did
     cowspec check --driver NAME [TRACE.json...]  both, compared
+    cowspec replay TRACE.json --driver NAME      a snapshot trace, call by call, model beside snapshotter
     cowspec flatten IMAGE                        an image's root filesystem
     cowspec layers IMAGE                         its layers, checked and counted
     cowspec inspect IMAGE                        what each layer wastes
@@ -49,9 +50,21 @@ def command_run(arguments: argparse.Namespace) -> int:
 
 
 def command_check(arguments: argparse.Namespace) -> int:
+    from cowcheck.drivers.registry import levels_of
+
+    if "snapshot" in levels_of(arguments.driver):
+        from cowcheck.cli.snapshot_check import command_check as snapshot_check
+
+        return snapshot_check(arguments)
     from cowcheck.cli.trace_commands import command_check
 
     return command_check(arguments)
+
+
+def command_replay(arguments: argparse.Namespace) -> int:
+    from cowcheck.cli.snapshot_check import command_replay
+
+    return command_replay(arguments)
 
 
 def command_flatten(arguments: argparse.Namespace) -> int:
@@ -184,7 +197,10 @@ def parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    trace_help = "a trace file (cowspec-trace/1 or cowspec-store-trace/1); - for standard input"
+    trace_help = (
+        "a trace file (cowspec-trace/1 or cowspec-store-trace/1; cowspec-snapshot-trace/1 with a snapshot-level"
+        " driver); - for standard input"
+    )
     sub = command("oracle", "what the reference model says a trace must give")
     sub.add_argument("traces", nargs="+", metavar="TRACE.json", help=trace_help)
     sub.add_argument(
@@ -265,6 +281,14 @@ def parser() -> argparse.ArgumentParser:
         help="an overlay feature to turn on for generated cases (redirect_dir); the driver must support it",
     )
     sub.set_defaults(handler=command_check)
+    sub = command(
+        "replay",
+        "replay a snapshot trace (cowspec-snapshot-trace/1) on a snapshot-level driver, call by call, the model's"
+        " outcome beside the snapshotter's, and the differences with their rules",
+    )
+    sub.add_argument("trace", metavar="TRACE.json", help="a cowspec-snapshot-trace/1 file; - for standard input")
+    sub.add_argument("--driver", required=True, metavar="DRIVER", help=DRIVER_HELP)
+    sub.set_defaults(handler=command_replay)
     sub = command("drivers", "the drivers installed: name, level, optional features, where each comes from")
     sub.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     sub.add_argument(

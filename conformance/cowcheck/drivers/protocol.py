@@ -10,6 +10,12 @@
   container over a stack of layers and commits it to a layer tar.
 - Level 3, ``StoreDriver``: an engine that runs a store trace's steps and
   reports every figure in the shape of the store trace result.
+- The snapshot level, ``SnapshotDriver``: a snapshotter as containerd defines
+  one (keys, parents, active snapshots, views, commit, remove). Each example
+  opens a fresh, empty snapshotter state (``open_snapshots``); the session
+  makes each call and reports what it saw in JSON shapes (the model's
+  ``cowspec.snapshot.observe`` gives the same), so that the harness compares
+  without knowing which snapshotter ran.
 """
 
 from __future__ import annotations
@@ -115,3 +121,67 @@ def committer_of(driver: object) -> Committer | None:
     if not callable(getattr(driver, "commit", None)) or getattr(driver, "commits", True) is False:
         return None
     return cast(Committer, driver)
+
+
+class SnapshotSession(Protocol):
+    """One fresh snapshotter state, for one example (the snapshot level).
+
+    Each call answers ``{"ok": true}`` or ``{"error": KIND}``, KIND one of
+    containerd's error names (``already exists``, ``not found``, ``failed
+    precondition``, ``invalid argument``); ``perform`` answers the result item
+    of a ``cowspec-trace/1`` op.
+    """
+
+    def prepare(self, key: str, parent: str | None) -> Entry:
+        """A new active (writable) snapshot ``key`` over committed ``parent`` (None: over nothing)."""
+
+    def view(self, key: str, parent: str | None) -> Entry:
+        """A new view (read-only snapshot) ``key`` of committed ``parent``."""
+
+    def commit(self, name: str, key: str) -> Entry:
+        """Active ``key`` becomes committed ``name``; ``key`` is gone."""
+
+    def remove(self, key: str) -> Entry:
+        """Remove snapshot ``key`` (one with no children)."""
+
+    def perform(self, key: str, op: Op) -> Entry:
+        """Make ``op`` through the mounts of active ``key``; its result item."""
+
+    def infos(self) -> list[Entry]:
+        """Every snapshot that exists: ``{"name", "kind", "parent"}`` (kind ``active``, ``view`` or
+        ``committed``; parent None for none), sorted by name."""
+
+    def tree(self, key: str) -> list[Entry]:
+        """The tree of active or view ``key`` through its mounts, as ``Session.merged`` gives a merged tree."""
+
+    def usage(self) -> dict[str, Entry]:
+        """Every snapshot's usage: ``{key: {"size": bytes, "inodes": count}}``."""
+
+    def mounts(self, key: str) -> Entry:
+        """What the mounts of active or view ``key`` are: ``{"type": "bind"|"overlay", "readonly", "lowers"}``."""
+
+    def diff(self, key: str) -> bytes:
+        """The uncompressed layer tar of ``key`` against its parent, as the snapshotter's differ writes it."""
+
+    def close(self) -> None:
+        """Unmount and remove everything the session made."""
+
+
+class SnapshotDriver(Protocol):
+    """A snapshotter (the snapshot level): ``level = "snapshot"``."""
+
+    name: str
+
+    @property
+    def snapshotter(self) -> str:
+        """The model's name for the kind of snapshotter it is (``overlayfs``, ``native``)."""
+
+    def allocation(self, kind: str, size: int) -> int:
+        """The bytes the snapshotter's backing filesystem allocates for one inode of ``kind`` (``file``,
+        ``dir``, ``symlink``, ``whiteout``) and apparent ``size``: what its usage counts."""
+
+    def open_snapshots(self) -> SnapshotSession:
+        """A fresh, empty snapshotter state."""
+
+    def close(self) -> None:
+        """Stop whatever the driver started (a daemon); a later ``open_snapshots`` starts it again."""

@@ -1,6 +1,7 @@
 """The drivers ``--driver`` can name, at each of the three levels, from three sources.
 
-A driver is found by what ``--driver`` says:
+A driver is found by what ``--driver`` says (at the three levels and at the
+snapshot level):
 
 - ``NAME``: an installed driver, registered under the entry point group
   ``cowspec.drivers`` by any installed package. cowspec's own drivers
@@ -15,9 +16,10 @@ A driver is found by what ``--driver`` says:
 
 What an entry point or ``module:attr`` names is a driver class (called with
 no arguments) or a driver instance. Its level is its ``level`` attribute
-(``"filesystem"``, ``"layer"`` or ``"store"``) or, failing that, the method it
-has: ``open`` (``Driver``), ``flatten`` (``LayerDriver``), ``run``
-(``StoreDriver``). Its optional overlay features are its ``features``
+(``"filesystem"``, ``"layer"``, ``"store"`` or ``"snapshot"``) or, failing
+that, the method it has: ``open`` (``Driver``), ``flatten``
+(``LayerDriver``), ``run`` (``StoreDriver``), ``open_snapshots``
+(``SnapshotDriver``). Its optional overlay features are its ``features``
 attribute (``redirect_dir``, ...); Docker's overlay2 configuration is
 always supported. An exec program says both in its handshake.
 """
@@ -33,16 +35,21 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Literal, cast
 
-from cowcheck.drivers.protocol import Driver, LayerDriver, StoreDriver
+from cowcheck.drivers.protocol import Driver, LayerDriver, SnapshotDriver, StoreDriver
 
 if TYPE_CHECKING:
     from cowcheck.drivers.exec_driver import ExecProgram
 
-Level = Literal["filesystem", "layer", "store"]
-LEVELS: tuple[Level, ...] = ("filesystem", "layer", "store")
+Level = Literal["filesystem", "layer", "store", "snapshot"]
+LEVELS: tuple[Level, ...] = ("filesystem", "layer", "store", "snapshot")
 GROUP = "cowspec.drivers"
 """The entry point group drivers register under."""
-_METHOD_OF_LEVEL: dict[Level, str] = {"filesystem": "open", "layer": "flatten", "store": "run"}
+_METHOD_OF_LEVEL: dict[Level, str] = {
+    "filesystem": "open",
+    "layer": "flatten",
+    "store": "run",
+    "snapshot": "open_snapshots",
+}
 
 
 class DriverNotFound(LookupError):
@@ -70,7 +77,7 @@ def level_of(target: object) -> tuple[Level, ...]:
         return (cast(Level, declared),)
     found = tuple(level for level in LEVELS if callable(getattr(target, _METHOD_OF_LEVEL[level], None)))
     if not found:
-        raise DriverNotFound("it has no level attribute and none of the methods open, flatten, run")
+        raise DriverNotFound("it has no level attribute and none of the methods open, flatten, run, open_snapshots")
     return found
 
 
@@ -158,7 +165,9 @@ def _exec_program(command: str) -> Registered:
             return program.filesystem()
         if level == "layer":
             return program.layer()
-        return program.store()
+        if level == "store":
+            return program.store()
+        raise DriverNotFound(f"driver exec:{command}: the exec protocol has no {level} level")
 
     return Registered(f"exec:{command}", f"program {argv[0]}", levels, program.features, make)
 
@@ -203,6 +212,11 @@ def layer_driver(spec: str) -> LayerDriver:
 def store_driver(spec: str) -> StoreDriver:
     """The store-level driver ``spec`` names (``cowspec-store-trace/1`` traces, the store machine)."""
     return cast(StoreDriver, _at(spec, "store"))
+
+
+def snapshot_driver(spec: str) -> SnapshotDriver:
+    """The snapshot-level driver ``spec`` names (``cowspec-snapshot-trace/1`` traces, the snapshot machine)."""
+    return cast(SnapshotDriver, _at(spec, "snapshot"))
 
 
 def levels_of(spec: str) -> tuple[Level, ...]:

@@ -91,3 +91,23 @@ def planted_bug_search() -> settings:
     return settings(
         max_examples=300, stateful_step_count=20, database=None, deadline=None, derandomize=True, phases=PHASES
     )
+
+
+SNAPSHOT_EXAMPLES = {"quick": 100, "dev": 10, "ci": 60, "nightly": 500}
+"""Examples of the snapshot machine per profile: each call is a ``ctr`` command (some 20 ms) on a private containerd."""
+SNAPSHOT_STEPS = {"quick": 20, "dev": 12, "ci": 20, "nightly": 40}
+
+
+def snapshot_machine(name: str | None = None) -> settings:
+    """The snapshot machine's budget under profile ``name`` (the chosen one by default): derandomized under
+    ``ci``, no database (a snapshotter's examples are cheap to find again), no targeting (it has no target)."""
+    name = name or chosen()
+    return settings(
+        max_examples=SNAPSHOT_EXAMPLES.get(name, SNAPSHOT_EXAMPLES["dev"]),
+        stateful_step_count=SNAPSHOT_STEPS.get(name, SNAPSHOT_STEPS["dev"]),
+        deadline=None,
+        database=None,
+        derandomize=name == "ci",
+        report_multiple_bugs=False,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    )
