@@ -38,7 +38,12 @@ from cowcheck.drivers.protocol import DriverUnavailable
 from cowcheck.machines import snapshot_machine as machine
 from cowspec.formats.snapshot_trace import SnapshotTrace, decode_snapshot_trace
 from cowspec.fs.calls import Append, Create, Link, Mkdir, Rename, Rmdir, Symlink, Unlink, Write
+from cowspec.oci.apply import flatten, rootfs_entries
+from cowspec.oci.commit import commit
+from cowspec.oci.layer_tar import decode_layer
+from cowspec.snapshot import observe
 from cowspec.snapshot.calls import Commit, Perform, Prepare, Remove, SnapshotCall, View
+from cowspec.snapshot.state import Active
 
 pytestmark = pytest.mark.kernel
 
@@ -338,6 +343,7 @@ def test_each_saved_divergence_replays(
     snapshotter: str, directory: str, entry: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every kept divergence still diverges, under the rule it is kept with, through the command line."""
+    before = containerd_processes()
     probe = registry.snapshot_driver(SPECS[snapshotter])
     try:
         probe.open_snapshots().close()
@@ -350,4 +356,44 @@ def test_each_saved_divergence_replays(
     printed = capsys.readouterr().out
     assert f"[{entry['rule']}]" in printed
     assert main(["check", "--driver", SPECS[snapshotter], path]) == 1
-    assert containerd_processes() == []
+    assert containerd_processes() == before  # each command stopped the containerd it started
+
+
+def test_a_diff_is_not_a_commit_and_applies_to_the_same_tree() -> None:
+    """[SNAP-11][SNAP-12] containerd's differ against a commit of the same container (COMMIT-1): where a
+    directory of the parent is removed and made again, the overlay upper marks it opaque and a commit writes the
+    opaque marker, while the differ writes a per-name whiteout for what is gone and no marker; applied over the
+    parent, both give the same tree."""
+    driver = started("overlayfs")
+    session = driver.open_snapshots()
+    run = machine.SnapshotRun(session, "overlayfs", driver.allocation)
+    calls: list[SnapshotCall] = [
+        Prepare("a", None),
+        Perform("a", Mkdir("/d", 0o755)),
+        Perform("a", Create("/d/old", 0o644)),
+        Perform("a", Create("/gone", 0o644)),
+        Commit("c", "a"),
+        Prepare("b", "c"),
+        Perform("b", Unlink("/d/old")),
+        Perform("b", Rmdir("/d")),
+        Perform("b", Mkdir("/d", 0o755)),
+        Perform("b", Create("/d/new", 0o644)),
+        Perform("b", Unlink("/gone")),
+    ]
+    try:
+        for call in calls:
+            assert not run.call(call) and not run.state()
+        real = decode_layer(session.diff("b"))
+        active = run.snapshots.get("b")
+        assert isinstance(active, Active)
+        committed = commit(active.container)
+    finally:
+        session.close()
+        driver.close()
+    real_entries = {str(entry["path"]): entry for entry in observe.diff_entries(real)}
+    commit_entries = {str(entry["path"]): entry for entry in observe.diff_entries(committed)}
+    assert real_entries["/d"]["opaque"] is False and commit_entries["/d"]["opaque"] is True
+    assert real_entries["/d/old"] == {"path": "/d/old", "type": "whiteout"} and "/d/old" not in commit_entries
+    assert real_entries["/gone"] == commit_entries["/gone"] == {"path": "/gone", "type": "whiteout"}
+    below = [observe.diff(run.snapshots, "c")]
+    assert rootfs_entries(flatten([*below, real])) == rootfs_entries(flatten([*below, committed]))
