@@ -205,7 +205,7 @@ def test_a_failing_start_leaves_nothing(fuse: FuseOverlay, tmp_path: Path, monke
         assert fuse_mounts() == [] and fuse_processes() == []
     driver = FuseOverlay()
     driver.program = str(tmp_path / "absent")
-    with pytest.raises(DriverUnavailable, match="not installed"):
+    with pytest.raises(DriverUnavailable, match="is missing or not executable"):
         driver.open(((),), load("mkdir-enomem.json").features)
 
 

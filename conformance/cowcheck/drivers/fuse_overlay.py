@@ -54,7 +54,7 @@ MOUNT_TABLE = "/proc/thread-self/mountinfo"
 def unavailable_reason(program: str = PROGRAM) -> str | None:
     """Why fuse-overlayfs cannot run here (one line), or None if it can as far as can be told before starting it."""
     if not os.access(program, os.X_OK):
-        return f"{program} is not installed (apt-get install fuse-overlayfs)"
+        return f"{program} is missing or not executable (apt-get install fuse-overlayfs)"
     if not os.path.exists(FUSE_DEVICE):
         return f"{FUSE_DEVICE} is missing: the kernel offers no FUSE here"
     return None
@@ -154,6 +154,7 @@ class FuseSession(KernelSession):
                 preexec_fn=die_with_parent(signal.SIGKILL),
             )
         except OSError as error:
+            self._stop_daemon()  # closes the file of its complaints
             raise DriverUnavailable(f"cannot start {self.program}: {error.strerror}") from None
         self.mounted = True
         deadline = time.monotonic() + MOUNT_TIMEOUT
