@@ -1,13 +1,15 @@
 """Chapter 17: the calls of a snapshotter and their error kinds, as containerd 1.6.20 gave them."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cowspec.errors import ModelError
 from cowspec.fs.calls import Mkdir, Ok
-from cowspec.snapshot.calls import Commit, Perform, Prepare, Remove, View
+from cowspec.snapshot.calls import Commit, Perform, Prepare, Remove, SnapshotCall, View
 from cowspec.snapshot.observe import Info, infos
 from cowspec.snapshot.state import SNAPSHOTTERS, Snapshotter, empty_snapshots
-from cowspec.snapshot.steps import Done, step
+from cowspec.snapshot.steps import Done, Failed, step
 from tests.snapshot.support import refused, run
 
 BOTH = pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
@@ -102,3 +104,46 @@ def test_an_unknown_snapshotter_is_a_model_bug() -> None:
     """[SNAP-1] Only the two snapshotters the chapter states."""
     with pytest.raises(ModelError):
         empty_snapshots("btrfs")  # type: ignore[arg-type]
+
+
+KEYS = ("a", "b", "c", "d")
+
+
+@st.composite
+def snapshot_calls(draw: st.DrawFn) -> SnapshotCall:
+    key = draw(st.sampled_from(KEYS))
+    parent = draw(st.none() | st.sampled_from(KEYS))
+    choices: tuple[SnapshotCall, ...] = (
+        Prepare(key, parent),
+        View(key, parent),
+        Commit(draw(st.sampled_from(KEYS)), key),
+        Remove(key),
+    )
+    return draw(st.sampled_from(choices))
+
+
+@given(st.sampled_from(SNAPSHOTTERS), st.lists(snapshot_calls(), max_size=30))
+def test_the_graph_stays_a_forest_of_committed_parents(snapshotter: Snapshotter, calls: list[SnapshotCall]) -> None:
+    """[SNAP-1][SNAP-2][SNAP-3][SNAP-4][SNAP-5] Whatever the calls: every parent exists and is committed, a
+    refusal changes nothing, and each call succeeds exactly when containerd's conditions hold."""
+    snapshots = empty_snapshots(snapshotter)
+    for call in calls:
+        before = infos(snapshots)
+        after, outcome = step(snapshots, call)
+        if isinstance(outcome, Failed):
+            assert after is snapshots
+        match call:
+            case Prepare() | View():
+                parent = before.get(call.parent) if call.parent is not None else None
+                fine = call.key not in before and (
+                    call.parent is None or (parent is not None and parent.kind == "committed")
+                )
+            case Commit():
+                fine = call.name not in before and call.key in before and before[call.key].kind == "active"
+            case Remove():
+                fine = call.key in before and all(info.parent != call.key for info in before.values())
+        assert isinstance(outcome, Done) == fine, (call, outcome)
+        snapshots = after
+        for info in infos(snapshots).values():
+            if info.parent is not None:
+                assert infos(snapshots)[info.parent].kind == "committed"
