@@ -29,7 +29,6 @@ from typing import Literal
 from immutables import Map
 
 from cowspec.errors import ModelError
-from cowspec.fs.entries import FileInode, SymlinkInode
 from cowspec.fs.layer import Layer, empty_layer
 from cowspec.fs.stack import Container
 
@@ -170,8 +169,3 @@ def tree_container(snapshots: Snapshots, key: str) -> Container:
     if isinstance(found, ViewSnapshot):
         return base_container(snapshots, found.parent)
     return found.container
-
-
-def inode_kind(inode: FileInode | SymlinkInode) -> str:
-    """``file`` or ``symlink``."""
-    return "file" if isinstance(inode, FileInode) else "symlink"
