@@ -9,7 +9,8 @@ expected, what the real system gave, and the ID of the spec rule it breaks.
 A comparison is made under a conformance profile (spec chapter 16):
 ``kernel`` compares everything exactly [CONFORM-1]; ``portable`` leaves out
 the writable layer's form [CONFORM-2] and the sizes [CONFORM-3], allows the
-link counts a broken hardlink may show [CONFORM-4], and takes the op
+link counts a broken hardlink may show [CONFORM-4] and those of a
+hardlink some of whose names are hidden [CONFORM-6], and takes the op
 outcomes the model allows under it (``allowed(..., "portable")``, so
 [CONFORM-5] arrives as a set of outcomes). Every relaxation that changed
 the verdict is counted, under its rule, in the ``relaxed`` counter a caller
@@ -29,7 +30,7 @@ from cowcheck.drivers.protocol import Driver
 from cowspec.errors import SpecError
 from cowspec.formats.oracle import ModelRun, model_run
 from cowspec.formats.trace import Trace, admits, build_layers, encode_outcome
-from cowspec.fs.conformance import Conformance, nlink_bounds
+from cowspec.fs.conformance import Conformance, LinkBound, link_bounds
 from cowspec.fs.observe import Entry, layer_tree, merged_tree
 from cowspec.fs.operations import Transition, allowed
 from cowspec.fs.resolve import why_absent
@@ -183,7 +184,7 @@ def compare_trees(
     *,
     conformance: Conformance = "kernel",
     exercised: Sequence[str] = (),
-    nlink: Mapping[str, int] | None = None,
+    nlink: Mapping[str, LinkBound] | None = None,
     relaxed: Counter[str] | None = None,
     absent: Callable[[str], str] | None = None,
 ) -> list[Difference]:
@@ -191,17 +192,18 @@ def compare_trees(
     and one per attribute of an entry both have [OBSERVE-1].
 
     ``kind`` is ``merged`` or ``upper``; ``nlink`` is the model's
-    ``nlink_bounds``, the names of hardlinks a copy-up broke (COPYUP-5).
-    Under ``portable``, the writable layer is not compared [CONFORM-2], and a
-    merged entry's ``nlink`` within its bound passes [CONFORM-4]; each
+    ``link_bounds``: the names of hardlinks a copy-up broke (COPYUP-5) or
+    some of whose names are hidden. Under ``portable``, the writable layer is
+    not compared [CONFORM-2], and a merged entry's ``nlink`` within its bound
+    passes [CONFORM-4][CONFORM-6]; each
     counted in ``relaxed`` when it changed the verdict. ``absent`` gives the
     rule that keeps a path out of the model's merged view (``why_absent``),
     for an entry only the real system shows.
     """
     found = _tree_differences(kind, expected, observed, exercised, nlink or {}, conformance == "portable", absent)
     differences, relaxations = found
-    if relaxations:
-        _count(relaxed, "CONFORM-4", relaxations)
+    for rule, times in relaxations.items():
+        _count(relaxed, rule, times)
     if conformance == "portable" and kind == "upper":
         if differences:
             _count(relaxed, "CONFORM-2")
@@ -214,13 +216,13 @@ def _tree_differences(
     expected: list[Entry],
     observed: list[Entry],
     exercised: Sequence[str],
-    nlink: Mapping[str, int],
+    nlink: Mapping[str, LinkBound],
     relax: bool,
     absent: Callable[[str], str] | None,
-) -> tuple[list[Difference], int]:
+) -> tuple[list[Difference], Counter[str]]:
     want, got = _by_path(expected), _by_path(observed)
     differences: list[Difference] = []
-    relaxations = 0
+    relaxations: Counter[str] = Counter()
     for path in sorted(set(want) | set(got)):
         mine, theirs = want.get(path), got.get(path)
         if mine is None or theirs is None:
@@ -235,18 +237,19 @@ def _tree_differences(
                 continue
             actual = theirs.get(attribute)
             if attribute == "nlink" and relax and _within(actual, nlink, path):
-                relaxations += 1
+                relaxations[nlink[path].rule] += 1
                 continue
-            rule = tree_rule(kind, attribute, mine, theirs, exercised, path in nlink)
+            broken_link = path in nlink and nlink[path].rule == "CONFORM-4"
+            rule = tree_rule(kind, attribute, mine, theirs, exercised, broken_link)
             differences.append(Difference(kind, path, mine.get(attribute), actual, rule, attribute))
     return differences, relaxations
 
 
-def _within(actual: object, nlink: Mapping[str, int], path: str) -> bool:
-    """True if ``actual`` is a link count CONFORM-4 allows at ``path``."""
+def _within(actual: object, nlink: Mapping[str, LinkBound], path: str) -> bool:
+    """True if ``actual`` is a link count CONFORM-4 or CONFORM-6 allows at ``path``."""
     if path not in nlink or not isinstance(actual, int) or isinstance(actual, bool):
         return False
-    return 1 <= actual <= nlink[path]
+    return nlink[path].lowest <= actual <= nlink[path].highest
 
 
 def compare_sizes(
@@ -294,7 +297,7 @@ def compare_state(
     ``container`` [OBSERVE-1], under ``conformance``. ``exercised`` are the
     last op's rules (``Transition.rules``), to name the rule each difference
     breaks."""
-    bounds = nlink_bounds(container)
+    bounds = link_bounds(container)
     found = compare_trees(
         "merged",
         merged_tree(container),
@@ -320,7 +323,7 @@ def compare_results(
     *,
     conformance: Conformance = "kernel",
     taken: Sequence[Transition] = (),
-    nlink: Mapping[str, int] | None = None,
+    nlink: Mapping[str, LinkBound] | None = None,
     relaxed: Counter[str] | None = None,
     absent: Callable[[str], str] | None = None,
 ) -> list[Difference]:
@@ -330,7 +333,7 @@ def compare_results(
     sets already hold what the profile allows [TRACE-5]); ``taken`` the
     model's transitions (``ModelRun.taken``), which name the rule each op's
     difference breaks and the rules the trees are blamed on; ``nlink`` the
-    model's ``nlink_bounds`` at the end, for CONFORM-4; ``absent`` the
+    model's ``link_bounds`` at the end, for CONFORM-4 and CONFORM-6; ``absent`` the
     model's ``why_absent`` at the end.
     """
     want_results = expected.get("results", [])
@@ -370,7 +373,7 @@ def compare_run(
 ) -> list[Difference]:
     """Where a real result differs from a model run of the same trace
     (``model_run(trace, observed results, conformance)``)."""
-    bounds = nlink_bounds(run.container)
+    bounds = link_bounds(run.container)
     return compare_results(
         run.result,
         observed,

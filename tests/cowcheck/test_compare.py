@@ -15,6 +15,7 @@ from cowcheck.compare import (
     compare_run,
     compare_state,
     compare_store,
+    compare_trees,
     difference_lines,
     first_differences,
     model_sizes,
@@ -25,7 +26,7 @@ from cowspec.formats.oracle import ModelRun, model_run
 from cowspec.formats.trace import decode_trace, encode_outcome
 from cowspec.fs.build import LayerEntry, build_layer
 from cowspec.fs.calls import Append, Op, Readdir, Stat
-from cowspec.fs.conformance import Conformance, nlink_bounds
+from cowspec.fs.conformance import Conformance, link_bounds, nlink_bounds
 from cowspec.fs.features import Features
 from cowspec.fs.observe import layer_tree, merged_tree
 from cowspec.fs.operations import allowed
@@ -400,3 +401,29 @@ def test_portable_still_catches_a_lost_write() -> None:
     for conformance in ("kernel", "portable"):
         differences = first_differences(OtherDriver("content", "upper"), trace, conformance=conformance)
         assert [(each.field, each.path, each.rule) for each in differences][:1] == [("merged", "/a", "WRITE-2")]
+
+
+def test_the_fuse_overlayfs_link_count_passes_portable_and_fails_kernel() -> None:
+    """[CONFORM-6] The merged tree of an implementation that counts the names left: a difference under kernel,
+    a counted relaxation under portable."""
+    after = model_run(
+        decode_trace(
+            {
+                "format": "cowspec-trace/1",
+                "layers": [[f("/a", "data"), h("/b", "/a")]],
+                "ops": [op("unlink", path="/b")],
+            }
+        )
+    ).container
+    theirs = [{**each, "nlink": 1} if each["path"] == "/a" else each for each in merged_tree(after)]
+    assert theirs != merged_tree(after)
+    relaxed: Counter[str] = Counter()
+    bounds = link_bounds(after)
+    kernel = compare_trees("merged", merged_tree(after), theirs, nlink=bounds)
+    assert [(each.path, each.attribute) for each in kernel] == [("/a", "nlink")]
+    assert (
+        compare_trees("merged", merged_tree(after), theirs, conformance="portable", nlink=bounds, relaxed=relaxed) == []
+    )
+    assert relaxed == Counter({"CONFORM-6": 1})
+    worse = [{**each, "nlink": 3} if each["path"] == "/a" else each for each in theirs]
+    assert compare_trees("merged", merged_tree(after), worse, conformance="portable", nlink=bounds) != []

@@ -7,7 +7,7 @@ from typing import Any, cast
 from cowspec.formats.oracle import model_run, oracle, oracle_following
 from cowspec.formats.trace import build_layers, decode_trace, encode_outcome
 from cowspec.fs.calls import Ok, Readdir, Stat, StatValue
-from cowspec.fs.conformance import CONFORMANCES, broken_links, nlink_bounds
+from cowspec.fs.conformance import CONFORMANCES, LinkBound, broken_links, link_bounds, nlink_bounds
 from cowspec.fs.operations import allowed, step
 from cowspec.fs.stack import Container, new_container
 from tests.support import d, f, h, op, w
@@ -97,3 +97,25 @@ def test_the_rationale_trace_under_both_profiles() -> None:
     assert kernel_results[0] == portable_results[0]  # before the copy-up nothing varies
     assert new_container(build_layers(trace)).upper.entries.get("/a") is None
     assert encode_outcome(step(new_container(build_layers(trace)), Stat("/a")).outcome)["ok"] is True
+
+
+def test_link_counts_vary_once_a_name_of_an_image_hardlink_is_hidden() -> None:
+    """[CONFORM-6] After ``unlink /b``, /a may show 1 (the names left) or 2 (the image inode's count, as the
+    kernel says); with three names and one hidden, 2 or 3; a hardlink with all its names shown never varies."""
+    kept = container_after(HARDLINKED)
+    assert link_bounds(kept) == {}
+    after = container_after(HARDLINKED, op("unlink", path="/b"))
+    assert link_bounds(after) == {"/a": LinkBound(1, 2, "CONFORM-6")}
+    choices = allowed(after, Stat("/a"), "portable").transitions
+    counts = [each.outcome.value.nlink for each in choices if isinstance(each.outcome, Ok)]  # type: ignore[union-attr]
+    assert counts == [2, 1] and choices[1].rule == "CONFORM-6"
+    assert len(allowed(after, Stat("/a"), "kernel").transitions) == 1
+    three = [[f("/a", "data"), h("/b", "/a"), h("/c", "/a")]]
+    hidden_below = container_after([*three, [w("/c")]])  # hidden by a higher layer's whiteout, before any op
+    assert link_bounds(hidden_below) == {"/a": LinkBound(2, 3, "CONFORM-6"), "/b": LinkBound(2, 3, "CONFORM-6")}
+    # A rename copies the name up (COPYUP-5): the link is broken, so CONFORM-4 applies, not this rule.
+    renamed = container_after(three, op("rename", src="/c", dst="/d"))
+    assert {bound.rule for bound in link_bounds(renamed).values()} == {"CONFORM-4"}
+    # A copy-up that broke the link takes CONFORM-4's wider range, not CONFORM-6's.
+    broken = container_after(HARDLINKED, op("append", path="/a", data="+"), op("unlink", path="/b"))
+    assert link_bounds(broken) == {"/a": LinkBound(1, 3, "CONFORM-4")}

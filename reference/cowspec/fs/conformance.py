@@ -6,14 +6,16 @@ implementation of the same model must do: every op's result and the merged
 view exact, except at the points of legitimate variation the spec names,
 each a rule of its own: the writable layer's form [CONFORM-2], the sizes
 counted from it [CONFORM-3], the link count of the names of a hardlinked
-image-layer file once a copy-up broke the link [CONFORM-4], and whiteouts
-listed by ``readdir`` in a plain directory [CONFORM-5], an op's outcome,
-given as a set of allowed outcomes by ``operations.allowed``.
+image-layer file once a copy-up broke the link [CONFORM-4] or once one of
+its names was hidden [CONFORM-6], and whiteouts listed by ``readdir`` in a
+plain directory [CONFORM-5], an op's outcome, given as a set of allowed
+outcomes by ``operations.allowed``.
 
 This module says where the model's state allows a variation; the
 comparison itself is the checker's (``cowcheck.compare``).
 """
 
+from dataclasses import dataclass
 from typing import Literal
 
 from cowspec.fs.entries import Dir, FileInode, Inode, Name
@@ -55,15 +57,31 @@ def _original(container: Container, inode: Inode) -> tuple[int, int] | None:
     return source.layer, source.node.ino
 
 
-def nlink_bounds(container: Container) -> dict[str, int]:
+@dataclass(frozen=True, slots=True)
+class LinkBound:
+    """The link counts a portable implementation may give for one name: any
+    from ``lowest`` to ``highest``, by ``rule``."""
+
+    lowest: int
+    highest: int
+    rule: str
+
+
+def link_bounds(container: Container) -> dict[str, LinkBound]:
     """The merged view's paths whose link count a portable implementation may
-    give otherwise, each with the highest count allowed (the lowest is 1)
-    [CONFORM-4]: every visible name of an image-layer inode whose hardlink a
-    copy-up broke, and every name of such a copy."""
+    give otherwise, each with the counts allowed:
+
+    - every visible name of an image-layer inode whose hardlink a copy-up
+      broke, and every name of such a copy: 1 to the image inode's count plus
+      its copies' [CONFORM-4];
+    - every visible name of an image-layer inode with several names some of
+      which the merged view no longer shows (an ``unlink``, a ``rename``, a
+      whiteout or a shadowing entry of a higher layer hid them): from the
+      number of names still shown to the image inode's count [CONFORM-6].
+    """
     broken = broken_links(container)
-    if not broken:
-        return {}
-    bounds: dict[str, int] = {}
+    bounds: dict[str, LinkBound] = {}
+    shown: dict[tuple[int, int], list[str]] = {}
     pending: list[Found] = [root_of(container)]
     while pending:
         directory = pending.pop()
@@ -75,5 +93,17 @@ def nlink_bounds(container: Container) -> dict[str, int]:
             if found.in_upper:
                 key = _original(container, container.upper.inode(found.node.ino))
             if key in broken:
-                bounds[found.path] = broken[key]
+                bounds[found.path] = LinkBound(1, broken[key], "CONFORM-4")
+            elif not found.in_upper and key is not None:
+                shown.setdefault(key, []).append(found.path)
+    for (layer, ino), paths in shown.items():
+        inode = container.layer(layer).inode(ino)
+        if isinstance(inode, FileInode) and len(paths) < inode.nlink:
+            for path in paths:
+                bounds[path] = LinkBound(len(paths), inode.nlink, "CONFORM-6")
     return bounds
+
+
+def nlink_bounds(container: Container) -> dict[str, int]:
+    """The highest link count ``link_bounds`` allows at each of its paths."""
+    return {path: bound.highest for path, bound in link_bounds(container).items()}

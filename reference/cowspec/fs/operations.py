@@ -60,7 +60,7 @@ from cowspec.fs.calls import (
     Unlink,
     Write,
 )
-from cowspec.fs.conformance import Conformance, nlink_bounds
+from cowspec.fs.conformance import Conformance, link_bounds
 from cowspec.fs.copy_up import copy_up, copy_up_parents, copy_up_rules, parents_rules
 from cowspec.fs.entries import SETGID, SETUID, Dir, FileInode, Name, SymlinkInode, Whiteout
 from cowspec.fs.layer import link, move, new_name, put, remove, set_inode
@@ -1073,8 +1073,9 @@ def allowed(container: Container, op: Op, conformance: Conformance = "kernel") -
 
     Under the ``kernel`` profile, one for every call: ``step``'s. Under
     ``portable``, also every outcome a point of legitimate variation
-    allows (spec chapter 16): today, a listing of a plain directory without
-    the whiteouts it stores [CONFORM-5].
+    allows (spec chapter 16): a listing of a plain directory without the
+    whiteouts it stores [CONFORM-5], and other link counts from ``lstat``
+    [CONFORM-4][CONFORM-6].
     """
     kernel = step(container, op)
     if conformance == "kernel":
@@ -1084,21 +1085,22 @@ def allowed(container: Container, op: Op, conformance: Conformance = "kernel") -
 
 def stat_variants(container: Container, op: Op, kernel: Transition) -> tuple[Transition, ...]:
     """The other link counts a portable implementation may give for ``op``:
-    ``lstat`` of a name whose hardlink a copy-up broke, any count from 1 to
-    the highest ``nlink_bounds`` allows [CONFORM-4] (COPYUP-5)."""
+    ``lstat`` of a name whose hardlink a copy-up broke [CONFORM-4] (COPYUP-5),
+    or of a name of an image-layer inode some of whose names are hidden
+    [CONFORM-6], any count ``link_bounds`` allows there."""
     if not isinstance(op, Stat) or not isinstance(kernel.outcome, Ok):
         return ()
     value = kernel.outcome.value
     if not isinstance(value, StatValue) or value.type != "file":
         return ()
     found = passed(resolve_final(container, op.path, follow=False), "stat")
-    highest = nlink_bounds(container).get(found.path)
-    if highest is None:
+    bound = link_bounds(container).get(found.path)
+    if bound is None:
         return ()
-    rules = (*kernel.rules, "CONFORM-4")
+    rules = (*kernel.rules, bound.rule)
     return tuple(
-        Transition(kernel.container, Ok(replace(value, nlink=count)), "CONFORM-4", rules)
-        for count in range(1, highest + 1)
+        Transition(kernel.container, Ok(replace(value, nlink=count)), bound.rule, rules)
+        for count in range(bound.lowest, bound.highest + 1)
         if count != value.nlink
     )
 
