@@ -487,6 +487,7 @@ typedef struct {
     int takes;
 } Worker;
 
+
 static void *work(void *argument) {
     Worker *worker = argument;
     if (worker->lanes) {
@@ -649,6 +650,66 @@ static PyObject *Hasher_add(Hasher *self, PyObject *args, PyObject *kwargs) {
     return first < 0 ? NULL : PyLong_FromSsize_t(first);
 }
 
+/* add_spans(buffer, spans): one job per (offset, size) pair of `spans` (as
+ * frame() gives them), each a part of `buffer`, held as add() holds a buffer;
+ * the index of the first.  No Python object per part. */
+static PyObject *Hasher_add_spans(Hasher *self, PyObject *args) {
+    PyObject *buffer;
+    Py_buffer spans;
+    if (!PyArg_ParseTuple(args, "Oy*", &buffer, &spans)) {
+        return NULL;
+    }
+    const Py_ssize_t *pairs = spans.buf;
+    Py_ssize_t count = spans.len / (Py_ssize_t)(2 * sizeof(Py_ssize_t)), added = 0, first = -1;
+    Py_buffer whole;
+    if (!Hasher_started(self) || PyObject_GetBuffer(buffer, &whole, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&spans);
+        return NULL;
+    }
+    if (spans.len % (Py_ssize_t)(2 * sizeof(Py_ssize_t))) {
+        PyErr_SetString(PyExc_ValueError, "Hasher.add_spans: spans are (offset, size) pairs");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (pairs[2 * i] < 0 || pairs[2 * i + 1] < 0 || pairs[2 * i] > whole.len ||
+            pairs[2 * i + 1] > whole.len - pairs[2 * i]) {
+            PyErr_SetString(PyExc_ValueError, "Hasher.add_spans: a span lies outside the buffer");
+            goto done;
+        }
+    }
+    if (self->queue.closed) {
+        PyErr_SetString(PyExc_ValueError, "Hasher: closed, no more buffers");
+        goto done;
+    }
+    pthread_mutex_lock(&self->queue.lock);
+    first = self->queue.count;
+    for (; added < count; added++) {
+        Py_buffer part;
+        /* Each job holds the buffer once, as add() would hold a slice of it. */
+        if (PyObject_GetBuffer(buffer, &part, PyBUF_SIMPLE) < 0) {
+            break;
+        }
+        Py_ssize_t index = queue_add(&self->queue, &part, 0);
+        if (index < 0) {
+            PyBuffer_Release(&part);
+            PyErr_NoMemory();
+            break;
+        }
+        Job *job = job_at(&self->queue, index);
+        job->data = (const uint8_t *)part.buf + pairs[2 * added];
+        job->length = pairs[2 * added + 1];
+    }
+    pthread_cond_broadcast(&self->queue.wake);
+    pthread_mutex_unlock(&self->queue.lock);
+done:
+    PyBuffer_Release(&whole);
+    PyBuffer_Release(&spans);
+    if (added < count || first < 0) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(first);
+}
+
 static void Hasher_stop(Hasher *self) {
     if (!self->started || self->joined) {
         return;
@@ -766,6 +827,8 @@ static void Hasher_dealloc(Hasher *self) {
 static PyMethodDef Hasher_methods[] = {
     {"add", (PyCFunction)(void (*)(void))Hasher_add, METH_VARARGS | METH_KEYWORDS,
      "add(buffers, long=False) -> int: hash these too; the index of the first."},
+    {"add_spans", (PyCFunction)Hasher_add_spans, METH_VARARGS,
+     "add_spans(buffer, spans) -> int: hash these parts of buffer ((offset, size) pairs of frame()) too."},
     {"close", (PyCFunction)Hasher_close, METH_NOARGS, "close(): no more buffers will come."},
     {"wait", (PyCFunction)Hasher_wait, METH_VARARGS, "wait(first, end): until buffers [first, end) are hashed."},
     {"digests", (PyCFunction)Hasher_digests, METH_VARARGS,
@@ -918,25 +981,79 @@ static int checksum_right(const uint8_t *header) {
         }
         stored = stored * 8 + (field[i] - '0');
     }
+    /* Every byte added up (a loop compilers vectorise on any CPU), the field's own taken back out. */
     int64_t sum = 8 * ' ';
+    uint32_t all = 0;
     for (int i = 0; i < 512; i++) {
-        if (i < 148 || i >= 156) {
-            sum += header[i];
-        }
+        all += header[i];
     }
+    for (int i = 148; i < 156; i++) {
+        all -= header[i];
+    }
+    sum += all;
     return sum == stored;
 }
 
 static int all_zero(const uint8_t *block) {
-    for (int i = 0; i < 512; i++) {
-        if (block[i]) {
-            return 0;
-        }
+    if (block[0]) {
+        return 0; /* a header: its name's first byte */
     }
-    return 1;
+    uint8_t any = 0;
+    for (int i = 0; i < 512; i++) {
+        any |= block[i];
+    }
+    return any == 0;
 }
 
-static PyObject *header_name(const uint8_t *header) {
+/* One header framed: its numbers, where its member's bytes are and where the next header is. */
+typedef struct {
+    int64_t size, mode, uid, gid, mtime, major, minor;
+    uint8_t flag;
+    Py_ssize_t data, next;
+} Framed;
+
+#define FRAME_END 0
+#define FRAME_HEADER 1
+#define FRAME_REFUSED (-1)
+
+/* Frame the header at `position`: FRAME_END at the end-of-archive block,
+ * FRAME_HEADER with `out` filled, FRAME_REFUSED where it will not vouch
+ * (truncation, a wrong checksum, a number that is not plain octal). */
+static int frame_header(const uint8_t *data, Py_ssize_t length, Py_ssize_t position, Framed *out) {
+    if (position + 512 > length) {
+        return FRAME_REFUSED;
+    }
+    const uint8_t *header = data + position;
+    if (all_zero(header)) {
+        return FRAME_END;
+    }
+    int64_t size = plain_octal(header + 124, 12);
+    if (size < 0 || !checksum_right(header)) {
+        return FRAME_REFUSED;
+    }
+    Py_ssize_t padded = (Py_ssize_t)((size + 511) & ~(int64_t)511);
+    if (size > length || position + 512 + padded > length) {
+        return FRAME_REFUSED;
+    }
+    out->size = size;
+    out->mode = plain_octal(header + 100, 8);
+    out->uid = plain_octal(header + 108, 8);
+    out->gid = plain_octal(header + 116, 8);
+    out->mtime = plain_octal(header + 136, 12);
+    out->major = plain_octal(header + 329, 8);
+    out->minor = plain_octal(header + 337, 8);
+    if (out->mode < 0 || out->uid < 0 || out->gid < 0 || out->mtime < 0 || out->major < 0 || out->minor < 0) {
+        return FRAME_REFUSED;
+    }
+    out->flag = header[156];
+    out->data = position + 512;
+    out->next = position + 512 + padded;
+    return FRAME_HEADER;
+}
+
+/* The ustar prefix and name of a header joined as the model joins them, into
+ * `out` (room for 256 bytes); its length. */
+static Py_ssize_t joined_name(const uint8_t *header, char *out) {
     Py_ssize_t length = field_length(header, 100);
     int prefixed = memcmp(header + 257, "ustar\0", 6) == 0;
     if (prefixed) {
@@ -949,18 +1066,19 @@ static PyObject *header_name(const uint8_t *header) {
         }
     }
     if (!prefixed) {
-        return PyBytes_FromStringAndSize((const char *)header, length);
+        memcpy(out, header, (size_t)length);
+        return length;
     }
     Py_ssize_t prefix = field_length(header + 345, 155);
-    PyObject *name = PyBytes_FromStringAndSize(NULL, prefix + 1 + length);
-    if (name == NULL) {
-        return NULL;
-    }
-    char *out = PyBytes_AS_STRING(name);
     memcpy(out, header + 345, (size_t)prefix);
     out[prefix] = '/';
     memcpy(out + prefix + 1, header, (size_t)length);
-    return name;
+    return prefix + 1 + length;
+}
+
+static PyObject *header_name(const uint8_t *header) {
+    char name[256];
+    return PyBytes_FromStringAndSize(name, joined_name(header, name));
 }
 
 static PyObject *scan(PyObject *module, PyObject *args, PyObject *kwargs) {
@@ -974,50 +1092,33 @@ static PyObject *scan(PyObject *module, PyObject *args, PyObject *kwargs) {
         return NULL;
     }
     const uint8_t *data = view.buf;
-    Py_ssize_t length = view.len;
     Py_ssize_t position = 0;
     PyObject *records = PyList_New(0);
     if (records == NULL) {
         goto fail;
     }
     for (;;) {
-        if (position + 512 > length) {
+        Framed framed;
+        int found = frame_header(data, view.len, position, &framed);
+        if (found == FRAME_END) {
+            break;
+        }
+        if (found == FRAME_REFUSED) {
             goto refuse;
         }
         const uint8_t *header = data + position;
-        if (all_zero(header)) {
-            break;
-        }
-        int64_t size = plain_octal(header + 124, 12);
-        if (size < 0 || !checksum_right(header)) {
-            goto refuse;
-        }
-        Py_ssize_t padded = (Py_ssize_t)((size + 511) & ~(int64_t)511);
-        if (size > length || position + 512 + padded > length) {
-            goto refuse;
-        }
-        int64_t fields[6] = {
-            plain_octal(header + 100, 8),  plain_octal(header + 108, 8), plain_octal(header + 116, 8),
-            plain_octal(header + 136, 12), plain_octal(header + 329, 8), plain_octal(header + 337, 8),
-        };
-        for (int i = 0; i < 6; i++) {
-            if (fields[i] < 0) {
-                goto refuse;
-            }
-        }
-        uint8_t flag = header[156];
         PyObject *record = Py_BuildValue(
-            "(nNLNNLLLLLLn)", position, PyBytes_FromStringAndSize((const char *)&flag, 1), (long long)size,
-            header_name(header),
+            "(nNLNNLLLLLLn)", position, PyBytes_FromStringAndSize((const char *)&framed.flag, 1),
+            (long long)framed.size, header_name(header),
             PyBytes_FromStringAndSize((const char *)header + 157, field_length(header + 157, 100)),
-            (long long)fields[0], (long long)fields[1], (long long)fields[2], (long long)fields[3],
-            (long long)fields[4], (long long)fields[5], position + 512);
+            (long long)framed.mode, (long long)framed.uid, (long long)framed.gid, (long long)framed.mtime,
+            (long long)framed.major, (long long)framed.minor, framed.data);
         if (record == NULL || PyList_Append(records, record) < 0) {
             Py_XDECREF(record);
             goto fail;
         }
         Py_DECREF(record);
-        position += 512 + padded;
+        position = framed.next;
     }
     PyBuffer_Release(&view);
     return records;
@@ -1031,6 +1132,71 @@ fail:
     return NULL;
 }
 
+/* -- frame: where the files are, without a Python object per header --------- */
+
+typedef struct {
+    Py_ssize_t *items; /* offset, size, offset, size... */
+    Py_ssize_t count, room;
+} Spans;
+
+static int spans_add(Spans *spans, Py_ssize_t offset, Py_ssize_t size) {
+    if (spans->count + 2 > spans->room) {
+        Py_ssize_t room = spans->room ? 2 * spans->room : 4096;
+        Py_ssize_t *more = PyMem_RawRealloc(spans->items, (size_t)room * sizeof *more);
+        if (more == NULL) {
+            return -1;
+        }
+        spans->items = more;
+        spans->room = room;
+    }
+    spans->items[spans->count++] = offset;
+    spans->items[spans->count++] = size;
+    return 0;
+}
+
+/* frame(buffer, file_flags) -> bytes | int: the (offset, size) of every
+ * member whose type flag is one of `file_flags`, as native Py_ssize_t pairs,
+ * framing every header as scan() does (the GIL released meanwhile); or the
+ * position of the first header scan() would refuse. */
+static PyObject *frame(PyObject *module, PyObject *args) {
+    Py_buffer view, flags;
+    if (!PyArg_ParseTuple(args, "y*y*", &view, &flags)) {
+        return NULL;
+    }
+    uint8_t is_file[256] = {0};
+    for (Py_ssize_t i = 0; i < flags.len; i++) {
+        is_file[((const uint8_t *)flags.buf)[i]] = 1;
+    }
+    PyBuffer_Release(&flags);
+    Spans spans = {NULL, 0, 0};
+    Py_ssize_t position = 0;
+    int found = FRAME_HEADER, failed = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    while (!failed) {
+        Framed framed;
+        found = frame_header(view.buf, view.len, position, &framed);
+        if (found != FRAME_HEADER) {
+            break;
+        }
+        if (is_file[framed.flag]) {
+            failed = spans_add(&spans, framed.data, (Py_ssize_t)framed.size) < 0;
+        }
+        position = framed.next;
+    }
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&view);
+    PyObject *result;
+    if (failed) {
+        result = PyErr_NoMemory();
+    } else if (found == FRAME_REFUSED) {
+        result = PyLong_FromSsize_t(position);
+    } else {
+        result = PyBytes_FromStringAndSize((const char *)spans.items,
+                                           (Py_ssize_t)(spans.count * (Py_ssize_t)sizeof(Py_ssize_t)));
+    }
+    PyMem_RawFree(spans.items);
+    return result;
+}
 
 /* A new instance of the tuple subclass `type` holding `items` (stolen). */
 static PyObject *tuple_of(PyObject *type, PyObject *items) {
@@ -1162,6 +1328,392 @@ fail:
     return NULL;
 }
 
+
+/* -- decode: a plain layer's value, the model's decode_members in C ----------- */
+
+/* What the model does with a kind (cowspec.layer_tar.decode_members). */
+#define KIND_OTHER 0
+#define KIND_FILE 1
+#define KIND_DIR 2
+#define KIND_HARDLINK 3
+
+/* One member of the layer: its normalised path as a canonical key (each '/'
+ * written as NUL: sorted by memcmp they come in canonical order), and its
+ * entry (NULL for a whiteout or opaque marker). */
+typedef struct {
+    char *key, *link_key;
+    Py_ssize_t key_length, link_length;
+    PyObject *entry;
+    int kind;
+} Item;
+
+/* "/" and the parts of `name` joined by "/", without empty and "." parts,
+ * into `out` (room for length + 2); its length, or -1 for a ".." part (the
+ * model's clean_name decides those). */
+static Py_ssize_t clean_path(const char *name, Py_ssize_t length, char *out) {
+    Py_ssize_t used = 1, start = 0;
+    out[0] = '/';
+    while (start <= length) {
+        const char *slash = memchr(name + start, '/', (size_t)(length - start));
+        Py_ssize_t end = slash ? slash - name : length;
+        Py_ssize_t part = end - start;
+        if (part == 2 && name[start] == '.' && name[start + 1] == '.') {
+            return -1;
+        }
+        if (part > 0 && !(part == 1 && name[start] == '.')) {
+            if (used > 1) {
+                out[used++] = '/';
+            }
+            memcpy(out + used, name + start, (size_t)part);
+            used += part;
+        }
+        start = end + 1;
+    }
+    return used;
+}
+
+/* A copy of a path with every "/" written as NUL (freed with PyMem_Free). */
+static char *key_of(const char *path, Py_ssize_t length) {
+    char *key = PyMem_Malloc((size_t)(length ? length : 1));
+    if (key != NULL) {
+        for (Py_ssize_t i = 0; i < length; i++) {
+            key[i] = path[i] == '/' ? '\0' : path[i];
+        }
+    }
+    return key;
+}
+
+static int key_compare(const char *a, Py_ssize_t a_length, const char *b, Py_ssize_t b_length) {
+    int order = memcmp(a, b, (size_t)(a_length < b_length ? a_length : b_length));
+    return order ? order : (a_length > b_length) - (a_length < b_length);
+}
+
+static int item_compare(const void *left, const void *right) {
+    const Item *a = left, *b = right;
+    return key_compare(a->key, a->key_length, b->key, b->key_length);
+}
+
+/* A str of valid UTF-8 bytes; NULL without an error set where they are not
+ * valid (the model's surrogateescape reading is left to the model). */
+static PyObject *strict_text(const char *bytes, Py_ssize_t length, int *invalid) {
+    PyObject *text = PyUnicode_DecodeUTF8(bytes, length, NULL);
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+        *invalid = 1;
+    }
+    return text;
+}
+
+/* An instance of a tuple subclass (TarEntry, Content) holding `items` (stolen).
+ *
+ * Untracked by the cycle collector: its items are strs, ints, bytes, None
+ * and tuples of those, none of which can refer back to it, so it can be in
+ * no cycle.  Python keeps exact tuples like these out of the collector's
+ * way by itself, but never an instance of a subclass: a large layer's
+ * hundreds of thousands of entries would otherwise be walked by every
+ * full collection, and all at once by the first collection after a
+ * command that holds the collector off while it reads. */
+static PyObject *made_of(PyTypeObject *type, PyObject **items, Py_ssize_t count) {
+    PyObject *made = NULL;
+    int complete = 1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        complete = complete && items[i] != NULL;
+    }
+    if (complete) {
+        made = type->tp_alloc(type, count);
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (made != NULL) {
+            PyTuple_SET_ITEM(made, i, items[i]);
+        } else {
+            Py_XDECREF(items[i]);
+        }
+    }
+    if (made != NULL && PyObject_GC_IsTracked(made)) {
+        PyObject_GC_UnTrack(made);
+    }
+    return made;
+}
+
+/* decode(buffer, digests, kinds, entry, content, no_device) -> tuple | None
+ *
+ * The value the model's decode_members gives for a layer framed by frame(),
+ * whose files' digests are `digests` (32 bytes each, in archive order), as
+ * (entries in canonical order, whiteouts, opaque directories); or None
+ * wherever the model has more to say: a type flag `kinds` (type flag ->
+ * kind, the model's table without devices) does not name (PAX and long-name
+ * records, devices, unknown types), a name or link that is not UTF-8 or has
+ * a ".." part, a duplicate, a root that is not a directory, an invalid
+ * whiteout, a hardlink whose target is missing, a directory or a hardlink,
+ * an entry below a non-directory, an mtime beyond 64 bits of nanoseconds.
+ * Every one of those is an error or a rare case the model reads itself. */
+static PyObject *decode(PyObject *module, PyObject *args) {
+    Py_buffer view, digests;
+    PyObject *kinds, *no_device;
+    PyTypeObject *entry_type, *content_type;
+    if (!PyArg_ParseTuple(args, "y*y*O!O!O!O", &view, &digests, &PyDict_Type, &kinds, &PyType_Type, &entry_type,
+                          &PyType_Type, &content_type, &no_device)) {
+        return NULL;
+    }
+    static const char hex[] = "0123456789abcdef";
+    PyObject *kind_of[256] = {NULL};
+    int code_of[256] = {0};
+    Item *items = NULL;
+    Py_ssize_t count = 0, room = 0, file = 0, files = digests.len / 32;
+    PyObject *result = NULL, *entries = NULL, *whiteouts = NULL, *opaque = NULL;
+    PyObject *empty_bytes = PyBytes_FromStringAndSize(NULL, 0), *empty_text = PyUnicode_FromStringAndSize(NULL, 0);
+    PyObject *empty_tuple = PyTuple_New(0);
+    int model = 0; /* the model reads this layer */
+    if (empty_bytes == NULL || empty_text == NULL || empty_tuple == NULL) {
+        goto done;
+    }
+    if (!PyType_IsSubtype(entry_type, &PyTuple_Type) || !PyType_IsSubtype(content_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "decode: entry and content are tuple types");
+        goto done;
+    }
+    {
+        PyObject *flag, *kind;
+        Py_ssize_t at = 0;
+        while (PyDict_Next(kinds, &at, &flag, &kind)) {
+            if (!PyBytes_Check(flag) || PyBytes_GET_SIZE(flag) != 1 || !PyUnicode_Check(kind)) {
+                PyErr_SetString(PyExc_TypeError, "decode: kinds maps one-byte type flags to kinds");
+                goto done;
+            }
+            uint8_t byte = (uint8_t)PyBytes_AS_STRING(flag)[0];
+            kind_of[byte] = kind;
+            code_of[byte] = PyUnicode_CompareWithASCIIString(kind, "file") == 0       ? KIND_FILE
+                            : PyUnicode_CompareWithASCIIString(kind, "dir") == 0      ? KIND_DIR
+                            : PyUnicode_CompareWithASCIIString(kind, "hardlink") == 0 ? KIND_HARDLINK
+                                                                                      : KIND_OTHER;
+        }
+    }
+    whiteouts = PyList_New(0);
+    opaque = PyList_New(0);
+    if (whiteouts == NULL || opaque == NULL) {
+        goto done;
+    }
+    Py_ssize_t position = 0;
+    for (;;) {
+        Framed framed;
+        int found = frame_header(view.buf, view.len, position, &framed);
+        if (found == FRAME_END) {
+            break;
+        }
+        const uint8_t *header = (const uint8_t *)view.buf + position;
+        PyObject *kind = found == FRAME_HEADER ? kind_of[framed.flag] : NULL;
+        if (kind == NULL || framed.mtime > INT64_MAX / 1000000000) {
+            model = 1;
+            goto done;
+        }
+        int code = code_of[framed.flag];
+        position = framed.next;
+        if (count == room) {
+            room = room ? 2 * room : 1024;
+            Item *more = PyMem_Realloc(items, (size_t)room * sizeof *more);
+            if (more == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            items = more;
+        }
+        Item *item = &items[count];
+        memset(item, 0, sizeof *item);
+        count++;
+        char name[256], path[260];
+        Py_ssize_t length = clean_path(name, joined_name(header, name), path);
+        if (length < 0) {
+            model = 1;
+            goto done;
+        }
+        item->kind = code;
+        item->key_length = length;
+        if ((item->key = key_of(path, length)) == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        PyObject *digest_text = NULL;
+        if (code == KIND_FILE) {
+            if (file >= files) {
+                PyErr_SetString(PyExc_ValueError, "decode: fewer digests than files");
+                goto done;
+            }
+            if ((digest_text = PyUnicode_New(64, 127)) == NULL) {
+                goto done;
+            }
+            Py_UCS1 *chars = PyUnicode_1BYTE_DATA(digest_text);
+            const uint8_t *digest = (const uint8_t *)digests.buf + 32 * file++;
+            for (int b = 0; b < 32; b++) {
+                chars[2 * b] = (Py_UCS1)hex[digest[b] >> 4];
+                chars[2 * b + 1] = (Py_UCS1)hex[digest[b] & 15];
+            }
+        }
+        /* A marker: its path is kept (for duplicates), its meaning is a whiteout or an opaque directory. */
+        const char *base = path + length;
+        while (base[-1] != '/') { /* a path begins with "/" */
+            base--;
+        }
+        Py_ssize_t base_length = path + length - base;
+        if (base_length >= 4 && memcmp(base, ".wh.", 4) == 0) {
+            Py_XDECREF(digest_text);
+            Py_ssize_t parent = base - path - 1; /* the parent's length; 0 for the root */
+            PyObject *marked;
+            int invalid = 0;
+            if (base_length == 12 && memcmp(base, ".wh..wh..opq", 12) == 0) {
+                marked = strict_text(parent ? path : "/", parent ? parent : 1, &invalid);
+                if (marked == NULL || PyList_Append(opaque, marked) < 0) {
+                    Py_XDECREF(marked);
+                    model = invalid;
+                    goto done;
+                }
+            } else {
+                const char *target = base + 4;
+                Py_ssize_t target_length = base_length - 4;
+                if (target_length == 0 || (target_length == 1 && target[0] == '.') ||
+                    (target_length == 2 && target[0] == '.' && target[1] == '.')) {
+                    model = 1;
+                    goto done;
+                }
+                char deleted[260];
+                memcpy(deleted, path, (size_t)parent);
+                deleted[parent] = '/';
+                memcpy(deleted + parent + 1, target, (size_t)target_length);
+                marked = strict_text(deleted, parent + 1 + target_length, &invalid);
+                if (marked == NULL || PyList_Append(whiteouts, marked) < 0) {
+                    Py_XDECREF(marked);
+                    model = invalid;
+                    goto done;
+                }
+            }
+            Py_DECREF(marked);
+            continue;
+        }
+        int invalid = 0;
+        PyObject *fields[11] = {NULL};
+        fields[0] = strict_text(path, length, &invalid);
+        fields[1] = kind;
+        Py_INCREF(kind);
+        fields[2] = PyLong_FromLongLong(framed.mode & 07777);
+        fields[3] = PyLong_FromLongLong(framed.uid);
+        fields[4] = PyLong_FromLongLong(framed.gid);
+        fields[5] = PyLong_FromLongLong(framed.mtime * 1000000000LL);
+        fields[6] = empty_bytes;
+        Py_INCREF(empty_bytes);
+        const char *raw_link = (const char *)header + 157;
+        Py_ssize_t raw_length = field_length(header + 157, 100);
+        if (length == 1) {
+            if (code != KIND_DIR) { /* the root can only be a directory */
+                model = 1;
+            }
+            fields[7] = empty_text; /* the model keeps no link for the root */
+            Py_INCREF(empty_text);
+        } else if (code == KIND_HARDLINK) {
+            char link[104];
+            Py_ssize_t link_length = clean_path(raw_link, raw_length, link);
+            if (link_length < 0) {
+                model = 1;
+            } else {
+                fields[7] = strict_text(link, link_length, &invalid);
+                item->link_length = link_length;
+                if ((item->link_key = key_of(link, link_length)) == NULL) {
+                    PyErr_NoMemory();
+                }
+            }
+        } else {
+            fields[7] = strict_text(raw_link, raw_length, &invalid);
+        }
+        fields[8] = no_device;
+        Py_INCREF(no_device);
+        fields[9] = empty_tuple;
+        Py_INCREF(empty_tuple);
+        if (code == KIND_FILE) {
+            PyObject *content[2] = {PyLong_FromLongLong(framed.size), digest_text};
+            fields[10] = made_of(content_type, content, 2);
+        } else {
+            fields[10] = Py_None;
+            Py_INCREF(Py_None);
+        }
+        item->entry = made_of(entry_type, fields, 11);
+        if (invalid || model || item->entry == NULL || PyErr_Occurred()) {
+            model = model || invalid;
+            goto done;
+        }
+    }
+    if (file != files) {
+        PyErr_SetString(PyExc_ValueError, "decode: more digests than files");
+        goto done;
+    }
+    qsort(items, (size_t)count, sizeof *items, item_compare);
+    /* Entries only, in order; a duplicate path (markers included) is the model's to refuse. */
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (i && key_compare(items[i].key, items[i].key_length, items[i - 1].key, items[i - 1].key_length) == 0) {
+            model = 1;
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (items[i].entry != NULL) {
+            Item swap = items[kept];
+            items[kept++] = items[i];
+            items[i] = swap;
+        }
+    }
+    for (Py_ssize_t i = 0; i < kept; i++) {
+        /* Nothing of the layer below a non-directory of it [TAR-6]. */
+        if (i + 1 < kept && items[i].kind != KIND_DIR && items[i + 1].key_length > items[i].key_length &&
+            memcmp(items[i + 1].key, items[i].key, (size_t)items[i].key_length) == 0 &&
+            items[i + 1].key[items[i].key_length] == '\0') {
+            model = 1;
+            goto done;
+        }
+        /* A hardlink names a file, symlink or other non-directory of its own layer [TAR-3]. */
+        if (items[i].kind == KIND_HARDLINK) {
+            Py_ssize_t low = 0, high = kept;
+            while (low < high) {
+                Py_ssize_t middle = (low + high) / 2;
+                if (key_compare(items[middle].key, items[middle].key_length, items[i].link_key,
+                                items[i].link_length) < 0) {
+                    low = middle + 1;
+                } else {
+                    high = middle;
+                }
+            }
+            if (low == kept ||
+                key_compare(items[low].key, items[low].key_length, items[i].link_key, items[i].link_length) ||
+                items[low].kind == KIND_DIR || items[low].kind == KIND_HARDLINK) {
+                model = 1;
+                goto done;
+            }
+        }
+    }
+    if ((entries = PyTuple_New(kept)) == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < kept; i++) {
+        PyTuple_SET_ITEM(entries, i, items[i].entry);
+        items[i].entry = NULL;
+    }
+    result = PyTuple_Pack(3, entries, whiteouts, opaque);
+done:
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyMem_Free(items[i].key);
+        PyMem_Free(items[i].link_key);
+        Py_XDECREF(items[i].entry);
+    }
+    PyMem_Free(items);
+    Py_XDECREF(entries);
+    Py_XDECREF(whiteouts);
+    Py_XDECREF(opaque);
+    Py_XDECREF(empty_bytes);
+    Py_XDECREF(empty_text);
+    Py_XDECREF(empty_tuple);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&digests);
+    if (model && result == NULL && !PyErr_Occurred()) {
+        Py_RETURN_NONE;
+    }
+    return result;
+}
 
 /* -- the JSON of a root filesystem ------------------------------------------ */
 
@@ -1397,6 +1949,12 @@ static PyMethodDef methods[] = {
      "scan(buffer) -> list[tuple] | int: the headers of an uncompressed tar."},
     {"entries_json", entries_json, METH_VARARGS,
      "entries_json(entries, inode, names) -> str: a root filesystem's entries as cowspec flatten writes them."},
+    {"frame", frame, METH_VARARGS,
+     "frame(buffer, file_flags) -> bytes | int: the (offset, size) of each file of an uncompressed tar, or where\n"
+     "scan() would stop vouching."},
+    {"decode", decode, METH_VARARGS,
+     "decode(buffer, digests, kinds, entry, content, no_device) -> tuple | None: a plain layer's\n"
+     "(entries, whiteouts, opaque), as the model decodes it; None where the model must read it."},
     {"members", (PyCFunction)(void (*)(void))members, METH_VARARGS | METH_KEYWORDS,
      "members(records, digests, member, content, kinds, no_device) -> list | None:\n"
      "the members of plain records (None if any needs the model's reading)."},

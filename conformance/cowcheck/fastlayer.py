@@ -39,6 +39,7 @@ import io
 import os
 import re
 import stat
+import struct
 import threading
 import time
 import types
@@ -81,6 +82,10 @@ except ImportError:  # pragma: no cover - only where isal is not installed
     GZIP_LIBRARY = "zlib"
 
 FILE_FLAGS = frozenset(flag for flag, kind in TYPEFLAGS.items() if kind == "file")
+FILE_FLAG_BYTES = b"".join(sorted(FILE_FLAGS))
+"""The type flags of files, for the C framing."""
+SPAN_BYTES = 2 * struct.calcsize("n")
+"""One (offset, size) pair of ``_fastlayer.frame``: two native ``Py_ssize_t``."""
 PLAIN_KINDS = {flag: kind for flag, kind in TYPEFLAGS.items() if kind not in ("char", "block")}
 """The types whose members the C code makes: no device numbers to read."""
 HASH_THREADS = max(1, min(len(os.sched_getaffinity(0)), 8))
@@ -291,8 +296,8 @@ class _Loaded:
     tar_job: int = -1
     blob_job: int = -1
     """The hasher's jobs for the tar (its DiffID) and for a compressed blob (its digest)."""
-    framed: list[tuple[object, ...]] | int = 0
-    """The C module's framing of the tar, or where it stopped vouching."""
+    framed: list[tuple[object, ...]] | int | None = 0
+    """The C module's framing of the tar (None: its files' places only), or where it stopped vouching."""
     first_file: int = -1
     files: int = 0
     """The hasher's jobs for the tar's files: the first one, and how many."""
@@ -433,16 +438,24 @@ class FastLayers:
                 self._free.append(buffer)
 
     def _framed(self, loaded: _Loaded) -> _Loaded:
-        """Frame the loaded tar and have its files hashed now, while the layer below is still being decoded."""
+        """Frame the loaded tar and have its files hashed now, while the layer below is still being decoded.
+
+        Where the files' bytes are dropped, only where they lie is taken
+        (``_fastlayer.frame``, the GIL let go meanwhile, no object per header):
+        the headers are read again, in C, by ``plain_layer``.
+        """
         assert loaded.tar is not None and _fastlayer is not None
-        loaded.framed = _fastlayer.scan(loaded.tar)
-        if isinstance(loaded.framed, list) and not self._keep_data:
-            # The hasher holds the views until it gives their digests; the tar is never resized.
-            view = memoryview(loaded.tar)
-            files = [view[_span(record)] for record in loaded.framed if record[1] in FILE_FLAGS]
-            loaded.first_file = self._hasher.add(files)
-            loaded.files = len(files)
-            del files, view
+        if self._keep_data:
+            loaded.framed = _fastlayer.scan(loaded.tar)
+            return loaded
+        spans = _fastlayer.frame(loaded.tar, FILE_FLAG_BYTES)
+        if isinstance(spans, int):
+            loaded.framed = spans
+            return loaded
+        # The hasher holds the tar until it gives the digests; the tar is never resized.
+        loaded.first_file = self._hasher.add_spans(loaded.tar, spans)
+        loaded.files = len(spans) // SPAN_BYTES
+        loaded.framed = None
         return loaded
 
     def _digest(self, job: int) -> str:
@@ -479,9 +492,16 @@ class FastLayers:
     def _decode(self, loaded: _Loaded) -> LayerTar:
         tar, framed = loaded.tar, loaded.framed
         assert tar is not None
+        digests = self._file_digests(loaded)
+        if framed is None:
+            # Plain headers become the layer's value in C, as decode_members makes it (tests hold the two
+            # equal); anything else, the headers framed into the model's records.
+            value = plain_layer(tar, digests)
+            if value is not None:
+                return value
+            framed = scan(tar)
         if isinstance(framed, int):  # a header the C code will not vouch for: the model reads the same bytes
             return decode_layer_stream(io.BytesIO(tar).read, None if self._keep_data else file_digest)
-        digests = self._file_digests(loaded)
         if not self._keep_data:
             # Plain records (no PAX record, long name or device) become members
             # in C, field for field as iter_members makes them (tests hold the two equal).
@@ -522,6 +542,28 @@ class FastLayers:
         if self._hasher is not None:
             self._hasher.cancel()
             self._hasher = None
+
+
+def plain_layer(tar: bytes | bytearray | memoryview, digests: bytes) -> LayerTar | None:
+    """The layer an uncompressed tar of plain headers describes, decoded in C; None where the model must decode it.
+
+    ``digests`` are the SHA-256 of its files (``FILE_FLAGS`` members), 32
+    bytes each, in archive order. The value is ``decode_members`` of the
+    model's members for the same bytes (the tests hold the two equal on
+    generated, mutated and hand-made archives): the C code gives up (None)
+    wherever the model would refuse the layer or has more to read than plain
+    ustar fields (PAX and long-name records, devices, names that are not
+    UTF-8 or hold a ``..`` part, duplicates, invalid whiteouts, hardlinks
+    that do not name a non-directory of the layer, entries below a
+    non-directory), and the model then decodes the same bytes.
+    """
+    if _fastlayer is None:
+        raise RuntimeError("cowcheck._fastlayer is not built")
+    made = _fastlayer.decode(tar, digests, PLAIN_KINDS, TarEntry, Content, NO_DEVICE)
+    if made is None:
+        return None
+    entries, whiteouts, opaque = made
+    return LayerTar(entries, frozenset(whiteouts), frozenset(opaque))
 
 
 def entries_json(entries: tuple[TarEntry, ...], inode: Mapping[str, int], names: Mapping[int, int]) -> str | None:

@@ -544,24 +544,40 @@ def test_fast_reading_equals_streamed_reading(tmp_path: Path, reader: Reader, ke
 
 @needs_build
 def test_the_fast_reader_is_used_and_frames_in_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plain, gzip and zstd layers are framed by the C module and hashed by its threads, not by the model."""
-    framed: list[int] = []
-    original = NATIVE.scan
+    """Plain, gzip and zstd layers are framed and decoded by the C module and hashed by its threads, not by the model.
 
-    def spy(buffer: Any) -> object:
-        framed.append(len(buffer))
-        return original(buffer)
+    Each layer is framed once (``frame``: where its files are) and decoded
+    once (``decode``: its value, or None and the model's decoding of the
+    headers ``scan`` frames); ``--tar`` (file bytes kept) frames with
+    ``scan`` alone. The streaming reader calls none of them.
+    """
+    calls: dict[str, list[int]] = {"frame": [], "decode": [], "scan": []}
 
-    monkeypatch.setattr(NATIVE, "scan", spy)
+    def spy(original: Any, found: list[int]) -> Any:
+        def called(buffer: Any, *rest: Any) -> object:
+            found.append(len(buffer))
+            return original(buffer, *rest)
+
+        return called
+
+    for name, found in calls.items():
+        monkeypatch.setattr(NATIVE, name, spy(getattr(NATIVE, name), found))
     archives = [encode_layer(layer) for layer in _layers(2)]
+    sizes = sorted(len(each) for each in archives)
     for image in _images(tmp_path, archives):
-        framed.clear()
+        for found in calls.values():
+            found.clear()
         _read(image, "auto")
         # Each layer framed once, by the C module (two loaders may frame them out of order).
-        assert sorted(framed) == sorted(len(each) for each in archives), image
-        framed.clear()
+        assert sorted(calls["frame"]) == sizes and sorted(calls["decode"]) == sizes, image
+        assert set(calls["scan"]) <= set(sizes)
+        for found in calls.values():
+            found.clear()
+        _read(image, "auto", keep_data=True)
+        assert sorted(calls["scan"]) == sizes and calls["frame"] == calls["decode"] == []
+        calls["scan"].clear()
         _read(image, "stream")
-        assert framed == []
+        assert calls == {"frame": [], "decode": [], "scan": []}
 
 
 def test_errors_are_the_first_a_front_to_back_reading_meets(tmp_path: Path, reader: Reader) -> None:
