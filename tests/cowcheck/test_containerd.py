@@ -292,8 +292,8 @@ def test_a_short_machine_run_and_its_divergence_replays(driver: ContainerdSnapsh
     found: list[machine.SnapshotDivergence] = []
     examples: list[int] = []
     budget = settings(
-        max_examples=12,
-        stateful_step_count=8,
+        max_examples=8,
+        stateful_step_count=6,
         deadline=None,
         database=None,
         derandomize=True,

@@ -65,9 +65,10 @@ def load_snapshot_trace(name: str) -> SnapshotTrace:
     return decode_snapshot_trace(document)
 
 
-def _driver_for(spec: str, trace: SnapshotTrace | None = None) -> SnapshotDriver:
-    driver = registry.snapshot_driver(spec)
-    if trace is not None and trace.snapshotter != driver.snapshotter:
+def _driver_for(spec: str, trace: SnapshotTrace, driver: SnapshotDriver | None = None) -> SnapshotDriver:
+    """The driver ``spec`` names (or ``driver``), refused if the trace is another snapshotter's."""
+    driver = driver or registry.snapshot_driver(spec)
+    if trace.snapshotter != driver.snapshotter:
         raise UsageError(
             f"the trace is for the {trace.snapshotter} snapshotter; --driver {spec} is {driver.snapshotter}"
         )
@@ -77,6 +78,14 @@ def _driver_for(spec: str, trace: SnapshotTrace | None = None) -> SnapshotDriver
 def command_check(arguments: argparse.Namespace) -> int:
     """``cowspec check`` with a snapshot-level driver: traces replayed, or generated cases."""
     _check_report_paths(arguments.report)
+    if arguments.workers != 1:
+        raise UsageError(
+            "--workers: the snapshot machine runs in one process (one containerd, a namespace per example)"
+        )
+    if arguments.feature:
+        raise UsageError(
+            "--feature: a snapshot-level driver mounts as its snapshotter does; it takes no overlay feature"
+        )
     if not arguments.traces:
         return generated_snapshot_check(arguments)
     driver = registry.snapshot_driver(arguments.driver)
@@ -85,7 +94,7 @@ def command_check(arguments: argparse.Namespace) -> int:
         for name in arguments.traces:
             try:
                 trace = load_snapshot_trace(name)
-                _driver_for(arguments.driver, trace)
+                _driver_for(arguments.driver, trace, driver)
             except SpecError as error:
                 print(f"cowspec: {name}: {one_line(str(error))}", file=sys.stderr)
                 if len(arguments.traces) > 1:

@@ -67,6 +67,8 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SHORT_SYMLINK = 128
 """tmpfs keeps a symlink's target inline in the inode below this length: no page is allocated for it."""
 START_TIMEOUT = 30.0
+DIAL_ATTEMPTS = 4
+"""How many times ``ctr`` tries to reach containerd before its failure to connect is the driver's."""
 STOP_TIMEOUT = 10.0
 
 _counter = itertools.count()
@@ -274,10 +276,17 @@ class Containerd:
         prefix = [self.ctr, "--address", self.socket, "--connect-timeout", f"{timeout:.0f}s"]
         if namespace is not None:
             prefix += ["--namespace", namespace]
-        try:
-            return run([*prefix, *args], timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise DriverError(f"ctr {' '.join(args)} did not answer within {timeout:.0f} s") from None
+        for attempt in range(DIAL_ATTEMPTS):
+            try:
+                done = run([*prefix, *args], timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise DriverError(f"ctr {' '.join(args)} did not answer within {timeout:.0f} s") from None
+            # A failed dial sent nothing: the call can be made again. (On a loaded machine, containerd now and
+            # then does not complete gRPC's handshake in time.)
+            if done.returncode == 0 or b"failed to dial" not in done.stderr or not self.running:
+                return done
+            time.sleep(0.2 * (attempt + 1))
+        return done
 
     def collect(self) -> None:
         """Have containerd collect garbage now and wait till it has (a lease removed with ``--sync``)."""

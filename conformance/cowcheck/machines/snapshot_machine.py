@@ -282,7 +282,7 @@ def parent_choices(snapshots: Snapshots) -> list[str | None]:
     infos = observe.infos(snapshots)
     committed = sorted(name for name, info in infos.items() if info.kind == "committed")
     others = sorted(name for name, info in infos.items() if info.kind != "committed")
-    return [*committed, *committed, None, *others, MISSING]
+    return [*committed, *committed, None, None, None, *others, MISSING]
 
 
 def key_choices(snapshots: Snapshots) -> list[str]:
@@ -352,6 +352,10 @@ def machine_for(
             parent = data.draw(st.sampled_from(parent_choices(self.snapshots)), label="parent")
             self.take(View(key, parent))
 
+        def holds_something(self) -> bool:
+            return self.run is not None and bool(observe.infos(self.snapshots))
+
+        @precondition(lambda self: self.holds_something())
         @rule(data=st.data())
         def commit(self, data: st.DataObject) -> None:
             actives = self.actives()
@@ -360,14 +364,14 @@ def machine_for(
             name = data.draw(st.sampled_from(key_choices(self.snapshots)), label="name")
             self.take(Commit(name, key))
 
+        @precondition(lambda self: self.holds_something())
         @rule(data=st.data())
         def remove(self, data: st.DataObject) -> None:
             key = data.draw(st.sampled_from([*sorted(observe.infos(self.snapshots)), MISSING]), label="key")
             self.take(Remove(key))
 
-        @precondition(lambda self: self.run is not None and bool(self.actives()))
-        @rule(data=st.data(), group=st.sampled_from(("make", "change", "look", "remove", "move")))
         def perform(self, data: st.DataObject, group: str) -> None:
+            """A filesystem op of ``group`` through an active snapshot, drawn against the model's tree of it."""
             key = data.draw(st.sampled_from(self.actives()), label="active")
             tree = observe.tree(self.snapshots, key)
             parent = observe.infos(self.snapshots)[key].parent
@@ -376,6 +380,33 @@ def machine_for(
                 group = "make"
             strategy = {"make": making, "change": changing, "look": looking, "remove": removing, "move": moving}
             self.take(Perform(key, data.draw(strategy[group](view), label="op")))
+
+        # One rule per group of ops, as the filesystem machine has: with an active snapshot about, about half
+        # the calls are filesystem ops.
+        @precondition(lambda self: self.run is not None and bool(self.actives()))
+        @rule(data=st.data())
+        def make(self, data: st.DataObject) -> None:
+            self.perform(data, "make")
+
+        @precondition(lambda self: self.run is not None and bool(self.actives()))
+        @rule(data=st.data())
+        def change(self, data: st.DataObject) -> None:
+            self.perform(data, "change")
+
+        @precondition(lambda self: self.run is not None and bool(self.actives()))
+        @rule(data=st.data())
+        def look(self, data: st.DataObject) -> None:
+            self.perform(data, "look")
+
+        @precondition(lambda self: self.run is not None and bool(self.actives()))
+        @rule(data=st.data())
+        def unlink_or_rmdir(self, data: st.DataObject) -> None:
+            self.perform(data, "remove")
+
+        @precondition(lambda self: self.run is not None and bool(self.actives()))
+        @rule(data=st.data())
+        def move(self, data: st.DataObject) -> None:
+            self.perform(data, "move")
 
         @invariant()
         def same_state(self) -> None:
