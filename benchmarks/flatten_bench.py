@@ -148,12 +148,18 @@ def made_with(stamp: str) -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's name, as /proc/cpuinfo gives it."""
+    """The CPU as /proc/cpuinfo names it, with its family and model and the features the hashers use."""
+    fields: dict[str, str] = {}
     with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
         for line in info:
-            if line.startswith(("model name", "Model")):
-                return line.partition(":")[2].strip()
-    return "unknown CPU"
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or fields.get("Model") or "unknown CPU"
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']} model {fields.get('model', '?')})"
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    has = [label for flag, label in (("avx512f", "AVX-512"), ("sha_ni", "SHA-NI"), ("sha2", "SHA2")) if flag in flags]
+    return f"{name}, {' and '.join(has) if has else 'no AVX-512 or SHA instructions'}"
 
 
 def main() -> int:
@@ -183,6 +189,11 @@ def main() -> int:
         "--only",
         metavar="NAMES",
         help="time only these contenders (names as printed, comma-separated), to keep a run short",
+    )
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="leave PYTHONDONTWRITEBYTECODE as it is: cowspec compiles its modules on every run",
     )
     parser.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -255,7 +266,8 @@ def main() -> int:
         if unknown:
             raise SystemExit(f"--only: no contender named {', '.join(unknown)} (there are: {', '.join(contenders)})")
         contenders = {name: contenders[name] for name in wanted_names}
-    bytecode_cache(os.path.join(arguments.dir, "pycache"))
+    if not arguments.no_bytecode_cache:
+        bytecode_cache(os.path.join(arguments.dir, "pycache"))
     for command in contenders.values():
         if command[0] in (sys.executable, "env"):
             timed(command)  # once untimed: Python's bytecode cache filled, the files in the page cache

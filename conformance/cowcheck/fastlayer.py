@@ -375,7 +375,7 @@ class FastLayers:
     def _loaded(self, index: int, raw: bytes | memoryview) -> _Loaded:
         media_type = self._media_types[index]
         if media_type in PLAIN_TYPES:
-            return self._framed(_Loaded(raw, None, self._hash(raw)))
+            return self._framed(_Loaded(raw, None))
         if declared_size(raw, media_type) > LAYER_LIMIT:
             return _Loaded(None, None)  # the model streams it: no inflating up to the limit only to give up
         blob_job = self._hash(raw)
@@ -385,7 +385,7 @@ class FastLayers:
             return _Loaded(None, None, -1, blob_job)
         if tar is None:
             return _Loaded(None, raw, -1, blob_job)
-        return self._framed(_Loaded(tar, None, self._hash(tar), blob_job))
+        return self._framed(_Loaded(tar, None, -1, blob_job))
 
     def _read_region(self, region: Region) -> memoryview | None:
         """The region's bytes, read into a buffer of the pool (no new pages per layer); None if cut short.
@@ -447,15 +447,17 @@ class FastLayers:
         assert loaded.tar is not None and _fastlayer is not None
         if self._keep_data:
             loaded.framed = _fastlayer.scan(loaded.tar)
-            return loaded
-        spans = _fastlayer.frame(loaded.tar, FILE_FLAG_BYTES)
-        if isinstance(spans, int):
-            loaded.framed = spans
-            return loaded
-        # The hasher holds the tar until it gives the digests; the tar is never resized.
-        loaded.first_file = self._hasher.add_spans(loaded.tar, spans)
-        loaded.files = len(spans) // SPAN_BYTES
-        loaded.framed = None
+        else:
+            spans = _fastlayer.frame(loaded.tar, FILE_FLAG_BYTES)
+            if isinstance(spans, int):
+                loaded.framed = spans
+            else:
+                # The hasher holds the tar until it gives the digests; the tar is never resized.
+                loaded.first_file = self._hasher.add_spans(loaded.tar, spans)
+                loaded.files = len(spans) // SPAN_BYTES
+                loaded.framed = None
+        # The whole tar (its DiffID) after its files: the files are wanted first, to decode the layer.
+        loaded.tar_job = self._hash(loaded.tar)
         return loaded
 
     def _digest(self, job: int) -> str:
