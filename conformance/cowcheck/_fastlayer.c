@@ -18,6 +18,9 @@
  *                        long ones (whole layers) with OpenSSL, since one
  *                        stream cannot use the lanes.
  *       add(buffers, long=False) -> index of the first one added
+ *       add_spans(buffer, spans) -> index of the first one added: one short
+ *                            buffer per (offset, size) pair of frame(), each
+ *                            a part of `buffer` (no Python object per part)
  *       close()              no more buffers will come
  *       wait(first, end)     until buffers [first, end) are hashed (GIL released)
  *       digests(first, end)  their digests, 32 bytes each, end to end; lets go
@@ -42,6 +45,22 @@
  *       header it will not vouch for (truncation, a wrong checksum, any
  *       number that is not plain octal digits); the caller then reads the
  *       archive with the model's own reader, which decides.
+ *
+ *   frame(buffer, file_flags) -> bytes | int
+ *       The same framing as scan(), the GIL let go, keeping only where the
+ *       members whose type flag is in `file_flags` lie: (offset, size)
+ *       pairs of native Py_ssize_t; or where scan() stops vouching.
+ *
+ *   decode(buffer, digests, kinds, entry, content, no_device) -> tuple | None
+ *       A layer of plain ustar headers as the model decodes it
+ *       (cowspec.oci.layer_tar.decode_members of iter_members): its
+ *       entries in canonical order, made as the model's TarEntry and
+ *       Content, and its whiteouts and opaque directories; None for
+ *       anything the model must read or would refuse (see the function).
+ *       The tests hold it to the model's decoding, case by case and on
+ *       thousands of generated and damaged archives.
+ *
+ *   members(...), entries_json(...): see their functions.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -10,10 +10,14 @@ reads the same bytes another way, a layer at a time, bottom first:
    digest), and decompresses a gzip or zstd blob (ISA-L through ``isal``
    where installed, else zlib; ``zstandard``), while the layer below is
    being decoded; the whole tar is hashed too (its DiffID);
-2. the C module frames every header (``_fastlayer.scan``) and native
-   threads (``_fastlayer.Hasher``) hash every file, in order;
-3. this thread turns the headers into the model's records as the digests of
-   the files arrive, and the model decodes them.
+2. the C module frames every header (``_fastlayer.frame``) and native
+   threads (``_fastlayer.Hasher``) hash every file, in order, then the
+   whole tar;
+3. once the digests of its files arrive, this thread has a layer of plain
+   ustar headers decoded in C (``plain_layer``: the model's values, as the
+   model's ``decode_members`` makes them); any other layer's headers are
+   framed into the model's records (``_fastlayer.scan``) and the model
+   decodes them.
 
 Anything the fast path will not vouch for goes to the model's own reader,
 which gives the answer or the error: a header the C code refuses (the
