@@ -226,7 +226,7 @@ def generated_snapshot_check(arguments: argparse.Namespace) -> int:
         driver.close()
     seconds = time.monotonic() - started
     calls = sum(results.values())
-    print(f"  {examples['examples']} examples, {calls} calls, {seconds:.1f} s")
+    print(f"  {examples['examples']} examples (shrinking's replays included), {calls} calls, {seconds:.1f} s")
     smallest = found[-1] if found else None  # the last one raised is the smallest Hypothesis found
     if failure is not None and smallest is None:
         print(f"  the run stopped with an error: {type(failure).__name__}: {one_line(str(failure))}")

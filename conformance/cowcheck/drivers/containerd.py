@@ -67,6 +67,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SHORT_SYMLINK = 128
 """tmpfs keeps a symlink's target inline in the inode below this length: no page is allocated for it."""
 START_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 20.0
 DIAL_ATTEMPTS = 4
 """How many times ``ctr`` tries to reach containerd before its failure to connect is the driver's."""
 STOP_TIMEOUT = 10.0
@@ -272,8 +273,8 @@ class Containerd:
         self, *args: str, namespace: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[bytes]:
         """Run ``ctr`` against this daemon (in ``namespace`` if given); never raises on a non-zero exit."""
-        # ctr gives up connecting after 10 s by default: too short on a loaded machine.
-        prefix = [self.ctr, "--address", self.socket, "--connect-timeout", f"{timeout:.0f}s"]
+        # ctr gives up connecting after 10 s by default: short on a loaded machine; a dial that fails is retried.
+        prefix = [self.ctr, "--address", self.socket, "--connect-timeout", f"{min(timeout, CONNECT_TIMEOUT):.0f}s"]
         if namespace is not None:
             prefix += ["--namespace", namespace]
         for attempt in range(DIAL_ATTEMPTS):
