@@ -37,7 +37,7 @@ from cowcheck.drivers.namespace import scratch_root
 from cowcheck.drivers.protocol import DriverUnavailable
 from cowcheck.machines import snapshot_machine as machine
 from cowspec.formats.snapshot_trace import SnapshotTrace, decode_snapshot_trace
-from cowspec.fs.calls import Append, Create, Link, Mkdir, Rename, Rmdir, Symlink, Unlink, Write
+from cowspec.fs.calls import Append, Chmod, Create, Link, Mkdir, Rename, Rmdir, Symlink, Unlink, Write
 from cowspec.oci.apply import flatten, rootfs_entries
 from cowspec.oci.commit import commit
 from cowspec.oci.layer_tar import decode_layer
@@ -401,3 +401,15 @@ def test_a_diff_is_not_a_commit_and_applies_to_the_same_tree() -> None:
     assert real_entries["/gone"] == commit_entries["/gone"] == {"path": "/gone", "type": "whiteout"}
     below = [observe.diff(run.snapshots, "c")]
     assert rootfs_entries(flatten([*below, real])) == rootfs_entries(flatten([*below, committed]))
+
+
+def test_minimise_takes_away_the_calls_a_divergence_does_not_need(driver: ContainerdSnapshots) -> None:
+    """What Hypothesis left of a divergence found on overlayfs (a chmod of the root that plays no part) is cut
+    down to the calls it needs, and still diverges under the same rule."""
+    found = SnapshotTrace(
+        driver.snapshotter,
+        (View("a", None), Prepare("b", None), Perform("b", Chmod("/", 0o755)), Remove("b")),
+    )
+    smaller = machine.minimise(driver, found, "SNAP-3")
+    assert smaller.calls == (View("a", None), Prepare("b", None), Remove("b"))
+    assert machine.first_divergence(driver, smaller)[0].rule == "SNAP-3"

@@ -230,6 +230,8 @@ def generated_snapshot_check(arguments: argparse.Namespace) -> int:
     smallest = found[-1] if found else None  # the last one raised is the smallest Hypothesis found
     if failure is not None and smallest is None:
         print(f"  the run stopped with an error: {type(failure).__name__}: {one_line(str(failure))}")
+    if smallest is not None:
+        smallest = _minimised(driver, smallest)
     document = _report(arguments, driver, examples["examples"], calls, seconds, tally, smallest, started_at, results)
     for path in arguments.report:
         _write(path, json.dumps(document, indent=1) + "\n" if path.endswith(".json") else _markdown(document))
@@ -259,6 +261,17 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first exception of a group, groups within it opened."""
     first = group.exceptions[0]
     return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _minimised(driver: SnapshotDriver, found: machine.SnapshotDivergence) -> machine.SnapshotDivergence:
+    """``found`` with every call taken away that it does not need (``snapshot_machine.minimise``), replayed."""
+    try:
+        trace = machine.minimise(driver, found.trace, found.rule)
+        if trace == found.trace:
+            return found
+        return machine.SnapshotDivergence(machine.first_divergence(driver, trace), trace)
+    finally:
+        driver.close()
 
 
 def _report(

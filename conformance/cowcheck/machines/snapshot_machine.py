@@ -38,6 +38,7 @@ from cowcheck.compare import Difference, difference_lines
 from cowcheck.drivers.protocol import DriverError, SnapshotDriver, SnapshotSession
 from cowcheck.machines.strategies import changing, looking, making, moving, removing, view_of
 from cowcheck.report import RuleTally
+from cowspec.errors import ModelError
 from cowspec.formats.snapshot_trace import SnapshotTrace, encode_snapshot_outcome
 from cowspec.fs.observe import Entry
 from cowspec.oci.apply import flatten, rootfs_entries
@@ -275,6 +276,29 @@ def first_divergence(driver: SnapshotDriver, trace: SnapshotTrace) -> list[Diffe
         return run.end()
     finally:
         session.close()
+
+
+def minimise(driver: SnapshotDriver, trace: SnapshotTrace, rule: str, budget: int = 60) -> SnapshotTrace:
+    """A shorter trace that still diverges under ``rule``, one call taken away at a time (at most ``budget``
+    replays): Hypothesis shrinks an example, but may leave a call that plays no part in it (a stateful rule's
+    draws are shrunk one by one). When the budget is not spent, no single call can be taken away."""
+    tries = 0
+    changed = True
+    while changed and tries < budget:
+        changed = False
+        for index in range(len(trace.calls)):
+            if tries >= budget:
+                break
+            tries += 1
+            shorter = SnapshotTrace(trace.snapshotter, trace.calls[:index] + trace.calls[index + 1 :])
+            try:
+                found = first_divergence(driver, shorter)
+            except ModelError:
+                continue  # a call through a key that is no longer active: not a trace the machine makes
+            if found and found[0].rule == rule:
+                trace, changed = shorter, True
+                break
+    return trace
 
 
 def parent_choices(snapshots: Snapshots) -> list[str | None]:
