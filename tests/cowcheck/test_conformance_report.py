@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cowcheck.conformance_report import Finished, Implementation, generate
+from cowcheck.cli.conformance_commands import IMPLEMENTATION_NAMES
+from cowcheck.conformance_report import IMPLEMENTATIONS, Finished, Implementation, generate
 from cowcheck.drivers.kernel_overlay import KernelOverlay, KernelSession
 from cowcheck.report import render
 from cowspec.fs.build import LayerEntry
@@ -173,3 +174,7 @@ def test_real_runs_and_kept_divergences_replayed(tmp_path: Path, kernel: KernelO
     assert "No divergence was found in this run." in (tmp_path / "out" / "kernel-overlay.md").read_text()
     index = (tmp_path / "out" / "README.md").read_text()
     assert "| oversized | filesystem | kernel (dev) |" in index and "| 1 (1) |" in index
+
+
+def test_the_command_names_every_implementation_the_report_runs() -> None:
+    assert tuple(each.name for each in IMPLEMENTATIONS) == IMPLEMENTATION_NAMES

@@ -9,6 +9,7 @@
     cowspec inspect IMAGE                        what each layer wastes
     cowspec matrix [--out FILE]                  layer cases through docker, umoci, podman
     cowspec demo [--engine]                      the seed's walk-through, with Docker's tables
+    cowspec conformance-report [--out DIR]       every implementation from real runs, into docs/conformance/
 
 With several traces each prints one JSON result per line. A trace the spec
 rejects gives a one-line reason on stderr and exit status 2; with several,
@@ -112,6 +113,12 @@ def command_matrix(arguments: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def command_conformance_report(arguments: argparse.Namespace) -> int:
+    from cowcheck.cli.conformance_commands import command_conformance_report
+
+    return command_conformance_report(arguments)
 
 
 def command_demo(arguments: argparse.Namespace) -> int:
@@ -264,8 +271,8 @@ def parser() -> argparse.ArgumentParser:
         "--report",
         action="append",
         default=[],
-        metavar="FILE.md|FILE.html",
-        help="also write the report as Markdown or HTML (by the file's extension); may be given twice",
+        metavar="FILE.md|FILE.html|FILE.json",
+        help="also write the report as Markdown, HTML or JSON (by the file's extension); may be given twice",
     )
     sub.add_argument(
         "--save",
@@ -347,6 +354,15 @@ def parser() -> argparse.ArgumentParser:
     sub = command("matrix", "run the layer cases through docker, umoci and podman")
     sub.add_argument("--out", default="-", help="where to write the Markdown matrix (default: standard output)")
     sub.set_defaults(handler=command_matrix, driver="matrix")
+    sub = command(
+        "conformance-report",
+        "run every implementation cowspec drives (each level, each profile), replay the kept divergences, and"
+        " write one report from those runs",
+    )
+    from cowcheck.cli.conformance_commands import add_arguments
+
+    add_arguments(sub)
+    sub.set_defaults(handler=command_conformance_report)
     return top
 
 
