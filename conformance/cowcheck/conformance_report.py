@@ -101,6 +101,8 @@ class Known:
     portable: bool | None
     replayed: str
     """``diverges``, ``agrees now`` or ``could not run: ...``."""
+    reported_rules: tuple[str, ...] = ()
+    """The rules a replay names first under each profile, where the listing says (``reported``)."""
 
 
 def run_process(argv: Sequence[str]) -> Finished:
@@ -161,6 +163,7 @@ def known_divergences(implementation: Implementation, directory: Path, runner: R
                 str(item.get("summary", "")),
                 portable if isinstance(portable, bool) else None,
                 replayed,
+                tuple(str(rule) for rule in dict(item.get("reported") or {}).values() if rule),
             )
         )
     return found
@@ -237,10 +240,14 @@ def implementation_page(implementation: Implementation, runs: Sequence[Run], kno
             differences = divergence.get("differences")
             first = dict(differences[0]) if isinstance(differences, list) and differences else {}
             relaxation = " --conformance portable" if run.conformance == "portable" else ""
+            rule = str(divergence.get("rule") or first.get("rule") or "")
+            alike = [each.trace for each in known if rule and rule in (each.rule, *each.reported_rules)]
+            kin = f" The kept divergences breaking the same rule: {', '.join(alike)}." if alike else ""
             lines += [
-                f"### Divergence {number}: {divergence.get('rule') or first.get('rule') or 'no rule named'}",
+                f"### Divergence {number}: {rule or 'no rule named'}",
                 "",
-                sentence(first, implementation.name) if first else "The run diverged without a difference recorded.",
+                (sentence(first, implementation.name) if first else "The run diverged without a difference recorded.")
+                + kin,
                 "",
                 f"Minimal trace: [`{trace}`]({trace}); replay: "
                 f"`cowspec check --driver {implementation.driver}{relaxation} {out / trace}`.",
