@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from collections import Counter
@@ -28,13 +29,16 @@ from hypothesis.errors import HypothesisException
 from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
-from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError, emit, one_line
+from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError, emit, one_line, write_report
+from cowcheck.cli.store_check import overridden
+from cowcheck.cli.trace_commands import read_json
 from cowcheck.compare import Difference
 from cowcheck.drivers import registry
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable, SnapshotDriver
 from cowcheck.machines import profiles
 from cowcheck.machines import snapshot_machine as machine
 from cowcheck.report import RuleTally, started_now
+from cowspec import __version__
 from cowspec.errors import SpecError
 from cowspec.formats.snapshot_trace import SnapshotTrace, decode_snapshot_trace, encode_snapshot_trace
 
@@ -48,20 +52,7 @@ def is_snapshot_driver(spec: str) -> bool:
 
 def load_snapshot_trace(name: str) -> SnapshotTrace:
     """Read and decode one ``cowspec-snapshot-trace/1`` file (``-`` is standard input)."""
-    try:
-        if name == "-":
-            text = sys.stdin.read()
-        else:
-            with open(name, encoding="utf-8") as handle:
-                text = handle.read()
-    except OSError as error:
-        raise SpecError(f"cannot read: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise SpecError("not UTF-8 text") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SpecError(f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    document = read_json(name)
     return decode_snapshot_trace(document)
 
 
@@ -177,16 +168,7 @@ def _check_report_paths(paths: list[str]) -> None:
 
 
 def _budget(arguments: argparse.Namespace) -> settings:
-    budget = profiles.snapshot_machine(arguments.profile)
-    if arguments.examples is not None:
-        if arguments.examples < 1:
-            raise UsageError("--examples must be at least 1")
-        budget = settings(budget, max_examples=arguments.examples)
-    if arguments.steps is not None:
-        if arguments.steps < 1:
-            raise UsageError("--steps must be at least 1")
-        budget = settings(budget, stateful_step_count=arguments.steps)
-    return budget
+    return overridden(profiles.snapshot_machine(arguments.profile), arguments)
 
 
 def generated_snapshot_check(arguments: argparse.Namespace) -> int:
@@ -233,8 +215,9 @@ def generated_snapshot_check(arguments: argparse.Namespace) -> int:
     if smallest is not None:
         smallest = _minimised(driver, smallest)
     document = _report(arguments, driver, examples["examples"], calls, seconds, tally, smallest, started_at, results)
+    document["budget"] = f"{budget.max_examples} examples of up to {budget.stateful_step_count} calls"
     for path in arguments.report:
-        _write(path, json.dumps(document, indent=1) + "\n" if path.endswith(".json") else _markdown(document))
+        write_report(path, json.dumps(document, indent=1) + "\n" if path.endswith(".json") else _markdown(document))
     if smallest is None:
         if failure is not None:
             return EXIT_DIVERGED
@@ -289,8 +272,10 @@ def _report(
     rules = sorted(set(tally.exercised) | set(tally.broken), key=_rule_order)
     version = getattr(driver, "version", None)
     return {
+        "cowspec": __version__,
         "started": started,
         "driver": arguments.driver,
+        "kernel": platform.release(),
         "level": LEVEL,
         "snapshotter": driver.snapshotter,
         "version": version() if callable(version) else "",
@@ -342,11 +327,3 @@ def _markdown(document: dict[str, object]) -> str:
         lines += [f"  - `{Difference(**item).line()}`" for item in each["differences"]]
         lines += ["", "```json", json.dumps(each["trace"], indent=1), "```"]
     return "\n".join(lines) + "\n"
-
-
-def _write(path: str, text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except OSError as error:
-        raise UsageError(f"--report {path}: cannot write ({error.strerror})") from None

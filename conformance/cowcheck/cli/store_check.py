@@ -19,9 +19,8 @@ from cowcheck.machines import store_machine as machine
 from cowspec.formats.store_trace import encode_store_trace
 
 
-def generated_store_check(arguments: argparse.Namespace) -> int:
-    """Random store steps on a private Docker engine, every figure compared after each; 1 on a divergence."""
-    budget = profiles.store_machine()
+def overridden(budget: settings, arguments: argparse.Namespace) -> settings:
+    """A machine's budget with the ``--examples`` and ``--steps`` the command line gives, each at least 1."""
     if arguments.examples is not None:
         if arguments.examples < 1:
             raise UsageError("--examples must be at least 1")
@@ -30,6 +29,12 @@ def generated_store_check(arguments: argparse.Namespace) -> int:
         if arguments.steps < 1:
             raise UsageError("--steps must be at least 1")
         budget = settings(budget, stateful_step_count=arguments.steps)
+    return budget
+
+
+def generated_store_check(arguments: argparse.Namespace) -> int:
+    """Random store steps on a private Docker engine, every figure compared after each; 1 on a divergence."""
+    budget = overridden(profiles.store_machine(), arguments)
     print(
         f"cowspec check --driver docker: the store machine, {budget.max_examples} examples of up to"
         f" {budget.stateful_step_count} steps on a private engine (every figure compared after every step)",

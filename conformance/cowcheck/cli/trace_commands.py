@@ -40,8 +40,8 @@ class StoreTrace:
 AnyTrace = Trace | StoreTrace
 
 
-def load_trace(name: str) -> AnyTrace:
-    """Read and decode one trace file (``-`` is standard input)."""
+def read_json(name: str) -> object:
+    """The JSON document in the file ``name`` (``-`` is standard input); ``SpecError`` in one line if it is none."""
     try:
         if name == "-":
             text = sys.stdin.read()
@@ -56,6 +56,12 @@ def load_trace(name: str) -> AnyTrace:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise SpecError(f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    return document
+
+
+def load_trace(name: str) -> AnyTrace:
+    """Read and decode one trace file (``-`` is standard input)."""
+    document = read_json(name)
     if isinstance(document, dict) and document.get("format") == STORE_TRACE_FORMAT:
         return StoreTrace(decode_store_trace(document))
     return decode_trace(document)
