@@ -50,7 +50,7 @@ import time
 from typing import Literal, cast
 
 from cowcheck.drivers.cleanup import OWNER_VARIABLE, die_with_parent, kill_tree, remove_tree, start_time
-from cowcheck.drivers.engines import first_line, need, run
+from cowcheck.drivers.engines import first_child, first_line, log_tail, need, run
 from cowcheck.drivers.kernel_overlay import POOL, ContainerProcess
 from cowcheck.drivers.namespace import scratch_root
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable
@@ -255,19 +255,10 @@ class Containerd:
     def _child(self) -> int:
         """containerd's PID: ``unshare``'s child (0 if it is gone)."""
         assert self.process is not None
-        try:
-            with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as handle:
-                children = handle.read().split()
-        except OSError:
-            return 0
-        return int(children[0]) if children else 0
+        return first_child(self.process.pid)
 
     def _log_tail(self) -> str:
-        try:
-            with open(os.path.join(self.base, "containerd.log"), "rb") as handle:
-                return first_line(handle.read()[-600:])
-        except OSError:
-            return "(no log)"
+        return log_tail(os.path.join(self.base, "containerd.log"), 600)
 
     def command(
         self, *args: str, namespace: str | None = None, timeout: float = 60

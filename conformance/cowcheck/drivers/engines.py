@@ -68,6 +68,26 @@ def run(
     )
 
 
+def first_child(pid: int) -> int:
+    """The PID of the first child of process ``pid`` (a daemon ``unshare --fork`` started), 0 if it has none."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            children = handle.read().split()
+    except OSError:
+        return 0
+    return int(children[0]) if children else 0
+
+
+def log_tail(path: str, size: int) -> str:
+    """The first line of the last ``size`` bytes of a daemon's log, to quote when it fails."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - size))
+            return first_line(handle.read())
+    except OSError:
+        return "(no log)"
+
+
 def first_line(data: bytes) -> str:
     """The line of a tool's message that says what went wrong, for a report.
 
@@ -208,19 +228,10 @@ class Dockerd:
     def _namespace_init(self) -> int:
         """The host PID of ``unshare``'s child, PID 1 of the engine's namespace (0 if it is gone)."""
         assert self.process is not None
-        try:
-            with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as handle:
-                children = handle.read().split()
-        except OSError:
-            return 0
-        return int(children[0]) if children else 0
+        return first_child(self.process.pid)
 
     def _log_tail(self) -> str:
-        try:
-            with open(os.path.join(self.base, "dockerd.log"), "rb") as handle:
-                return first_line(handle.read()[-400:])
-        except OSError:
-            return "(no log)"
+        return log_tail(os.path.join(self.base, "dockerd.log"), 400)
 
     def docker_command(self, *args: str) -> list[str]:
         return [self.client, "--host", f"unix://{self.socket}", *args]
