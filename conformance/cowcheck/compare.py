@@ -95,6 +95,20 @@ def difference_lines(differences: Iterable[Difference]) -> list[str]:
     return [difference.line() for difference in differences]
 
 
+class Diverged(AssertionError):
+    """A real system and the model disagree: ``differences`` say where, each naming the rule it breaks (the
+    message is their lines). Each level's machine adds the trace that reproduces it."""
+
+    def __init__(self, differences: list[Difference]) -> None:
+        super().__init__("\n".join(difference_lines(differences)))
+        self.differences = differences
+
+    @property
+    def rule(self) -> str:
+        """The rule the divergence breaks: its first difference's."""
+        return self.differences[0].rule if self.differences else ""
+
+
 def _count(relaxed: Counter[str] | None, rule: str, times: int = 1) -> None:
     if relaxed is not None:
         relaxed[rule] += times

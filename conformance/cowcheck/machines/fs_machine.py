@@ -41,9 +41,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from cowcheck.compare import (
     Difference,
+    Diverged,
     compare_outcome,
     compare_state,
-    difference_lines,
     first_differences,
     model_sizes,
 )
@@ -69,20 +69,14 @@ PORTABLE_STATE_RULES = ("OBSERVE-1",)
 PORTABLE_LEAVES_OUT = ("CONFORM-2", "CONFORM-3")
 
 
-class Divergence(AssertionError):
+class Divergence(Diverged):
     """The real system and the model disagree: ``differences`` say where, each
     naming the rule it breaks (the message is their lines), and ``trace``
     reproduces it."""
 
     def __init__(self, differences: list[Difference], trace: Trace) -> None:
-        super().__init__("\n".join(difference_lines(differences)))
-        self.differences = differences
+        super().__init__(differences)
         self.trace = trace
-
-    @property
-    def rule(self) -> str:
-        """The rule the divergence breaks: its first difference's."""
-        return self.differences[0].rule if self.differences else ""
 
 
 @dataclass

@@ -34,7 +34,7 @@ from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from cowcheck.compare import Difference, difference_lines
+from cowcheck.compare import Difference, Diverged
 from cowcheck.drivers.protocol import DriverError, SnapshotDriver, SnapshotSession
 from cowcheck.machines.strategies import changing, looking, making, moving, removing, view_of
 from cowcheck.report import RuleTally
@@ -64,19 +64,13 @@ def info_rule(expected: Entry | None, actual: Entry | None) -> str:
     return observe.INFO_RULE
 
 
-class SnapshotDivergence(AssertionError):
+class SnapshotDivergence(Diverged):
     """The snapshotter and the model disagree: ``differences`` say where, each naming its rule; ``trace``
     reproduces it."""
 
     def __init__(self, differences: list[Difference], trace: SnapshotTrace) -> None:
-        super().__init__("\n".join(difference_lines(differences)))
-        self.differences = differences
+        super().__init__(differences)
         self.trace = trace
-
-    @property
-    def rule(self) -> str:
-        """The rule the divergence breaks: its first difference's."""
-        return self.differences[0].rule if self.differences else ""
 
 
 def call_name(call: SnapshotCall) -> str:
