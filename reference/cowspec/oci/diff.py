@@ -38,14 +38,16 @@ class Change:
     certain: bool = True
 
 
-def _stat(container: Container, found: Found) -> tuple[str, int, int, int, int]:
+def stat_key(container: Container, found: Found) -> tuple[str, int, int, int, int]:
+    """What a walk comparing two trees compares of a path: type, mode, owner, group and size (a symlink's
+    size is its target's length in bytes, names that are not UTF-8 included)."""
     node = found.node
     if isinstance(node, Dir):
         return ("dir", node.mode, node.uid, node.gid, 0)
     inode = inode_of(container, found)
     if isinstance(inode, FileInode):
         return ("file", inode.mode, inode.uid, inode.gid, len(inode.data))
-    return ("symlink", 0o777, inode.uid, inode.gid, len(inode.target.encode()))
+    return ("symlink", 0o777, inode.uid, inode.gid, len(inode.target.encode("utf-8", "surrogateescape")))
 
 
 def _subtree(container: Container, found: Found) -> list[str]:
@@ -87,7 +89,7 @@ def docker_diff(container: Container) -> tuple[Change, ...]:
             if now is None:
                 changes[was.path] = Change("D", was.path)
                 continue
-            stat_was, stat_now = _stat(image, was), _stat(container, now)
+            stat_was, stat_now = stat_key(image, was), stat_key(container, now)
             if stat_was[:4] != stat_now[:4]:
                 changes[now.path] = Change("C", now.path)
             elif not now.is_dir:

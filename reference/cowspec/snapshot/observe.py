@@ -23,6 +23,7 @@ from cowspec.fs.observe import Entry, merged_tree
 from cowspec.fs.paths import ROOT, parent_of
 from cowspec.fs.stack import Container, Found, inode_of, root_of, visible_children
 from cowspec.oci.commit import commit_entries
+from cowspec.oci.diff import stat_key
 from cowspec.oci.layer_tar import LayerTar, TarEntry, canonical_key
 from cowspec.snapshot.state import (
     Active,
@@ -265,7 +266,7 @@ class _Differ:
     def same(self, was: Found, now: Found) -> bool:
         """containerd's ``sameFile``: type, mode, owner and group; for a
         non-directory also size and mtime."""
-        if self.attributes(self.before, was) != self.attributes(self.after, now):
+        if stat_key(self.before, was) != stat_key(self.after, now):
             return False
         if now.is_dir:
             return True
@@ -275,16 +276,6 @@ class _Differ:
         if not inode.touched:
             self.uncertain.add(now.path)
         return False
-
-    @staticmethod
-    def attributes(container: Container, found: Found) -> tuple[str, int, int, int, int]:
-        node = found.node
-        if isinstance(node, Dir):
-            return ("dir", node.mode, node.uid, node.gid, 0)
-        inode = inode_of(container, found)
-        if isinstance(inode, FileInode):
-            return ("file", inode.mode, inode.uid, inode.gid, len(inode.data))
-        return ("symlink", 0o777, inode.uid, inode.gid, len(inode.target.encode("utf-8", "surrogateescape")))
 
     def same_mtime(self, was: Found, now: Found) -> bool:
         """Whether ``now`` is the parent's file at its path, its data not written since.
