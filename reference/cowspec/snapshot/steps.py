@@ -167,8 +167,8 @@ def apply_perform(snapshots: Snapshots, call: Perform) -> tuple[Snapshots, Done]
     container [SNAP-7][SNAP-8].
 
     On overlayfs, a rename that leaves a whiteout at its source made that
-    whiteout an inode of its own; a whiteout a later call replaces is no
-    longer one [SNAP-10].
+    whiteout an inode of its own, unless it went onto a whiteout, which it
+    takes over; a whiteout a later call replaces is no longer one [SNAP-10].
     """
     # RESOLVE
     active = snapshots.get(call.key)
@@ -184,7 +184,11 @@ def apply_perform(snapshots: Snapshots, call: Perform) -> tuple[Snapshots, Done]
         and isinstance(transition.outcome, Ok)
         and isinstance(upper.get(call.op.src), Whiteout)
     ):
-        renamed = renamed | {call.op.src}
+        # Onto a whiteout, the kernel exchanges the two: the source takes the destination's whiteout inode,
+        # its own only if a rename made that one [SNAP-10].
+        over_whiteout = isinstance(active.container.upper.get(call.op.dst), Whiteout)
+        if not over_whiteout or call.op.dst in active.renamed_whiteouts:
+            renamed = renamed | {call.op.src}
     renamed = frozenset(path for path in renamed if isinstance(upper.get(path), Whiteout))
     rule = "SNAP-7" if snapshots.snapshotter == "overlayfs" else "SNAP-8"
     updated = Active(active.parent, transition.container, renamed)
