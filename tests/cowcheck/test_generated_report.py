@@ -112,7 +112,10 @@ def test_a_variation_chapter_16_allows_fails_kernel_and_passes_portable(
     assert status == 0, printed
     assert "conformance portable" in printed and "divergences: none" in printed
     total, each = relaxations_printed(printed)
-    assert each[relaxation] > 0 and set(each) == {relaxation, "CONFORM-2", "CONFORM-3"}
+    # Varying link counts also meets names of a hardlink hidden by an unlink, which CONFORM-6 relaxes.
+    also = {"CONFORM-6"} if variation == "nlink" else set()
+    assert each[relaxation] > 0 and {relaxation, "CONFORM-2", "CONFORM-3"} <= set(each)
+    assert set(each) <= {relaxation, "CONFORM-2", "CONFORM-3", *also}
     markdown = (tmp_path / "portable.md").read_text()
     assert "| verdict | agrees |" in markdown and "| conformance | portable |" in markdown
     assert f"| relaxations applied | {total} |" in markdown
