@@ -68,6 +68,34 @@ class FileInode:
     """The file's data was written since it came from its layer (its mtime moved)."""
     origin: str | None = None
     """For a copy-up, the path it was copied from [DIFF-2]."""
+    written: tuple[tuple[int, int], ...] | None = None
+    """The byte ranges ``[start, end)`` data was written to, sorted and merged;
+    None for the whole of ``data`` (a file made from a layer entry, written in
+    one go). The rest of the file is a hole, which a filesystem that keeps
+    holes (tmpfs) allocates no block to [SNAP-9]."""
+
+
+def written_ranges(inode: FileInode) -> tuple[tuple[int, int], ...]:
+    """The byte ranges of ``inode`` that hold written data [SNAP-9]."""
+    if inode.written is None:
+        return ((0, len(inode.data)),) if inode.data else ()
+    return inode.written
+
+
+def add_written(inode: FileInode, start: int, end: int) -> tuple[tuple[int, int], ...]:
+    """The written ranges of ``inode`` once ``[start, end)`` is written too, merged."""
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted((*written_ranges(inode), (start, end))):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return tuple(merged)
+
+
+def cut_written(inode: FileInode, size: int) -> tuple[tuple[int, int], ...]:
+    """The written ranges of ``inode`` once it is truncated to ``size``: what lies past it is gone."""
+    return tuple((low, min(high, size)) for low, high in written_ranges(inode) if low < size)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ from cowspec.fs.calls import (
 )
 from cowspec.fs.conformance import Conformance, link_bounds
 from cowspec.fs.copy_up import copy_up, copy_up_parents, copy_up_rules, parents_rules
-from cowspec.fs.entries import SETGID, SETUID, Dir, FileInode, Name, SymlinkInode, Whiteout
+from cowspec.fs.entries import SETGID, SETUID, Dir, FileInode, Name, SymlinkInode, Whiteout, add_written, cut_written
 from cowspec.fs.layer import link, move, new_name, put, remove, set_inode
 from cowspec.fs.paths import ROOT, is_inside, name_of, parent_of
 from cowspec.fs.resolve import Denied, Resolved, absent, find, resolve, resolve_final, symlink_target, walk
@@ -208,7 +208,7 @@ def apply_create(container: Container, op: Create) -> Applied:
     container = copy_up_parents(container, point.path)
     # APPLY
     mode, gid = inherited(point.parent, op.mode & 0o7777, is_dir=False)
-    upper = new_name(container.upper, point.path, FileInode(b"", mode, 0, gid, touched=True))
+    upper = new_name(container.upper, point.path, FileInode(b"", mode, 0, gid, touched=True, written=()))
     return Applied(replace(container, upper=upper), rules=(*rules, "OP-4"))
 
 
@@ -263,7 +263,8 @@ def apply_write(container: Container, op: Write) -> Applied:
         if not op.data:
             return inode  # writing nothing extends nothing, whatever the offset
         data = inode.data.ljust(op.offset, b"\0")
-        return replace(inode, data=data[: op.offset] + op.data + data[op.offset + len(op.data) :], touched=True)
+        data = data[: op.offset] + op.data + data[op.offset + len(op.data) :]
+        return replace(inode, data=data, touched=True, written=add_written(inode, op.offset, op.offset + len(op.data)))
 
     return Applied(change_file(container, found, written), rules=rules)
 
@@ -290,7 +291,12 @@ def apply_append(container: Container, op: Append) -> Applied:
 
     # APPLY
     def appended(inode: FileInode) -> FileInode:
-        return replace(inode, data=inode.data + op.data, touched=inode.touched or bool(op.data))
+        if not op.data:
+            return inode
+        end = len(inode.data)
+        return replace(
+            inode, data=inode.data + op.data, touched=True, written=add_written(inode, end, end + len(op.data))
+        )
 
     return Applied(change_file(container, found, appended), rules=rules)
 
@@ -321,7 +327,8 @@ def apply_truncate(container: Container, op: Truncate) -> Applied:
 
     # APPLY
     def cut(inode: FileInode) -> FileInode:
-        return replace(inode, data=inode.data[: op.size].ljust(op.size, b"\0"), touched=True)
+        data = inode.data[: op.size].ljust(op.size, b"\0")
+        return replace(inode, data=data, touched=True, written=cut_written(inode, op.size))
 
     return Applied(change_file(container, found, cut), rules=rules)
 

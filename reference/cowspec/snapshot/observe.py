@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cowspec.errors import ModelError
-from cowspec.fs.entries import Dir, FileInode, Name, Whiteout
+from cowspec.fs.entries import Dir, FileInode, Name, Whiteout, written_ranges
 from cowspec.fs.layer import Layer
 from cowspec.fs.observe import Entry, merged_tree
 from cowspec.fs.paths import ROOT, parent_of
@@ -156,13 +156,24 @@ def layer_usage(layer: Layer, renamed_whiteouts: frozenset[str], allocation: All
                 shared_whiteout = True
     for inode in layer.inodes.values():
         if isinstance(inode, FileInode):
-            size += allocation("file", len(inode.data))
+            size += file_allocation(inode, allocation)
         else:
             size += allocation("symlink", len(inode.target.encode("utf-8", "surrogateescape")))
         inodes += 1
     if shared_whiteout:
         size, inodes = size + allocation("whiteout", 0), inodes + 1
     return Usage(size, inodes)
+
+
+def file_allocation(inode: FileInode, allocation: Allocation) -> int:
+    """The bytes a file's written ranges take: every block one of them touches, once;
+    a hole (a gap a write skipped, what a truncate added) takes none [SNAP-9]. The
+    block is the allocation of a one-byte file."""
+    block = allocation("file", 1)
+    if block == 0:
+        return 0
+    blocks = {index for low, high in written_ranges(inode) for index in range(low // block, -(-high // block))}
+    return len(blocks) * block
 
 
 # -- diff --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Literal
 from immutables import Map
 
 from cowspec.errors import ModelError
+from cowspec.fs.entries import FileInode
 from cowspec.fs.layer import Layer, empty_layer
 from cowspec.fs.stack import Container
 
@@ -158,7 +159,16 @@ def base_container(snapshots: Snapshots, parent: str | None) -> Container:
     if snapshots.snapshotter == "overlayfs":
         return Container(lowers=chain_of(snapshots, parent), upper=empty_layer())
     found = committed(snapshots, parent)
-    return Container(lowers=(), upper=empty_layer() if found is None else found.settled)
+    if found is None:
+        return Container(lowers=(), upper=empty_layer())
+    # native copies the parent's tree byte by byte: a hole comes out written [SNAP-9]
+    inodes = {
+        ino: replace(inode, written=None)
+        for ino, inode in found.settled.inodes.items()
+        if isinstance(inode, FileInode) and inode.written is not None
+    }
+    settled = found.settled if not inodes else replace(found.settled, inodes=found.settled.inodes.update(inodes))
+    return Container(lowers=(), upper=settled)
 
 
 def tree_container(snapshots: Snapshots, key: str) -> Container:
