@@ -37,7 +37,7 @@ from cowcheck.drivers import registry
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable, SnapshotDriver
 from cowcheck.machines import profiles
 from cowcheck.machines import snapshot_machine as machine
-from cowcheck.report import RuleTally, started_now
+from cowcheck.report import RuleTally, rule_order, started_now
 from cowspec import __version__
 from cowspec.errors import SpecError
 from cowspec.formats.snapshot_trace import SnapshotTrace, decode_snapshot_trace, encode_snapshot_trace
@@ -269,7 +269,7 @@ def _report(
     results: Counter[str],
 ) -> dict[str, object]:
     """The run as one JSON object (the shape of the filesystem level's JSON report, at the snapshot level)."""
-    rules = sorted(set(tally.exercised) | set(tally.broken), key=_rule_order)
+    rules = sorted(set(tally.exercised) | set(tally.broken), key=lambda rule: rule_order(rule, {}))
     version = getattr(driver, "version", None)
     return {
         "cowspec": __version__,
@@ -296,11 +296,6 @@ def _report(
             }
         ],
     }
-
-
-def _rule_order(rule: str) -> tuple[str, int]:
-    prefix, _, number = rule.rpartition("-")
-    return (prefix, int(number)) if number.isdigit() else (rule, 0)
 
 
 def _markdown(document: dict[str, object]) -> str:
