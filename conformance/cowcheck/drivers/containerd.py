@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import itertools
 import os
 import shlex
@@ -52,7 +50,7 @@ from typing import Literal, cast
 from cowcheck.drivers.cleanup import OWNER_VARIABLE, die_with_parent, kill_tree, remove_tree, start_time
 from cowcheck.drivers.engines import first_child, first_line, log_tail, need, run
 from cowcheck.drivers.kernel_overlay import POOL, ContainerProcess
-from cowcheck.drivers.namespace import scratch_root
+from cowcheck.drivers.namespace import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, detach, mount, scratch_root
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable
 from cowspec.formats.trace import encode_op
 from cowspec.fs.calls import Op
@@ -73,15 +71,6 @@ DIAL_ATTEMPTS = 4
 STOP_TIMEOUT = 10.0
 
 _counter = itertools.count()
-
-MS_RDONLY = 1
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 0x4000
-MNT_DETACH = 2
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 def tmpfs_allocation(kind: str, size: int) -> int:
@@ -108,22 +97,17 @@ def error_kind(message: str) -> str:
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    result = _libc.mount(
-        source.encode() if source else None,
-        target.encode(),
-        fstype.encode() if fstype else None,
-        flags,
-        data.encode() if data else None,
-    )
-    if result != 0:
-        error = ctypes.get_errno()
-        raise DriverError(f"mount {fstype or ''} {source} on {target}: {os.strerror(error)}")
+    try:
+        mount(source, target, fstype, data, flags)
+    except OSError as error:
+        raise DriverError(str(error)) from None
 
 
 def _unmount(target: str) -> None:
-    if _libc.umount2(target.encode(), MNT_DETACH) != 0:
-        error = ctypes.get_errno()
-        raise DriverError(f"umount {target}: {os.strerror(error)}")
+    try:
+        detach(target)
+    except OSError as error:
+        raise DriverError(str(error)) from None
 
 
 def mount_lines(text: str) -> list[tuple[str, str, list[str]]]:
@@ -489,7 +473,9 @@ class ContainerdSession:
         if self.entered == directory:
             self._leave()
         for _ in range(8):  # a stacked mount: every layer of it
-            if _libc.umount2(directory.encode(), MNT_DETACH) != 0:
+            try:
+                detach(directory)
+            except OSError:
                 break
         with contextlib.suppress(OSError):
             os.rmdir(directory)

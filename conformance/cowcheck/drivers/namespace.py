@@ -22,6 +22,9 @@ from cowcheck.drivers.cleanup import owned_directory, sweep_stale
 from cowcheck.drivers.protocol import DriverUnavailable
 
 CLONE_NEWNS = 0x00020000
+MS_RDONLY = 1
+MS_REMOUNT = 32
+MS_BIND = 4096
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
@@ -41,18 +44,30 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def mount(source: str, target: str, fstype: str, options: str) -> None:
-    """``mount(2)``; raises ``OSError`` naming the call on failure."""
+def mount(source: str, target: str, fstype: str | None, options: str | None, flags: int = 0) -> None:
+    """``mount(2)`` with ``flags`` (``MS_BIND``, ``MS_RDONLY``...); an empty source, no type or no options
+    pass NULL, as a bind mount or a remount wants. Raises ``OSError`` naming the call on failure."""
     _check(
-        _libc.mount(source.encode(), target.encode(), fstype.encode(), 0, options.encode()),
-        f"mount -t {fstype} {target} -o {options}",
+        _libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            options.encode() if options else None,
+        ),
+        f"mount -t {fstype or '(none)'} {source or '(none)'} {target} -o {options or ''}",
     )
 
 
 def umount(target: str) -> None:
     """``umount2(2)``, detaching lazily if the mount is busy."""
     if _libc.umount2(target.encode(), 0) != 0:
-        _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
+        detach(target)
+
+
+def detach(target: str) -> None:
+    """``umount2(2)`` with ``MNT_DETACH``: the mount leaves the tree now, and goes when its last user does."""
+    _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
 
 
 def scratch_root() -> str:
