@@ -4,7 +4,7 @@ import pytest
 
 from cowspec.errors import SpecError
 from cowspec.formats.trace import decode_trace
-from cowspec.fs.features import DOCKER_OVERLAY2, features_from
+from cowspec.fs.features import ACCEPTED, DOCKER_OVERLAY2, Features, features_from, refusal
 
 
 def test_docker_configuration_is_the_default() -> None:
@@ -15,16 +15,35 @@ def test_docker_configuration_is_the_default() -> None:
     assert decode_trace({"format": "cowspec-trace/1", "layers": [], "ops": []}).features == DOCKER_OVERLAY2
 
 
-@pytest.mark.parametrize("name", ["index", "metacopy"])
-def test_unmodelled_feature_is_refused(name: str) -> None:
-    """[FEATURE-2]"""
-    with pytest.raises(SpecError, match=f"feature '{name}' is not modelled"):
-        features_from({name: True})
-
-
-def test_redirect_dir_is_modelled() -> None:
-    """[FEATURE-2][REDIRECT-1]"""
+def test_every_feature_is_modelled() -> None:
+    """[FEATURE-2][REDIRECT-1][INDEX-1][METACOPY-1]"""
     assert features_from({"redirect_dir": True}).enabled() == ("redirect_dir",)
+    assert features_from({"index": True}).enabled() == ("index",)
+    assert features_from({"redirect_dir": True, "metacopy": True}).enabled() == ("redirect_dir", "metacopy")
+    assert features_from({"redirect_dir": True, "index": True, "metacopy": True}).enabled() == (
+        "redirect_dir",
+        "index",
+        "metacopy",
+    )
+
+
+@pytest.mark.parametrize("flags", [{"metacopy": True}, {"metacopy": True, "index": True}])
+def test_metacopy_without_redirect_dir_is_refused_with_the_kernels_reason(flags: dict[str, bool]) -> None:
+    """[FEATURE-3] Linux 6.18 refuses the mount: conflicting options: metacopy=on,redirect_dir=follow."""
+    with pytest.raises(SpecError, match="conflicting options: metacopy=on,redirect_dir=follow") as caught:
+        features_from(flags)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(SpecError, match="needs 'redirect_dir'"):
+        decode_trace({"format": "cowspec-trace/1", "features": flags, "layers": [], "ops": []})
+
+
+def test_the_accepted_combinations_are_the_kernels() -> None:
+    """[FEATURE-3] Six of the eight combinations mount; the two with metacopy and no redirect_dir do not."""
+    assert len(ACCEPTED) == 6
+    assert ACCEPTED[0] == DOCKER_OVERLAY2
+    assert all(refusal(features) is None for features in ACCEPTED)
+    assert Features(metacopy=True) not in ACCEPTED
+    assert Features(index=True, metacopy=True) not in ACCEPTED
 
 
 def test_unknown_or_malformed_feature() -> None:

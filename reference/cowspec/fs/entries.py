@@ -73,6 +73,20 @@ class FileInode:
     None for the whole of ``data`` (a file made from a layer entry, written in
     one go). The rest of the file is a hole, which a filesystem that keeps
     holes (tmpfs) allocates no block to [SNAP-9]."""
+    metacopy: bool = False
+    """Only in the writable layer, with ``metacopy`` on: the copy holds the
+    attributes only (a hole of ``len(data)`` bytes, no block, marked
+    ``trusted.overlay.metacopy``); ``data`` is still read from the image-layer
+    inode it was copied from, and the first change of data copies it in
+    [METACOPY-1][METACOPY-2]."""
+    redirect: str | None = None
+    """Only in the writable layer: where the image-layer data of a metacopy
+    file that was renamed or linked is, as a directory's redirect says it
+    [METACOPY-3][REDIRECT-1]. It stays once the data is copied in."""
+    indexed: tuple[int, int] | None = None
+    """With ``index`` on, the image-layer inode (layer index from the top,
+    inode number) this writable-layer inode is the index entry of: every
+    name of that inode shows this one [INDEX-1]."""
 
 
 def written_ranges(inode: FileInode) -> tuple[tuple[int, int], ...]:
@@ -108,6 +122,15 @@ class SymlinkInode:
     nlink: int = 1
     touched: bool = False
     origin: str | None = None
+    indexed: tuple[int, int] | None = None
+    """As ``FileInode.indexed`` [INDEX-1]."""
+
+
+def is_metacopy(inode: "Inode") -> bool:
+    """True if ``inode`` is a writable-layer file that holds its attributes
+    but not its data, which is still the image layer's [METACOPY-1]: a copy
+    of it costs no data bytes until the data is copied in [METACOPY-2]."""
+    return isinstance(inode, FileInode) and inode.metacopy
 
 
 Inode = FileInode | SymlinkInode

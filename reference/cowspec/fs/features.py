@@ -3,10 +3,11 @@
 The kernel's overlayfs changes behaviour with mount options. The model takes
 them as a value rather than guessing [FEATURE-1]. Docker's overlay2 driver
 mounts with all three off; that configuration is the default and every
-implementation must support it. ``redirect_dir`` is modelled (the REDIRECT
-rules of chapter 8). A feature the model does not state yet (``index``,
-``metacopy``) is refused with a clear error rather than answered wrongly
-[FEATURE-2].
+implementation must support it. All three are modelled: ``redirect_dir``
+(the REDIRECT rules of chapter 8), ``index`` (INDEX) and ``metacopy``
+(METACOPY). A feature the model does not know is refused with a clear error
+rather than answered wrongly [FEATURE-2], and so is a combination the kernel
+refuses to mount, with the kernel's reason [FEATURE-3].
 """
 
 from dataclasses import dataclass
@@ -14,7 +15,14 @@ from dataclasses import dataclass
 from cowspec.errors import SpecError
 
 KNOWN = ("redirect_dir", "index", "metacopy")
-MODELLED = frozenset({"redirect_dir"})
+MODELLED = frozenset(KNOWN)
+
+METACOPY_NEEDS_REDIRECT = (
+    "feature 'metacopy' needs 'redirect_dir' on: the kernel refuses the mount"
+    " (overlayfs: conflicting options: metacopy=on,redirect_dir=follow)"
+)
+"""The one line a refused combination gives [FEATURE-3]: Linux 6.18 logs the
+quoted reason for ``metacopy=on,redirect_dir=off`` (off still follows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +41,32 @@ class Features:
 DOCKER_OVERLAY2 = Features()
 
 
+def refusal(features: Features) -> str | None:
+    """Why the kernel refuses to mount with ``features``, or None if it mounts [FEATURE-3]."""
+    if features.metacopy and not features.redirect_dir:
+        return METACOPY_NEEDS_REDIRECT
+    return None
+
+
 def features_from(flags: dict[str, bool]) -> Features:
-    """Checked ``Features`` from a name-to-flag map [FEATURE-2]."""
+    """Checked ``Features`` from a name-to-flag map [FEATURE-2][FEATURE-3]."""
     for name, value in flags.items():
         if name not in KNOWN:
             raise SpecError(f"unknown feature {name!r} (known: {', '.join(KNOWN)})")
         if not isinstance(value, bool):
             raise SpecError(f"feature {name!r} must be true or false")
-        if value and name not in MODELLED:
-            raise SpecError(f"feature {name!r} is not modelled yet; run with it off")
-    return Features(**flags)
+    features = Features(**flags)
+    reason = refusal(features)
+    if reason is not None:
+        raise SpecError(reason)
+    return features
+
+
+ACCEPTED = tuple(
+    Features(redirect_dir=redirect_dir, index=index, metacopy=metacopy)
+    for redirect_dir in (False, True)
+    for index in (False, True)
+    for metacopy in (False, True)
+    if refusal(Features(redirect_dir=redirect_dir, index=index, metacopy=metacopy)) is None
+)
+"""Every combination the kernel mounts, all off first [FEATURE-3]."""

@@ -58,7 +58,7 @@ from typing import TypeVar
 from immutables import Map
 
 from cowspec.errors import ModelError
-from cowspec.fs.entries import DEFAULT_DIR_MODE, Dir, Inode, Name, Node, Whiteout
+from cowspec.fs.entries import DEFAULT_DIR_MODE, Dir, Inode, Name, Node, Whiteout, is_metacopy
 from cowspec.fs.paths import ROOT, join, name_of, parent_of, rebase
 
 K = TypeVar("K")
@@ -289,6 +289,16 @@ def move(layer: Layer, src: str, dst: str) -> Layer:
     if not isinstance(entries.get(dst_parent), Dir):
         raise ModelError(f"parent of {dst} is not a directory in the layer")
     return replace(layer, entries=entries, children=children)
+
+
+def metacopy_at(layer: Layer, path: str) -> bool:
+    """True if ``path`` in ``layer`` names a metacopy file: one whose
+    attributes the layer holds but whose data it does not (no block; the
+    data is still the image layer's) [METACOPY-1]. A cost predictor counts
+    no data bytes for such a copy until ``is_metacopy`` of its inode turns
+    false [METACOPY-2]."""
+    node = layer.get(path)
+    return isinstance(node, Name) and is_metacopy(layer.inode(node.ino))
 
 
 def is_whiteout(node: Node | None) -> bool:
