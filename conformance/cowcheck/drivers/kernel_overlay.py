@@ -61,6 +61,8 @@ from cowspec.fs.observe import Entry
 from cowspec.fs.paths import ROOT, ancestors
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
+METACOPY_XATTR = "trusted.overlay.metacopy"
+REDIRECT_XATTR = "trusted.overlay.redirect"
 _counter = itertools.count()
 
 
@@ -158,10 +160,29 @@ def describe(logical: str, real: str, info: os.stat_result, *, upper: bool) -> E
     if stat.S_ISLNK(mode):
         return {**common, "type": "symlink", "uid": info.st_uid, "gid": info.st_gid, "target": os.readlink(real)}
     if stat.S_ISREG(mode):
-        return {**common, **file_fields(real, info, nlink=not upper)}
+        fields = {**common, **file_fields(real, info, nlink=not upper)}
+        if upper:
+            fields.update(file_marks(real))
+        return fields
     if stat.S_ISCHR(mode) and info.st_rdev == 0 and upper:
         return {**common, "type": "whiteout"}
     return {**common, "type": "other", "mode": stat.S_IMODE(mode), "uid": info.st_uid, "gid": info.st_gid}
+
+
+def file_marks(real: str) -> Entry:
+    """The overlay's marks on a file of the upper directory, in the trace
+    format's optional fields: ``metacopy`` when it holds no data yet, and
+    ``redirect`` when it records where its data is [METACOPY-4]."""
+    marks: Entry = {}
+    try:
+        names = os.listxattr(real, follow_symlinks=False)
+    except OSError:
+        return marks
+    if METACOPY_XATTR in names:
+        marks["metacopy"] = True
+    if REDIRECT_XATTR in names:
+        marks["redirect"] = os.getxattr(real, REDIRECT_XATTR, follow_symlinks=False).decode("utf-8", "surrogateescape")
+    return marks
 
 
 def tree(top: str, *, upper: bool) -> list[Entry]:
@@ -604,8 +625,8 @@ class KernelOverlay:
     """The Linux kernel's overlayfs, mounted as Docker's overlay2 mounts it."""
 
     name = "kernel-overlay"
-    features = frozenset({"redirect_dir"})
-    """The optional overlay features it mounts with (``index`` and ``metacopy``: not in the model yet)."""
+    features = frozenset({"redirect_dir", "index", "metacopy"})
+    """The optional overlay features it mounts with: all three, in every combination the kernel accepts [FEATURE-3]."""
 
     def __init__(self) -> None:
         self.pool = POOL

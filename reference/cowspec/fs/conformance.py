@@ -35,6 +35,8 @@ def broken_links(container: Container) -> dict[tuple[int, int], int]:
     layers show there is the one whose link the copy broke.
     """
     broken: dict[tuple[int, int], int] = {}
+    if container.features.index:
+        return broken  # the index keeps every link [INDEX-1]
     for inode in container.upper.inodes.values():
         key = _original(container, inode)
         if key is None:

@@ -197,7 +197,7 @@ def put(layer: Layer, path: str, node: Node) -> Layer:
         if isinstance(old, Dir) and not isinstance(node, Dir) and layer.names_in(path):
             raise ModelError(f"replacing non-empty directory {path}")
         if isinstance(old, Name) and old != node:
-            layer = _unlink_inode(layer, old.ino)
+            layer = unlink_inode(layer, old.ino)
     children = layer.children.set(parent, _names(layer.names_in(parent)).add(name_of(path)))
     if isinstance(old, Dir) and not isinstance(node, Dir):
         children = without(children, path)
@@ -229,7 +229,8 @@ def new_name(layer: Layer, path: str, inode: Inode) -> Layer:
     return link(with_inode, path, ino)
 
 
-def _unlink_inode(layer: Layer, ino: int) -> Layer:
+def unlink_inode(layer: Layer, ino: int) -> Layer:
+    """``layer`` with inode ``ino`` one link short; gone at none."""
     inode = layer.inode(ino)
     if inode.nlink <= 1:
         return replace(layer, inodes=layer.inodes.delete(ino))
@@ -258,7 +259,7 @@ def remove(layer: Layer, path: str) -> Layer:
     for each in doomed:
         node = entries[each]
         if isinstance(node, Name):
-            layer = _unlink_inode(layer, node.ino)
+            layer = unlink_inode(layer, node.ino)
         entries = entries.delete(each)
         children = without(children, each)
     parent = parent_of(path)

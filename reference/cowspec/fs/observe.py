@@ -3,7 +3,8 @@
 These are what a conformance check compares after every step
 [OBSERVE-1]: the merged tree as ``lstat`` sees it, root excluded, and the
 writable layer entry by entry as Docker's overlay2 would export it, with
-whiteouts and each directory's opaque flag. Both are sorted by path and use
+whiteouts and each directory's opaque flag, and a file's metacopy mark and
+redirect where it has them [METACOPY-4]. Both are sorted by path and use
 the plain JSON shape of the trace format's result.
 """
 
@@ -18,18 +19,30 @@ Entry = dict[str, object]
 
 
 def _inode_fields(inode: FileInode | SymlinkInode, *, nlink: bool) -> Entry:
+    """The fields of a file or symlink; ``nlink`` for the merged view, where
+    the data is the file's. In the writable layer (``nlink`` false) a
+    metacopy file holds a hole of its size, zeros when read straight from
+    the layer, and says so; a redirect on a file is given [METACOPY-4]."""
     if isinstance(inode, SymlinkInode):
         return {"type": "symlink", "uid": inode.uid, "gid": inode.gid, "target": inode.target}
+    held = inode.data
+    if not nlink and inode.metacopy:
+        held = bytes(len(inode.data))
     fields: Entry = {
         "type": "file",
         "mode": inode.mode,
         "uid": inode.uid,
         "gid": inode.gid,
         "size": len(inode.data),
-        "sha256": hashlib.sha256(inode.data).hexdigest(),
+        "sha256": hashlib.sha256(held).hexdigest(),
     }
     if nlink:
         fields["nlink"] = inode.nlink
+    else:
+        if inode.metacopy:
+            fields["metacopy"] = True
+        if inode.redirect is not None:
+            fields["redirect"] = inode.redirect
     return fields
 
 

@@ -61,12 +61,29 @@ from cowspec.fs.calls import (
     Write,
 )
 from cowspec.fs.conformance import Conformance, link_bounds
-from cowspec.fs.copy_up import copy_up, copy_up_parents, copy_up_rules, parents_rules
+from cowspec.fs.copy_up import (
+    copy_up,
+    copy_up_parents,
+    copy_up_rules,
+    index_before_removal,
+    index_link_change,
+    parents_rules,
+    removal_index_rules,
+)
 from cowspec.fs.entries import SETGID, SETUID, Dir, FileInode, Name, SymlinkInode, Whiteout, add_written, cut_written
 from cowspec.fs.layer import link, move, new_name, put, remove, set_inode
 from cowspec.fs.paths import ROOT, is_inside, name_of, parent_of
 from cowspec.fs.resolve import Denied, Resolved, absent, find, resolve, resolve_final, symlink_target, walk
-from cowspec.fs.stack import Container, Found, inode_of, is_empty_dir, listed_names, lookup, visible_children
+from cowspec.fs.stack import (
+    Container,
+    Found,
+    index_key,
+    inode_of,
+    is_empty_dir,
+    listed_names,
+    lookup,
+    visible_children,
+)
 from cowspec.fs.whiteouts import creation_rules, lower_positive, removal_rules, remove_visible
 
 
@@ -523,10 +540,17 @@ def apply_unlink(container: Container, op: Unlink) -> Applied:
     found = resolved.found
     if found is None:
         raise ModelError(f"unlink of {op.path}, which is absent")
-    rules = (*parents_rules(container, found.path), *removal_rules(container, resolved.parent, found))
-    # COPY-UP: the parents only [COPYUP-2]
+    rules = (
+        *parents_rules(container, found.path),
+        *removal_rules(container, resolved.parent, found),
+        *removal_index_rules(container, found),
+    )
+    # COPY-UP: the parents only [COPYUP-2]; with index on, a name of an
+    # image-layer hardlink makes its index entry first [INDEX-3]
     container = copy_up_parents(container, found.path)
-    # APPLY
+    container = index_before_removal(container, found)
+    # APPLY: the overlay's count loses the name [INDEX-2]
+    container = index_link_change(container, found, -1)
     return Applied(remove_visible(container, resolved.parent, found), rules=rules)
 
 
@@ -579,13 +603,19 @@ def apply_link(container: Container, op: Link) -> Applied:
     # RESOLVE
     source = passed(resolve_final(container, op.src, follow=False), "link")
     point = passed(resolve(container, op.dst, follow=False), "link")
-    rules = copy_up_rules(container, source)
-    # COPY-UP
-    container, source = copy_up(container, source)
+    rules = copy_up_rules(container, source, metadata_only=True)
+    # COPY-UP: the metadata only, with metacopy on [METACOPY-1]
+    container, source = copy_up(container, source, metadata_only=True)
     rules += (*parents_rules(container, point.path), *creation_rules(container, point.path, is_dir=False))
     container = copy_up_parents(container, point.path)
-    # APPLY
+    # APPLY: a metacopy file gets a redirect from the root [METACOPY-3]
     ino = upper_name(container, source.path).ino
+    redirected = redirect_file(container, source.path, same_dir=False)
+    if redirected is not container:
+        rules += ("METACOPY-3",)
+    if index_key(redirected, source) is not None:
+        rules += ("INDEX-2",)
+    container = index_link_change(redirected, source, +1)
     return Applied(replace(container, upper=link(container.upper, point.path, ino)), rules=rules)
 
 
@@ -604,9 +634,9 @@ def apply_chmod(container: Container, op: Chmod) -> Applied:
     """``chmod``: a metadata change, so a copy-up [CHMOD-1][COPYUP-6]."""
     # RESOLVE
     found = passed(resolve_final(container, op.path, follow=True), "chmod")
-    # COPY-UP
-    rules = copy_up_rules(container, found)
-    container, found = copy_up(container, found)
+    # COPY-UP: the metadata only, with metacopy on [METACOPY-1]
+    rules = copy_up_rules(container, found, metadata_only=True)
+    container, found = copy_up(container, found, metadata_only=True)
     # APPLY
     return Applied(set_attributes(container, found, mode=op.mode & 0o7777), rules=rules)
 
@@ -624,9 +654,9 @@ def apply_chown(container: Container, op: Chown) -> Applied:
     when it is group-executable [CHOWN-1][COPYUP-6]."""
     # RESOLVE
     found = passed(resolve_final(container, op.path, follow=False), "chown")
-    # COPY-UP
-    rules = copy_up_rules(container, found)
-    container, found = copy_up(container, found)
+    # COPY-UP: the metadata only, with metacopy on [METACOPY-1]
+    rules = copy_up_rules(container, found, metadata_only=True)
+    container, found = copy_up(container, found, metadata_only=True)
     # APPLY
     return Applied(set_attributes(container, found, uid=op.uid, gid=op.gid, owner_change=True), rules=rules)
 
@@ -716,7 +746,7 @@ def plan_rename(container: Container, source: Resolved, target: Resolved) -> Ren
     # The kinds of source and target [RENAME-2][RENAME-4]
     replaced = target.found
     if replaced is not None:
-        if same_inode(moving, replaced):
+        if same_inode(moving, replaced, container):
             return RenamePlan(source, target, moving, replaced, noop=True)
         if moving.is_dir and not replaced.is_dir:
             return Denied("ENOTDIR", "RENAME-2")
@@ -734,8 +764,10 @@ def copy_up_for_rename(container: Container, plan: RenamePlan) -> tuple[Containe
     """``container`` with the source copied up and marked, and the destination's
     parents copied up; and the source's new place [RENAME-6][RENAME-5][REDIRECT-3]."""
     had_lower = plan.moving.is_dir and plan.moving.has_lower
-    container, moving = copy_up(container, plan.moving)
+    container, moving = copy_up(container, plan.moving, metadata_only=True)
     container = copy_up_parents(container, plan.target.path)
+    same_dir = plan.source.parent.path == plan.target.parent.path
+    container = redirect_file(container, moving.path, same_dir=same_dir)
     return mark_moving_dir(container, moving.path, had_lower, plan.source, plan.target), moving
 
 
@@ -782,7 +814,10 @@ def apply_rename(container: Container, op: Rename) -> Applied:
     container, moving = copy_up_for_rename(container, plan)
     if late_rename_errno(container, plan) is not None:
         raise ModelError(f"rename of {op.src} applied although its check fails")
-    # APPLY [RENAME-6]
+    # APPLY [RENAME-6]: a name replaced leaves the overlay's count [INDEX-2][INDEX-3]
+    replaced = plan.replaced
+    if replaced is not None and not replaced.is_dir:
+        container = index_link_change(index_before_removal(container, replaced), replaced, -1)
     upper = container.upper
     if upper.get(plan.target.path) is not None:
         upper = remove(upper, plan.target.path)
@@ -797,8 +832,12 @@ def rename_rules(container: Container, plan: RenamePlan) -> tuple[str, ...]:
     read before it runs: the source's copy-up, the destination's parents, the
     mark a moving directory gets [REDIRECT-3][RENAME-5], the whiteout it
     leaves [WHITEOUT-2]."""
-    rules = (*copy_up_rules(container, plan.moving), *parents_rules(container, plan.target.path))
+    rules = (*copy_up_rules(container, plan.moving, metadata_only=True), *parents_rules(container, plan.target.path))
     node = plan.moving.node
+    if plan.replaced is not None and not plan.replaced.is_dir:
+        rules += removal_index_rules(container, plan.replaced)
+    if moves_metacopy(container, plan.moving):
+        rules += ("METACOPY-3",)
     if plan.moving.is_dir and plan.moving.has_lower:
         rules += ("REDIRECT-3",)
     elif isinstance(node, Dir) and not node.opaque and target_parent_merged(container, plan.target):
@@ -852,10 +891,9 @@ def redirect_for(container: Container, path: str, *, same_dir: bool) -> str:
     directories above. A redirect already recorded is kept, unless it is a
     bare name and a path from the root is now needed.
     """
-    node = container.upper.get(path)
-    if not isinstance(node, Dir):
-        raise ModelError(f"redirect for {path}, which is not a directory in the writable layer")
-    existing = node.redirect
+    if container.upper.get(path) is None:
+        raise ModelError(f"redirect for {path}, which is not in the writable layer")
+    existing = own_redirect(container, path)
     if existing is not None and (existing.startswith("/") or same_dir):
         return existing
     if same_dir:
@@ -863,13 +901,56 @@ def redirect_for(container: Container, path: str, *, same_dir: bool) -> str:
     parts: list[str] = []
     current = path
     while current != ROOT:
-        above = container.upper.get(current)
-        step_name = above.redirect if isinstance(above, Dir) and above.redirect else name_of(current)
+        step_name = own_redirect(container, current) or name_of(current)
         if step_name.startswith("/"):
             return step_name + "".join("/" + part for part in parts)
         parts.insert(0, step_name)
         current = parent_of(current)
     return "/" + "/".join(parts)
+
+
+def own_redirect(container: Container, path: str) -> str | None:
+    """The redirect recorded at ``path`` of the writable layer: a directory's
+    [REDIRECT-1], or a file's inode's [METACOPY-3]; None for none."""
+    node = container.upper.get(path)
+    if isinstance(node, Dir):
+        return node.redirect
+    if isinstance(node, Name):
+        inode = container.upper.inode(node.ino)
+        if isinstance(inode, FileInode):
+            return inode.redirect
+    return None
+
+
+def redirect_file(container: Container, path: str, *, same_dir: bool) -> Container:
+    """``container`` with the metacopy file at ``path`` (in the writable
+    layer) redirected to its image-layer data before it moves or gains a
+    name, as ``redirect_for`` chooses; anything else unchanged, the very
+    same value [METACOPY-3]."""
+    node = container.upper.get(path)
+    if not isinstance(node, Name):
+        return container
+    inode = container.upper.inode(node.ino)
+    if not isinstance(inode, FileInode) or not inode.metacopy:
+        return container
+    redirect = redirect_for(container, path, same_dir=same_dir)
+    if redirect == inode.redirect:
+        return container
+    return replace(container, upper=set_inode(container.upper, node.ino, replace(inode, redirect=redirect)))
+
+
+def moves_metacopy(container: Container, moving: Found) -> bool:
+    """True if a rename of ``moving`` moves a metacopy file: one already, or
+    an image-layer regular file the rename copies up with ``metacopy`` on
+    [METACOPY-3]."""
+    if moving.is_dir:
+        return False
+    inode = inode_of(container, moving)
+    if not isinstance(inode, FileInode):
+        return False
+    if moving.in_upper or index_key(container, moving) in container.index:
+        return inode.metacopy
+    return container.features.metacopy
 
 
 def target_parent_merged(container: Container, target: Resolved) -> bool:
@@ -882,12 +963,19 @@ def target_parent_merged(container: Container, target: Resolved) -> bool:
     return parent is not None and parent.has_lower
 
 
-def same_inode(one: Found, other: Found) -> bool:
-    """True if two names are one upper inode (rename between them is a no-op).
+def same_inode(one: Found, other: Found, container: Container | None = None) -> bool:
+    """True if two names are one inode of the merged view (rename between
+    them is a no-op) [RENAME-4].
 
     With ``index`` off, names of one image-layer inode are distinct objects
-    in the merged view [RENAME-4].
+    in the merged view, and only names of one writable-layer inode are one.
+    With ``index`` on (``container`` given), every name of an image-layer
+    inode with several names is that one inode, copied up or not [INDEX-2].
     """
+    if container is not None and container.features.index:
+        key = index_key(container, one)
+        if key is not None and key == index_key(container, other):
+            return True
     return one.path == other.path or (
         one.in_upper
         and other.in_upper

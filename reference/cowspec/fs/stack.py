@@ -28,8 +28,10 @@ directory is the view's entry at that path (``tests/fs/test_stack.py`` checks
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+
+from immutables import Map
 
 from cowspec.errors import ModelError
 from cowspec.fs.entries import Dir, Inode, Name, Node, Whiteout
@@ -131,6 +133,28 @@ def image_view(lowers: tuple[Layer, ...]) -> ImageView:
 
 NO_IMAGE = image_view(())
 
+ImageInode = tuple[int, int]
+"""An inode of the image layers: (layer index from the top, inode number)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """With ``index`` on, the writable-layer inode that stands for an
+    image-layer inode with several names, and the link count the merged
+    view reports for all of them [INDEX-1][INDEX-2].
+
+    ``ino`` is a writable-layer inode whose own ``nlink`` counts its names
+    in the writable layer plus one for the index entry, as the kernel's
+    upper inode does; ``nlink`` is the overlay's count: the image inode's,
+    plus each ``link``, minus each name removed.
+    """
+
+    ino: int
+    nlink: int
+
+
+NO_INDEX: "Map[ImageInode, IndexEntry]" = Map()
+
 
 @dataclass(frozen=True, slots=True)
 class Container:
@@ -144,6 +168,9 @@ class Container:
     upper: Layer
     features: Features = DOCKER_OVERLAY2
     image: ImageView = field(default=NO_IMAGE, repr=False, compare=False)
+    index: "Map[ImageInode, IndexEntry]" = NO_INDEX
+    """With ``index`` on, the image-layer inodes with several names that
+    were copied up, each to its writable-layer inode [INDEX-1]."""
     top_down: tuple[Layer, ...] = field(init=False, repr=False, compare=False)
     """Every layer from the top, derived: index 0 is the writable layer."""
 
@@ -182,10 +209,36 @@ def root_of(container: Container) -> Found:
 
 
 def inode_of(container: Container, found: Found) -> Inode:
-    """The inode behind a non-directory."""
+    """The inode behind a non-directory, as the merged view shows it.
+
+    With ``index`` on, a name of an image-layer inode that has an index
+    entry shows the entry's writable-layer inode, copied up or not, with
+    the overlay's link count [INDEX-1][INDEX-2].
+    """
     if not isinstance(found.node, Name):
         raise ModelError(f"{found.path} is a directory, which has no inode of its own")
-    return container.layer(found.layer).inode(found.node.ino)
+    inode = container.layer(found.layer).inode(found.node.ino)
+    if not container.index:
+        return inode
+    key = inode.indexed if found.layer == 0 else (found.layer, found.node.ino)
+    entry = container.index.get(key) if key is not None else None
+    if entry is None:
+        return inode
+    indexed = container.upper.inode(entry.ino)
+    return indexed if indexed.nlink == entry.nlink else replace(indexed, nlink=entry.nlink)
+
+
+def index_key(container: Container, found: Found) -> ImageInode | None:
+    """The image-layer inode whose names ``found`` is one of, when ``index``
+    keeps them together: an image-layer inode with several names, or the
+    writable-layer inode that is its index entry [INDEX-1]; else None."""
+    if not container.features.index or not isinstance(found.node, Name):
+        return None
+    if found.layer == 0:
+        return container.upper.inode(found.node.ino).indexed
+    if container.layer(found.layer).inode(found.node.ino).nlink > 1:
+        return found.layer, found.node.ino
+    return None
 
 
 def lookup_child(container: Container, parent: Found, name: str) -> Found | None:
