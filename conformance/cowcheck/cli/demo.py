@@ -9,6 +9,8 @@ tables are Docker's: ``docker images``, ``docker history``, ``docker ps
 
 import base64
 import json
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from cowspec.formats.store_trace import decode_store_trace, run_store_model
@@ -79,8 +81,15 @@ def tables(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_demo(engine: bool) -> int:
-    """Print the walk-through; with ``engine``, a private dockerd's figures beside the model's."""
+def run_demo(engine: bool, storage_drivers: Sequence[str] = ()) -> int:
+    """Print the walk-through; with ``engine``, a private dockerd's figures beside the model's.
+
+    With ``storage_drivers`` (``all`` for every one), the walk-through runs
+    on a private engine per storage driver instead, printed side by side
+    (``storage_driver_demo``).
+    """
+    if storage_drivers:
+        return storage_driver_demo(storage_drivers)
     for with_writes in (False, True):
         print("== five containers, nothing written" if not with_writes else
               "\n== each container appends a line to /app/hello.sh (copied up whole)")  # fmt: skip
@@ -99,4 +108,121 @@ def run_demo(engine: bool) -> int:
             print("-- agreement: " + ("every figure equal" if not differences else "; ".join(differences)))
             if differences:
                 return 1
+    return 0
+
+
+def chosen_drivers(names: Sequence[str]) -> list[str]:
+    """The storage drivers named (``all``: every one), each once, in order; ``ValueError`` for an unknown name."""
+    from cowcheck.drivers.engines import STORAGE_DRIVERS
+
+    chosen: list[str] = []
+    for name in names:
+        for each in STORAGE_DRIVERS if name == "all" else [name]:
+            if each not in STORAGE_DRIVERS:
+                raise ValueError(f"unknown storage driver {each!r} (known: {', '.join(STORAGE_DRIVERS)}, or all)")
+            if each not in chosen:
+                chosen.append(each)
+    return chosen
+
+
+def step_words(item: dict[str, Any]) -> str:
+    """What one step reported, in a few words: ok, the refusal's kind, or each op's outcome."""
+    if not item.get("ok"):
+        return f"refused: {item.get('refusal') or item.get('reason', '?')}"
+    results = item.get("results")
+    if results is None:
+        return "ok"
+    return " ".join("ok" if each.get("ok") else str(each.get("errno", "?")) for each in results)
+
+
+def driver_column(storage_driver: str) -> dict[str, Any]:
+    """The walk-through (with its writes) on a private engine with ``storage_driver``: its result and docker diffs."""
+    from cowcheck.drivers.docker_store import disk_usage, figures, perform_step
+    from cowcheck.drivers.engines import Dockerd
+
+    trace = decode_store_trace(seed_trace(True))
+    with Dockerd(storage_driver) as docker:
+        items = [perform_step(docker, each) for each in trace]
+        result = figures(docker, items)
+        result["disk"] = disk_usage(docker)
+        result["diff"] = {
+            name: " ".join(docker.docker("diff", name).stdout.decode().split()) or "(none)" for name in CONTAINERS
+        }
+    return result
+
+
+def side_by_side(rows: list[tuple[str, list[str]]], drivers: list[str]) -> list[str]:
+    """A table: a row's label, then a column per driver."""
+    width = max([len(label) for label, _ in rows] + [4])
+    columns = [max([len(name)] + [len(cells[index]) for _, cells in rows]) for index, name in enumerate(drivers)]
+    lines = [f"{'':<{width}}  " + "  ".join(f"{name:<{columns[index]}}" for index, name in enumerate(drivers))]
+    for label, cells in rows:
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{cell:<{columns[index]}}" for index, cell in
+                                                        enumerate(cells)).rstrip())  # fmt: skip
+    return lines
+
+
+def demo_rows(results: list[dict[str, Any]], model: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The rows of the side-by-side table: the model's overlay2 figures first, then each driver's."""
+    everyone = [model, *results]
+    steps = seed_trace(True)["steps"]
+    rows: list[tuple[str, list[str]]] = []
+    for index, step in enumerate(steps):
+        label = f"step {index} {step['step']} {step.get('container') or step.get('name')}"
+        rows.append((label, [step_words(result["steps"][index]) for result in everyone]))
+    for name in ("acme/my-base-image:1.0", "acme/my-final-image:1.0"):
+        rows.append((f"image {name} SIZE", [human(result["images"][name]["size"]) for result in everyone]))
+        rows.append(("  history", [",".join(str(each) for each in result["images"][name]["history"])
+                                    for result in everyone]))  # fmt: skip
+    for name in CONTAINERS:
+        rows.append((f"{name} SIZE", [str(result["containers"][name]["size"]) for result in everyone]))
+        rows.append(("  virtual", [str(result["containers"][name]["virtual_size"]) for result in everyone]))
+        rows.append(("  disk bytes", ["-"] + [disk_words(result["disk"]["containers"][name]) for result in results]))
+        rows.append(("  docker diff", ["-"] + [result["diff"][name] for result in results]))
+    rows.append(("images total", [str(result["images_total"]) for result in everyone]))
+    rows.append(("layers stored", [str(result["layers"]) for result in everyone]))
+    layer_bytes = [str(sum(each["allocated"] for each in result["disk"]["layers"].values())) for result in results]
+    rows.append(("layers' disk bytes", ["-", *layer_bytes]))
+    return rows
+
+
+def disk_words(figures: dict[str, int]) -> str:
+    """A container's bytes on disk: allocated, and btrfs's exclusive bytes where measured."""
+    if "exclusive" in figures:
+        return f"{figures['allocated']} (excl {figures['exclusive']})"
+    return str(figures["allocated"])
+
+
+def storage_driver_demo(names: Sequence[str]) -> int:
+    """The walk-through (five containers, each appending a line) on each storage driver, side by side.
+
+    The first column is the model's (overlay2); each other is a private
+    engine's with that storage driver. A driver that cannot run here is
+    said in one line and the command fails, before any engine starts.
+    """
+    from cowcheck.drivers.engines import storage_driver_unavailable
+
+    try:
+        drivers = chosen_drivers(names)
+    except ValueError as error:
+        print(f"cowspec: --storage-driver: {error}", file=sys.stderr)
+        return 2
+    for name in drivers:
+        reason = storage_driver_unavailable(name)
+        if reason is not None:
+            print(f"cowspec: storage driver {name} cannot run here: {reason}", file=sys.stderr)
+            return 2
+    from cowcheck.drivers.protocol import DriverError, DriverUnavailable
+
+    print("== five containers from acme/my-final-image:1.0, each appends a line to /app/hello.sh")
+    results = []
+    for name in drivers:
+        print(f"-- running on a private engine with --storage-driver {name}", flush=True)
+        try:
+            results.append(driver_column(name))
+        except (DriverUnavailable, DriverError) as error:
+            print(f"cowspec: storage driver {name}: {error}", file=sys.stderr)
+            return 2
+    model = run_store_model(decode_store_trace(seed_trace(True)))
+    print("\n".join(side_by_side(demo_rows(results, model), ["model (overlay2)", *drivers])))
     return 0

@@ -3,10 +3,27 @@
 Each step is done the way Docker does it: images are loaded from ``docker
 save`` tarballs, containers are created with ``docker create``, committed
 with ``docker commit`` and removed with ``docker rm`` and ``docker rmi``.
-Filesystem ops inside a container are made on the container's own layers
-(the directories ``docker inspect`` names), mounted as Docker mounts them in
-cowspec's private mount namespace while the container is not running, by a
-process chrooted into them: the same system calls as the kernel driver's.
+Filesystem ops inside a container are made on the container's own storage
+while the container is not running, by a process chrooted into it: the same
+system calls as the kernel driver's. Where that storage is depends on the
+engine's storage driver (``Dockerd.storage_driver``):
+
+- ``overlay2``: the container's layers (the directories ``docker inspect``
+  names), mounted with the kernel's overlayfs as Docker mounts them, in
+  cowspec's private mount namespace;
+- ``fuse-overlayfs``: the same directories mounted with the very program and
+  options Docker runs (``fuse-overlayfs -o lowerdir=...,upperdir=...,
+  workdir=...``, ``fuse_overlay.FuseSession``). A process in the container
+  sees that program's answers; so do the ops, and no second mount is ever
+  made beside Docker's, since the container is not running;
+- ``vfs``: the container's directory, a full copy (``<data-root>/vfs/dir/<id>``);
+- ``btrfs``: the container's subvolume (``<data-root>/btrfs/subvolumes/<id>``),
+  reached through the engine's mount namespace (``Dockerd.host_path``).
+
+Docker's init layer is left out everywhere [STORE-13]: overlay2 and
+fuse-overlayfs mount the image's layers without it; vfs and btrfs copy it
+into the container's own directory, so what it added there (``/.dockerenv``,
+``/dev``, ``/etc/hosts``...) is moved aside for the ops and put back after.
 
 Renames and links in a container that mounts volumes are made by the engine's
 container itself, where the volumes are real mounts: the container runs a
@@ -26,16 +43,16 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, cast
 
 from cowcheck.drivers.cleanup import remove_tree
-from cowcheck.drivers.engines import Dockerd, engine_api, first_line, run
+from cowcheck.drivers.engines import DEFAULT_STORAGE_DRIVER, Dockerd, engine_api, first_line, run
 from cowcheck.drivers.kernel_overlay import KernelSession
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable
 from cowcheck.images import docker_archive
 from cowspec.formats.store_trace import STORE_RESULT_FORMAT, encode_step_result
 from cowspec.fs.build import build_layer
-from cowspec.fs.calls import Link, Rename
+from cowspec.fs.calls import Link, Op, Rename
 from cowspec.fs.observe import Entry
 from cowspec.fs.paths import ROOT, is_inside, parent_of
 from cowspec.fs.stack import new_container
@@ -154,6 +171,134 @@ def perform_step(docker: Dockerd, step: Step) -> Entry:
             return build(docker, step)
 
 
+INIT_PATHS = (
+    "/.dockerenv", "/dev", "/dev/console", "/dev/pts", "/dev/shm", "/etc", "/etc/hostname", "/etc/hosts",
+    "/etc/mtab", "/etc/resolv.conf", "/proc", "/sys",
+)  # fmt: skip
+"""What Docker's init layer makes where the image has nothing (moby ``daemon/initlayer``), parents first."""
+
+
+def layerdb(docker: Dockerd) -> str:
+    """The engine's layer database, under the storage driver's name (as the host reaches it)."""
+    return docker.host_path(os.path.join(docker.data_root, "image", docker.storage_driver, "layerdb"))
+
+
+def _read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read().strip()
+
+
+def snapshot_directory(docker: Dockerd, cache_id: str) -> str:
+    """Where a vfs or btrfs layer's full tree is, by its cache ID (as the host reaches it)."""
+    parts = ("vfs", "dir") if docker.storage_driver == "vfs" else ("btrfs", "subvolumes")
+    return docker.host_path(os.path.join(docker.data_root, *parts, cache_id))
+
+
+def container_directories(docker: Dockerd, container_id: str) -> tuple[str, str]:
+    """A vfs or btrfs container's own directory and its image's (the init layer's parent), as the host reaches them."""
+    mounts = os.path.join(layerdb(docker), "mounts", container_id)
+    own = snapshot_directory(docker, _read(os.path.join(mounts, "mount-id")))
+    parent_file = os.path.join(mounts, "parent")
+    if not os.path.exists(parent_file):
+        return own, ""
+    chain = _read(parent_file).split(":", 1)[-1]
+    image = snapshot_directory(docker, _read(os.path.join(layerdb(docker), "sha256", chain, "cache-id")))
+    return own, image
+
+
+class DirectorySession:
+    """Ops in a vfs or btrfs container's own directory, Docker's init layer moved aside meanwhile [STORE-13].
+
+    An init entry is moved only where the image has nothing at its path (the
+    init layer made it); a directory moved takes what is under it. ``close``
+    puts each back where it was (the ops cannot have made those paths: the
+    model's container does not have them either) and removes the aside.
+    """
+
+    def __init__(self, own: str, image: str, aside: str) -> None:
+        self.own = own
+        self.aside = aside
+        self.moved: list[str] = []
+        self.times: dict[str, tuple[int, int]] = {}
+        os.makedirs(aside)
+        try:
+            for path in INIT_PATHS:
+                if any(is_inside(path, done) for done in self.moved):
+                    continue
+                if os.path.lexists(own + path) and not (image and os.path.lexists(image + path)):
+                    self._remember_times(path)
+                    os.makedirs(os.path.dirname(aside + path), exist_ok=True)
+                    shutil.move(own + path, aside + path)
+                    self.moved.append(path)
+            self.session = KernelSession.in_directory(own)
+        except BaseException:
+            self._put_back()
+            raise
+
+    def perform(self, op: Op) -> Entry:
+        return self.session.perform(op)
+
+    def close(self) -> None:
+        try:
+            self.session.close()
+        finally:
+            self._put_back()
+
+    def _remember_times(self, path: str) -> None:
+        """The access and change times of ``path``, of what is under it and of its parent, before it moves."""
+        top = self.own + path
+        places = [top, os.path.dirname(top)]
+        if os.path.isdir(top) and not os.path.islink(top):
+            places += [os.path.join(folder, name) for folder, dirs, files in os.walk(top) for name in dirs + files]
+        for place in places:
+            info = os.lstat(place)
+            self.times.setdefault(place, (info.st_atime_ns, info.st_mtime_ns))
+
+    def _put_back(self) -> None:
+        """Each moved entry where it was, with its times as they were.
+
+        Across btrfs subvolumes a move is a copy (a new inode, a new modification
+        time): Docker's diff, which compares modification times, would see the
+        init layer's files changed. Deepest first, so that a directory's time is
+        set after its entries are back.
+        """
+        for path in reversed(self.moved):
+            if os.path.lexists(self.own + path):
+                raise DriverError(f"an op made {path}, where Docker's init layer has an entry")
+            shutil.move(self.aside + path, self.own + path)
+        for place in sorted(self.times, key=lambda each: -each.count("/")):
+            if os.path.lexists(place):
+                os.utime(place, ns=self.times[place], follow_symlinks=False)
+        self.moved = []
+        self.times = {}
+        remove_tree(self.aside)
+
+
+Session = KernelSession | DirectorySession
+
+
+def container_rootfs(docker: Dockerd, details: Entry) -> Session:
+    """A session making ops on a stopped container's own storage, as its storage driver keeps it (see the module)."""
+    if docker.storage_driver in ("vfs", "btrfs"):
+        own, image = container_directories(docker, str(details["Id"]))
+        aside = os.path.join(docker.host_path(docker.data_root), f"cowspec-aside-{details['Id']}")
+        return DirectorySession(own, image, aside)
+    data = cast(dict[str, str], cast(dict[str, object], details["GraphDriver"])["Data"])
+    lowers = image_lowers(data["LowerDir"])
+    if docker.storage_driver == "fuse-overlayfs":
+        from cowcheck.drivers.fuse_overlay import FuseSession
+
+        return FuseSession.attach(lowers, data["UpperDir"], data["WorkDir"])
+    return KernelSession.attach(lowers, data["UpperDir"], data["WorkDir"])
+
+
+def writable_directory(docker: Dockerd, details: Entry) -> str:
+    """Where a container's own writes land (overlay: its upper directory; vfs, btrfs: its directory)."""
+    if docker.storage_driver in ("vfs", "btrfs"):
+        return container_directories(docker, str(details["Id"]))[0]
+    return str(cast(dict[str, dict[str, str]], details["GraphDriver"])["Data"]["UpperDir"])
+
+
 def run_ops(docker: Dockerd, step: RunOps) -> Entry:
     """Ops in a container: its own layers mounted as Docker mounts them, volumes as their directories.
 
@@ -165,13 +310,12 @@ def run_ops(docker: Dockerd, step: RunOps) -> Entry:
     if inspected.returncode != 0:
         return _done(inspected)
     details = json.loads(inspected.stdout)
-    data = details["GraphDriver"]["Data"]
     volumes = [mount for mount in details.get("Mounts") or [] if mount.get("Type") == "volume"]
     record = ContainerRecord(
         step.container, "", new_container(()), tuple((mount["Destination"], mount["Name"]) for mount in volumes)
     )
     sources = {mount["Destination"]: mount["Source"] for mount in volumes}
-    sessions: dict[str | None, KernelSession] = {}
+    sessions: dict[str | None, Session] = {}
     try:
         results: list[Entry] = []
         for by_engine, group in itertools.groupby(
@@ -182,7 +326,7 @@ def run_ops(docker: Dockerd, step: RunOps) -> Entry:
                 if rootfs is not None:
                     rootfs.close()  # Docker mounts these layers itself to start the container
                 calls = [op for op in group if isinstance(op, Rename | Link)]
-                results += engine_calls(docker, step.container, data["UpperDir"], sources, calls)
+                results += engine_calls(docker, step.container, writable_directory(docker, details), sources, calls)
                 continue
             for op in group:
                 where = routed(record, op)
@@ -191,9 +335,7 @@ def run_ops(docker: Dockerd, step: RunOps) -> Entry:
                 volume, inner = where
                 if volume not in sessions:
                     if volume is None:
-                        sessions[None] = KernelSession.attach(
-                            image_lowers(data["LowerDir"]), data["UpperDir"], data["WorkDir"]
-                        )
+                        sessions[None] = container_rootfs(docker, details)
                     else:
                         place = next(mount["Source"] for mount in volumes if mount.get("Name") == volume)
                         sessions[volume] = KernelSession.in_directory(place)
@@ -366,8 +508,80 @@ def docker_cli_reclaimable(df: dict[str, Any]) -> int:
     return total - in_use
 
 
+def allocated_bytes(top: str) -> int:
+    """The bytes the files, symlinks and devices under ``top`` take on disk: ``st_blocks`` x 512, each inode once.
+
+    Like ``du`` without its directories: a directory's own blocks depend on
+    the backing filesystem (ext4 gives each 4096, tmpfs and btrfs none), not
+    on the storage driver. Symlinks are not followed.
+    """
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                info = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif (info.st_dev, info.st_ino) not in seen:
+                    seen.add((info.st_dev, info.st_ino))
+                    total += info.st_blocks * 512
+    return total
+
+
+def btrfs_exclusive(docker: Dockerd, path: str) -> int:
+    """The bytes of data extents only ``path`` (a subvolume) refers to: ``btrfs filesystem du``'s Exclusive column."""
+    from cowcheck.drivers.loopfs import program
+
+    run([program("btrfs"), "filesystem", "sync", docker.host_path(docker.data_root)])
+    done = run([program("btrfs"), "filesystem", "du", "-s", "--raw", path])
+    lines = done.stdout.decode().split("\n")
+    if done.returncode != 0 or len(lines) < 2 or len(lines[1].split()) < 4:
+        raise DriverError(f"btrfs filesystem du {path}: {first_line(done.stderr)}")
+    return int(lines[1].split()[1])
+
+
+def layer_directory(docker: Dockerd, cache_id: str) -> str:
+    """Where a layer's own files are: overlay drivers' ``diff`` directory, vfs and btrfs's full tree."""
+    if docker.storage_driver in ("vfs", "btrfs"):
+        return snapshot_directory(docker, cache_id)
+    return docker.host_path(os.path.join(docker.data_root, docker.storage_driver, cache_id, "diff"))
+
+
+def disk_usage(docker: Dockerd) -> Entry:
+    """Bytes really used on disk, per image layer (by diff ID) and per container (by name).
+
+    ``allocated``: ``allocated_bytes`` of the layer's own storage (overlay2
+    and fuse-overlayfs: its ``diff`` directory; vfs: its full copy; btrfs:
+    its subvolume, shared extents counted in full). On btrfs also
+    ``exclusive``: ``btrfs_exclusive``, what only that subvolume holds.
+    """
+    database = layerdb(docker)
+
+    def measured(cache_id: str) -> Entry:
+        where = layer_directory(docker, cache_id)
+        figures: Entry = {"allocated": allocated_bytes(where)}
+        if docker.storage_driver == "btrfs":
+            figures["exclusive"] = btrfs_exclusive(docker, where)
+        return figures
+
+    layers: dict[str, Entry] = {}
+    chains = os.path.join(database, "sha256")
+    for chain in sorted(os.listdir(chains)) if os.path.isdir(chains) else []:
+        layers[_read(os.path.join(chains, chain, "diff"))] = measured(_read(os.path.join(chains, chain, "cache-id")))
+    containers: dict[str, Entry] = {}
+    listed = engine_api(docker, "/containers/json?all=1")
+    assert isinstance(listed, list)
+    for each in listed:
+        mount_id = _read(os.path.join(database, "mounts", each["Id"], "mount-id"))
+        containers[each["Names"][0].lstrip("/")] = measured(mount_id)
+    return {"layers": layers, "containers": dict(sorted(containers.items()))}
+
+
 def figures(docker: Dockerd, items: list[Entry]) -> Entry:
-    layerdb = os.path.join(docker.base, "root", "image", "overlay2", "layerdb", "sha256")
+    layers = os.path.join(layerdb(docker), "sha256")
     df = engine_api(docker, "/system/df")
     assert isinstance(df, dict)
     images: dict[str, Entry] = {}
@@ -392,7 +606,7 @@ def figures(docker: Dockerd, items: list[Entry]) -> Entry:
     return {
         "format": STORE_RESULT_FORMAT,
         "steps": items,
-        "layers": len(os.listdir(layerdb)) if os.path.isdir(layerdb) else 0,
+        "layers": len(os.listdir(layers)) if os.path.isdir(layers) else 0,
         "images": dict(sorted(images.items())),
         "containers": dict(sorted(containers.items())),
         "images_total": df["LayersSize"],
@@ -404,17 +618,51 @@ def figures(docker: Dockerd, items: list[Entry]) -> Entry:
     }
 
 
-def run_store_docker(steps: tuple[Step, ...]) -> Entry:
-    """The result a private Docker engine gives for a store trace [STORE-5]."""
-    with Dockerd() as docker:
+def run_store_docker(steps: tuple[Step, ...], storage_driver: str = DEFAULT_STORAGE_DRIVER) -> Entry:
+    """The result a private Docker engine running ``storage_driver`` gives for a store trace [STORE-5]."""
+    with Dockerd(storage_driver) as docker:
         items = [perform_step(docker, each) for each in steps]
         return figures(docker, items)
 
 
 class DockerStore:
-    """A private Docker engine as a store driver: one engine per trace, stopped after it."""
+    """A private Docker engine as a store driver: one engine per trace, stopped after it.
+
+    ``storage_driver`` is the engine's graphdriver: the one this class fixes
+    (``docker-vfs``...), else the one the run names (``run``'s argument: the
+    trace's ``storage_driver``, or ``--storage-driver``), else ``overlay2``.
+    """
 
     name = "docker"
+    storage_driver: str | None = None
 
-    def run(self, steps: tuple[Step, ...]) -> Entry:
-        return run_store_docker(steps)
+    def run(self, steps: tuple[Step, ...], storage_driver: str | None = None) -> Entry:
+        return run_store_docker(steps, chosen_storage_driver(self.storage_driver, storage_driver))
+
+
+def chosen_storage_driver(fixed: str | None, asked: str | None) -> str:
+    """The storage driver a run uses: the driver's own, or the one asked for; both and different is an error."""
+    if fixed is not None and asked is not None and fixed != asked:
+        raise DriverError(f"this driver runs Docker with {fixed}, and the run asks for {asked}")
+    return fixed or asked or DEFAULT_STORAGE_DRIVER
+
+
+class DockerVfsStore(DockerStore):
+    """``docker-vfs``: a private engine with the vfs storage driver (every layer a full copy)."""
+
+    name = "docker-vfs"
+    storage_driver = "vfs"
+
+
+class DockerBtrfsStore(DockerStore):
+    """``docker-btrfs``: a private engine with the btrfs storage driver, on a loop filesystem of its own."""
+
+    name = "docker-btrfs"
+    storage_driver = "btrfs"
+
+
+class DockerFuseOverlayStore(DockerStore):
+    """``docker-fuse-overlayfs``: a private engine with Docker 20.10's fuse-overlayfs storage driver."""
+
+    name = "docker-fuse-overlayfs"
+    storage_driver = "fuse-overlayfs"

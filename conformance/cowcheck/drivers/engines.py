@@ -40,6 +40,10 @@ from cowcheck.drivers.cleanup import (
 )
 from cowcheck.drivers.protocol import DriverUnavailable
 
+STORAGE_DRIVERS = ("overlay2", "vfs", "fuse-overlayfs", "btrfs")
+"""The storage drivers a private engine runs with (``overlay2`` unless told): Docker 20.10's own graphdrivers."""
+DEFAULT_STORAGE_DRIVER = "overlay2"
+
 DOCKERD_PREFIX = "cowspec-dockerd-"
 """The name of a private engine's directory begins so (then its owner: ``cleanup.owned_directory``)."""
 PODMAN_PREFIX = "cowspec-podman-"
@@ -156,22 +160,66 @@ def engine_parent() -> str:
     return parent
 
 
+def storage_driver_unavailable(storage_driver: str) -> str | None:
+    """Why a private engine cannot run ``storage_driver`` here (one line), or None as far as can be told."""
+    if storage_driver not in STORAGE_DRIVERS:
+        return f"unknown storage driver {storage_driver!r} (known: {', '.join(STORAGE_DRIVERS)})"
+    if storage_driver == "fuse-overlayfs":
+        from cowcheck.drivers.fuse_overlay import unavailable_reason as fuse_unavailable
+
+        return fuse_unavailable()
+    if storage_driver == "btrfs":
+        from cowcheck.drivers.loopfs import unavailable_reason as btrfs_unavailable
+
+        return btrfs_unavailable()
+    return None
+
+
 class Dockerd:
     """A private dockerd, for as long as the ``with`` block lasts, and not a moment longer than cowspec.
 
     ``process`` is ``unshare``, in the host's namespaces; ``init_pid`` is
     the engine namespace's PID 1 as the host sees it (``tini``, or dockerd
     itself where no init is installed), to which a stop is signalled.
+
+    ``storage_driver`` is Docker's graphdriver (``STORAGE_DRIVERS``). For
+    ``btrfs`` the data root is a btrfs filesystem in a sparse file of the
+    engine's directory (``loopfs``), mounted by the engine namespace's first
+    process before it starts the init: the mount is the engine's alone, and
+    its loop device (autoclear) detaches itself when that namespace dies,
+    however cowspec ends. The harness reaches the engine's files through
+    ``host_path``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, storage_driver: str = DEFAULT_STORAGE_DRIVER) -> None:
+        reason = storage_driver_unavailable(storage_driver)
+        if reason is not None:
+            raise DriverUnavailable(f"storage driver {storage_driver}: {reason}")
+        self.storage_driver = storage_driver
         self.dockerd = need("dockerd")
         self.client = need("docker")
         self.unshare = need("unshare")
         self.init = init_program()
         self.base = ""
+        self.image = ""
         self.process: subprocess.Popen[bytes] | None = None
         self.init_pid = 0
+
+    @property
+    def data_root(self) -> str:
+        """The engine's data root, as the engine sees it."""
+        return os.path.join(self.base, "root")
+
+    def host_path(self, path: str) -> str:
+        """Where cowspec reaches ``path`` of the engine's mount namespace.
+
+        Itself, but for the btrfs data root, which is mounted in the
+        engine's namespace only: there the path goes through the engine
+        init's ``/proc/PID/root``, which resolves in that namespace.
+        """
+        if self.storage_driver == "btrfs" and self.init_pid:
+            return f"/proc/{self.init_pid}/root{path}"
+        return path
 
     @property
     def socket(self) -> str:
@@ -180,17 +228,31 @@ class Dockerd:
     def command(self) -> list[str]:
         """How the engine is started: in new mount and PID namespaces, killed with ``unshare`` [see module]."""
         init = [self.init, "--"] if self.init else []
+        mount: list[str] = []
+        if self.image:
+            from cowcheck.drivers.loopfs import mount_prefix
+
+            mount = mount_prefix(self.image, self.data_root)
         return [
             self.unshare, "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child=SIGKILL",
-            "--mount-proc", *init, self.dockerd,
-            "--data-root", os.path.join(self.base, "root"), "--exec-root", os.path.join(self.base, "exec"),
+            "--mount-proc", *mount, *init, self.dockerd,
+            "--data-root", self.data_root, "--exec-root", os.path.join(self.base, "exec"),
             "--pidfile", os.path.join(self.base, "dockerd.pid"), "--host", f"unix://{self.socket}",
-            "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver", "overlay2",
+            "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver", self.storage_driver,
         ]  # fmt: skip
 
     def __enter__(self) -> "Dockerd":
         sweep_leftovers()
         self.base = owned_directory(DOCKERD_PREFIX, engine_parent())
+        if self.storage_driver == "btrfs":
+            from cowcheck.drivers.loopfs import make_image
+
+            try:
+                os.mkdir(self.data_root)
+                self.image = make_image(os.path.join(self.base, "btrfs.img"))
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
         log = open(os.path.join(self.base, "dockerd.log"), "wb")
         # start_new_session: a Ctrl-C at the terminal reaches cowspec, whose __exit__ stops the engine
         # cleanly, not the engine itself. die_with_parent: cowspec killed outright takes the engine with it.
@@ -213,7 +275,7 @@ class Dockerd:
             time.sleep(0.2)
         tail = self._log_tail()
         self.__exit__(None, None, None)
-        raise DriverUnavailable(f"dockerd did not start: {tail}")
+        raise DriverUnavailable(f"dockerd ({self.storage_driver}) did not start: {tail}")
 
     def environment(self) -> dict[str, str]:
         """The engine's environment: marked as this directory's, its temporary files kept inside it.
@@ -262,10 +324,27 @@ class Dockerd:
                 self.process.wait(timeout=30)
         self.process = None
         self.init_pid = 0
+        if self.image:
+            self._wait_for_loop_device()
+            self.image = ""
         if self.base:
             with contextlib.suppress(OSError):
                 remove_tree(self.base)
             self.base = ""
+
+    def _wait_for_loop_device(self) -> None:
+        """Wait (10 s at most) until the btrfs file's loop device has detached itself, the engine's namespace gone.
+
+        The kernel frees it as the namespace's mounts go; one still attached
+        after that is detached here, so that none is ever left behind.
+        """
+        from cowcheck.drivers.loopfs import devices_backed_by, program
+
+        deadline = time.monotonic() + 10
+        while devices_backed_by(self.image) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for device in devices_backed_by(self.image):
+            run([program("losetup"), "--detach", device], timeout=30)
 
 
 class Podman:

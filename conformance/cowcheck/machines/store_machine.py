@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from cowcheck.compare import store_differences
-from cowcheck.drivers.docker_store import figures, perform_step
+from cowcheck.drivers.docker_store import figures, layerdb, perform_step
 from cowcheck.drivers.engines import Dockerd
 from cowcheck.machines.strategies import layer_entries, ops, view_of
 from cowspec.formats.store_trace import apply_step, store_result
@@ -72,8 +72,8 @@ def clean(docker: Dockerd) -> None:
         if not images:
             break
         docker.docker("rmi", "-f", *sorted(set(images)))
-    layerdb = os.path.join(docker.base, "root", "image", "overlay2", "layerdb", "sha256")
-    left = os.listdir(layerdb) if os.path.isdir(layerdb) else []
+    layers = os.path.join(layerdb(docker), "sha256")
+    left = os.listdir(layers) if os.path.isdir(layers) else []
     if left or docker.docker("images", "-aq").stdout.strip():
         raise RuntimeError(f"the engine kept {len(left)} layers after cleaning")
 
