@@ -37,6 +37,7 @@ from tests.support import d, f, h, op, s, w
 pytestmark = pytest.mark.kernel
 
 BIG = "x" * 70000
+META = {"metacopy": True, "redirect_dir": True}
 DEEP = "/" + "/".join("abcdefghij")
 
 CASES: dict[str, tuple[list[list[dict[str, Any]]], list[dict[str, Any]], dict[str, bool]]] = {
@@ -130,6 +131,48 @@ CASES: dict[str, tuple[list[list[dict[str, Any]]], list[dict[str, Any]], dict[st
         [op("mkdir", path="/t", mode=0o755), op("create", path="/t/y", mode=0o644), op("rename", src="/s", dst="/t")],
         {"redirect_dir": True},
     ),
+    "metacopy-chmod-then-write": (
+        [[f("/big", BIG)]],
+        [
+            op("chmod", path="/big", mode=0o600),
+            op("chown", path="/big", uid=1, gid=1),
+            op("write", path="/big", offset=0, data="a"),
+            op("write", path="/big", offset=1, data="b"),
+            op("truncate", path="/big", size=3),
+        ],
+        META,
+    ),
+    "metacopy-rename-and-link": (
+        [[d("/d"), f("/d/a", BIG), f("/d/b", BIG), f("/d/c", BIG)]],
+        [
+            op("rename", src="/d/a", dst="/m"),
+            op("link", src="/d/b", dst="/l"),
+            op("append", path="/m", data="z"),
+            op("open", path="/l", flags="w"),
+            op("truncate", path="/d/c", size=0),
+        ],
+        META,
+    ),
+    "index-hardlinks": (
+        [[d("/p"), f("/p/a", BIG), h("/p/b", "/p/a"), h("/p/c", "/p/a")]],
+        [
+            op("chmod", path="/p/a", mode=0o600),
+            op("chmod", path="/p/b", mode=0o600),
+            op("unlink", path="/p/a"),
+            op("append", path="/p/c", data="q"),
+        ],
+        {"index": True},
+    ),
+    "index-metacopy-hardlinks": (
+        [[d("/p"), f("/p/a", BIG), h("/p/b", "/p/a")]],
+        [
+            op("chmod", path="/p/a", mode=0o600),
+            op("chown", path="/p/b", uid=2, gid=2),
+            op("write", path="/p/b", offset=5, data="q"),
+            op("rename", src="/p/a", dst="/moved"),
+        ],
+        {"index": True, **META},
+    ),
 }
 
 
@@ -204,6 +247,27 @@ def traces(draw: st.DrawFn, features: Features = DOCKER_OVERLAY2) -> Trace:
 @given(trace=traces())
 def test_generated_traces(trace: Trace, kernel: KernelOverlay) -> None:
     """[COST-1][COST-2][COST-4] Random traces, Docker's features: prediction equals measurement."""
+    assert_agrees(trace_costs(trace, kernel))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace=traces(Features(redirect_dir=True, metacopy=True)))
+def test_generated_traces_with_metacopy(trace: Trace, kernel: KernelOverlay) -> None:
+    """[COST-1][COST-3][COST-4] Random traces with ``metacopy=on``: prediction equals measurement."""
+    assert_agrees(trace_costs(trace, kernel))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace=traces(Features(index=True)))
+def test_generated_traces_with_index(trace: Trace, kernel: KernelOverlay) -> None:
+    """[COST-1][COST-2][COST-4] Random traces with ``index=on``: prediction equals measurement."""
+    assert_agrees(trace_costs(trace, kernel))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trace=traces(Features(redirect_dir=True, index=True, metacopy=True)))
+def test_generated_traces_with_every_feature(trace: Trace, kernel: KernelOverlay) -> None:
+    """[COST-1][COST-3][COST-4] Random traces with all three features on: prediction equals measurement."""
     assert_agrees(trace_costs(trace, kernel))
 
 

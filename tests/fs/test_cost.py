@@ -156,9 +156,51 @@ def test_a_rename_refused_after_its_copy_up_keeps_what_it_copied() -> None:
     assert costs(layers, ops, redirect_dir=True)[2] == Cost(created=("/s",))
 
 
-def test_no_copy_is_a_metadata_copy_yet() -> None:
-    """[COST-3] Until metacopy is modelled, every inode holds its data."""
+def test_is_metacopy_reads_the_mark() -> None:
+    """[COST-3] A file copied for its metadata alone is marked; a data copy is not."""
+    assert is_metacopy(FileInode(b"abc", 0o644, 0, 0, metacopy=True))
     assert not is_metacopy(FileInode(b"abc", 0o644, 0, 0))
+
+
+META = {"metacopy": True, "redirect_dir": True}
+
+
+def test_metacopy_chmod_copies_no_data_until_a_write() -> None:
+    """[COST-3] chmod and chown copy attributes only; the first write copies the data, at the file's size."""
+    ops = [
+        op("chmod", path="/big", mode=0o600),
+        op("chown", path="/big", uid=1, gid=1),
+        op("write", path="/big", offset=0, data="a"),
+        op("write", path="/big", offset=1, data="b"),
+    ]
+    chmod, chown, first_write, second_write = costs([[f("/big", BIG)]], ops, **META)
+    assert chmod == Cost(created=("/big",)) and chown == FREE
+    assert first_write == Cost(copied=(("/big", 5000),))
+    assert second_write == FREE
+
+
+@pytest.mark.parametrize("call", [op("rename", src="/big", dst="/moved"), op("link", src="/big", dst="/moved")])
+def test_metacopy_rename_and_link_copy_no_data(call: dict[str, Any]) -> None:
+    """[COST-3] The source of a rename or a link is copied for its metadata alone."""
+    (cost,) = costs([[f("/big", BIG)]], [call], **META)
+    assert cost.bytes_copied == 0 and "/moved" in cost.created
+
+
+@pytest.mark.parametrize("call", ["truncate", "append", "open"])
+def test_metacopy_calls_that_need_data_copy_it(call: str) -> None:
+    """[COST-2][COST-3] truncate, append and open for writing copy the data at once, metacopy or not."""
+    choices: dict[str, dict[str, Any]] = {"truncate": {"size": 1}, "append": {"data": "z"}, "open": {"flags": "w"}}
+    fields = choices[call]
+    (cost,) = costs([[f("/big", BIG)]], [op(call, path="/big", **fields)], **META)
+    assert cost == Cost(copied=(("/big", 5000),), created=("/big",))
+
+
+def test_index_links_the_second_name_to_the_first_copy() -> None:
+    """[COST-2][COST-4] With index on, the second name of a hardlinked image file costs an entry, no data."""
+    layers = [[f("/a", BIG), h("/b", "/a")]]
+    first, second = costs(layers, [op("chmod", path="/a", mode=0o600), op("chmod", path="/b", mode=0o600)], index=True)
+    assert first == Cost(copied=(("/a", 5000),), created=("/a",))
+    assert second == Cost(created=("/b",))
 
 
 def test_moved_from_maps_a_moved_subtree_back() -> None:

@@ -19,12 +19,15 @@ real implementation (``cowcheck.copy_cost``) [COST-1]:
 Both are read off the writable layer before and after ``step``, so they
 hold whatever path the step took. Which inodes are metadata-only copies
 is asked of ``is_metacopy`` alone, the one place the metacopy feature
-enters here.
+enters here; with ``index`` on, the second name of an image inode copied
+up links to the first one's copy, which is no new inode and copies
+nothing.
 """
 
 from dataclasses import dataclass
 
 from cowspec.errors import ModelError
+from cowspec.fs import entries
 from cowspec.fs.calls import Ok, Op, Rename
 from cowspec.fs.entries import Dir, FileInode, Inode, Name, Node, Whiteout
 from cowspec.fs.layer import Layer
@@ -62,12 +65,8 @@ FREE = Cost()
 
 def is_metacopy(inode: Inode) -> bool:
     """True for an upper file whose data is still in an image layer: a
-    metadata-only copy-up [COST-3].
-
-    The model holds no metadata-only copy yet (``metacopy`` is refused by
-    ``features_from``), so every copy is a data copy.
-    """
-    return bool(getattr(inode, "metacopy", False))
+    metadata-only copy-up [COST-3] (``FileInode.metacopy``, METACOPY-1)."""
+    return entries.is_metacopy(inode)
 
 
 def step_cost(container: Container, op: Op) -> Cost:
@@ -121,10 +120,13 @@ def copied_data(before: Container, after: Container) -> tuple[tuple[str, int], .
         if not isinstance(inode, FileInode) or is_metacopy(inode):
             continue
         previous = before.upper.inodes.get(ino)
+        name = names.get(ino)
+        if name is None:
+            continue  # an index entry no name of the writable layer shows: not in the upper directory
         if previous is None and inode.origin is not None:
-            copied.append((names[ino], source_size(before, inode.origin)))
+            copied.append((name, source_size(before, inode.origin)))
         elif isinstance(previous, FileInode) and is_metacopy(previous):
-            copied.append((names[ino], len(previous.data)))
+            copied.append((name, len(previous.data)))
     return tuple(sorted(copied))
 
 

@@ -1,0 +1,728 @@
+"""``cowspec bench copy-up``: the time of the first change to a file against later changes.
+
+Docker's storage-driver guide says copy-up costs time, and more for large
+files, many layers and deep directory trees. Chapter 18 says what a
+copy-up copies and creates; this measures how long it takes on this
+machine, on each implementation it can run:
+
+- ``overlay``: the kernel's overlayfs as Docker's overlay2 mounts it;
+- ``overlay-metacopy``: the same with ``metacopy=on`` (and ``redirect_dir=on``,
+  which it needs): a ``chmod`` or a ``rename`` copies the attributes only;
+- ``overlay-volatile``: the kernel's overlayfs with ``volatile``, which skips
+  the ``fsync`` the kernel makes of every file it copies up;
+- ``fuse-overlayfs``: the user-space overlay of rootless Podman.
+
+Three series, each over one variable: the file's size (1 KiB up, by
+powers of 4), the depth of the stack (the file in the bottom of 1 to 128
+image layers) and the depth of the tree (the file below 1 to 64
+directories that exist only in the image layer, copied up with it). For
+each point and each call (write, append, truncate, chmod, rename) a sample
+mounts afresh over the same image layers, times the first change, then the
+later changes of the same file, and unmounts. The image layers are written
+once per point, on the disk under ``--work`` (not a tmpfs); nothing is
+dropped from the page cache, so the image file is read from memory after
+the first sample.
+
+The JSON names the machine (CPU model, kernel, the filesystem under the
+layers), the date and every sample; the PNGs show the medians with their
+interquartile spread. Everything is written under ``--out``; the work
+directory is removed at the end.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cowcheck.cli.output import UsageError, say
+
+OPS = ("write", "append", "truncate", "chmod", "rename")
+SERIES = ("size", "layers", "depth")
+DRIVERS = ("overlay", "overlay-metacopy", "overlay-volatile", "fuse-overlayfs")
+FORMAT = "cowspec-bench-copy-up/1"
+JSON_NAME = "copy-up.json"
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+MAX_LAYERS = 500
+"""The kernel's limit on lower layers."""
+DEFAULT_OUT = os.path.join("docs", "copy-up-cost")
+FIXED_SIZE = 1 * MIB
+"""The file's size in the layers and depth series."""
+UNITS = {"": 1, "K": KIB, "M": MIB, "G": GIB}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one run measures."""
+
+    sizes: tuple[int, ...]
+    layer_counts: tuple[int, ...]
+    depths: tuple[int, ...]
+    ops: tuple[str, ...]
+    drivers: tuple[str, ...]
+    series: tuple[str, ...]
+    repeat: int
+    later: int
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One image: a file of ``size`` bytes in the bottom of ``layers`` layers, below ``depth`` directories."""
+
+    series: str
+    size: int
+    layers: int
+    depth: int
+
+    @property
+    def x(self) -> int:
+        """The value the series varies."""
+        return {"size": self.size, "layers": self.layers, "depth": self.depth}[self.series]
+
+    @property
+    def directory(self) -> str:
+        """The file's directory inside the container."""
+        return "".join("/d" for _ in range(self.depth))
+
+
+@dataclass
+class Sample:
+    """One fresh mount: the first change's seconds and the later ones'."""
+
+    driver: str
+    series: str
+    x: int
+    op: str
+    size: int
+    layers: int
+    depth: int
+    first: float
+    later: list[float] = field(default_factory=list)
+    upper_bytes: int = 0
+    """Bytes the file's copy takes in the upper directory after the first change (``st_blocks`` * 512)."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``1024``, ``64K``, ``16M``, ``1G``."""
+    stripped = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = stripped[-1:] if stripped[-1:] in ("K", "M", "G") else ""
+    number = stripped[: len(stripped) - len(unit)]
+    if not number.isdigit():
+        raise UsageError(f"--max-size {text!r}: not a size (like 1024, 64K, 16M, 1G)")
+    return int(number) * UNITS[unit]
+
+
+def powers(low: int, high: int, factor: int) -> tuple[int, ...]:
+    """``low``, ``low * factor``, ... up to ``high``, and ``high`` itself."""
+    values = []
+    value = low
+    while value < high:
+        values.append(value)
+        value *= factor
+    values.append(high)
+    return tuple(values)
+
+
+def chosen(text: str, known: tuple[str, ...], option: str) -> tuple[str, ...]:
+    """The comma-separated names of ``text``, each checked against ``known``."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    for name in names:
+        if name not in known:
+            raise UsageError(f"{option}: unknown {name!r} (known: {', '.join(known)})")
+    if not names:
+        raise UsageError(f"{option}: name at least one of {', '.join(known)}")
+    return names
+
+
+def plan_of(arguments: argparse.Namespace) -> Plan:
+    """The run the command line asks for, checked: one line and exit 2 for what cannot run."""
+    max_size = parse_size(arguments.max_size)
+    if not KIB <= max_size <= 16 * GIB:
+        raise UsageError(f"--max-size {arguments.max_size}: must be between 1K and 16G")
+    if not 1 <= arguments.max_layers <= MAX_LAYERS - 1:
+        raise UsageError(f"--max-layers {arguments.max_layers}: must be between 1 and {MAX_LAYERS - 1}")
+    if not 1 <= arguments.max_depth <= 256:
+        raise UsageError(f"--max-depth {arguments.max_depth}: must be between 1 and 256")
+    if not 1 <= arguments.repeat <= 1000:
+        raise UsageError(f"--repeat {arguments.repeat}: must be between 1 and 1000")
+    if not 1 <= arguments.later <= 1000:
+        raise UsageError(f"--later {arguments.later}: must be between 1 and 1000")
+    ops = chosen(arguments.ops, OPS, "--ops")
+    drivers = chosen(arguments.drivers, DRIVERS, "--drivers")
+    series = chosen(arguments.series, SERIES, "--series")
+    if arguments.quick:
+        return Plan(
+            sizes=(KIB, 16 * KIB),
+            layer_counts=(1, 4),
+            depths=(1, 4),
+            ops=ops,
+            drivers=drivers,
+            series=series,
+            repeat=2,
+            later=2,
+        )
+    return Plan(
+        sizes=powers(KIB, max_size, 4),
+        layer_counts=powers(1, arguments.max_layers, 2),
+        depths=powers(1, arguments.max_depth, 2),
+        ops=ops,
+        drivers=drivers,
+        series=series,
+        repeat=arguments.repeat,
+        later=arguments.later,
+    )
+
+
+def points_of(plan: Plan) -> Iterator[Point]:
+    """Every image the plan measures, series by series."""
+    if "size" in plan.series:
+        for size in plan.sizes:
+            yield Point("size", size, 1, 0)
+    if "layers" in plan.series:
+        for count in plan.layer_counts:
+            yield Point("layers", FIXED_SIZE, count, 0)
+    if "depth" in plan.series:
+        for depth in plan.depths:
+            yield Point("depth", FIXED_SIZE, 1, depth)
+
+
+# -- the image layers on disk ------------------------------------------------------
+
+
+def write_file(path: str, size: int) -> None:
+    """A file of ``size`` bytes of a repeating pattern (not sparse: every block is written)."""
+    block = bytes(range(256)) * (MIB // 256)
+    with open(path, "wb") as handle:
+        left = size
+        while left:
+            chunk = block[: min(left, len(block))]
+            handle.write(chunk)
+            left -= len(chunk)
+
+
+def lay_out_point(base: str, point: Point) -> list[str]:
+    """The image layers of ``point`` under ``base`` (``l/0`` the bottom); their names, top first, relative to ``base``.
+
+    Short relative names keep the mount options of 128 layers far below the
+    kernel's page-long limit.
+    """
+    names = [f"l/{index}" for index in range(point.layers)]
+    for index, name in enumerate(names):
+        os.makedirs(os.path.join(base, name))
+        if index:
+            write_file(os.path.join(base, name, f"x{index}"), 1)
+    bottom = os.path.join(base, names[0]) + point.directory
+    os.makedirs(bottom, exist_ok=True)
+    write_file(os.path.join(bottom, "f"), point.size)
+    return list(reversed(names))
+
+
+KERNEL_OPTIONS = {
+    "overlay": "redirect_dir=off,index=off,metacopy=off",
+    "overlay-metacopy": "redirect_dir=on,index=off,metacopy=on",
+    "overlay-volatile": "redirect_dir=off,index=off,metacopy=off,volatile",
+}
+"""The features of each kernel driver: Docker's overlay2 options, and one change each."""
+
+
+# -- mounts ----------------------------------------------------------------------------
+
+
+class Mounted:
+    """One mount of a driver over the image layers, with a fresh upper directory, in ``base``."""
+
+    def __init__(self, driver: str, base: str, lowers_top_first: list[str]) -> None:
+        self.driver = driver
+        self.base = base
+        self.merged = os.path.join(base, "m")
+        self.daemon: subprocess.Popen[bytes] | None = None
+        for name in ("u", "w"):
+            os.mkdir(os.path.join(base, name))
+        options = f"lowerdir={':'.join(lowers_top_first)},upperdir=u,workdir=w"
+        if driver == "fuse-overlayfs":
+            self._start_fuse(options)
+        else:
+            self._mount_kernel(options, KERNEL_OPTIONS[driver])
+
+    def _mount_kernel(self, options: str, features: str) -> None:
+        from cowcheck.drivers.namespace import mount
+
+        here = os.getcwd()
+        os.chdir(self.base)  # the layers are named relative to it
+        try:
+            mount("overlay", self.merged, "overlay", f"{options},{features}")
+        finally:
+            os.chdir(here)
+
+    def _start_fuse(self, options: str) -> None:
+        from cowcheck.drivers.cleanup import die_with_parent, mount_points
+        from cowcheck.drivers.fuse_overlay import MOUNT_TABLE, MOUNT_TIMEOUT, PROGRAM
+
+        self.daemon = subprocess.Popen(
+            [PROGRAM, "-f", "-o", options, "m"],
+            cwd=self.base,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGKILL),
+        )
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while self.merged not in mount_points(MOUNT_TABLE):
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"fuse-overlayfs did not mount {self.merged}")
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        """Unmount, see fuse-overlayfs gone, remove the upper and work directories."""
+        from cowcheck.drivers.cleanup import mount_points
+        from cowcheck.drivers.namespace import umount
+
+        if self.merged in mount_points():
+            umount(self.merged)
+        if self.daemon is not None:
+            try:
+                self.daemon.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait()
+            self.daemon = None
+        for name in ("u", "w"):
+            shutil.rmtree(os.path.join(self.base, name), ignore_errors=True)
+
+
+# -- the calls timed -------------------------------------------------------------------
+
+
+def change(op: str, directory: str, size: int, number: int) -> Callable[[], None]:
+    """Change ``number`` (0 the first) of the file in ``directory`` by ``op``, as a call to time."""
+    path = os.path.join(directory, "f")
+
+    def write() -> None:
+        descriptor = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(descriptor, b"w", number)
+        finally:
+            os.close(descriptor)
+
+    def append() -> None:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(descriptor, b"a")
+        finally:
+            os.close(descriptor)
+
+    def truncate() -> None:
+        os.truncate(path, max(size - 1 - number, 0))
+
+    def chmod() -> None:
+        os.chmod(path, 0o600 if number % 2 == 0 else 0o644)
+
+    def rename() -> None:
+        # The file moves to g and back: every even change finds it at f.
+        source, target = (path, path[:-1] + "g") if number % 2 == 0 else (path[:-1] + "g", path)
+        os.rename(source, target)
+
+    calls: dict[str, Callable[[], None]] = {
+        "write": write,
+        "append": append,
+        "truncate": truncate,
+        "chmod": chmod,
+        "rename": rename,
+    }
+    return calls[op]
+
+
+def timed(call: Callable[[], None]) -> float:
+    """Seconds ``call`` took."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def measure_point(base: str, point: Point, plan: Plan, drivers: Sequence[str]) -> list[Sample]:
+    """Every sample of one image: for each driver and call, ``plan.repeat`` fresh mounts."""
+    lowers = lay_out_point(base, point)
+    os.mkdir(os.path.join(base, "m"))
+    samples: list[Sample] = []
+    directory = os.path.join(base, "m") + point.directory
+    try:
+        for _ in range(plan.repeat):
+            for driver in drivers:
+                for op in plan.ops:
+                    mounted = Mounted(driver, base, lowers)
+                    try:
+                        # The path is looked up once first: the first change then times its copy-up, not the walk.
+                        os.stat(os.path.join(directory, "f"))
+                        first = timed(change(op, directory, point.size, 0))
+                        upper = os.path.join(base, "u") + point.directory
+                        copy = os.lstat(os.path.join(upper, "g" if op == "rename" else "f"))
+                        later = [
+                            timed(change(op, directory, point.size, number)) for number in range(1, plan.later + 1)
+                        ]
+                    finally:
+                        mounted.close()
+                    os.sync()
+                    sample = Sample(driver, point.series, point.x, op, point.size, point.layers, point.depth, first)
+                    sample.later, sample.upper_bytes = later, copy.st_blocks * 512
+                    samples.append(sample)
+    finally:
+        os.rmdir(os.path.join(base, "m"))
+        shutil.rmtree(os.path.join(base, "l"), ignore_errors=True)
+    return samples
+
+
+# -- the machine --------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as ``/proc/cpuinfo`` gives it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as table:
+            for line in table:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def filesystem_of(path: str) -> str:
+    """The type of the filesystem ``path`` is on (the longest mount point above it), with its source."""
+    real = os.path.realpath(path)
+    best, found = "", "unknown"
+    with open("/proc/self/mounts", encoding="utf-8") as table:
+        for line in table:
+            source, point, kind = line.split()[:3]
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, found = point, f"{kind} ({source} on {point})"
+    return found
+
+
+def fuse_version() -> str | None:
+    """fuse-overlayfs's version line, or None if it is not there."""
+    from cowcheck.drivers.fuse_overlay import PROGRAM
+
+    try:
+        done = subprocess.run([PROGRAM, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("fuse-overlayfs")]
+    return lines[0].strip() if lines else None
+
+
+# -- the summary and the plots ---------------------------------------------------------------
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, quartiles, least and most of ``values``."""
+    ordered = sorted(values)
+    if len(ordered) > 1:
+        low, _, high = statistics.quantiles(ordered, n=4, method="inclusive")
+    else:
+        low = high = ordered[0]
+    return {"median": statistics.median(ordered), "q1": low, "q3": high, "min": ordered[0], "max": ordered[-1]}
+
+
+def summarise(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (driver, series, x, op): the first change and the later ones, and the ratio of their medians."""
+    groups: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
+    for sample in samples:
+        groups.setdefault((sample["driver"], sample["series"], sample["x"], sample["op"]), []).append(sample)
+    rows = []
+    for (driver, series, x, op), members in sorted(groups.items()):
+        first = spread([member["first"] for member in members])
+        later = spread([value for member in members for value in member["later"]])
+        ratio = first["median"] / later["median"] if later["median"] > 0 else float("inf")
+        rows.append(
+            {"driver": driver, "series": series, "x": x, "op": op, "samples": len(members)}
+            | {"first": first, "later": later, "ratio": ratio}
+        )
+    return rows
+
+
+LABELS = {"size": "file size (bytes)", "layers": "image layers", "depth": "directories above the file"}
+TITLES = {
+    "size": "first change vs later changes, by file size (file in one image layer)",
+    "layers": "first change vs later changes, by stack depth (1 MiB file in the bottom layer)",
+    "depth": "first change vs later changes, by tree depth (1 MiB file below the directories)",
+}
+
+
+def human(value: float) -> str:
+    """``value`` bytes in K, M or G, as the size axis shows it."""
+    for unit, scale in (("G", GIB), ("M", MIB), ("K", KIB)):
+        if value >= scale:
+            return f"{value / scale:g}{unit}"
+    return f"{value:g}"
+
+
+def plot(rows: list[dict[str, Any]], series: str, path: str, machine: str) -> None:
+    """One PNG for ``series``: a panel per call, the first and the later changes of each driver."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    from matplotlib.ticker import FuncFormatter
+
+    ops = [op for op in OPS if any(row["op"] == op and row["series"] == series for row in rows)]
+    figure, axes = pyplot.subplots(2, 3, figsize=(13, 8), squeeze=False)
+    panels = [axis for line in axes for axis in line]
+    colours = {
+        "overlay": "tab:blue",
+        "overlay-metacopy": "tab:orange",
+        "overlay-volatile": "tab:purple",
+        "fuse-overlayfs": "tab:green",
+    }
+    handles: list[Any] = []
+    for axis, op in zip(panels, ops, strict=False):
+        for driver in DRIVERS:
+            key = (series, op, driver)
+            mine = sorted((row for row in rows if (row["series"], row["op"], row["driver"]) == key), key=by_x)
+            if not mine:
+                continue
+            xs = [row["x"] for row in mine]
+            for which, style in (("first", "-o"), ("later", "--x")):
+                medians = [row[which]["median"] * 1000 for row in mine]
+                below = [max(row[which]["median"] - row[which]["q1"], 0) * 1000 for row in mine]
+                above = [max(row[which]["q3"] - row[which]["median"], 0) * 1000 for row in mine]
+                drawn = axis.errorbar(
+                    xs,
+                    medians,
+                    yerr=[below, above],
+                    fmt=style,
+                    color=colours[driver],
+                    capsize=2,
+                    markersize=4,
+                    label=f"{driver}: {which} change",
+                )
+                if op == ops[0]:
+                    handles.append(drawn)
+        axis.set_xscale("log", base=4 if series == "size" else 2)
+        if series == "size":
+            axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: human(value)))
+        axis.set_yscale("log")
+        axis.set_title(op)
+        axis.set_xlabel(LABELS[series])
+        axis.set_ylabel("milliseconds (median, quartiles)")
+        axis.grid(True, which="both", alpha=0.3)
+    for axis in panels[len(ops) :]:
+        axis.axis("off")
+    panels[-1].legend(handles=handles, loc="center", fontsize=9)
+    figure.suptitle(f"{TITLES[series]}\n{machine}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    pyplot.close(figure)
+
+
+def by_x(row: dict[str, Any]) -> int:
+    """A summary row's place along its series."""
+    return int(row["x"])
+
+
+def milliseconds(seconds: float) -> str:
+    """``seconds`` in milliseconds, three significant digits."""
+    return f"{seconds * 1000:.3g}"
+
+
+def ratio_tables(document: dict[str, Any]) -> str:
+    """The markdown tables docs/copy-up-cost.md quotes: for each series, each driver and call, the first
+    change at the series' two ends, the later changes at its far end, and the two ratios."""
+    rows: list[dict[str, Any]] = document["summary"]
+    lines: list[str] = []
+    for series in SERIES:
+        mine = [row for row in rows if row["series"] == series]
+        if not mine:
+            continue
+        low, high = min(row["x"] for row in mine), max(row["x"] for row in mine)
+        show = human if series == "size" else str
+        lines += [
+            f"**{series}** ({LABELS[series]}, {show(low)} to {show(high)}; times in ms, medians)",
+            "",
+            f"| driver | call | first at {show(low)} | first at {show(high)} | later at {show(high)}"
+            f" | first / later at {show(high)} | first at {show(high)} / first at {show(low)} |",
+            "|---|---|--:|--:|--:|--:|--:|",
+        ]
+        for driver in DRIVERS:
+            for op in OPS:
+                ends = {row["x"]: row for row in mine if (row["driver"], row["op"]) == (driver, op)}
+                if low not in ends or high not in ends:
+                    continue
+                first_low, far = ends[low]["first"]["median"], ends[high]
+                lines.append(
+                    f"| {driver} | {op} | {milliseconds(first_low)} | {milliseconds(far['first']['median'])}"
+                    f" | {milliseconds(far['later']['median'])} | {far['ratio']:.3g}"
+                    f" | {far['first']['median'] / first_low:.3g} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def check_out(out: str) -> None:
+    """Make ``out`` if needed and make sure a file can be written there (one line, exit 2, if not)."""
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot make the directory ({error.strerror})") from None
+    if not os.path.isdir(out) or not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: not a writable directory")
+
+
+def available(drivers: tuple[str, ...], explicit: bool) -> tuple[str, ...]:
+    """The drivers of the plan that can run here; one asked for by name that cannot is an error."""
+    from cowcheck.drivers.fuse_overlay import unavailable_reason
+
+    kept = []
+    for driver in drivers:
+        reason = unavailable_reason() if driver == "fuse-overlayfs" else None
+        if reason is None:
+            kept.append(driver)
+        elif explicit:
+            raise UsageError(f"--drivers {driver}: cannot run here: {reason}")
+        else:
+            say(f"bench copy-up: leaving out {driver}: {reason}")
+    return tuple(kept)
+
+
+def previous_runs(path: str, keep: bool, machine: dict[str, Any]) -> dict[str, Any] | None:
+    """With ``--add``, the document already at ``path`` (None if there is none); it must come from this machine."""
+    if not keep or not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--add: cannot read {path} ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise UsageError(f"--add: {path} is not a {FORMAT} document")
+    theirs = {key: document["machine"].get(key) for key in ("cpu", "kernel", "filesystem")}
+    if theirs != {key: machine[key] for key in theirs}:
+        raise UsageError(f"--add: {path} was measured on another machine ({theirs})")
+    return document
+
+
+def command_bench_copy_up(arguments: argparse.Namespace) -> int:
+    """Run the benchmark the command line asks for; write the JSON and the PNGs into ``--out``."""
+    plan = plan_of(arguments)
+    check_out(arguments.out)
+    work_parent = arguments.work or "/var/tmp"
+    if not os.path.isdir(work_parent) or not os.access(work_parent, os.W_OK):
+        raise UsageError(f"--work {work_parent}: not a writable directory")
+    from cowcheck.drivers.namespace import scratch_root
+    from cowcheck.drivers.protocol import DriverUnavailable
+
+    try:
+        scratch_root()  # a private mount namespace: the mounts below are seen by no one else
+    except DriverUnavailable as error:
+        say(f"bench copy-up: cannot mount here: {error}")
+        return 3
+    drivers = available(plan.drivers, explicit=arguments.drivers != ",".join(DRIVERS))
+    filesystem = filesystem_of(work_parent)
+    machine = {
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "filesystem": filesystem,
+        "fuse_overlayfs": fuse_version() if "fuse-overlayfs" in drivers else None,
+        "python": platform.python_version(),
+    }
+    json_path = os.path.join(arguments.out, JSON_NAME)
+    earlier = previous_runs(json_path, arguments.add, machine)
+    base = tempfile.mkdtemp(prefix="cowspec-bench-", dir=work_parent)
+    started = time.monotonic()
+    samples: list[Sample] = []
+    try:
+        for point in points_of(plan):
+            samples += measure_point(base, point, plan, drivers)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    measured = {(driver, series) for driver in drivers for series in plan.series}
+    kept = [] if earlier is None else earlier["samples"]
+    all_samples = [sample for sample in kept if (sample["driver"], sample["series"]) not in measured]
+    all_samples += [asdict(sample) for sample in samples]
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    run = {
+        "date": date,
+        "plan": asdict(plan) | {"drivers": list(drivers), "quick": arguments.quick, "fixed_size": FIXED_SIZE},
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    rows = summarise(all_samples)
+    document: dict[str, Any] = {
+        "format": FORMAT,
+        "date": date,
+        "machine": machine,
+        "runs": ([] if earlier is None else earlier["runs"]) + [run],
+        "summary": rows,
+        "samples": all_samples,
+    }
+    with open(json_path, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=1)
+        handle.write("\n")
+    label = f"{machine['cpu']}, Linux {machine['kernel']}, layers on {filesystem.split()[0]}"
+    written = [json_path]
+    for series in SERIES:
+        if any(row["series"] == series for row in rows):
+            path = os.path.join(arguments.out, f"copy-up-{series}.png")
+            plot(rows, series, path, label)
+            written.append(path)
+    print(f"cowspec bench copy-up: {len(samples)} samples in {run['seconds']} s: {', '.join(written)}")
+    return 0
+
+
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``bench`` and its ``copy-up`` subcommand to the ``cowspec`` command line."""
+    summary = "benchmarks on the real kernel"
+    bench = commands.add_parser("bench", help=summary, description=summary)
+    kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    summary = "the time of the first change to a file (its copy-up) against later changes, by size, layers, depth"
+    details = (
+        "Each sample mounts afresh over image layers written on disk (under --work), times the first change of a"
+        " file, then later changes of it; the JSON of every sample and a PNG per series go into --out."
+    )
+    sub = kinds.add_parser("copy-up", help=summary, description=f"{summary}. {details}")
+    sub.add_argument(
+        "--out", default=DEFAULT_OUT, metavar="DIR", help=f"where the JSON and PNGs go (default {DEFAULT_OUT})"
+    )
+    sub.add_argument("--work", metavar="DIR", help="where the image layers are written, on disk (default /var/tmp)")
+    sub.add_argument("--quick", action="store_true", help="a small run of a few seconds: two points a series")
+    sub.add_argument("--ops", default=",".join(OPS), help=f"calls to time, comma-separated (default {','.join(OPS)})")
+    sub.add_argument(
+        "--drivers",
+        default=",".join(DRIVERS),
+        help=f"implementations (default: those of {','.join(DRIVERS)} that run here)",
+    )
+    sub.add_argument("--series", default=",".join(SERIES), help=f"series to run (default {','.join(SERIES)})")
+    sub.add_argument("--max-size", default="1G", metavar="SIZE", help="largest file of the size series (default 1G)")
+    sub.add_argument("--max-layers", type=int, default=128, metavar="N", help="deepest stack (default 128)")
+    sub.add_argument("--max-depth", type=int, default=64, metavar="N", help="deepest tree (default 64)")
+    sub.add_argument("--repeat", type=int, default=5, metavar="N", help="fresh mounts per point and call (default 5)")
+    sub.add_argument("--later", type=int, default=5, metavar="N", help="later changes timed per mount (default 5)")
+    sub.add_argument(
+        "--add",
+        action="store_true",
+        help="keep the samples of the JSON in --out of the drivers and series this run does not measure",
+    )
+    sub.set_defaults(handler=command_bench_copy_up, driver="")
+
+
+if __name__ == "__main__":
+    from cowcheck.cli.main import main
+
+    top = argparse.ArgumentParser(prog="cowspec")
+    register(top.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    sys.exit(main(arguments=top.parse_args(["bench", *sys.argv[1:]])))
