@@ -137,14 +137,14 @@ def step_words(item: dict[str, Any]) -> str:
 
 def driver_column(storage_driver: str) -> dict[str, Any]:
     """The walk-through (with its writes) on a private engine with ``storage_driver``: its result and docker diffs."""
-    from cowcheck.drivers.docker_store import disk_usage, figures, perform_step
+    from cowcheck.drivers.docker_store import figures, layer_disk_usage, perform_step
     from cowcheck.drivers.engines import Dockerd
 
     trace = decode_store_trace(seed_trace(True))
     with Dockerd(storage_driver) as docker:
         items = [perform_step(docker, each) for each in trace]
         result = figures(docker, items)
-        result["disk"] = disk_usage(docker)
+        result["layer_disk"] = layer_disk_usage(docker)
         result["diff"] = {
             name: " ".join(docker.docker("diff", name).stdout.decode().split()) or "(none)" for name in CONTAINERS
         }
@@ -177,20 +177,28 @@ def demo_rows(results: list[dict[str, Any]], model: dict[str, Any]) -> list[tupl
     for name in CONTAINERS:
         rows.append((f"{name} SIZE", [str(result["containers"][name]["size"]) for result in everyone]))
         rows.append(("  virtual", [str(result["containers"][name]["virtual_size"]) for result in everyone]))
-        rows.append(("  disk bytes", ["-"] + [disk_words(result["disk"]["containers"][name]) for result in results]))
+        rows.append(("  disk bytes", [disk_words(result.get("disk"), name) for result in everyone]))
         rows.append(("  docker diff", ["-"] + [result["diff"][name] for result in results]))
     rows.append(("images total", [str(result["images_total"]) for result in everyone]))
     rows.append(("layers stored", [str(result["layers"]) for result in everyone]))
-    layer_bytes = [str(sum(each["allocated"] for each in result["disk"]["layers"].values())) for result in results]
-    rows.append(("layers' disk bytes", ["-", *layer_bytes]))
+    layer_bytes = [str(sum(result["layer_disk"].values())) for result in results]
+    rows.append(("layers' blocks (bytes)", ["-", *layer_bytes]))
     return rows
 
 
-def disk_words(figures: dict[str, int]) -> str:
-    """A container's bytes on disk: allocated, and btrfs's exclusive bytes where measured."""
-    if "exclusive" in figures:
-        return f"{figures['allocated']} (excl {figures['exclusive']})"
-    return str(figures["allocated"])
+def disk_words(disk: dict[str, Any] | None, name: str) -> str:
+    """A container's bytes on disk (``apparent``, and ``exclusive`` where it differs), a range where the model's is."""
+
+    def bytes_words(value: object) -> str:
+        if isinstance(value, dict):
+            return str(value["min"]) if value["min"] == value["max"] else f"{value['min']}..{value['max']}"
+        return str(value)
+
+    if not disk or name not in disk.get("containers", {}):
+        return "-"
+    figures = disk["containers"][name]
+    apparent, exclusive = bytes_words(figures["apparent"]), bytes_words(figures["exclusive"])
+    return apparent if apparent == exclusive else f"{apparent} (excl {exclusive})"
 
 
 def storage_driver_demo(names: Sequence[str]) -> int:

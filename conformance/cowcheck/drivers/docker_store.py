@@ -508,15 +508,16 @@ def docker_cli_reclaimable(df: dict[str, Any]) -> int:
     return total - in_use
 
 
-def allocated_bytes(top: str) -> int:
-    """The bytes the files, symlinks and devices under ``top`` take on disk: ``st_blocks`` x 512, each inode once.
+def apparent_bytes(top: str) -> int:
+    """``du --apparent-size --bytes -s top``: the ``st_size`` of every inode under ``top`` once, ``top`` included.
 
-    Like ``du`` without its directories: a directory's own blocks depend on
-    the backing filesystem (ext4 gives each 4096, tmpfs and btrfs none), not
-    on the storage driver. Symlinks are not followed.
+    A regular file counts its length, a symlink its target's, a whiteout (a
+    character device) 0, a directory its ``st_size`` (the backing
+    filesystem's: 4096 on ext4, on btrfs twice its names' lengths); a
+    hardlinked inode counts once. Symlinks are not followed [DRIVER-7].
     """
     seen: set[tuple[int, int]] = set()
-    total = 0
+    total = os.lstat(top).st_size
     pending = [top]
     while pending:
         directory = pending.pop()
@@ -525,14 +526,31 @@ def allocated_bytes(top: str) -> int:
                 info = entry.stat(follow_symlinks=False)
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
+                    total += info.st_size
                 elif (info.st_dev, info.st_ino) not in seen:
                     seen.add((info.st_dev, info.st_ino))
-                    total += info.st_blocks * 512
+                    total += info.st_size
+    return total
+
+
+def allocated_bytes(top: str) -> int:
+    """``st_blocks`` x 512 of every non-directory under ``top``, each inode once: the blocks its data takes."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for folder, _, names in os.walk(top):
+        for name in names:
+            info = os.lstat(os.path.join(folder, name))
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
     return total
 
 
 def btrfs_exclusive(docker: Dockerd, path: str) -> int:
-    """The bytes of data extents only ``path`` (a subvolume) refers to: ``btrfs filesystem du``'s Exclusive column."""
+    """The bytes of data extents only ``path`` (a subvolume) refers to: ``btrfs filesystem du``'s Exclusive column.
+
+    The filesystem is synced first: data not yet written has no extent.
+    """
     from cowcheck.drivers.loopfs import program
 
     run([program("btrfs"), "filesystem", "sync", docker.host_path(docker.data_root)])
@@ -543,41 +561,50 @@ def btrfs_exclusive(docker: Dockerd, path: str) -> int:
     return int(lines[1].split()[1])
 
 
-def layer_directory(docker: Dockerd, cache_id: str) -> str:
-    """Where a layer's own files are: overlay drivers' ``diff`` directory, vfs and btrfs's full tree."""
+def own_directory(docker: Dockerd, cache_id: str) -> str:
+    """A layer's or container's own directory [DRIVER-7]: the overlay drivers' ``diff``; vfs, btrfs's full tree."""
     if docker.storage_driver in ("vfs", "btrfs"):
         return snapshot_directory(docker, cache_id)
     return docker.host_path(os.path.join(docker.data_root, docker.storage_driver, cache_id, "diff"))
 
 
-def disk_usage(docker: Dockerd) -> Entry:
-    """Bytes really used on disk, per image layer (by diff ID) and per container (by name).
+def directory_size(parent: str) -> int:
+    """``st_size`` of a new empty directory made in ``parent``: what the backing filesystem gives one [DRIVER-7]."""
+    probe = tempfile.mkdtemp(prefix="cowspec-probe-", dir=parent)
+    try:
+        return os.lstat(probe).st_size
+    finally:
+        os.rmdir(probe)
 
-    ``allocated``: ``allocated_bytes`` of the layer's own storage (overlay2
-    and fuse-overlayfs: its ``diff`` directory; vfs: its full copy; btrfs:
-    its subvolume, shared extents counted in full). On btrfs also
-    ``exclusive``: ``btrfs_exclusive``, what only that subvolume holds.
+
+def disk_usage(docker: Dockerd) -> Entry:
+    """Each container's writable layer on disk, by name: ``apparent`` and ``exclusive`` bytes [DRIVER-7].
+
+    ``apparent``: ``apparent_bytes`` of its own directory (``own_directory``);
+    ``exclusive``: the same, but on btrfs ``btrfs_exclusive`` of its
+    subvolume, which shares with its image every extent it did not rewrite.
     """
     database = layerdb(docker)
-
-    def measured(cache_id: str) -> Entry:
-        where = layer_directory(docker, cache_id)
-        figures: Entry = {"allocated": allocated_bytes(where)}
-        if docker.storage_driver == "btrfs":
-            figures["exclusive"] = btrfs_exclusive(docker, where)
-        return figures
-
-    layers: dict[str, Entry] = {}
-    chains = os.path.join(database, "sha256")
-    for chain in sorted(os.listdir(chains)) if os.path.isdir(chains) else []:
-        layers[_read(os.path.join(chains, chain, "diff"))] = measured(_read(os.path.join(chains, chain, "cache-id")))
     containers: dict[str, Entry] = {}
     listed = engine_api(docker, "/containers/json?all=1")
     assert isinstance(listed, list)
     for each in listed:
-        mount_id = _read(os.path.join(database, "mounts", each["Id"], "mount-id"))
-        containers[each["Names"][0].lstrip("/")] = measured(mount_id)
-    return {"layers": layers, "containers": dict(sorted(containers.items()))}
+        where = own_directory(docker, _read(os.path.join(database, "mounts", each["Id"], "mount-id")))
+        apparent = apparent_bytes(where)
+        exclusive = btrfs_exclusive(docker, where) if docker.storage_driver == "btrfs" else apparent
+        containers[each["Names"][0].lstrip("/")] = {"apparent": apparent, "exclusive": exclusive}
+    return {"containers": dict(sorted(containers.items()))}
+
+
+def layer_disk_usage(docker: Dockerd) -> dict[str, int]:
+    """Each image layer's ``allocated_bytes`` of its own directory, by diff ID (for the demo: not a model figure)."""
+    database = os.path.join(layerdb(docker), "sha256")
+    return {
+        _read(os.path.join(database, chain, "diff")): allocated_bytes(
+            own_directory(docker, _read(os.path.join(database, chain, "cache-id")))
+        )
+        for chain in (sorted(os.listdir(database)) if os.path.isdir(database) else [])
+    }
 
 
 def figures(docker: Dockerd, items: list[Entry]) -> Entry:
@@ -603,8 +630,10 @@ def figures(docker: Dockerd, items: list[Entry]) -> Entry:
         each["Names"][0].lstrip("/"): {"size": each.get("SizeRw", 0), "virtual_size": each.get("SizeRootFs", 0)}
         for each in listed
     }
+    driver: Entry = {} if docker.storage_driver == DEFAULT_STORAGE_DRIVER else {"storage_driver": docker.storage_driver}
     return {
         "format": STORE_RESULT_FORMAT,
+        **driver,
         "steps": items,
         "layers": len(os.listdir(layers)) if os.path.isdir(layers) else 0,
         "images": dict(sorted(images.items())),
@@ -615,6 +644,7 @@ def figures(docker: Dockerd, items: list[Entry]) -> Entry:
             volume["Name"]: {"size": volume["UsageData"]["Size"], "containers": volume["UsageData"]["RefCount"]}
             for volume in sorted(df.get("Volumes") or [], key=lambda each: each["Name"])
         },
+        "disk": disk_usage(docker),
     }
 
 
