@@ -16,7 +16,19 @@ from cowspec.formats.trace import decode_entry, decode_op, encode_entry, encode_
 from cowspec.fs.build import build_layer
 from cowspec.fs.observe import Entry
 from cowspec.fs.paths import ROOT, is_normalised
-from cowspec.store.state import HistoryRow, Store, container_size, history, image_size, system_df, volume_size
+from cowspec.store.disk import Bytes
+from cowspec.store.drivers import DEFAULT_DIRECTORY_SIZE, DEFAULT_DRIVER, OVERLAY2, StoreConfig, store_config
+from cowspec.store.state import (
+    HistoryRow,
+    Store,
+    container_disk,
+    container_size,
+    history,
+    image_size,
+    new_store,
+    system_df,
+    volume_size,
+)
 from cowspec.store.steps import (
     METADATA,
     Build,
@@ -171,6 +183,20 @@ def decode_store_trace(document: object) -> tuple[Step, ...]:
     return tuple(decode_step(each, f"step {index}") for index, each in enumerate(steps))
 
 
+def decode_store_config(document: object) -> StoreConfig:
+    """The engine a store trace asks for: ``storage_driver`` (absent: overlay2) and ``directory_size``
+    (absent: 4096) [DRIVER-1][DRIVER-7]."""
+    if not isinstance(document, dict):
+        raise SpecError(f"store trace: format must be {STORE_TRACE_FORMAT!r}")
+    fields = cast(dict[str, object], document)
+    try:
+        return store_config(
+            fields.get("storage_driver", DEFAULT_DRIVER), fields.get("directory_size", DEFAULT_DIRECTORY_SIZE)
+        )
+    except SpecError as error:
+        raise SpecError(f"store trace: {error}") from None
+
+
 def encode_step(step: Step) -> Entry:
     """A store step in the JSON form of ``cowspec-store-trace/1`` (``decode_step`` gives it back)."""
     match step:
@@ -224,9 +250,16 @@ def _encode_instruction(instruction: Instruction) -> Entry:
     return {"instruction": instruction.command, "text": instruction.text}
 
 
-def encode_store_trace(steps: tuple[Step, ...]) -> Entry:
-    """A whole store trace document; ``decode_store_trace`` gives ``steps`` back."""
-    return {"format": STORE_TRACE_FORMAT, "steps": [encode_step(step) for step in steps]}
+def encode_store_trace(steps: tuple[Step, ...], config: StoreConfig = OVERLAY2) -> Entry:
+    """A whole store trace document; ``decode_store_trace`` gives ``steps`` back, and
+    ``decode_store_config`` ``config`` (written only where it is not the default)."""
+    document: Entry = {"format": STORE_TRACE_FORMAT}
+    if config.driver != DEFAULT_DRIVER:
+        document["storage_driver"] = config.driver
+    if config.directory_size != DEFAULT_DIRECTORY_SIZE:
+        document["directory_size"] = config.directory_size
+    document["steps"] = [encode_step(step) for step in steps]
+    return document
 
 
 def apply_step(store: Store, step: Step) -> tuple[Store, Entry]:
@@ -250,10 +283,27 @@ def encode_step_result(result: StepResult) -> Entry:
 
 def store_result(store: Store, items: list[Entry]) -> Entry:
     """The result document of a store trace [STORE-5]."""
+    result: Entry = {"format": STORE_RESULT_FORMAT}
+    if store.config.driver != DEFAULT_DRIVER:
+        result["storage_driver"] = store.config.driver
+    result["steps"] = items
+    result.update(store_figures(store))
+    return result
+
+
+FIGURES = ("layers", "images", "containers", "images_total", "reclaimable", "volumes", "disk")
+"""The keys of a store result that hold figures; an alternative gives them all [DRIVER-6]."""
+
+
+def _range(figure: Bytes) -> Entry:
+    return {"min": figure.min, "max": figure.max}
+
+
+def store_figures(store: Store) -> Entry:
+    """Every figure of a store result [STORE-5][DRIVER-7]."""
     usage, total, reclaimable = system_df(store)
+    disks = {name: container_disk(store, name) for name in sorted(store.containers)}
     return {
-        "format": STORE_RESULT_FORMAT,
-        "steps": items,
         "layers": len(store.layers),
         "images": dict(
             sorted(
@@ -285,14 +335,81 @@ def store_result(store: Store, items: list[Entry]) -> Entry:
             }
             for name in sorted(store.volumes)
         },
+        "disk": {
+            "containers": {
+                name: {"apparent": _range(disk.apparent), "exclusive": _range(disk.exclusive)}
+                for name, disk in disks.items()
+            }
+        },
     }
 
 
-def run_store_model(steps: tuple[Step, ...]) -> Entry:
-    """What the model says a store trace gives [STORE-5]."""
-    store = Store()
+MAX_CLOCK_CHOICES = 10
+"""How many seconds between stamped archives the oracle tries both ways (2**10 runs at most) [DRIVER-6]."""
+
+
+def _run(steps: tuple[Step, ...], config: StoreConfig, stamps: tuple[int, ...]) -> tuple[Store, list[Entry]]:
+    store = new_store(config, stamps)
     items: list[Entry] = []
     for each in steps:
         store, item = apply_step(store, each)
         items.append(item)
-    return store_result(store, items)
+    return store, items
+
+
+def run_store_model(steps: tuple[Step, ...], config: StoreConfig = OVERLAY2) -> Entry:
+    """What the model says a store trace gives [STORE-5].
+
+    On a naive-diff driver, where two archives of the same deletions on the
+    same parent are one layer or two as the clock has it, the result holds
+    the figures of the run where every archive takes a second of its own, and
+    ``alternatives`` the other figures the clock allows [DRIVER-6].
+    """
+    store, items = _run(steps, config, ())
+    result = store_result(store, items)
+    keys = store.stamped
+    if len(set(keys)) == len(keys):
+        return result  # no two archives could be the same layer: the clock changes nothing
+    choices = min(len(keys) - 1, MAX_CLOCK_CHOICES)
+    seen = [store_figures(store)]
+    for pattern in range(2**choices):
+        stamps = [0]
+        for bit in range(len(keys) - 1):
+            tick = bit >= choices or bool(pattern >> bit & 1)
+            stamps.append(stamps[-1] + tick)
+        later, _ = _run(steps, config, tuple(stamps))
+        figures = store_figures(later)
+        if figures not in seen:
+            seen.append(figures)
+    if len(seen) > 1:
+        result["alternatives"] = seen[1:]
+    return result
+
+
+def allowed_figures(expected: Entry) -> list[Entry]:
+    """Each set of figures a model result allows: its own, then each alternative's [DRIVER-6]."""
+    own = {key: expected[key] for key in FIGURES if key in expected}
+    others = expected.get("alternatives", [])
+    return [own, *(cast(Entry, each) for each in others)] if isinstance(others, list) else [own]
+
+
+def disk_differences(expected: object, observed: object) -> list[str]:
+    """One line per container whose disk figure an engine gives outside the model's range [DRIVER-7].
+
+    ``expected`` is a model result's ``disk``; ``observed`` an engine's,
+    which gives each figure as ``{"min": n, "max": n}`` or as a plain number.
+    A figure the engine did not measure is not compared.
+    """
+    lines: list[str] = []
+    want = cast(dict[str, dict[str, dict[str, dict[str, int]]]], expected or {}).get("containers", {})
+    got = cast(dict[str, dict[str, dict[str, object]]], observed or {}).get("containers", {})
+    for name, figures in sorted(want.items()):
+        for key, bounds in sorted(figures.items()):
+            value = got.get(name, {}).get(key)
+            if isinstance(value, dict):
+                value = cast(dict[str, object], value).get("min")
+            if not isinstance(value, int):
+                continue
+            if not bounds["min"] <= value <= bounds["max"]:
+                lines.append(f"disk {name} {key}: model {bounds['min']}..{bounds['max']}, real {value}")
+    return lines

@@ -34,7 +34,7 @@ from immutables import Map
 
 from cowspec.errors import Errno, ModelError, SpecError
 from cowspec.fs.build import EntryType, LayerEntry, build_layer
-from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename
+from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename, Rmdir
 from cowspec.fs.entries import Dir, Name
 from cowspec.fs.layer import Layer, empty_layer, link, new_name, put
 from cowspec.fs.operations import step as fs_step
@@ -44,6 +44,9 @@ from cowspec.fs.sizes import layer_size
 from cowspec.fs.stack import Container, Found, inode_of, lookup, new_container, visible_children
 from cowspec.oci.identity import chain_ids, digest
 from cowspec.oci.layer_tar import LayerTar
+from cowspec.store.disk import DiskUsage, disk_usage
+from cowspec.store.drivers import OVERLAY2, StoreConfig
+from cowspec.store.naive import changes_size, image_directories, plain_container, unpacked_size
 
 RefusalKind = Literal[
     "no-such-image",
@@ -85,11 +88,14 @@ class StoredLayer:
     diff_id: str
     parent: str | None
     content: Layer
+    naive: bool = False
+    """Stored by a naive-diff driver, which counts what applying its archive wrote [DRIVER-4]."""
 
     @property
     def size(self) -> int:
-        """``DiffSize``: the layer's own apparent bytes [SIZE-1]."""
-        return layer_size(self.content)
+        """``DiffSize``: the layer's own apparent bytes [SIZE-1]; on a naive driver, its regular
+        files' bytes alone [DRIVER-4]."""
+        return unpacked_size(self.content) if self.naive else layer_size(self.content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,10 @@ class ContainerRecord:
     filesystem: Container
     mounts: tuple[tuple[str, str], ...] = ()
     """(path, volume) pairs: what is under ``path`` lives in the volume [STORE-9]."""
+    image_view: Container | None = None
+    """On a naive-diff driver, the image's own tree, which the container is compared with [DRIVER-2]."""
+    image_dirs: frozenset[str] = frozenset()
+    """On fuse-overlayfs, the image's directories still in place, which a rename refuses [DRIVER-3]."""
 
 
 K = TypeVar("K")
@@ -165,6 +175,13 @@ class Store:
     containers: Map[str, ContainerRecord] = NO_CONTAINERS
     volumes: Map[str, Container] = NO_VOLUMES
     """Each named volume's files, as the writable layer of a container over nothing."""
+    config: StoreConfig = OVERLAY2
+    """The engine's storage driver and backing filesystem [DRIVER-1]."""
+    stamps: tuple[int, ...] = ()
+    """The second each archive with deletion markers is stamped with on a naive driver, in the order
+    they are made; past its end each takes a second of its own [DRIVER-6]."""
+    stamped: tuple[str, ...] = ()
+    """What each stamped archive so far holds (its parent chain and its content), in order [DRIVER-6]."""
 
     def image(self, name: str) -> Image:
         """The image a tag names; an unknown tag is refused."""
@@ -179,6 +196,22 @@ class Store:
         if found is None:
             raise Refused("no-such-container", f"no container {name!r}")
         return found
+
+
+def new_store(config: StoreConfig = OVERLAY2, stamps: tuple[int, ...] = ()) -> Store:
+    """An empty store on an engine with ``config``'s storage driver [DRIVER-1]; ``stamps`` fixes the
+    clock of the naive drivers' deletion markers [DRIVER-6]."""
+    return Store(config=config, stamps=stamps)
+
+
+def stamp(store: Store, key: str) -> tuple[Store, int]:
+    """The second the next archive with deletion markers is stamped with, and the store that took it [DRIVER-6]."""
+    index = len(store.stamped)
+    if index < len(store.stamps):
+        second = store.stamps[index]
+    else:
+        second = (store.stamps[-1] + 1 if store.stamps else 0) + index - len(store.stamps)
+    return replace(store, stamped=(*store.stamped, key)), second
 
 
 def load(store: Store, name: str, image: Image, contents: Iterable[Layer]) -> Store:
@@ -196,7 +229,7 @@ def load(store: Store, name: str, image: Image, contents: Iterable[Layer]) -> St
     parent: str | None = None
     for chain, diff, content in zip(image.chain, image.diff_ids, contents, strict=True):
         if chain not in layers:
-            layers = layers.set(chain, StoredLayer(chain, diff, parent, content))
+            layers = layers.set(chain, StoredLayer(chain, diff, parent, content, store.config.naive))
         parent = chain
     images = store.images if image.id in store.images else store.images.set(image.id, image)
     return replace(store, layers=layers, images=images, tags=store.tags.set(name, image.id))
@@ -234,7 +267,7 @@ def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, st
     image = store.image(image_name)
     check_new_container(store, name)
     lowers = tuple(store.layers[chain].content for chain in image.chain)
-    filesystem = new_container(lowers)
+    filesystem, image_view, image_dirs = driver_container(store.config, lowers)
     volumes = store.volumes
     for path, _ in mounts:
         # A volume goes on a directory, or where nothing is yet [STORE-9].
@@ -251,8 +284,24 @@ def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, st
             if found is not None and found.is_dir:
                 files = replace(files, upper=copied_tree(filesystem, found))
         volumes = volumes.set(volume, files)
-    record = ContainerRecord(name, image.id, filesystem, mounts)
+    record = ContainerRecord(name, image.id, filesystem, mounts, image_view, image_dirs)
     return replace(store, containers=store.containers.set(name, record), volumes=volumes)
+
+
+def driver_container(
+    config: StoreConfig, lowers: tuple[Layer, ...]
+) -> tuple[Container, Container | None, frozenset[str]]:
+    """A new container's filesystem under ``config``'s driver; on a naive driver, the image's own view
+    too; on fuse-overlayfs, the image's directories [DRIVER-3].
+
+    overlay2 stacks the image's layers under an empty writable layer; vfs,
+    btrfs and (as the model sees it) fuse-overlayfs give a plain filesystem
+    holding a full copy of the image, hardlinks kept.
+    """
+    if not config.naive:
+        return new_container(lowers), None, frozenset()
+    dirs = image_directories(lowers) if config.driver == "fuse-overlayfs" else frozenset()
+    return plain_container(lowers), new_container(lowers), dirs
 
 
 def check_new_container(store: Store, name: str) -> None:
@@ -334,6 +383,8 @@ def run_op(store: Store, name: str, op: Op) -> tuple[Store, Outcome]:
         raise ModelError(f"{op} spans two mounts but no mount rule answered it")
     volume, inner = where
     if volume is None:
+        if record.image_dirs:
+            return fuse_overlayfs_op(store, record, op)
         transition = fs_step(record.filesystem, op)
         return with_filesystem(store, name, transition.container), transition.outcome
     transition = fs_step(store.volumes[volume], inner)
@@ -428,6 +479,57 @@ def at_mounts(store: Store, record: ContainerRecord, op: Rename | Link) -> Outco
     return "EBUSY"
 
 
+def fuse_overlayfs_op(store: Store, record: ContainerRecord, op: Op) -> tuple[Store, Outcome]:
+    """``op`` in a fuse-overlayfs container: a plain filesystem where a directory of the image
+    cannot be renamed [DRIVER-3].
+
+    The kernel's own checks of ``rename`` (the walks, a directory into
+    itself, the kinds of source and target, a name onto itself) come first;
+    then fuse-overlayfs answers ``EXDEV`` for a directory the image has,
+    before it looks at the target (a non-empty directory there). A directory
+    of the image that goes (``rmdir``, or renamed over) is no longer one.
+    """
+    filesystem = record.filesystem
+    source = _last(filesystem, op.src) if isinstance(op, Rename) else None
+    target = None
+    if isinstance(op, Rename | Rmdir):
+        target = _last(filesystem, op.dst if isinstance(op, Rename) else op.path)
+    transition = fs_step(filesystem, op)
+    outcome = transition.outcome
+    if (
+        source is not None
+        and source.is_dir
+        and source.path in record.image_dirs
+        and (target is None or target.path != source.path)
+        and isinstance(op, Rename)
+        and (isinstance(outcome, Ok) or (outcome == "ENOTEMPTY" and not _trapped(source, op)))
+    ):
+        return store, "EXDEV"
+    dirs = record.image_dirs
+    if (
+        isinstance(outcome, Ok)
+        and target is not None
+        and target.path in dirs
+        and (source is None or source.path != target.path)
+    ):
+        dirs = dirs - {target.path}
+    updated = replace(record, filesystem=transition.container, image_dirs=dirs)
+    return replace(store, containers=store.containers.set(record.name, updated)), outcome
+
+
+def _last(filesystem: Container, path: str) -> Found | None:
+    """What ``path`` names, its last component not followed; None if nothing (or an error)."""
+    resolved = resolve(filesystem, path, follow=False)
+    return None if isinstance(resolved, str) else resolved.found
+
+
+def _trapped(source: Found, op: Rename) -> bool:
+    """True if ``op``'s source's directory lies inside its target (the kernel's ``ENOTEMPTY`` trap)."""
+    target = fold(op.dst)
+    above = parent_of(source.path)
+    return above == target or is_inside(above, target)
+
+
 def with_filesystem(store: Store, name: str, filesystem: Container) -> Store:
     """``store`` with container ``name``'s filesystem after some ops."""
     record = store.containers[name]
@@ -505,10 +607,20 @@ def volume_size(store: Store, name: str) -> int:
 
 
 def container_size(store: Store, name: str) -> tuple[int, int]:
-    """A container's SIZE and virtual size [STORE-4][SIZE-2][SIZE-3]."""
+    """A container's SIZE and virtual size [STORE-4][SIZE-2][SIZE-3]; on a naive driver, SIZE
+    counts only what changed [DRIVER-4]."""
     record = store.containers[name]
-    size = layer_size(record.filesystem.upper)
+    if record.image_view is not None:
+        size = changes_size(record.image_view, record.filesystem)
+    else:
+        size = layer_size(record.filesystem.upper)
     return size, size + image_size(store, record.image)
+
+
+def container_disk(store: Store, name: str) -> DiskUsage:
+    """What container ``name``'s writable layer takes on disk [DRIVER-7]."""
+    record = store.containers[name]
+    return disk_usage(store.config, record.image_view, record.filesystem)
 
 
 def history(store: Store, image_id: str) -> list[tuple[str, int]]:

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from cowspec.errors import SpecError
 from cowspec.fs.build import LayerEntry, build_layer
 from cowspec.fs.calls import Create, Mkdir, Op, Outcome, Rmdir, Symlink, Unlink, Write
+from cowspec.fs.layer import Layer
 from cowspec.fs.operations import step as fs_step
 from cowspec.fs.paths import ROOT, ancestors, join
-from cowspec.fs.stack import Container, lookup, new_container, visible_children
-from cowspec.oci.commit import commit, layer_tar_of
+from cowspec.fs.stack import Container, lookup, visible_children
+from cowspec.oci.commit import layer_tar_of
 from cowspec.oci.identity import diff_id, digest
-from cowspec.oci.layer_tar import encode_layer
+from cowspec.oci.layer_tar import LayerTar, encode_layer
+from cowspec.store.naive import changes_layer
 from cowspec.store.state import (
     HistoryRow,
     Image,
@@ -28,12 +30,14 @@ from cowspec.store.state import (
     check_new_container,
     create,
     create_volume,
+    driver_container,
     ensure_volumes,
     load,
     remove_container,
     remove_image,
     remove_volume,
     run_op,
+    stamp,
 )
 
 
@@ -206,8 +210,9 @@ def perform(store: Store, step: Step) -> tuple[Store, StepResult]:
         case Commit():
             record = store.container(step.container)
             base = store.images[record.image]
-            changes = commit(record.filesystem)
             contents = [store.layers[chain].content for chain in base.chain]
+            layer = written_layer(store, record.filesystem, record.image_view)
+            changes = layer_tar_of(layer)
             if not (changes.entries or changes.whiteouts or changes.opaque):
                 # Nothing changed: the new image adds a history row and no layer [STORE-6].
                 row = HistoryRow(f"commit {step.container}", empty_layer=True)
@@ -215,13 +220,14 @@ def perform(store: Store, step: Step) -> tuple[Store, StepResult]:
                     base.diff_ids, (*base.history, row), unique=f"{step.name} {len(store.images)}", parent=base.id
                 )
                 return load(store, step.name, same, contents), DONE
+            store, identity = archive_id(store, base.chain, changes)
             new = Image(
-                (*base.diff_ids, diff_id(encode_layer(changes))),
+                (*base.diff_ids, identity),
                 (*base.history, HistoryRow(f"commit {step.container}")),
                 unique=f"{step.name} {len(store.images)}",  # a commit's config carries its own creation time
                 parent=base.id,
             )
-            return load(store, step.name, new, [*contents, record.filesystem.upper]), DONE
+            return load(store, step.name, new, [*contents, layer]), DONE
         case RemoveContainer():
             store.container(step.container)
             return remove_container(store, step.container), DONE
@@ -249,24 +255,51 @@ def build(store: Store, step: Build) -> Store:
         if instruction.command in METADATA:
             rows.append(HistoryRow(f"{instruction.command} {instruction.text}", empty_layer=True))
             continue
-        filesystem = new_container(tuple(contents))
+        filesystem, image_view, _ = driver_container(store.config, tuple(contents))
         if instruction.command == "RUN":
             for op in instruction.ops:
                 filesystem = fs_step(filesystem, op).container
         else:
             filesystem = copied(filesystem, instruction.entries)
-        layer = filesystem.upper
+        layer = written_layer(store, filesystem, image_view)
         changes = layer_tar_of(layer)
         if not (changes.entries or changes.whiteouts or changes.opaque):
             rows.append(HistoryRow(instruction.command, empty_layer=True))
             continue
-        diff_ids.append(diff_id(encode_layer(changes)))
+        store, identity = archive_id(store, Image(tuple(diff_ids), ()).chain, changes)
+        diff_ids.append(identity)
         rows.append(HistoryRow(instruction.command))
         contents.append(layer)
     # The build cache: the same instructions on the same base give the same image again [STORE-8].
     cached = digest(repr((image.id, step.instructions)).encode())
     built = Image(tuple(diff_ids), tuple(rows), unique=f"build {cached}", parent=image.id)
     return load(store, step.name, built, contents)
+
+
+def written_layer(store: Store, filesystem: Container, image_view: Container | None) -> Layer:
+    """The layer a commit (or a build step) of ``filesystem`` archives [COMMIT-1][DRIVER-5].
+
+    overlay2 archives its writable layer as it is; a naive driver, the
+    changes a tree walk finds against the image's own view.
+    """
+    if image_view is None:
+        return filesystem.upper
+    return changes_layer(image_view, filesystem)
+
+
+def archive_id(store: Store, parent: tuple[str, ...], changes: LayerTar) -> tuple[Store, str]:
+    """The DiffID of a commit's archive, and the store after it [DRIVER-6].
+
+    On a naive driver each deletion marker carries the second the archive
+    was made, so an archive holding one is a new layer unless an archive of
+    the same changes on the same parent was made in the same second (the
+    store's ``stamps`` say which seconds).
+    """
+    plain = diff_id(encode_layer(changes))
+    if not (store.config.naive and changes.whiteouts):
+        return store, plain
+    store, second = stamp(store, f"{parent[-1] if parent else ''} {plain}")
+    return store, digest(f"{plain} stamped {second}".encode())
 
 
 def copied(filesystem: Container, entries: tuple[LayerEntry, ...]) -> Container:

@@ -1,0 +1,129 @@
+"""The bytes a container's writable layer really takes on disk, per storage driver [DRIVER-7].
+
+Docker's figures (SIZE) count what a driver finds changed; the disk holds
+what the driver keeps. Two figures of the container's own directory
+(overlay2 and fuse-overlayfs: ``ID/diff``; vfs: ``vfs/dir/ID``; btrfs:
+``btrfs/subvolumes/ID``), each a range ``[min, max]`` that is one number
+where the model is exact:
+
+- ``apparent``: ``du --apparent-size --bytes``: every inode once, a regular
+  file its length, a symlink its target's length, a whiteout 0, and every
+  directory its ``st_size``: the backing filesystem's ``directory_size``
+  (4096 on ext4), or on btrfs twice the lengths of the names it holds;
+- ``exclusive``: the bytes no other layer shares. It is ``apparent`` except
+  on btrfs, whose snapshot shares every extent it did not rewrite: from 0 to
+  the rewritten files' data in 4 KiB blocks plus one 16 KiB metadata node.
+
+overlay2 keeps exactly its writable layer. vfs and btrfs keep the whole
+tree (a copy, a snapshot) and Docker's init layer's entries the image lacks
+(``/.dockerenv``, ``/dev``, ``/etc/hosts``, ...: STORE-13's list; empty
+files, and ``/etc/mtab``, a symlink to ``/proc/mounts``). fuse-overlayfs
+keeps an upper directory the model does not track path by path: at least
+the changed paths (and the root), at most the whole visible tree.
+"""
+
+from dataclasses import dataclass
+
+from cowspec.fs.entries import Dir, FileInode, Name
+from cowspec.fs.layer import Layer
+from cowspec.fs.paths import ROOT
+from cowspec.fs.stack import Container
+from cowspec.store.drivers import StoreConfig
+from cowspec.store.naive import directory_names, naive_changes, tree_entries, with_entries
+
+BTRFS_NODE = 16384
+"""btrfs's default metadata node size: what a snapshot's first change of metadata takes on its own [DRIVER-7]."""
+BLOCK = 4096
+
+INIT_ENTRIES: tuple[tuple[str, str, int], ...] = (
+    ("/.dockerenv", "file", 0),
+    ("/dev", "dir", 0),
+    ("/dev/console", "file", 0),
+    ("/dev/pts", "dir", 0),
+    ("/dev/shm", "dir", 0),
+    ("/etc", "dir", 0),
+    ("/etc/hostname", "file", 0),
+    ("/etc/hosts", "file", 0),
+    ("/etc/mtab", "symlink", len("/proc/mounts")),
+    ("/etc/resolv.conf", "file", 0),
+    ("/proc", "dir", 0),
+    ("/sys", "dir", 0),
+)
+"""Docker's init layer (STORE-13), as a vfs or btrfs container's directory holds it: (path, kind, size)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bytes:
+    """A figure in bytes the spec allows anywhere from ``min`` to ``max`` (one number when equal) [DRIVER-7]."""
+
+    min: int
+    max: int
+
+    def allows(self, value: int) -> bool:
+        """True if ``value`` is within the range."""
+        return self.min <= value <= self.max
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    """A container's writable layer on disk [DRIVER-7]."""
+
+    apparent: Bytes
+    exclusive: Bytes
+
+
+def exactly(value: int) -> Bytes:
+    """A figure the model knows to the byte."""
+    return Bytes(value, value)
+
+
+def upper_apparent(layer: Layer, directory_size: int) -> int:
+    """The apparent bytes of an overlay writable layer's directory [DRIVER-7]."""
+    directories = sum(isinstance(node, Dir) for node in layer.entries.values())
+    named = {node.ino for node in layer.entries.values() if isinstance(node, Name)}
+    data = 0
+    for ino in named:
+        inode = layer.inode(ino)
+        if isinstance(inode, FileInode):
+            data += len(inode.data)
+        else:
+            data += len(inode.target.encode("utf-8", "surrogateescape"))
+    return data + directories * directory_size
+
+
+def tree_apparent(entries: dict[str, tuple[str, int, int]], config: StoreConfig) -> int:
+    """The apparent bytes of a whole tree, directories sized as ``config``'s filesystem sizes them [DRIVER-7]."""
+    data = sum(dict((key, size) for kind, size, key in entries.values() if kind != "dir").values())
+    names = directory_names(entries)
+    if config.driver == "btrfs":
+        held = [name for inside in names.values() for name in inside]
+        directories = 2 * sum(len(name.encode("utf-8", "surrogateescape")) for name in held)
+    else:
+        directories = len(names) * config.directory_size
+    return data + directories
+
+
+def disk_usage(config: StoreConfig, image: Container | None, filesystem: Container) -> DiskUsage:
+    """What a container's writable layer takes on disk under ``config``'s driver [DRIVER-7].
+
+    ``image`` is the image's own view (a naive driver's parent tree), None on overlay2.
+    """
+    if not config.naive or image is None:
+        upper = exactly(upper_apparent(filesystem.upper, config.directory_size))
+        return DiskUsage(upper, upper)
+    entries = tree_entries(filesystem)
+    if config.driver == "fuse-overlayfs":
+        changed = {change.path for change in naive_changes(image, filesystem) if change.kind != "D"}
+        least = {path: entry for path, entry in entries.items() if path in changed or path == ROOT}
+        low, high = tree_apparent(least, config), tree_apparent(entries, config)
+        return DiskUsage(Bytes(low, high), Bytes(low, high))
+    whole = tree_apparent(with_entries(entries, INIT_ENTRIES), config)
+    if config.driver == "vfs":
+        return DiskUsage(exactly(whole), exactly(whole))
+    changed_files = {
+        entries[change.path][2]: entries[change.path][1]
+        for change in naive_changes(image, filesystem)
+        if change.kind != "D" and entries[change.path][0] == "file"
+    }
+    rewritten = sum(-(-size // BLOCK) * BLOCK for size in changed_files.values())
+    return DiskUsage(exactly(whole), Bytes(0, rewritten + BTRFS_NODE))
