@@ -8,7 +8,7 @@ a lower file ``/a`` with the names ``/b``, ``/c`` and ``/d/e``.
 import hashlib
 from typing import Any
 
-from tests.support import OK, Result, Scenario, b64, d, err, f, h, op, paths, s, scenario_tests, val
+from tests.support import OK, Result, Scenario, b64, d, entry_has, err, f, h, op, paths, s, scenario_tests, val
 
 INDEX = {"index": True}
 REDIRECT_INDEX = {"redirect_dir": True, "index": True}
@@ -167,6 +167,15 @@ SCENARIOS = [
         [[f("/a", "A"), h("/b", "/a")]],
         [op("rename", src="/a", dst="/b"), op("stat", path="/b"), op("readdir", path="/")],
         results=[OK, stat_file(0o644, 1, 1), val(["b"])],
+    ),
+    Scenario(
+        "new-directory-in-a-merged-one-is-opaque",
+        "[REDIRECT-4]",
+        [[]],
+        [op("mkdir", path="/a", mode=0o755)],
+        results=[OK],
+        then=entry_has("upper", "/a", opaque=True),
+        features=INDEX,
     ),
     Scenario(
         "a-failed-link-changes-no-count",

@@ -213,6 +213,15 @@ SCENARIOS = [
         features=EVERYTHING,
     ),
     Scenario(
+        "a-renamed-hardlink-gets-a-redirect-from-the-root",
+        "[METACOPY-3][COPYUP-5]",
+        [[f("/c", ""), h("/a/a/a", "/c")]],
+        [op("rename", src="/c", dst="/d")],
+        results=[OK],
+        then=metacopy("/d", 0, redirect="/c"),
+        features=METACOPY,
+    ),
+    Scenario(
         "chmod-then-truncate-to-the-same-size",
         "[METACOPY-2]",
         [[f("/t", "tt")]],

@@ -75,7 +75,10 @@ def paths(draw: st.DrawFn, max_depth: int = 3) -> str:
 
 
 _DOTS = st.sampled_from([".", "..", "a/.."])
-_ENTRY_KINDS = st.sampled_from(["dir", "dir", "file", "file", "symlink", "hardlink", "whiteout"])
+_ENTRY_KINDS = st.sampled_from(["dir", "dir", "file", "file", "symlink", "hardlink", "hardlink", "whiteout"])
+"""Hardlinks are drawn twice as often as symlinks: their names are what
+``index`` keeps together and a copy-up without it breaks apart
+[INDEX-1][COPYUP-5], and a layer needs a file or symlink first to link to."""
 
 
 @st.composite
@@ -96,7 +99,8 @@ targets = st.one_of(
 
 @st.composite
 def layer_entries(draw: st.DrawFn) -> tuple[LayerEntry, ...]:
-    """One valid layer: no entry below a non-directory of the same layer."""
+    """One valid layer: no entry below a non-directory of the same layer; a
+    hardlink names a file or a symlink drawn before it."""
     chosen = draw(st.lists(paths(), min_size=0, max_size=7, unique=True))
     chosen = [path for path in chosen if path != ROOT]
     entries: dict[str, LayerEntry] = {}
@@ -104,7 +108,7 @@ def layer_entries(draw: st.DrawFn) -> tuple[LayerEntry, ...]:
         if any(ancestor in entries and entries[ancestor].type != "dir" for ancestor in ancestors(path)):
             continue
         kind = draw(_ENTRY_KINDS)
-        files = [each for each in entries.values() if each.type == "file"]
+        files = [each for each in entries.values() if each.type in ("file", "symlink")]
         if kind == "hardlink" and not files:
             kind = "file"
         if kind == "dir":

@@ -115,13 +115,10 @@ def copy_up(container: Container, found: Found, *, metadata_only: bool = False) 
         container, ino = index_up(container, found, key, metadata_only=metadata_only)
         container = replace(container, upper=link(container.upper, found.path, ino))
     else:
-        inode = inode_of(container, found)
-        container = replace(
-            container,
-            upper=new_name(
-                container.upper, found.path, copy_of(container, inode, found.path, metadata_only=metadata_only)
-            ),
-        )
+        copy = copy_of(container, inode_of(container, found), found.path, metadata_only=metadata_only)
+        if isinstance(copy, FileInode):
+            copy = replace(copy, lower=(found.layer, found.node.ino))
+        container = replace(container, upper=new_name(container.upper, found.path, copy))
     name = container.upper.get(found.path)
     if not isinstance(name, Name):
         raise ModelError(f"the copy of {found.path} is not a name in the writable layer")
@@ -152,6 +149,8 @@ def index_up(container: Container, found: Found, key: ImageInode, *, metadata_on
         return container, entry.ino
     image_inode = container.layer(key[0]).inode(key[1])
     copy = replace(copy_of(container, image_inode, found.path, metadata_only=metadata_only), indexed=key)
+    if isinstance(copy, FileInode):
+        copy = replace(copy, lower=key)
     upper, ino = add_inode(container.upper, copy)
     index = container.index.set(key, IndexEntry(ino, image_inode.nlink))
     return replace(container, upper=upper, index=index), ino

@@ -87,6 +87,11 @@ class FileInode:
     """With ``index`` on, the image-layer inode (layer index from the top,
     inode number) this writable-layer inode is the index entry of: every
     name of that inode shows this one [INDEX-1]."""
+    lower: tuple[int, int] | None = None
+    """For a copy-up, the image-layer inode it was copied from (layer index
+    from the top, inode number): a metacopy file's data is still there, and
+    when that inode has several names its redirect is always a path from
+    the root [METACOPY-3]."""
 
 
 def written_ranges(inode: FileInode) -> tuple[tuple[int, int], ...]:

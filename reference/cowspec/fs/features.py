@@ -41,6 +41,13 @@ class Features:
 DOCKER_OVERLAY2 = Features()
 
 
+def opaque_new_dirs(features: Features) -> bool:
+    """True if a new directory in a merged one is made opaque: with any of
+    the three features on, the kernel no longer allows offline changes to
+    the layers, and marks it so [REDIRECT-4]."""
+    return features.redirect_dir or features.index or features.metacopy
+
+
 def refusal(features: Features) -> str | None:
     """Why the kernel refuses to mount with ``features``, or None if it mounts [FEATURE-3]."""
     if features.metacopy and not features.redirect_dir:

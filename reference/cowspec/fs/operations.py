@@ -71,6 +71,7 @@ from cowspec.fs.copy_up import (
     removal_index_rules,
 )
 from cowspec.fs.entries import SETGID, SETUID, Dir, FileInode, Name, SymlinkInode, Whiteout, add_written, cut_written
+from cowspec.fs.features import opaque_new_dirs
 from cowspec.fs.layer import link, move, new_name, put, remove, set_inode
 from cowspec.fs.paths import ROOT, is_inside, name_of, parent_of
 from cowspec.fs.resolve import Denied, Resolved, absent, find, resolve, resolve_final, symlink_target, walk
@@ -475,9 +476,9 @@ def apply_mkdir(container: Container, op: Mkdir) -> Applied:
     # APPLY
     mode, gid = inherited(point.parent, op.mode & 0o1777, is_dir=True)
     over_whiteout = isinstance(container.upper.get(point.path), Whiteout)
-    # With redirect_dir on, a new directory inside one that has image-layer
-    # copies is made opaque at once [REDIRECT-4].
-    in_merged = container.features.redirect_dir and point.parent.has_lower
+    # With redirect_dir, index or metacopy on, a new directory inside one that
+    # has image-layer copies is made opaque at once [REDIRECT-4].
+    in_merged = opaque_new_dirs(container.features) and point.parent.has_lower
     upper = put(container.upper, point.path, Dir(mode, 0, gid, opaque=over_whiteout or in_merged))
     return Applied(replace(container, upper=upper), rules=(*rules, "REDIRECT-4") if in_merged else rules)
 
@@ -925,14 +926,19 @@ def own_redirect(container: Container, path: str) -> str | None:
 def redirect_file(container: Container, path: str, *, same_dir: bool) -> Container:
     """``container`` with the metacopy file at ``path`` (in the writable
     layer) redirected to its image-layer data before it moves or gains a
-    name, as ``redirect_for`` chooses; anything else unchanged, the very
-    same value [METACOPY-3]."""
+    name, as ``redirect_for`` chooses, from the root when the image inode
+    has several names; anything else unchanged, the very same value
+    [METACOPY-3]."""
     node = container.upper.get(path)
     if not isinstance(node, Name):
         return container
     inode = container.upper.inode(node.ino)
     if not isinstance(inode, FileInode) or not inode.metacopy:
         return container
+    # The names of an image-layer hardlink may end up in several
+    # directories: its redirect is always from the root.
+    if inode.lower is not None and container.layer(inode.lower[0]).inode(inode.lower[1]).nlink > 1:
+        same_dir = False
     redirect = redirect_for(container, path, same_dir=same_dir)
     if redirect == inode.redirect:
         return container
