@@ -44,7 +44,7 @@ BASE: dict[str, object] = {"format": "cowspec-trace/1", "layers": [], "ops": []}
         ({"layers": [[{"path": "/a", "type": "hardlink", "target": "/b"}]]}, "must name a file or symlink"),
         ({"layers": [[{"path": "/a", "type": "symlink", "target": ""}]]}, "non-empty target"),
         ({"layers": [[{"path": "/", "type": "file"}]]}, "root can only be a directory"),
-        ({"features": {"index": True}}, "not modelled"),
+        ({"features": {"metacopy": True}}, "conflicting options: metacopy=on,redirect_dir=follow"),
     ],
 )
 def test_rejected_traces_name_the_problem(change: dict[str, object], message: str) -> None:
