@@ -35,6 +35,7 @@ from cowspec.store.steps import (
     Commit,
     CreateContainer,
     CreateVolume,
+    Diff,
     Done,
     Instruction,
     LoadImage,
@@ -129,6 +130,8 @@ def decode_step(value: object, where: str) -> Step:
         return Commit(_text(fields, "container", where), _image_name(fields, "name", where))
     if kind == "rm":
         return RemoveContainer(_text(fields, "container", where))
+    if kind == "diff":
+        return Diff(_text(fields, "container", where))
     if kind == "rmi":
         return RemoveImage(_image_name(fields, "name", where))
     if kind == "build":
@@ -222,6 +225,8 @@ def encode_step(step: Step) -> Entry:
             return {"step": "commit", "container": step.container, "name": step.name}
         case RemoveContainer():
             return {"step": "rm", "container": step.container}
+        case Diff():
+            return {"step": "diff", "container": step.container}
         case RemoveImage():
             return {"step": "rmi", "name": step.name}
         case Build():
@@ -272,9 +277,12 @@ def encode_step_result(result: StepResult) -> Entry:
     """A step's result item: done (with each op's outcome for ``run``), refused by the engine, or rejected."""
     match result:
         case Done():
-            if result.results is None:
-                return {"ok": True}
-            return {"ok": True, "results": [encode_outcome(outcome) for outcome in result.results]}
+            item: Entry = {"ok": True}
+            if result.results is not None:
+                item["results"] = [encode_outcome(outcome) for outcome in result.results]
+            if result.changes is not None:
+                item["changes"] = [{"kind": kind, "path": path} for kind, path in result.changes]
+            return item
         case Refusal():
             return {"ok": False, "refusal": result.kind, "reason": result.reason}
         case Rejected():

@@ -11,8 +11,11 @@ where the model is exact:
   directory its ``st_size``: the backing filesystem's ``directory_size``
   (4096 on ext4), or on btrfs twice the lengths of the names it holds;
 - ``exclusive``: the bytes no other layer shares. It is ``apparent`` except
-  on btrfs, whose snapshot shares every extent it did not rewrite: from 0 to
-  the rewritten files' data in 4 KiB blocks plus one 16 KiB metadata node.
+  on btrfs, where it is what ``btrfs filesystem du`` calls exclusive: the
+  data extents only the snapshot holds. A snapshot shares every extent it
+  did not rewrite, and a small file (2048 bytes at most) has no extent, its
+  data being inline in the metadata; so only files written in the container
+  count, in 4 KiB blocks (``btrfs_exclusive``).
 
 overlay2 keeps exactly its writable layer. vfs and btrfs keep the whole
 tree (a copy, a snapshot) and Docker's init layer's entries the image lacks
@@ -24,15 +27,15 @@ the changed paths (and the root), at most the whole visible tree.
 
 from dataclasses import dataclass
 
-from cowspec.fs.entries import Dir, FileInode, Name
+from cowspec.fs.entries import Dir, FileInode, Name, written_ranges
 from cowspec.fs.layer import Layer
 from cowspec.fs.paths import ROOT
-from cowspec.fs.stack import Container
+from cowspec.fs.stack import Container, inode_of, lookup
 from cowspec.store.drivers import StoreConfig
 from cowspec.store.naive import directory_names, naive_changes, tree_entries, with_entries
 
-BTRFS_NODE = 16384
-"""btrfs's default metadata node size: what a snapshot's first change of metadata takes on its own [DRIVER-7]."""
+BTRFS_MAX_INLINE = 2048
+"""btrfs's default ``max_inline``: a file this small is kept in the metadata, with no data extent [DRIVER-7]."""
 BLOCK = 4096
 
 INIT_ENTRIES: tuple[tuple[str, str, int], ...] = (
@@ -120,10 +123,37 @@ def disk_usage(config: StoreConfig, image: Container | None, filesystem: Contain
     whole = tree_apparent(with_entries(entries, INIT_ENTRIES), config)
     if config.driver == "vfs":
         return DiskUsage(exactly(whole), exactly(whole))
-    changed_files = {
-        entries[change.path][2]: entries[change.path][1]
-        for change in naive_changes(image, filesystem)
-        if change.kind != "D" and entries[change.path][0] == "file"
-    }
-    rewritten = sum(-(-size // BLOCK) * BLOCK for size in changed_files.values())
-    return DiskUsage(exactly(whole), Bytes(0, rewritten + BTRFS_NODE))
+    low = high = 0
+    seen: set[int] = set()
+    for change in naive_changes(image, filesystem):
+        found = lookup(filesystem, change.path) if change.kind != "D" else None
+        if found is None or not isinstance(found.node, Name) or found.node.ino in seen:
+            continue
+        seen.add(found.node.ino)
+        inode = inode_of(filesystem, found)
+        if isinstance(inode, FileInode):
+            fewest, most = btrfs_exclusive(inode)
+            low, high = low + fewest, high + most
+    return DiskUsage(exactly(whole), Bytes(low, high))
+
+
+def btrfs_exclusive(inode: FileInode) -> tuple[int, int]:
+    """The data bytes a changed file holds on its own in a btrfs snapshot, as ``btrfs filesystem du``
+    counts them: least and most [DRIVER-7].
+
+    A file whose data was not written shares its extents (0). A file of at
+    most 2048 bytes written without holes is inline in btrfs's metadata (0).
+    A file made in the container and written without holes has its own
+    extents, in 4 KiB blocks. Anything else (a hole, an image file partly
+    rewritten) lies between 0 and its size in blocks.
+    """
+    if not inode.touched:
+        return 0, 0
+    size = len(inode.data)
+    whole = written_ranges(inode) in (((0, size),), ()) if size else True
+    blocks = -(-size // BLOCK) * BLOCK
+    if whole and size <= BTRFS_MAX_INLINE:
+        return 0, 0
+    if whole and inode.origin is None:
+        return blocks, blocks
+    return 0, blocks

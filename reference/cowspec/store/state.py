@@ -46,7 +46,14 @@ from cowspec.oci.identity import chain_ids, digest
 from cowspec.oci.layer_tar import LayerTar
 from cowspec.store.disk import DiskUsage, disk_usage
 from cowspec.store.drivers import OVERLAY2, StoreConfig
-from cowspec.store.naive import changes_size, image_directories, plain_container, unpacked_size
+from cowspec.store.naive import (
+    NaiveChange,
+    changes_size,
+    image_directories,
+    naive_changes,
+    plain_container,
+    unpacked_size,
+)
 
 RefusalKind = Literal[
     "no-such-image",
@@ -615,6 +622,20 @@ def container_size(store: Store, name: str) -> tuple[int, int]:
     else:
         size = layer_size(record.filesystem.upper)
     return size, size + image_size(store, record.image)
+
+
+def container_changes(store: Store, name: str) -> tuple[NaiveChange, ...]:
+    """``docker diff`` of container ``name``: the changes a tree walk finds, on every driver [DRIVER-2].
+
+    In a store every image file has the same modification time, so a file
+    copied up and not written (overlay2) is no change, and neither is a file
+    renamed over another of the image with the same size and attributes.
+    """
+    record = store.containers[name]
+    image = record.image_view
+    if image is None:
+        image = new_container(tuple(store.layers[chain].content for chain in store.images[record.image].chain))
+    return naive_changes(image, record.filesystem)
 
 
 def container_disk(store: Store, name: str) -> DiskUsage:

@@ -28,6 +28,7 @@ from cowspec.store.state import (
     Refused,
     Store,
     check_new_container,
+    container_changes,
     create,
     create_volume,
     driver_container,
@@ -90,6 +91,13 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class Diff:
+    """``docker diff``: what a container changed against its image [DRIVER-2]."""
+
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
 class RemoveContainer:
     """``docker rm``."""
 
@@ -128,16 +136,27 @@ class Build:
 
 
 Step = (
-    LoadImage | CreateContainer | RunOps | Commit | RemoveContainer | RemoveImage | Build | CreateVolume | RemoveVolume
+    LoadImage
+    | CreateContainer
+    | RunOps
+    | Commit
+    | RemoveContainer
+    | RemoveImage
+    | Build
+    | CreateVolume
+    | RemoveVolume
+    | Diff
 )
 METADATA = ("CMD", "ENV", "LABEL")
 
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """A step the engine did; ``results`` holds each op's outcome for ``RunOps``."""
+    """A step the engine did; ``results`` holds each op's outcome for ``RunOps``, ``changes`` what
+    ``docker diff`` lists for ``Diff``: (kind, path) pairs, sorted by path [DRIVER-2]."""
 
     results: tuple[Outcome, ...] | None = None
+    changes: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +250,10 @@ def perform(store: Store, step: Step) -> tuple[Store, StepResult]:
         case RemoveContainer():
             store.container(step.container)
             return remove_container(store, step.container), DONE
+        case Diff():
+            store.container(step.container)
+            listed = tuple((change.kind, change.path) for change in container_changes(store, step.container))
+            return store, Done(changes=listed)
         case RemoveImage():
             return remove_image(store, step.name), DONE
         case Build():
