@@ -18,7 +18,8 @@ chapter 18 counts it [COST-5]:
   file's size; for ``write``, ``append`` and ``truncate``, the size of the
   image-layer file it came from, looked up in the layer directories, top
   first, along the redirects of the upper directories above it. Inodes in
-  the work directory's ``index`` are not new.
+  the work directory's ``index`` are not new, and an index entry that loses
+  its metacopy mark had its data copied.
 
 ``trace_costs`` pairs the model's prediction (``cowspec.fs.cost``) with the
 measurement, op by op; ``cost_differences`` lists where they differ.
@@ -97,12 +98,22 @@ def read_upper(upper_dir: str) -> UpperState:
     return state
 
 
-def index_inodes(work_dir: str) -> frozenset[int]:
-    """The inodes the work directory's index holds (``index=on``), none if it has no index."""
+def read_index(work_dir: str) -> UpperState:
+    """The entries of the work directory's index (``index=on``), by their names there; none without an index.
+
+    An index entry is the writable layer's copy of an image inode with several names, which the
+    upper directory may not name yet (or any more)."""
     index = os.path.join(work_dir, "index")
     if not os.path.isdir(index):
-        return frozenset()
-    return frozenset(os.lstat(os.path.join(index, name)).st_ino for name in os.listdir(index))
+        return {}
+    state: UpperState = {}
+    for name in os.listdir(index):
+        real = os.path.join(index, name)
+        info = os.lstat(real)
+        kind = "file" if stat.S_ISREG(info.st_mode) else "other"
+        metacopy = kind == "file" and has_xattr(real, METACOPY_XATTR)
+        state["index:" + name] = UpperEntry(kind, info.st_ino, 0, name, info.st_size, metacopy)
+    return state
 
 
 def measured_created(before: UpperState, after: UpperState) -> tuple[str, ...]:
@@ -187,8 +198,9 @@ def measured_copied(
 ) -> tuple[tuple[str, int], ...]:
     """The inodes whose data ``op`` copied up, with the bytes [COST-2][COST-3][COST-5].
 
-    ``known`` are the inodes of the upper directory and the index before the
-    op; ``source_size`` gives the image-layer size behind an upper path.
+    ``before`` holds the upper directory and the index before the op;
+    ``known`` their inodes; ``source_size`` gives the image-layer size behind
+    an upper path.
     """
     before_by_ino = {entry.ino: entry for entry in before.values() if entry.kind == "file"}
     first: dict[int, str] = {}
@@ -224,14 +236,15 @@ class CostMeter:
         """Run ``op`` on the session; its result item and its measured cost."""
         upper_dir = self.session.upper_dir
         before = read_upper(upper_dir)
-        known = frozenset(entry.ino for entry in before.values()) | index_inodes(self.work_dir)
+        index = read_index(self.work_dir)
+        known = frozenset(entry.ino for entry in (*before.values(), *index.values()))
         result = self.session.perform(op)
         after = read_upper(upper_dir)
 
         def source_size(path: str) -> int | None:
             return lower_file_size(self.lowers_top_first, lower_path(upper_dir, path))
 
-        copied = measured_copied(op, before, after, known, source_size)
+        copied = measured_copied(op, {**index, **before}, after, known, source_size)
         return result, Cost(copied=copied, created=measured_created(before, after))
 
 

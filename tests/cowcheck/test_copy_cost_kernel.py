@@ -163,6 +163,16 @@ CASES: dict[str, tuple[list[list[dict[str, Any]]], list[dict[str, Any]], dict[st
         ],
         {"index": True},
     ),
+    "index-metacopy-unlinked-name": (
+        [[f("/a", BIG), h("/b", "/a"), f("/e", ""), h("/g", "/e")]],
+        [
+            op("unlink", path="/a"),
+            op("open", path="/b", flags="w"),
+            op("unlink", path="/e"),
+            op("open", path="/g", flags="w"),
+        ],
+        {"index": True, **META},
+    ),
     "index-metacopy-hardlinks": (
         [[d("/p"), f("/p/a", BIG), h("/p/b", "/p/a")]],
         [

@@ -10,7 +10,12 @@ machine, on each implementation it can run:
   which it needs): a ``chmod`` or a ``rename`` copies the attributes only;
 - ``overlay-volatile``: the kernel's overlayfs with ``volatile``, which skips
   the ``fsync`` the kernel makes of every file it copies up;
-- ``fuse-overlayfs``: the user-space overlay of rootless Podman.
+- ``fuse-overlayfs``: the user-space overlay of rootless Podman;
+- ``btrfs``: no overlay at all, as Docker's btrfs driver stores layers: each
+  image layer a snapshot of the one below, the container a snapshot of the
+  top one, on a btrfs filesystem made in a sparse file under ``--work`` and
+  mounted from a loop device (``drivers/loopfs.py``). A change copies only
+  the blocks it writes (and the metadata above them), never the file.
 
 Three series, each over one variable: the file's size (1 KiB up, by
 powers of 4), the depth of the stack (the file in the bottom of 1 to 128
@@ -42,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -49,7 +55,7 @@ from cowcheck.cli.output import UsageError, say
 
 OPS = ("write", "append", "truncate", "chmod", "rename")
 SERIES = ("size", "layers", "depth")
-DRIVERS = ("overlay", "overlay-metacopy", "overlay-volatile", "fuse-overlayfs")
+DRIVERS = ("overlay", "overlay-metacopy", "overlay-volatile", "fuse-overlayfs", "btrfs")
 FORMAT = "cowspec-bench-copy-up/1"
 JSON_NAME = "copy-up.json"
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -108,6 +114,8 @@ class Sample:
     depth: int
     first: float
     later: list[float] = field(default_factory=list)
+    lookup: float = 0.0
+    """Seconds of the first ``stat`` of the file on the fresh mount, made before the first change."""
     upper_bytes: int = 0
     """Bytes the file's copy takes in the upper directory after the first change (``st_blocks`` * 512)."""
 
@@ -245,6 +253,7 @@ class Mounted:
         self.driver = driver
         self.base = base
         self.merged = os.path.join(base, "m")
+        self.upper = os.path.join(base, "u")
         self.daemon: subprocess.Popen[bytes] | None = None
         for name in ("u", "w"):
             os.mkdir(os.path.join(base, name))
@@ -302,6 +311,52 @@ class Mounted:
             shutil.rmtree(os.path.join(self.base, name), ignore_errors=True)
 
 
+def btrfs(*arguments: str) -> None:
+    """Run ``btrfs ARGUMENTS`` (quietly); a failure is a ``RuntimeError`` with its last line."""
+    from cowcheck.drivers.loopfs import program
+
+    done = subprocess.run([program("btrfs"), *arguments], capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        raise RuntimeError(f"btrfs {' '.join(arguments)}: {said[-1] if said else done.returncode}")
+
+
+class BtrfsImage:
+    """The image of one point as Docker's btrfs driver keeps it: subvolume ``l0`` holds the file, and each layer
+    above is a snapshot of the one below with a small file of its own."""
+
+    def __init__(self, root: str, point: Point) -> None:
+        self.root = root
+        self.layers: list[str] = []
+        for index in range(point.layers):
+            here = os.path.join(root, f"l{index}")
+            if index == 0:
+                btrfs("subvolume", "create", here)
+                os.makedirs(here + point.directory, exist_ok=True)
+                write_file(os.path.join(here + point.directory, "f"), point.size)
+            else:
+                btrfs("subvolume", "snapshot", self.layers[-1], here)
+                write_file(os.path.join(here, f"x{index}"), 1)
+            self.layers.append(here)
+
+    def close(self) -> None:
+        """Delete every layer's subvolume, the top first."""
+        while self.layers:
+            btrfs("subvolume", "delete", self.layers.pop())
+
+
+class Snapshot:
+    """A container on btrfs: a writable snapshot of the image's top layer, deleted at ``close``."""
+
+    def __init__(self, image: BtrfsImage) -> None:
+        self.merged = os.path.join(image.root, "c")
+        self.upper = self.merged
+        btrfs("subvolume", "snapshot", image.layers[-1], self.merged)
+
+    def close(self) -> None:
+        btrfs("subvolume", "delete", self.merged)
+
+
 # -- the calls timed -------------------------------------------------------------------
 
 
@@ -344,6 +399,15 @@ def change(op: str, directory: str, size: int, number: int) -> Callable[[], None
     return calls[op]
 
 
+def look_up(path: str) -> Callable[[], None]:
+    """A ``stat`` of ``path``, as a call to time: the walk from the root, no change."""
+
+    def stat() -> None:
+        os.stat(path)
+
+    return stat
+
+
 def timed(call: Callable[[], None]) -> float:
     """Seconds ``call`` took."""
     start = time.perf_counter()
@@ -351,33 +415,39 @@ def timed(call: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def measure_point(base: str, point: Point, plan: Plan, drivers: Sequence[str]) -> list[Sample]:
-    """Every sample of one image: for each driver and call, ``plan.repeat`` fresh mounts."""
-    lowers = lay_out_point(base, point)
+def measure_point(base: str, btrfs_root: str | None, point: Point, plan: Plan, drivers: Sequence[str]) -> list[Sample]:
+    """Every sample of one image: for each driver and call, ``plan.repeat`` fresh mounts (or snapshots)."""
+    overlays = [driver for driver in drivers if driver != "btrfs"]
+    lowers = lay_out_point(base, point) if overlays else []
     os.mkdir(os.path.join(base, "m"))
+    image = BtrfsImage(btrfs_root, point) if btrfs_root is not None and "btrfs" in drivers else None
     samples: list[Sample] = []
-    directory = os.path.join(base, "m") + point.directory
     try:
         for _ in range(plan.repeat):
             for driver in drivers:
                 for op in plan.ops:
-                    mounted = Mounted(driver, base, lowers)
+                    container: Mounted | Snapshot
+                    container = Snapshot(image) if driver == "btrfs" and image else Mounted(driver, base, lowers)
+                    directory = container.merged + point.directory
                     try:
                         # The path is looked up once first: the first change then times its copy-up, not the walk.
-                        os.stat(os.path.join(directory, "f"))
+                        lookup = timed(look_up(os.path.join(directory, "f")))
                         first = timed(change(op, directory, point.size, 0))
-                        upper = os.path.join(base, "u") + point.directory
-                        copy = os.lstat(os.path.join(upper, "g" if op == "rename" else "f"))
+                        copy = os.lstat(os.path.join(container.upper + point.directory, "g" if op == "rename" else "f"))
                         later = [
                             timed(change(op, directory, point.size, number)) for number in range(1, plan.later + 1)
                         ]
                     finally:
-                        mounted.close()
+                        container.close()
                     os.sync()
                     sample = Sample(driver, point.series, point.x, op, point.size, point.layers, point.depth, first)
-                    sample.later, sample.upper_bytes = later, copy.st_blocks * 512
+                    sample.later = [round(seconds, 9) for seconds in later]
+                    sample.first, sample.lookup = round(first, 9), round(lookup, 9)
+                    sample.upper_bytes = copy.st_blocks * 512
                     samples.append(sample)
     finally:
+        if image is not None:
+            image.close()
         os.rmdir(os.path.join(base, "m"))
         shutil.rmtree(os.path.join(base, "l"), ignore_errors=True)
     return samples
@@ -446,9 +516,10 @@ def summarise(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         first = spread([member["first"] for member in members])
         later = spread([value for member in members for value in member["later"]])
         ratio = first["median"] / later["median"] if later["median"] > 0 else float("inf")
+        lookup = spread([member.get("lookup", 0.0) for member in members])
         rows.append(
             {"driver": driver, "series": series, "x": x, "op": op, "samples": len(members)}
-            | {"first": first, "later": later, "ratio": ratio}
+            | {"first": first, "later": later, "ratio": ratio, "lookup": lookup}
         )
     return rows
 
@@ -485,6 +556,7 @@ def plot(rows: list[dict[str, Any]], series: str, path: str, machine: str) -> No
         "overlay-metacopy": "tab:orange",
         "overlay-volatile": "tab:purple",
         "fuse-overlayfs": "tab:green",
+        "btrfs": "tab:red",
     }
     handles: list[Any] = []
     for axis, op in zip(panels, ops, strict=False):
@@ -532,9 +604,14 @@ def by_x(row: dict[str, Any]) -> int:
     return int(row["x"])
 
 
+def figure(value: float) -> str:
+    """``value`` with three significant digits, or as a whole number with separators from 100 up."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def milliseconds(seconds: float) -> str:
-    """``seconds`` in milliseconds, three significant digits."""
-    return f"{seconds * 1000:.3g}"
+    """``seconds`` in milliseconds, as ``figure`` writes numbers."""
+    return figure(seconds * 1000)
 
 
 def ratio_tables(document: dict[str, Any]) -> str:
@@ -563,11 +640,36 @@ def ratio_tables(document: dict[str, Any]) -> str:
                 first_low, far = ends[low]["first"]["median"], ends[high]
                 lines.append(
                     f"| {driver} | {op} | {milliseconds(first_low)} | {milliseconds(far['first']['median'])}"
-                    f" | {milliseconds(far['later']['median'])} | {far['ratio']:.3g}"
-                    f" | {far['first']['median'] / first_low:.3g} |"
+                    f" | {milliseconds(far['later']['median'])} | {figure(far['ratio'])}"
+                    f" | {figure(far['first']['median'] / first_low)} |"
                 )
         lines.append("")
+        if series != "size":
+            lines += lookup_table(mine, series, low, high)
     return "\n".join(lines)
+
+
+def lookup_table(rows: list[dict[str, Any]], series: str, low: int, high: int) -> list[str]:
+    """The first ``stat`` of the file on a fresh mount (before any change), at the series' two ends, per driver."""
+    lines = [
+        f"First `stat` of the file on a fresh mount, before the first change ({series}; ms, medians of every call's"
+        " samples):",
+        "",
+        f"| driver | at {low} | at {high} | at {high} / at {low} |",
+        "|---|--:|--:|--:|",
+    ]
+    for driver in DRIVERS:
+        ends = {
+            x: statistics.median(row["lookup"]["median"] for row in rows if (row["driver"], row["x"]) == (driver, x))
+            for x in (low, high)
+            if any((row["driver"], row["x"]) == (driver, x) for row in rows)
+        }
+        if len(ends) == 2 and ends[low] > 0:
+            lines.append(
+                f"| {driver} | {milliseconds(ends[low])} | {milliseconds(ends[high])}"
+                f" | {figure(ends[high] / ends[low])} |"
+            )
+    return [*lines, ""]
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -589,7 +691,14 @@ def available(drivers: tuple[str, ...], explicit: bool) -> tuple[str, ...]:
 
     kept = []
     for driver in drivers:
-        reason = unavailable_reason() if driver == "fuse-overlayfs" else None
+        if driver == "fuse-overlayfs":
+            reason = unavailable_reason()
+        elif driver == "btrfs":
+            from cowcheck.drivers.loopfs import unavailable_reason as btrfs_reason
+
+            reason = btrfs_reason()
+        else:
+            reason = None
         if reason is None:
             kept.append(driver)
         elif explicit:
@@ -614,6 +723,18 @@ def previous_runs(path: str, keep: bool, machine: dict[str, Any]) -> dict[str, A
     if theirs != {key: machine[key] for key in theirs}:
         raise UsageError(f"--add: {path} was measured on another machine ({theirs})")
     return document
+
+
+@contextmanager
+def btrfs_root(base: str, wanted: bool, largest: int) -> Iterator[str | None]:
+    """A directory on a fresh btrfs filesystem (a sparse file in ``base``) for the run, if ``wanted``."""
+    if not wanted:
+        yield None
+        return
+    from cowcheck.drivers.loopfs import LoopFilesystem
+
+    with LoopFilesystem(size=max(4 * largest, 2 * GIB), parent=base) as filesystem:
+        yield filesystem.mount_point
 
 
 def command_bench_copy_up(arguments: argparse.Namespace) -> int:
@@ -647,8 +768,14 @@ def command_bench_copy_up(arguments: argparse.Namespace) -> int:
     started = time.monotonic()
     samples: list[Sample] = []
     try:
-        for point in points_of(plan):
-            samples += measure_point(base, point, plan, drivers)
+        with btrfs_root(base, "btrfs" in drivers, max(point.size for point in points_of(plan))) as root:
+            if root is not None:
+                machine["btrfs"] = "btrfs in a sparse file under the work directory, on a loop device"
+            for point in points_of(plan):
+                samples += measure_point(base, root, point, plan, drivers)
+    except (DriverUnavailable, RuntimeError) as error:
+        say(f"bench copy-up: a driver failed: {error}")
+        return 3
     finally:
         shutil.rmtree(base, ignore_errors=True)
     measured = {(driver, series) for driver in drivers for series in plan.series}
@@ -661,6 +788,8 @@ def command_bench_copy_up(arguments: argparse.Namespace) -> int:
         "plan": asdict(plan) | {"drivers": list(drivers), "quick": arguments.quick, "fixed_size": FIXED_SIZE},
         "seconds": round(time.monotonic() - started, 1),
     }
+    if earlier is not None:  # what an earlier run found out and this one did not ask (fuse-overlayfs's version)
+        machine = earlier["machine"] | {key: value for key, value in machine.items() if value is not None}
     rows = summarise(all_samples)
     document: dict[str, Any] = {
         "format": FORMAT,
@@ -670,10 +799,10 @@ def command_bench_copy_up(arguments: argparse.Namespace) -> int:
         "summary": rows,
         "samples": all_samples,
     }
-    with open(json_path, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=1)
-        handle.write("\n")
-    label = f"{machine['cpu']}, Linux {machine['kernel']}, layers on {filesystem.split()[0]}"
+    write_document(json_path, document)
+    label = f"{machine['cpu']}, Linux {machine['kernel']}, overlay layers on {filesystem.split()[0]}"
+    if any(sample["driver"] == "btrfs" for sample in all_samples):
+        label += ", btrfs on a loop device"
     written = [json_path]
     for series in SERIES:
         if any(row["series"] == series for row in rows):
@@ -682,6 +811,18 @@ def command_bench_copy_up(arguments: argparse.Namespace) -> int:
             written.append(path)
     print(f"cowspec bench copy-up: {len(samples)} samples in {run['seconds']} s: {', '.join(written)}")
     return 0
+
+
+def write_document(path: str, document: dict[str, Any]) -> None:
+    """The JSON at ``path``: its header indented, then one line per summary row and per sample (a diff shows
+    which changed, and thousands of samples stay small)."""
+    head = {key: value for key, value in document.items() if key not in ("summary", "samples")}
+    text = json.dumps(head, indent=1)[:-2]
+    for key in ("summary", "samples"):
+        lines = ",\n".join("  " + json.dumps(item, separators=(",", ":")) for item in document[key])
+        text += f',\n "{key}": [\n{lines}\n ]'
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n}\n")
 
 
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
