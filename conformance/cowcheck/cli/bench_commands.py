@@ -740,6 +740,10 @@ def btrfs_root(base: str, wanted: bool, largest: int) -> Iterator[str | None]:
 def command_bench_copy_up(arguments: argparse.Namespace) -> int:
     """Run the benchmark the command line asks for; write the JSON and the PNGs into ``--out``."""
     plan = plan_of(arguments)
+    try:
+        import matplotlib  # noqa: F401  (the plots need it; said before anything is measured)
+    except ImportError:
+        raise UsageError("bench copy-up draws its plots with matplotlib: pip install 'cowspec[bench]'") from None
     check_out(arguments.out)
     work_parent = arguments.work or "/var/tmp"
     if not os.path.isdir(work_parent) or not os.access(work_parent, os.W_OK):
