@@ -363,6 +363,9 @@ def parser() -> argparse.ArgumentParser:
 
     add_arguments(sub)
     sub.set_defaults(handler=command_conformance_report)
+    from cowcheck.cli.bench_commands import register as register_bench
+
+    register_bench(commands)
     return top
 
 
