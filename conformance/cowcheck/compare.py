@@ -173,15 +173,19 @@ def tree_rule(
             return "WHITEOUT-2"
         if attribute == "opaque":
             return _first_of(_OPAQUE_RULES, exercised, "OPAQUE-1")
+        if attribute == "metacopy":
+            return _first_of(("METACOPY-2", "METACOPY-1"), exercised, "METACOPY-1")
         if attribute == "redirect":
-            return "REDIRECT-3"
+            entry = want if want is not None else got
+            return "METACOPY-3" if entry is not None and entry.get("type") == "file" else "REDIRECT-3"
         if want is None or got is None:
             entry = want if want is not None else got
             default = "COPYUP-2" if entry is not None and entry.get("type") == "dir" else "COPYUP-6"
             return _first_of(("COPYUP-2", "COPYUP-6", "COPYUP-3", "COPYUP-4"), exercised, default)
         return decided or "COPYUP-4"
     if attribute == "nlink":
-        return "COPYUP-5" if broken_link else _first_of(("COPYUP-5", "LINK-1", "UNLINK-1"), exercised, "ENTRY-2")
+        candidates = ("INDEX-2", "INDEX-3", "COPYUP-5", "LINK-1", "UNLINK-1")
+        return "COPYUP-5" if broken_link else _first_of(candidates, exercised, "ENTRY-2")
     if want is None:
         return _first_of(_SHOWN_RULES, exercised, decided or "LOOKUP-1")
     return decided or (UNATTRIBUTED if got is None else "ENTRY-3")

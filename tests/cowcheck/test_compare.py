@@ -112,6 +112,49 @@ def test_a_wrong_content_names_the_call_that_wrote_it() -> None:
         ]
 
 
+def featured(features: dict[str, bool], layers: list[list[dict[str, Any]]], *ops: dict[str, Any]) -> Any:
+    return decode_trace({"format": "cowspec-trace/1", "features": features, "layers": layers, "ops": list(ops)})
+
+
+def test_a_lost_metacopy_mark_or_file_redirect_names_the_metacopy_rules() -> None:
+    """[METACOPY-1][METACOPY-3][METACOPY-4] A real upper that copied the data on a rename breaks METACOPY-1
+    (the mark) and METACOPY-3 (the redirect a metacopy file gets)."""
+    trace = featured({"redirect_dir": True, "metacopy": True}, [[f("/a", "x")]], op("rename", src="/a", dst="/b"))
+    real = kernel_result(trace)
+    assert entry(real["upper"], "/b")["metacopy"] is True and entry(real["upper"], "/b")["redirect"] == "a"
+    del entry(real["upper"], "/b")["metacopy"]
+    del entry(real["upper"], "/b")["redirect"]
+    differences, _, _ = checked(trace, real, "kernel")
+    assert sorted((each.attribute, each.rule) for each in differences) == [
+        ("metacopy", "METACOPY-1"),
+        ("redirect", "METACOPY-3"),
+    ]
+
+
+def test_a_metacopy_mark_left_after_a_write_breaks_metacopy_2() -> None:
+    """[METACOPY-2] The first open for writing copies the data and drops the mark."""
+    trace = featured(
+        {"redirect_dir": True, "metacopy": True},
+        [[f("/a", "x")]],
+        op("chmod", path="/a", mode=0o600),
+        op("append", path="/a", data="y"),
+    )
+    real = kernel_result(trace)
+    entry(real["upper"], "/a")["metacopy"] = True
+    differences, _, _ = checked(trace, real, "kernel")
+    assert [(each.attribute, each.rule) for each in differences] == [("metacopy", "METACOPY-2")]
+
+
+def test_a_link_count_that_forgets_the_index_breaks_index_2() -> None:
+    """[INDEX-2] With index on, a link to one name of an image hardlink counts on every name."""
+    trace = featured({"index": True}, [[f("/a", "x"), h("/b", "/a")]], op("link", src="/a", dst="/c"))
+    real = kernel_result(trace)
+    assert entry(real["merged"], "/b")["nlink"] == 3
+    entry(real["merged"], "/b")["nlink"] = 2
+    differences, _, _ = checked(trace, real, "kernel")
+    assert [(each.path, each.attribute, each.rule) for each in differences] == [("/b", "nlink", "INDEX-2")]
+
+
 def test_the_kernel_agrees_with_itself_under_both_profiles() -> None:
     """The model's own result passes both profiles with no relaxation counted."""
     trace = trace_of(

@@ -149,6 +149,10 @@ class View:
     symlinks: tuple[str, ...]
     names: Mapping[str, frozenset[str]]
     removed: tuple[str, ...] = ()
+    linked: tuple[str, ...] = ()
+    """The files whose link count is above 1: names of a hardlink, which
+    ``index`` keeps together [INDEX-2][INDEX-3] and a copy-up without it
+    breaks apart [COPYUP-5]."""
 
     def empty_dirs(self) -> tuple[str, ...]:
         """The directories that show no name, the root left out."""
@@ -160,9 +164,13 @@ def view_of(tree: list[Entry], image: list[Entry] | None = None) -> View:
     excluded); ``image`` is the merged tree of the image layers alone."""
     by_kind: dict[str, list[str]] = {"dir": [], "file": [], "symlink": []}
     names: dict[str, set[str]] = {ROOT: set()}
+    linked: list[str] = []
     for entry in sorted(tree, key=lambda each: str(each["path"])):
         path = str(entry["path"])
         by_kind[str(entry["type"])].append(path)
+        nlink = entry.get("nlink", 1)
+        if isinstance(nlink, int) and nlink > 1:
+            linked.append(path)
         names[parent_of(path)].add(path.rsplit("/", 1)[1])
         if entry["type"] == "dir":
             names[path] = set()
@@ -178,6 +186,7 @@ def view_of(tree: list[Entry], image: list[Entry] | None = None) -> View:
         symlinks=tuple(by_kind["symlink"]),
         names=MappingProxyType({path: frozenset(each) for path, each in names.items()}),
         removed=tuple(removed),
+        linked=tuple(linked),
     )
 
 
@@ -192,6 +201,8 @@ EMPTY = view_of([])
 # its branches about evenly); Hypothesis shrinks towards the first way.
 
 _EXISTING_WAYS = st.sampled_from(("fitting",) * 6 + ("any", "astray"))
+_LINKED_FIRST = st.sampled_from((False, False, True))
+"""A call on a file takes one with several names one time in three, if there is one."""
 _NEW_WAYS = st.sampled_from(("free",) * 5 + ("removed", "taken", "astray"))
 _ASTRAY_WAYS = st.sampled_from(("below", "missing", "alphabet"))
 _TARGET_WAYS = st.sampled_from(("by hand", "existing", "beside"))
@@ -210,6 +221,16 @@ def pick(draw: st.DrawFn, items: Sequence[T]) -> T:
     the draw itself.
     """
     return items[draw(_indexes(len(items)))]
+
+
+def existing_file(draw: st.DrawFn, view: View, fitting: tuple[str, ...]) -> str:
+    """As ``existing``, but one time in three a file with several names when
+    there is one, so that the names of hardlinks are changed, removed and
+    moved often [INDEX-2][INDEX-3][COPYUP-5]."""
+    linked_first: bool = draw(_LINKED_FIRST) if view.linked else False
+    if linked_first:
+        return pick(draw, view.linked)
+    return existing(draw, view, fitting)
 
 
 def existing(draw: st.DrawFn, view: View, fitting: tuple[str, ...]) -> str:
@@ -301,7 +322,7 @@ def making(draw: st.DrawFn, view: View) -> Op:
         path = new_path(draw, view)
         return Symlink(link_target(draw, view, path), path)
     if call is Link:
-        return Link(existing(draw, view, view.files + view.symlinks), new_path(draw, view))
+        return Link(existing_file(draw, view, view.files + view.symlinks), new_path(draw, view))
     if call is Create:
         return Create(new_path(draw, view), draw(modes))
     return Mkdir(new_path(draw, view), draw(modes))
@@ -314,10 +335,10 @@ def changing(draw: st.DrawFn, view: View) -> Op:
     if call not in (Chmod, Chown) and not view.files and draw(_REPLACE_CALL):
         call = Chmod if call in (Open, Write) else Chown
     if call is Chmod:
-        return Chmod(existing(draw, view, view.everything[:-1]), draw(modes))
+        return Chmod(existing_file(draw, view, view.everything[:-1]), draw(modes))
     if call is Chown:
-        return Chown(existing(draw, view, view.everything[:-1]), draw(ids), draw(ids))
-    path = existing(draw, view, view.files)
+        return Chown(existing_file(draw, view, view.everything[:-1]), draw(ids), draw(ids))
+    path = existing_file(draw, view, view.files)
     if call is Open:
         return Open(path, draw(_WRITE_FLAGS))
     if call is Write:
@@ -353,14 +374,18 @@ def removing(draw: st.DrawFn, view: View) -> Op:
     elif call == "rmdir empty" and not view.empty_dirs() and (view.files or view.symlinks) and draw(_REPLACE_CALL):
         call = "unlink"
     if call == "unlink":
-        return Unlink(existing(draw, view, view.files + view.symlinks))
+        return Unlink(existing_file(draw, view, view.files + view.symlinks))
     return Rmdir(existing(draw, view, view.empty_dirs() if call == "rmdir empty" else view.dirs))
 
 
 @st.composite
 def moving(draw: st.DrawFn, view: View) -> Op:
     """``rename``: anything, to a free name or onto what exists."""
-    return Rename(existing(draw, view, view.everything[:-1]), new_path(draw, view))
+    source = existing_file(draw, view, view.everything[:-1])
+    onto_linked: bool = draw(_LINKED_FIRST) if view.linked else False
+    if onto_linked:
+        return Rename(source, pick(draw, view.linked))
+    return Rename(source, new_path(draw, view))
 
 
 def ops(view: View = EMPTY) -> st.SearchStrategy[Op]:
