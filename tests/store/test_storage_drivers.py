@@ -131,12 +131,17 @@ def test_renaming_a_directory_of_the_image(driver: str, outcome: dict[str, Any])
     assert ("moved" in listing["value"]) == (outcome == {"ok": True})
 
 
-@pytest.mark.parametrize(("driver", "seen"), [("overlay2", "abc"), *((driver, "abcd") for driver in NAIVE)])
+@pytest.mark.parametrize(
+    ("driver", "seen"), [("overlay2", "abc"), ("fuse-overlayfs", "abc"), ("vfs", "abcd"), ("btrfs", "abcd")]
+)
 def test_appending_to_one_name_of_an_image_pair(driver: str, seen: str) -> None:
-    """[DRIVER-3] overlay2's copy-up breaks the pair; fuse-overlayfs, vfs and btrfs keep it (issue 12's runs)."""
+    """[DRIVER-3] overlay2's copy-up parts the pair; vfs and btrfs keep it (issue 12's runs; H3's vfs and btrfs
+    runs, storage-facts.md 06:40: /h2 reads abcd, SizeRw 4). fuse-overlayfs shows abcd through /h2 only in the
+    mount that made the copy; its upper directory holds /h1 alone, so a new mount reads abc (H3's fuse-overlayfs
+    run, 06:50: after a remount /h2 reads abc; SizeRw 4, docker diff lists /h1 alone)."""
     result = run(driver, ops({"op": "append", "path": "/h1", "data": data("d")}, {"op": "read", "path": "/h2"}))
     assert results(result, 2)[1] == {"ok": True, "value": data(seen)}
-    # Naive SIZE: both names modified, one inode, counted once (4); overlay2: only the copy of /h1 (4).
+    # Naive SIZE: both names modified, one inode, counted once (4); overlay2 and fuse-overlayfs: the copy of /h1.
     assert result["containers"]["c1"]["size"] == 4
 
 
@@ -209,20 +214,22 @@ def test_a_change_of_mode_counts_the_whole_file_everywhere(driver: str) -> None:
     assert result["images"]["snap:latest"]["history"][0] == 5
 
 
-@pytest.mark.parametrize(("driver", "image"), [("overlay2", 17), *((driver, 11) for driver in NAIVE)])
-def test_symlinks_weigh_nothing_in_a_naive_driver_s_layers(driver: str, image: int) -> None:
-    """[DRIVER-4] overlay2: 5 + 6 (symlink) + 3 + 3; vfs, btrfs, fuse-overlayfs: the symlink counts 0 in the
-    layer, so in the image, its history, the images' total and what is reclaimable."""
+@pytest.mark.parametrize(("driver", "image"), [("overlay2", 17), ("fuse-overlayfs", 17), ("vfs", 11), ("btrfs", 11)])
+def test_symlinks_weigh_nothing_in_vfs_and_btrfs_layers(driver: str, image: int) -> None:
+    """[DRIVER-4] overlay2 and fuse-overlayfs: 5 + 6 (symlink) + 3 + 3; vfs and btrfs: the symlink counts 0 in
+    the layer, so in the image, its history, the images' total and what is reclaimable (H3's runs,
+    storage-facts.md: LayersSize 11 on vfs and btrfs, 17 on fuse-overlayfs)."""
     result = run(driver)
     assert result["images"]["base:latest"] == {"size": image, "history": [image], "shared_size": 0, "containers": 1}
     assert result["images_total"] == image
     assert result["containers"]["c1"] == {"size": 0, "virtual_size": image}
 
 
-@pytest.mark.parametrize(("driver", "layer"), [("overlay2", 8), *((driver, 0) for driver in NAIVE)])
-def test_a_new_symlink_counts_in_size_but_not_in_a_naive_layer(driver: str, layer: int) -> None:
+@pytest.mark.parametrize(("driver", "layer"), [("overlay2", 8), ("fuse-overlayfs", 8), ("vfs", 0), ("btrfs", 0)])
+def test_a_new_symlink_counts_in_size_but_not_in_a_vfs_layer(driver: str, layer: int) -> None:
     """[DRIVER-4] A container's SIZE counts a symlink's target on every driver (lstat); the layer its commit
-    stores does on overlay2 only."""
+    stores does on overlay2 and fuse-overlayfs only (H3's runs: SizeRw 8 on all; history 0 on vfs and btrfs,
+    8 on fuse-overlayfs, with 2 layers everywhere)."""
     result = run(driver, ops({"op": "symlink", "target": "abcdefgh", "path": "/l"}), COMMIT)
     assert result["containers"]["c1"]["size"] == 8
     assert result["images"]["snap:latest"]["history"][0] == layer
@@ -298,8 +305,8 @@ def test_commits_without_deletions_do_not_depend_on_the_clock() -> None:
     [
         # the writable layer: /, /d and /d/f (6 bytes)
         ("overlay2", (8198, 8198), (8198, 8198)),
-        # at least /, /d, /d/f; at most /, /d, /e, /empty and all 18 bytes of data
-        ("fuse-overlayfs", (8198, 4 * 4096 + 18), (8198, 4 * 4096 + 18)),
+        # the upper directory, as overlay2's (H3's fuse-overlayfs run, 06:50: upper du 8198)
+        ("fuse-overlayfs", (8198, 8198), (8198, 8198)),
         # the whole tree (4 directories, 18 bytes) and the init layer's 6 directories and /etc/mtab (12)
         ("vfs", (10 * 4096 + 30, 10 * 4096 + 30), (10 * 4096 + 30, 10 * 4096 + 30)),
         # btrfs: each directory is twice its names' lengths: / (d e empty h1 h2 .dockerenv dev etc proc sys: 34),
@@ -458,3 +465,24 @@ def test_what_a_commit_of_a_remade_directory_holds(driver: str) -> None:
         (frozenset({"/e"}), frozenset()) if driver == "overlay2" else (frozenset(), frozenset({"/e/x"}))
     )
     assert items[-1].changes == (("C", "/e"), ("D", "/e/x"))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("change", "upper", "size"),
+    [
+        (ops(), 4096, 0),
+        (OPENED, 2 * 4096 + 5, 0),
+        (LINKED, 2 * 4096 + 5, 0),
+        (ops({"op": "append", "path": "/h1", "data": data("d")}), 4096 + 4, 4),
+        (ops({"op": "symlink", "target": "abcdefgh", "path": "/l"}), 4096 + 8, 8),
+        (ops({"op": "rename", "src": "/e", "dst": "/moved"}), 4096, 0),
+    ],
+    ids=["nothing", "opened", "linked", "append-pair", "symlink", "directory-rename"],
+)
+def test_fuse_overlayfs_upper_directory(change: dict[str, Any], upper: int, size: int) -> None:
+    """[DRIVER-7][DRIVER-4][DRIVER-3] fuse-overlayfs keeps copies its SIZE does not count. H3's fuse-overlayfs
+    run (storage-facts.md, 06:50; the upper directory walked after the op, SizeRw from the Engine API): upper du
+    4096, 8197, 8197, 4100, 4104, 4096 (EXDEV); SizeRw 0, 0, 0, 4, 8, 0."""
+    result = run("fuse-overlayfs", change)
+    assert result["disk"]["containers"]["c1"]["apparent"] == {"min": upper, "max": upper}
+    assert result["containers"]["c1"]["size"] == size

@@ -17,19 +17,18 @@ where the model is exact:
   data being inline in the metadata; so only files written in the container
   count, in 4 KiB blocks (``btrfs_exclusive``).
 
-overlay2 keeps exactly its writable layer. vfs and btrfs keep the whole
-tree (a copy, a snapshot) and Docker's init layer's entries the image lacks
-(``/.dockerenv``, ``/dev``, ``/etc/hosts``, ...: STORE-13's list; empty
-files, and ``/etc/mtab``, a symlink to ``/proc/mounts``). fuse-overlayfs
-keeps an upper directory the model does not track path by path: at least
-the changed paths (and the root), at most the whole visible tree.
+overlay2 and fuse-overlayfs keep exactly the writable layer (fuse-overlayfs
+writes its whiteouts and opaque markers as empty files, 0 bytes). vfs and
+btrfs keep the whole tree (a copy, a snapshot) and Docker's init layer's
+entries the image lacks (``/.dockerenv``, ``/dev``, ``/etc/hosts``, ...:
+STORE-13's list; empty files, and ``/etc/mtab``, a symlink to
+``/proc/mounts``).
 """
 
 from dataclasses import dataclass
 
 from cowspec.fs.entries import Dir, FileInode, Name, written_ranges
 from cowspec.fs.layer import Layer
-from cowspec.fs.paths import ROOT
 from cowspec.fs.stack import Container, inode_of, lookup
 from cowspec.store.drivers import StoreConfig
 from cowspec.store.naive import directory_names, naive_changes, tree_entries, with_entries
@@ -111,15 +110,10 @@ def disk_usage(config: StoreConfig, image: Container | None, filesystem: Contain
 
     ``image`` is the image's own view (a naive driver's parent tree), None on overlay2.
     """
-    if not config.naive or image is None:
+    if not config.plain or image is None:
         upper = exactly(upper_apparent(filesystem.upper, config.directory_size))
         return DiskUsage(upper, upper)
     entries = tree_entries(filesystem)
-    if config.driver == "fuse-overlayfs":
-        changed = {change.path for change in naive_changes(image, filesystem) if change.kind != "D"}
-        least = {path: entry for path, entry in entries.items() if path in changed or path == ROOT}
-        low, high = tree_apparent(least, config), tree_apparent(entries, config)
-        return DiskUsage(Bytes(low, high), Bytes(low, high))
     whole = tree_apparent(with_entries(entries, INIT_ENTRIES), config)
     if config.driver == "vfs":
         return DiskUsage(exactly(whole), exactly(whole))

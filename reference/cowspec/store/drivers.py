@@ -11,9 +11,10 @@ tree beside its image's and comparing what ``lstat`` says of each path
 - ``vfs`` and ``btrfs`` give a container a full copy of its image (a copied
   directory, a btrfs snapshot): a plain filesystem, where a directory of the
   image is renamed like any other and hardlinks stay hardlinks [DRIVER-3];
-- ``fuse-overlayfs`` is an overlay in user space: it keeps hardlinks together
-  on copy-up, but refuses to rename a directory of the image (``EXDEV``)
-  as the kernel's overlay does without ``redirect_dir`` [DRIVER-3].
+- ``fuse-overlayfs`` is an overlay in user space: its upper directory holds
+  what the kernel's overlay's would (a directory of the image is not renamed,
+  ``EXDEV``; a copy-up parts a hardlinked pair on disk), and its layers are
+  measured as overlay2's are [DRIVER-3][DRIVER-4].
 
 This module names the drivers and the store's configuration; ``naive`` says
 what the naive drivers report.
@@ -32,7 +33,8 @@ DEFAULT_DRIVER: StorageDriver = "overlay2"
 NAIVE_DRIVERS: frozenset[StorageDriver] = frozenset({"fuse-overlayfs", "vfs", "btrfs"})
 """The drivers that find changes by comparing trees, not by reading an upper directory [DRIVER-2]."""
 PLAIN_DRIVERS: frozenset[StorageDriver] = frozenset({"vfs", "btrfs"})
-"""The drivers whose container is a plain filesystem holding a full copy of its image [DRIVER-3]."""
+"""The drivers whose container is a plain filesystem holding a full copy of its image, and which
+count a layer's size as they unpack it [DRIVER-3][DRIVER-4]."""
 
 DEFAULT_DIRECTORY_SIZE = 4096
 """``st_size`` of a small directory on ext4 (and most filesystems under ``/var/lib/docker``) [DRIVER-7]."""

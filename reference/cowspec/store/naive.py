@@ -20,9 +20,10 @@ same one (the layer tars carry 0), a file or symlink made in the container,
 or whose data was written, a new one; so a non-directory's time moved
 exactly when the model marks it ``touched`` [DRIVER-2].
 
-A plain container (``vfs``, ``btrfs``; and the model's view of
-``fuse-overlayfs``) is the filesystem-level container over no image layer,
-whose writable layer holds a full copy of the image: ``plain_container``.
+A plain container (``vfs``, ``btrfs``) is the filesystem-level container
+over no image layer, whose writable layer holds a full copy of the image:
+``plain_container``. A ``fuse-overlayfs`` container is the overlay stack, as
+on overlay2; only its figures are found the naive way.
 """
 
 from dataclasses import dataclass, replace
@@ -79,12 +80,6 @@ def plain_copy(image: Container) -> Layer:
 def plain_container(lowers: tuple[Layer, ...]) -> Container:
     """A container that is a plain filesystem holding a full copy of ``lowers`` [DRIVER-3]."""
     return replace(new_container(()), upper=plain_copy(new_container(lowers)))
-
-
-def image_directories(lowers: tuple[Layer, ...]) -> frozenset[str]:
-    """Every directory ``lowers`` show, the root excepted: those ``fuse-overlayfs`` will not rename [DRIVER-3]."""
-    image = new_container(lowers)
-    return frozenset(path for path, found in image.image.found.items() if found.is_dir and path != ROOT)
 
 
 def _stat(container: Container, found: Found) -> tuple[str, int, int, int, int, bool]:

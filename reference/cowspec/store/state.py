@@ -34,7 +34,7 @@ from immutables import Map
 
 from cowspec.errors import Errno, ModelError, SpecError
 from cowspec.fs.build import EntryType, LayerEntry, build_layer
-from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename, Rmdir
+from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename
 from cowspec.fs.entries import Dir, Name
 from cowspec.fs.layer import Layer, empty_layer, link, new_name, put
 from cowspec.fs.operations import step as fs_step
@@ -49,7 +49,6 @@ from cowspec.store.drivers import OVERLAY2, StoreConfig
 from cowspec.store.naive import (
     NaiveChange,
     changes_size,
-    image_directories,
     naive_changes,
     plain_container,
     unpacked_size,
@@ -95,14 +94,14 @@ class StoredLayer:
     diff_id: str
     parent: str | None
     content: Layer
-    naive: bool = False
-    """Stored by a naive-diff driver, which counts what applying its archive wrote [DRIVER-4]."""
+    unpacked: bool = False
+    """Stored by vfs or btrfs, which count what unpacking its archive wrote [DRIVER-4]."""
 
     @property
     def size(self) -> int:
-        """``DiffSize``: the layer's own apparent bytes [SIZE-1]; on a naive driver, its regular
+        """``DiffSize``: the layer's own apparent bytes [SIZE-1]; on vfs and btrfs, its regular
         files' bytes alone [DRIVER-4]."""
-        return unpacked_size(self.content) if self.naive else layer_size(self.content)
+        return unpacked_size(self.content) if self.unpacked else layer_size(self.content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +151,6 @@ class ContainerRecord:
     """(path, volume) pairs: what is under ``path`` lives in the volume [STORE-9]."""
     image_view: Container | None = None
     """On a naive-diff driver, the image's own tree, which the container is compared with [DRIVER-2]."""
-    image_dirs: frozenset[str] = frozenset()
-    """On fuse-overlayfs, the image's directories still in place, which a rename refuses [DRIVER-3]."""
 
 
 K = TypeVar("K")
@@ -236,7 +233,7 @@ def load(store: Store, name: str, image: Image, contents: Iterable[Layer]) -> St
     parent: str | None = None
     for chain, diff, content in zip(image.chain, image.diff_ids, contents, strict=True):
         if chain not in layers:
-            layers = layers.set(chain, StoredLayer(chain, diff, parent, content, store.config.naive))
+            layers = layers.set(chain, StoredLayer(chain, diff, parent, content, store.config.plain))
         parent = chain
     images = store.images if image.id in store.images else store.images.set(image.id, image)
     return replace(store, layers=layers, images=images, tags=store.tags.set(name, image.id))
@@ -274,7 +271,7 @@ def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, st
     image = store.image(image_name)
     check_new_container(store, name)
     lowers = tuple(store.layers[chain].content for chain in image.chain)
-    filesystem, image_view, image_dirs = driver_container(store.config, lowers)
+    filesystem, image_view = driver_container(store.config, lowers)
     volumes = store.volumes
     for path, _ in mounts:
         # A volume goes on a directory, or where nothing is yet [STORE-9].
@@ -291,24 +288,24 @@ def create(store: Store, name: str, image_name: str, mounts: tuple[tuple[str, st
             if found is not None and found.is_dir:
                 files = replace(files, upper=copied_tree(filesystem, found))
         volumes = volumes.set(volume, files)
-    record = ContainerRecord(name, image.id, filesystem, mounts, image_view, image_dirs)
+    record = ContainerRecord(name, image.id, filesystem, mounts, image_view)
     return replace(store, containers=store.containers.set(name, record), volumes=volumes)
 
 
-def driver_container(
-    config: StoreConfig, lowers: tuple[Layer, ...]
-) -> tuple[Container, Container | None, frozenset[str]]:
-    """A new container's filesystem under ``config``'s driver; on a naive driver, the image's own view
-    too; on fuse-overlayfs, the image's directories [DRIVER-3].
+def driver_container(config: StoreConfig, lowers: tuple[Layer, ...]) -> tuple[Container, Container | None]:
+    """A new container's filesystem under ``config``'s driver, and on a naive driver the image's own
+    view it is compared with [DRIVER-3].
 
-    overlay2 stacks the image's layers under an empty writable layer; vfs,
-    btrfs and (as the model sees it) fuse-overlayfs give a plain filesystem
-    holding a full copy of the image, hardlinks kept.
+    overlay2 and fuse-overlayfs stack the image's layers under an empty
+    writable layer (fuse-overlayfs's upper directory holds what the kernel's
+    overlay's would); vfs and btrfs give a plain filesystem holding a full
+    copy of the image, hardlinks kept.
     """
     if not config.naive:
-        return new_container(lowers), None, frozenset()
-    dirs = image_directories(lowers) if config.driver == "fuse-overlayfs" else frozenset()
-    return plain_container(lowers), new_container(lowers), dirs
+        return new_container(lowers), None
+    if config.plain:
+        return plain_container(lowers), new_container(lowers)
+    return new_container(lowers), new_container(lowers)
 
 
 def check_new_container(store: Store, name: str) -> None:
@@ -390,8 +387,6 @@ def run_op(store: Store, name: str, op: Op) -> tuple[Store, Outcome]:
         raise ModelError(f"{op} spans two mounts but no mount rule answered it")
     volume, inner = where
     if volume is None:
-        if record.image_dirs:
-            return fuse_overlayfs_op(store, record, op)
         transition = fs_step(record.filesystem, op)
         return with_filesystem(store, name, transition.container), transition.outcome
     transition = fs_step(store.volumes[volume], inner)
@@ -484,57 +479,6 @@ def at_mounts(store: Store, record: ContainerRecord, op: Rename | Link) -> Outco
     if replaced is not None and moving != replaced:
         return "ENOTDIR" if moving == "dir" else "EISDIR"
     return "EBUSY"
-
-
-def fuse_overlayfs_op(store: Store, record: ContainerRecord, op: Op) -> tuple[Store, Outcome]:
-    """``op`` in a fuse-overlayfs container: a plain filesystem where a directory of the image
-    cannot be renamed [DRIVER-3].
-
-    The kernel's own checks of ``rename`` (the walks, a directory into
-    itself, the kinds of source and target, a name onto itself) come first;
-    then fuse-overlayfs answers ``EXDEV`` for a directory the image has,
-    before it looks at the target (a non-empty directory there). A directory
-    of the image that goes (``rmdir``, or renamed over) is no longer one.
-    """
-    filesystem = record.filesystem
-    source = _last(filesystem, op.src) if isinstance(op, Rename) else None
-    target = None
-    if isinstance(op, Rename | Rmdir):
-        target = _last(filesystem, op.dst if isinstance(op, Rename) else op.path)
-    transition = fs_step(filesystem, op)
-    outcome = transition.outcome
-    if (
-        source is not None
-        and source.is_dir
-        and source.path in record.image_dirs
-        and (target is None or target.path != source.path)
-        and isinstance(op, Rename)
-        and (isinstance(outcome, Ok) or (outcome == "ENOTEMPTY" and not _trapped(source, op)))
-    ):
-        return store, "EXDEV"
-    dirs = record.image_dirs
-    if (
-        isinstance(outcome, Ok)
-        and target is not None
-        and target.path in dirs
-        and (source is None or source.path != target.path)
-    ):
-        dirs = dirs - {target.path}
-    updated = replace(record, filesystem=transition.container, image_dirs=dirs)
-    return replace(store, containers=store.containers.set(record.name, updated)), outcome
-
-
-def _last(filesystem: Container, path: str) -> Found | None:
-    """What ``path`` names, its last component not followed; None if nothing (or an error)."""
-    resolved = resolve(filesystem, path, follow=False)
-    return None if isinstance(resolved, str) else resolved.found
-
-
-def _trapped(source: Found, op: Rename) -> bool:
-    """True if ``op``'s source's directory lies inside its target (the kernel's ``ENOTEMPTY`` trap)."""
-    target = fold(op.dst)
-    above = parent_of(source.path)
-    return above == target or is_inside(above, target)
 
 
 def with_filesystem(store: Store, name: str, filesystem: Container) -> Store:

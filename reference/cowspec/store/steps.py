@@ -278,7 +278,7 @@ def build(store: Store, step: Build) -> Store:
         if instruction.command in METADATA:
             rows.append(HistoryRow(f"{instruction.command} {instruction.text}", empty_layer=True))
             continue
-        filesystem, image_view, _ = driver_container(store.config, tuple(contents))
+        filesystem, image_view = driver_container(store.config, tuple(contents))
         if instruction.command == "RUN":
             for op in instruction.ops:
                 filesystem = fs_step(filesystem, op).container
