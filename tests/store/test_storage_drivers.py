@@ -486,3 +486,28 @@ def test_fuse_overlayfs_upper_directory(change: dict[str, Any], upper: int, size
     result = run("fuse-overlayfs", change)
     assert result["disk"]["containers"]["c1"]["apparent"] == {"min": upper, "max": upper}
     assert result["containers"]["c1"]["size"] == size
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_a_machine_can_follow_the_engine_s_clock(same: bool) -> None:
+    """[DRIVER-6] ``next_stamp`` fixes whether the next archive shares the last one's second."""
+    from cowspec.store.state import new_store, next_stamp
+    from cowspec.store.steps import take_step
+
+    steps = decode_store_trace(
+        {
+            "format": "cowspec-store-trace/1",
+            "steps": [
+                IMAGE,
+                {"step": "create", "container": "c1", "image": "base"},
+                ops({"op": "unlink", "path": "/d/f"}),
+                COMMIT,
+                {"step": "commit", "container": "c1", "name": "snap2"},
+            ],
+        }
+    )
+    store = new_store(StoreConfig("vfs"))
+    for step in steps[:-1]:
+        store, _ = take_step(store, step)
+    store, _ = take_step(next_stamp(store, same), steps[-1])
+    assert len(store.layers) == (2 if same else 3)

@@ -208,14 +208,26 @@ def new_store(config: StoreConfig = OVERLAY2, stamps: tuple[int, ...] = ()) -> S
     return Store(config=config, stamps=stamps)
 
 
+def stamp_second(store: Store, index: int) -> int:
+    """The second the ``index``-th archive with deletion markers is stamped with [DRIVER-6]."""
+    if index < len(store.stamps):
+        return store.stamps[index]
+    return (store.stamps[-1] + 1 if store.stamps else 0) + index - len(store.stamps)
+
+
 def stamp(store: Store, key: str) -> tuple[Store, int]:
     """The second the next archive with deletion markers is stamped with, and the store that took it [DRIVER-6]."""
-    index = len(store.stamped)
-    if index < len(store.stamps):
-        second = store.stamps[index]
-    else:
-        second = (store.stamps[-1] + 1 if store.stamps else 0) + index - len(store.stamps)
+    second = stamp_second(store, len(store.stamped))
     return replace(store, stamped=(*store.stamped, key)), second
+
+
+def next_stamp(store: Store, same_second: bool) -> Store:
+    """``store`` whose next archive with deletion markers is stamped in the same second as the last
+    one, or in a later one: how a state machine follows an engine's clock [DRIVER-6]."""
+    index = len(store.stamped)
+    made = tuple(stamp_second(store, each) for each in range(index))
+    last = made[-1] if made else 0
+    return replace(store, stamps=(*made, last if same_second or not made else last + 1))
 
 
 def load(store: Store, name: str, image: Image, contents: Iterable[Layer]) -> Store:
