@@ -301,7 +301,12 @@ def admits(item: object, observed: object) -> bool:
 
 
 def encode_result(answers: Sequence[Sequence[Outcome]], container: Container) -> Entry:
-    """The result document of a run [TRACE-4][TRACE-5][OBSERVE-1]: each op's allowed outcomes, then the trees."""
+    """The result document of a run [TRACE-4][TRACE-5][OBSERVE-1]: each op's allowed outcomes, then the trees.
+
+    A file of ``upper`` carries ``"metacopy": true`` and ``"redirect"`` only
+    where the writable layer has them [METACOPY-4], so a result without those
+    features is as it always was (a compatible extension of the format).
+    """
     sizes = container_sizes(container)
     return {
         "format": RESULT_FORMAT,
