@@ -511,3 +511,72 @@ def test_a_machine_can_follow_the_engine_s_clock(same: bool) -> None:
         store, _ = take_step(store, step)
     store, _ = take_step(next_stamp(store, same), steps[-1])
     assert len(store.layers) == (2 if same else 3)
+
+
+H4_IMAGE = {
+    "step": "image",
+    "name": "base",
+    "layers": [
+        [
+            {"path": "/app", "type": "dir", "mode": 0o755},
+            {"path": "/app/f", "type": "file", "mode": 0o644, "data": data("x" * 100)},
+            {"path": "/app/data", "type": "file", "mode": 0o644, "data": data("y" * 50)},
+            {"path": "/app/link", "type": "hardlink", "target": "/app/data"},
+            {"path": "/app/sym", "type": "symlink", "target": "f" + "y" * 30},
+            {"path": "/app/sub", "type": "dir", "mode": 0o755},
+            {"path": "/app/sub/g", "type": "file", "mode": 0o644, "data": data("z" * 200)},
+        ]
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("driver", "layers", "containers", "exclusive"),
+    [
+        ("overlay2", 12288, (0, 8192, 8192), None),
+        ("fuse-overlayfs", 12288, (0, 8192, 8192), None),
+        ("vfs", 12288, (12288, 16384, 16384), None),
+        ("btrfs", 16384, (20480, 24576, 28672), (0, 8192, 0)),
+    ],
+)
+def test_allocated_bytes(
+    driver: str, layers: int, containers: tuple[int, ...], exclusive: tuple[int, ...] | None
+) -> None:
+    """[DRIVER-7] st_blocks over the layers' and the containers' own directories. H4's runs on dockerd 20.10.24
+    (storage-facts.md "bytes really used on disk", ext4 backing, 4096-byte blocks): c0 untouched, c1 appends 5000
+    bytes to /app/sub/g, c2 chmods /app/f and makes an 80- and a 10-character symlink; every figure as here, and
+    btrfs's exclusive bytes 0, 8192, 0 (the 200-byte inline file grown to 5200 bytes takes two blocks)."""
+    steps = [
+        H4_IMAGE,
+        *({"step": "create", "container": name, "image": "base"} for name in ("c0", "c1", "c2")),
+        {"step": "ops", "container": "c1", "ops": [{"op": "append", "path": "/app/sub/g", "data": data("a" * 5000)}]},
+        {
+            "step": "ops",
+            "container": "c2",
+            "ops": [
+                {"op": "chmod", "path": "/app/f", "mode": 0o600},
+                {"op": "symlink", "target": "s" * 80, "path": "/s80"},
+                {"op": "symlink", "target": "t" * 10, "path": "/s10"},
+            ],
+        },
+    ]
+    document = {"format": "cowspec-store-trace/1", "storage_driver": driver, "steps": steps}
+    result: dict[str, Any] = run_store_model(decode_store_trace(document), decode_store_config(document))
+    disk = result["disk"]
+    assert disk["layers"]["allocated"] == {"min": layers, "max": layers}
+    figures = [disk["containers"][name] for name in ("c0", "c1", "c2")]
+    assert tuple(each["allocated"]["min"] for each in figures) == containers
+    assert all(each["allocated"]["min"] == each["allocated"]["max"] for each in figures)
+    if exclusive is not None:
+        assert tuple(each["exclusive"]["min"] for each in figures) == exclusive
+        assert tuple(each["exclusive"]["max"] for each in figures) == exclusive
+    assert [result["containers"][name]["size"] for name in ("c0", "c1", "c2")] == [0, 5200, 190]
+
+
+def test_block_size_survives_a_round_trip_and_is_checked() -> None:
+    """[DRIVER-7] ``block_size`` is the engine's filesystem's allocation unit: a multiple of 512."""
+    config = StoreConfig("vfs", 4096, 1024)
+    document = encode_store_trace((), config)
+    assert document["block_size"] == 1024 and decode_store_config(document) == config
+    with pytest.raises(SpecError, match="block_size"):
+        decode_store_config({"block_size": 1000})

@@ -16,8 +16,15 @@ from cowspec.formats.trace import decode_entry, decode_op, encode_entry, encode_
 from cowspec.fs.build import build_layer
 from cowspec.fs.observe import Entry
 from cowspec.fs.paths import ROOT, is_normalised
-from cowspec.store.disk import Bytes
-from cowspec.store.drivers import DEFAULT_DIRECTORY_SIZE, DEFAULT_DRIVER, OVERLAY2, StoreConfig, store_config
+from cowspec.store.disk import Bytes, exactly
+from cowspec.store.drivers import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_DIRECTORY_SIZE,
+    DEFAULT_DRIVER,
+    OVERLAY2,
+    StoreConfig,
+    store_config,
+)
 from cowspec.store.state import (
     HistoryRow,
     Store,
@@ -25,6 +32,7 @@ from cowspec.store.state import (
     container_size,
     history,
     image_size,
+    layers_allocated,
     new_store,
     system_df,
     volume_size,
@@ -194,7 +202,9 @@ def decode_store_config(document: object) -> StoreConfig:
     fields = cast(dict[str, object], document)
     try:
         return store_config(
-            fields.get("storage_driver", DEFAULT_DRIVER), fields.get("directory_size", DEFAULT_DIRECTORY_SIZE)
+            fields.get("storage_driver", DEFAULT_DRIVER),
+            fields.get("directory_size", DEFAULT_DIRECTORY_SIZE),
+            fields.get("block_size", DEFAULT_BLOCK_SIZE),
         )
     except SpecError as error:
         raise SpecError(f"store trace: {error}") from None
@@ -263,6 +273,8 @@ def encode_store_trace(steps: tuple[Step, ...], config: StoreConfig = OVERLAY2) 
         document["storage_driver"] = config.driver
     if config.directory_size != DEFAULT_DIRECTORY_SIZE:
         document["directory_size"] = config.directory_size
+    if config.block_size != DEFAULT_BLOCK_SIZE:
+        document["block_size"] = config.block_size
     document["steps"] = [encode_step(step) for step in steps]
     return document
 
@@ -345,9 +357,14 @@ def store_figures(store: Store) -> Entry:
         },
         "disk": {
             "containers": {
-                name: {"apparent": _range(disk.apparent), "exclusive": _range(disk.exclusive)}
+                name: {
+                    "apparent": _range(disk.apparent),
+                    "exclusive": _range(disk.exclusive),
+                    "allocated": _range(disk.allocated),
+                }
                 for name, disk in disks.items()
-            }
+            },
+            "layers": {"allocated": _range(exactly(layers_allocated(store)))},
         },
     }
 
@@ -409,8 +426,13 @@ def disk_differences(expected: object, observed: object) -> list[str]:
     A figure the engine did not measure is not compared.
     """
     lines: list[str] = []
-    want = cast(dict[str, dict[str, dict[str, dict[str, int]]]], expected or {}).get("containers", {})
-    got = cast(dict[str, dict[str, dict[str, object]]], observed or {}).get("containers", {})
+    want = dict(cast(dict[str, dict[str, dict[str, dict[str, int]]]], expected or {}).get("containers", {}))
+    got = dict(cast(dict[str, dict[str, dict[str, object]]], observed or {}).get("containers", {}))
+    # The store's layers, all together, compared as one more owner of figures.
+    layers_want = cast(dict[str, dict[str, dict[str, int]]], expected or {}).get("layers")
+    layers_got = cast(dict[str, dict[str, object]], observed or {}).get("layers")
+    if isinstance(layers_want, dict) and isinstance(layers_got, dict):
+        want["(layers)"], got["(layers)"] = layers_want, layers_got
     for name, figures in sorted(want.items()):
         for key, bounds in sorted(figures.items()):
             value = got.get(name, {}).get(key)

@@ -10,6 +10,10 @@ where the model is exact:
   file its length, a symlink its target's length, a whiteout 0, and every
   directory its ``st_size``: the backing filesystem's ``directory_size``
   (4096 on ext4), or on btrfs twice the lengths of the names it holds;
+- ``allocated``: ``st_blocks`` times 512 over the non-directories, each
+  inode once: a file the blocks its written ranges touch (a hole takes
+  none), a symlink one block on btrfs and on ext4 one unless its target is
+  shorter than 60 bytes (a fast symlink); directories are not counted;
 - ``exclusive``: the bytes no other layer shares. It is ``apparent`` except
   on btrfs, where it is what ``btrfs filesystem du`` calls exclusive: the
   data extents only the snapshot holds. A snapshot shares every extent it
@@ -25,11 +29,12 @@ STORE-13's list; empty files, and ``/etc/mtab``, a symlink to
 ``/proc/mounts``).
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cowspec.fs.entries import Dir, FileInode, Name, written_ranges
+from cowspec.fs.entries import Dir, FileInode, Inode, Name, written_ranges
 from cowspec.fs.layer import Layer
-from cowspec.fs.stack import Container, inode_of, lookup
+from cowspec.fs.stack import Container, inode_of, lookup, new_container, root_of, visible_children
 from cowspec.store.drivers import StoreConfig
 from cowspec.store.naive import directory_names, naive_changes, tree_entries, with_entries
 
@@ -72,6 +77,68 @@ class DiskUsage:
 
     apparent: Bytes
     exclusive: Bytes
+    allocated: Bytes
+
+
+EXT4_FAST_SYMLINK = 60
+"""ext4 keeps a symlink whose target is shorter than this in its inode: no block [DRIVER-7]."""
+
+
+def symlink_allocated(config: StoreConfig, length: int) -> int:
+    """The blocks a symlink's target takes: one on btrfs (inline, reported as a block), none for a
+    short target on ext4 (a fast symlink), else one [DRIVER-7]."""
+    if config.driver == "btrfs":
+        return config.block_size if length else 0
+    return 0 if length < EXT4_FAST_SYMLINK else config.block_size
+
+
+def file_allocated(config: StoreConfig, inode: FileInode, whole: bool) -> int:
+    """The blocks a file's data takes: every block its written ranges touch (a hole takes none, SNAP-9);
+    ``whole``: all of its length, as a file unpacked from an archive is written [DRIVER-7]."""
+    ranges = ((0, len(inode.data)),) if whole else written_ranges(inode)
+    blocks: set[int] = set()
+    for low, high in ranges:
+        blocks.update(range(low // config.block_size, -(-high // config.block_size)))
+    return len(blocks) * config.block_size
+
+
+def inodes_allocated(config: StoreConfig, inodes: Iterable[Inode], whole: bool) -> int:
+    """The blocks of ``inodes`` (each once), as ``st_blocks`` reports them; directories are not counted
+    (their blocks are the backing filesystem's, however many entries) [DRIVER-7]."""
+    total = 0
+    for inode in inodes:
+        if isinstance(inode, FileInode):
+            total += file_allocated(config, inode, whole)
+        else:
+            total += symlink_allocated(config, len(inode.target.encode("utf-8", "surrogateescape")))
+    return total
+
+
+def layer_inodes(layer: Layer) -> list[Inode]:
+    """The inodes a layer's names hold, each once."""
+    return [layer.inode(ino) for ino in {node.ino for node in layer.entries.values() if isinstance(node, Name)}]
+
+
+def visible_inodes(container: Container) -> list[Inode]:
+    """The inodes the container shows, each once (its whole tree, as a copy or a snapshot holds it)."""
+    inodes: dict[tuple[int, int], Inode] = {}
+    pending = [root_of(container)]
+    while pending:
+        current = pending.pop()
+        if isinstance(current.node, Dir):
+            pending.extend(visible_children(container, current).values())
+        else:
+            inodes.setdefault((current.layer, current.node.ino), inode_of(container, current))
+    return list(inodes.values())
+
+
+def layer_allocated(config: StoreConfig, lowers: tuple[Layer, ...]) -> int:
+    """What the top layer of ``lowers`` takes as the driver stores it: overlay2 and fuse-overlayfs its
+    own entries, vfs and btrfs the whole tree up to it (a copy; a snapshot, whose shared extents
+    ``st_blocks`` counts in full) [DRIVER-7]."""
+    if config.plain:
+        return inodes_allocated(config, visible_inodes(new_container(lowers)), whole=True)
+    return inodes_allocated(config, layer_inodes(lowers[-1]), whole=True)
 
 
 def exactly(value: int) -> Bytes:
@@ -112,11 +179,17 @@ def disk_usage(config: StoreConfig, image: Container | None, filesystem: Contain
     """
     if not config.plain or image is None:
         upper = exactly(upper_apparent(filesystem.upper, config.directory_size))
-        return DiskUsage(upper, upper)
+        return DiskUsage(upper, upper, exactly(inodes_allocated(config, layer_inodes(filesystem.upper), whole=False)))
     entries = tree_entries(filesystem)
     whole = tree_apparent(with_entries(entries, INIT_ENTRIES), config)
+    init_links = sum(
+        symlink_allocated(config, size)
+        for path, kind, size in INIT_ENTRIES
+        if kind == "symlink" and path not in entries
+    )
+    allocated = exactly(inodes_allocated(config, visible_inodes(filesystem), whole=False) + init_links)
     if config.driver == "vfs":
-        return DiskUsage(exactly(whole), exactly(whole))
+        return DiskUsage(exactly(whole), exactly(whole), allocated)
     low = high = 0
     seen: set[int] = set()
     for change in naive_changes(image, filesystem):
@@ -126,20 +199,25 @@ def disk_usage(config: StoreConfig, image: Container | None, filesystem: Contain
         seen.add(found.node.ino)
         inode = inode_of(filesystem, found)
         if isinstance(inode, FileInode):
-            fewest, most = btrfs_exclusive(inode)
+            before = lookup(image, inode.origin) if inode.origin is not None else None
+            had = inode_of(image, before) if before is not None and not before.is_dir else None
+            fewest, most = btrfs_exclusive(inode, len(had.data) if isinstance(had, FileInode) else None)
             low, high = low + fewest, high + most
-    return DiskUsage(exactly(whole), Bytes(low, high))
+    return DiskUsage(exactly(whole), Bytes(low, high), allocated)
 
 
-def btrfs_exclusive(inode: FileInode) -> tuple[int, int]:
+def btrfs_exclusive(inode: FileInode, original: int | None) -> tuple[int, int]:
     """The data bytes a changed file holds on its own in a btrfs snapshot, as ``btrfs filesystem du``
     counts them: least and most [DRIVER-7].
 
-    A file whose data was not written shares its extents (0). A file of at
-    most 2048 bytes written without holes is inline in btrfs's metadata (0).
-    A file made in the container and written without holes has its own
-    extents, in 4 KiB blocks. Anything else (a hole, an image file partly
-    rewritten) lies between 0 and its size in blocks.
+    ``original`` is the length of the image's file it was copied from (None
+    for a file made in the container). A file whose data was not written
+    shares its extents (0). A file of at most 2048 bytes written without
+    holes is inline in btrfs's metadata (0). A file written without holes
+    that had no extent before (made in the container, or an inline file of
+    the image grown past 2048 bytes) has its own extents, in 4 KiB blocks.
+    Anything else (a hole, a larger file of the image partly rewritten) lies
+    between 0 and its size in blocks.
     """
     if not inode.touched:
         return 0, 0
@@ -148,6 +226,6 @@ def btrfs_exclusive(inode: FileInode) -> tuple[int, int]:
     blocks = -(-size // BLOCK) * BLOCK
     if whole and size <= BTRFS_MAX_INLINE:
         return 0, 0
-    if whole and inode.origin is None:
+    if whole and (original is None or original <= BTRFS_MAX_INLINE):
         return blocks, blocks
     return 0, blocks

@@ -38,6 +38,8 @@ count a layer's size as they unpack it [DRIVER-3][DRIVER-4]."""
 
 DEFAULT_DIRECTORY_SIZE = 4096
 """``st_size`` of a small directory on ext4 (and most filesystems under ``/var/lib/docker``) [DRIVER-7]."""
+DEFAULT_BLOCK_SIZE = 4096
+"""The allocation unit of ext4 and btrfs as made by default [DRIVER-7]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,8 @@ class StoreConfig:
 
     driver: StorageDriver = DEFAULT_DRIVER
     directory_size: int = DEFAULT_DIRECTORY_SIZE
+    block_size: int = DEFAULT_BLOCK_SIZE
+    """The backing filesystem's allocation unit, in bytes [DRIVER-7]."""
 
     @property
     def naive(self) -> bool:
@@ -70,8 +74,14 @@ def storage_driver(name: object) -> StorageDriver:
     raise SpecError(f"unknown storage_driver {name!r} (known: {', '.join(STORAGE_DRIVERS)})")
 
 
-def store_config(driver: object = DEFAULT_DRIVER, directory_size: object = DEFAULT_DIRECTORY_SIZE) -> StoreConfig:
+def store_config(
+    driver: object = DEFAULT_DRIVER,
+    directory_size: object = DEFAULT_DIRECTORY_SIZE,
+    block_size: object = DEFAULT_BLOCK_SIZE,
+) -> StoreConfig:
     """A checked ``StoreConfig`` from untrusted values (a trace's fields) [DRIVER-1]."""
     if isinstance(directory_size, bool) or not isinstance(directory_size, int) or directory_size < 0:
         raise SpecError(f"directory_size must be a non-negative integer, not {directory_size!r}")
-    return StoreConfig(storage_driver(driver), directory_size)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 512 or block_size % 512:
+        raise SpecError(f"block_size must be a positive multiple of 512, not {block_size!r}")
+    return StoreConfig(storage_driver(driver), directory_size, block_size)

@@ -44,7 +44,7 @@ from cowspec.fs.sizes import layer_size
 from cowspec.fs.stack import Container, Found, inode_of, lookup, new_container, visible_children
 from cowspec.oci.identity import chain_ids, digest
 from cowspec.oci.layer_tar import LayerTar
-from cowspec.store.disk import DiskUsage, disk_usage
+from cowspec.store.disk import DiskUsage, disk_usage, layer_allocated
 from cowspec.store.drivers import OVERLAY2, StoreConfig
 from cowspec.store.naive import (
     NaiveChange,
@@ -592,6 +592,19 @@ def container_changes(store: Store, name: str) -> tuple[NaiveChange, ...]:
     if image is None:
         image = new_container(tuple(store.layers[chain].content for chain in store.images[record.image].chain))
     return naive_changes(image, record.filesystem)
+
+
+def layers_allocated(store: Store) -> int:
+    """The blocks every stored layer takes as the driver stores it, added up [DRIVER-7]."""
+    total = 0
+    for layer in store.layers.values():
+        lowers: list[Layer] = []
+        current: StoredLayer | None = layer
+        while current is not None:
+            lowers.insert(0, current.content)
+            current = store.layers.get(current.parent) if current.parent is not None else None
+        total += layer_allocated(store.config, tuple(lowers))
+    return total
 
 
 def container_disk(store: Store, name: str) -> DiskUsage:
