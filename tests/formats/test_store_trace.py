@@ -205,3 +205,30 @@ def test_volume_over_a_file_is_refused_after_the_volume_is_made() -> None:
     assert result["steps"][1]["refusal"] == "volume-on-non-directory"
     # v stays though its container was refused; d1 mounts w twice, and counts once
     assert result["volumes"] == {"v": {"size": 0, "containers": 0}, "w": {"size": 0, "containers": 1}}
+
+
+def test_a_trace_s_engine_is_decoded_and_checked() -> None:
+    """[DRIVER-1][DRIVER-7] ``storage_driver``, ``directory_size`` and ``block_size`` are optional; absent, they
+    are Docker's overlay2 on ext4; a bad value rejects the trace in one line naming the field."""
+    from cowspec.formats.store_trace import decode_store_config
+    from cowspec.store.drivers import StoreConfig
+
+    assert decode_store_config({"format": "cowspec-store-trace/1", "steps": []}) == StoreConfig("overlay2", 4096, 4096)
+    assert decode_store_config({"storage_driver": "btrfs", "directory_size": 0}) == StoreConfig("btrfs", 0, 4096)
+    for fields, named in (
+        ({"storage_driver": "devicemapper"}, "storage_driver"),
+        ({"directory_size": "4096"}, "directory_size"),
+        ({"block_size": 0}, "block_size"),
+    ):
+        with pytest.raises(SpecError, match=named) as raised:
+            decode_store_config(fields)
+        assert str(raised.value).startswith("store trace: ") and "\n" not in str(raised.value)
+
+
+def test_an_old_result_allows_its_own_figures_only() -> None:
+    """[DRIVER-6] A result without ``alternatives`` (every result before them) allows one set of figures."""
+    from cowspec.formats.store_trace import FIGURES, allowed_figures
+
+    old = {"format": "cowspec-store-trace-result/1", "steps": [], "layers": 1, "images": {}, "containers": {},
+           "images_total": 0, "reclaimable": 0, "volumes": {}}  # fmt: skip
+    assert allowed_figures(old) == [{key: old[key] for key in FIGURES if key in old}]
