@@ -580,3 +580,22 @@ def test_block_size_survives_a_round_trip_and_is_checked() -> None:
     assert document["block_size"] == 1024 and decode_store_config(document) == config
     with pytest.raises(SpecError, match="block_size"):
         decode_store_config({"block_size": 1000})
+
+
+@pytest.mark.parametrize("driver", STORAGE_DRIVERS)
+def test_the_build_cache_reuses_a_stamped_layer(driver: str) -> None:
+    """[DRIVER-6] A ``RUN`` the builder's cache answers makes no new archive, so its deletion markers keep the
+    first build's second: two builds sharing a first ``RUN unlink`` share its layer whatever the clock."""
+    unlink = {"instruction": "RUN", "ops": [{"op": "unlink", "path": "/d/f"}]}
+    first = {
+        "step": "build",
+        "name": "one",
+        "from": "base",
+        "instructions": [unlink, {"instruction": "CMD", "text": "x"}],
+    }
+    create = {"instruction": "RUN", "ops": [{"op": "create", "path": "/n", "mode": 0o644}]}
+    second = {"step": "build", "name": "two", "from": "base", "instructions": [unlink, create]}
+    result = run(driver, first, second)
+    assert "alternatives" not in result
+    assert result["layers"] == 3  # the base's, the shared RUN unlink's, RUN create's
+    assert result["images"]["one:latest"]["shared_size"] == result["images"]["one:latest"]["size"]
