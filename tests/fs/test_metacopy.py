@@ -7,6 +7,12 @@ Each scenario is a kernel experiment of Linux 6.18 written down as a trace
 import hashlib
 from collections.abc import Callable
 
+from cowspec.formats.trace import build_layers, decode_trace
+from cowspec.fs.calls import Chmod, Open
+from cowspec.fs.entries import Name, is_metacopy
+from cowspec.fs.layer import metacopy_at
+from cowspec.fs.operations import step
+from cowspec.fs.stack import new_container
 from tests.support import OK, Result, Scenario, b64, d, entry_has, f, h, op, paths, scenario_tests, val
 
 METACOPY = {"redirect_dir": True, "metacopy": True}
@@ -233,3 +239,20 @@ SCENARIOS = [
 ]
 
 test_model, _ = scenario_tests(SCENARIOS)
+
+
+def test_a_cost_predictor_can_ask_which_upper_files_hold_no_data() -> None:
+    """[METACOPY-1][METACOPY-2] ``metacopy_at`` and ``is_metacopy`` follow a file from its metadata-only copy to
+    the copy of its data; without metacopy, a chmod copies the data at once."""
+    trace = decode_trace(Scenario("", "", [[f("/a", "xy")]], [], features=METACOPY).trace())
+    lowers = build_layers(trace)
+    container = new_container(lowers, trace.features)
+    assert not metacopy_at(container.upper, "/a")
+    container = step(container, Chmod("/a", 0o600)).container
+    assert metacopy_at(container.upper, "/a")
+    name = container.upper.get("/a")
+    assert isinstance(name, Name) and is_metacopy(container.upper.inode(name.ino))
+    container = step(container, Open("/a", "w")).container
+    assert not metacopy_at(container.upper, "/a")
+    plain = step(new_container(lowers), Chmod("/a", 0o600)).container
+    assert not metacopy_at(plain.upper, "/a")
