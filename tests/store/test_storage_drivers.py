@@ -599,3 +599,30 @@ def test_the_build_cache_reuses_a_stamped_layer(driver: str) -> None:
     assert "alternatives" not in result
     assert result["layers"] == 3  # the base's, the shared RUN unlink's, RUN create's
     assert result["images"]["one:latest"]["shared_size"] == result["images"]["one:latest"]["size"]
+
+
+@pytest.mark.parametrize(("driver", "symlink_bytes"), [("vfs", 2 * 2), ("btrfs", 2)])
+def test_a_hardlinked_symlink_in_a_copy(driver: str, symlink_bytes: int) -> None:
+    """[DRIVER-3][DRIVER-7] vfs's copy keeps hardlinks between regular files only: each name of a hardlinked
+    symlink is its own symlink in the container; a btrfs snapshot keeps the link. Found by H4's generated
+    store machine on dockerd 20.10.24 vfs (storage-facts.md: model 40974, real 40976 apparent bytes)."""
+    image = {
+        "step": "image",
+        "name": "base",
+        "layers": [
+            [{"path": "/s", "type": "symlink", "target": "/b"}, {"path": "/t", "type": "hardlink", "target": "/s"}]
+        ],
+    }
+    document = {
+        "format": "cowspec-store-trace/1",
+        "storage_driver": driver,
+        "steps": [image, {"step": "create", "container": "c1", "image": "base"}],
+    }
+    result: dict[str, Any] = run_store_model(decode_store_trace(document), decode_store_config(document))
+    apparent = result["disk"]["containers"]["c1"]["apparent"]["min"]
+    directories = (
+        7 * 4096
+        if driver == "vfs"
+        else 2 * len("st.dockerenvdevetcprocsys" + "consoleptsshm" + "hostnamehostsmtabresolv.conf")
+    )
+    assert apparent == directories + symlink_bytes + len("/proc/mounts")

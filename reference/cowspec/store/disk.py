@@ -119,16 +119,22 @@ def layer_inodes(layer: Layer) -> list[Inode]:
     return [layer.inode(ino) for ino in {node.ino for node in layer.entries.values() if isinstance(node, Name)}]
 
 
-def visible_inodes(container: Container) -> list[Inode]:
-    """The inodes the container shows, each once (its whole tree, as a copy or a snapshot holds it)."""
-    inodes: dict[tuple[int, int], Inode] = {}
+def visible_inodes(container: Container, linked_below: bool = True) -> list[Inode]:
+    """The inodes the container shows, each once (its whole tree, as a copy or a snapshot holds it).
+
+    ``linked_below`` off: a symlink from below the top layer counts once per
+    name, as vfs's copy of the layers below holds it [DRIVER-3].
+    """
+    inodes: dict[tuple[int, int] | str, Inode] = {}
     pending = [root_of(container)]
     while pending:
         current = pending.pop()
         if isinstance(current.node, Dir):
             pending.extend(visible_children(container, current).values())
-        else:
-            inodes.setdefault((current.layer, current.node.ino), inode_of(container, current))
+            continue
+        inode = inode_of(container, current)
+        split = not linked_below and current.layer > 1 and not isinstance(inode, FileInode)
+        inodes.setdefault(current.path if split else (current.layer, current.node.ino), inode)
     return list(inodes.values())
 
 
@@ -137,7 +143,8 @@ def layer_allocated(config: StoreConfig, lowers: tuple[Layer, ...]) -> int:
     own entries, vfs and btrfs the whole tree up to it (a copy; a snapshot, whose shared extents
     ``st_blocks`` counts in full) [DRIVER-7]."""
     if config.plain:
-        return inodes_allocated(config, visible_inodes(new_container(lowers)), whole=True)
+        tree = visible_inodes(new_container(lowers), linked_below=config.driver != "vfs")
+        return inodes_allocated(config, tree, whole=True)
     return inodes_allocated(config, layer_inodes(lowers[-1]), whole=True)
 
 

@@ -46,10 +46,13 @@ class NaiveChange:
     path: str
 
 
-def plain_copy(image: Container) -> Layer:
+def plain_copy(image: Container, symlink_links: bool = True) -> Layer:
     """The visible tree of ``image`` as one layer: what ``vfs`` copies and ``btrfs`` snapshots [DRIVER-3].
 
-    Hardlinks stay hardlinks; nothing is ``touched`` (times are the image's).
+    Hardlinks stay hardlinks, but with ``symlink_links`` off (vfs, whose copy
+    keeps links between regular files only) each name of a hardlinked
+    symlink becomes a symlink of its own; nothing is ``touched`` (times are
+    the image's).
     """
     root = root_of(image)
     if not isinstance(root.node, Dir):
@@ -65,10 +68,10 @@ def plain_copy(image: Container) -> Layer:
                 pending.append(child)
                 continue
             key = (child.layer, child.node.ino)
-            if key in copies:
+            inode = inode_of(image, child)
+            if key in copies and (symlink_links or isinstance(inode, FileInode)):
                 layer = link(layer, child.path, copies[key])
                 continue
-            inode = inode_of(image, child)
             layer = new_name(layer, child.path, replace(inode, nlink=1, touched=False, origin=child.path))
             name = layer.get(child.path)
             if not isinstance(name, Name):
@@ -77,9 +80,9 @@ def plain_copy(image: Container) -> Layer:
     return layer
 
 
-def plain_container(lowers: tuple[Layer, ...]) -> Container:
+def plain_container(lowers: tuple[Layer, ...], symlink_links: bool = True) -> Container:
     """A container that is a plain filesystem holding a full copy of ``lowers`` [DRIVER-3]."""
-    return replace(new_container(()), upper=plain_copy(new_container(lowers)))
+    return replace(new_container(()), upper=plain_copy(new_container(lowers), symlink_links))
 
 
 def _stat(container: Container, found: Found) -> tuple[str, int, int, int, int, bool]:

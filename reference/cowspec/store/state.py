@@ -316,7 +316,7 @@ def driver_container(config: StoreConfig, lowers: tuple[Layer, ...]) -> tuple[Co
     if not config.naive:
         return new_container(lowers), None
     if config.plain:
-        return plain_container(lowers), new_container(lowers)
+        return plain_container(lowers, symlink_links=config.driver != "vfs"), new_container(lowers)
     return new_container(lowers), new_container(lowers)
 
 
