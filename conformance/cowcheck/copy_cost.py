@@ -19,7 +19,10 @@ chapter 18 counts it [COST-5]:
   image-layer file it came from, looked up in the layer directories, top
   first, along the redirects of the upper directories above it. Inodes in
   the work directory's ``index`` are not new, and an index entry that loses
-  its metacopy mark had its data copied.
+  its metacopy mark had its data copied. The index is read after the op
+  too: a new inode there that no upper name shows (with ``index=on``,
+  removing one name of a hardlinked image file copies the file into the
+  index) is a copy-up, counted under ``(index)`` like any other.
 
 ``trace_costs`` pairs the model's prediction (``cowspec.fs.cost``) with the
 measurement, op by op; ``cost_differences`` lists where they differ.
@@ -30,18 +33,21 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cowcheck.drivers.kernel_overlay import KernelOverlay, KernelSession
+from cowcheck.drivers.kernel_overlay import (
+    METACOPY_XATTR,
+    OPAQUE_XATTR,
+    REDIRECT_XATTR,
+    KernelOverlay,
+    KernelSession,
+)
 from cowspec.formats.trace import Trace, build_layers, encode_op, encode_outcome
 from cowspec.fs.calls import Append, Create, Op, Truncate, Write
-from cowspec.fs.cost import Cost, transition_cost
+from cowspec.fs.cost import INDEX_LABEL, Cost, transition_cost
 from cowspec.fs.observe import Entry
 from cowspec.fs.operations import step
 from cowspec.fs.paths import ROOT, parent_of
 from cowspec.fs.stack import new_container
 
-METACOPY_XATTR = "trusted.overlay.metacopy"
-REDIRECT_XATTR = "trusted.overlay.redirect"
-OPAQUE_XATTR = "trusted.overlay.opaque"
 WRITES_DATA = (Write, Append, Truncate)
 """Calls that change the data of the file they copy up: the copied size is read below, not in the copy."""
 
@@ -195,28 +201,32 @@ def measured_copied(
     after: UpperState,
     known: frozenset[int],
     source_size: Callable[[str], int | None],
+    index_after: UpperState | None = None,
 ) -> tuple[tuple[str, int], ...]:
     """The inodes whose data ``op`` copied up, with the bytes [COST-2][COST-3][COST-5].
 
     ``before`` holds the upper directory and the index before the op;
     ``known`` their inodes; ``source_size`` gives the image-layer size behind
-    an upper path.
+    an upper path. ``index_after`` is the index after the op: an inode of it
+    that no path of ``after`` names is listed as ``(index)``.
     """
     before_by_ino = {entry.ino: entry for entry in before.values() if entry.kind == "file"}
-    first: dict[int, str] = {}
+    first: dict[int, tuple[str, UpperEntry]] = {}
     for path, entry in sorted(after.items()):
         if entry.kind == "file" and entry.ino not in first:
-            first[entry.ino] = path
+            first[entry.ino] = (path, entry)
+    for entry in (index_after or {}).values():
+        if entry.kind == "file" and entry.ino not in first:
+            first[entry.ino] = (INDEX_LABEL, entry)  # in the index alone: no upper name shows it
     copied: list[tuple[str, int]] = []
-    for ino, path in first.items():
-        entry = after[path]
+    for ino, (path, entry) in first.items():
         if entry.metacopy:
             continue
         previous = before_by_ino.get(ino)
         if previous is not None and previous.metacopy:
             copied.append((path, previous.size))
         elif ino not in known and not isinstance(op, Create):
-            if isinstance(op, WRITES_DATA):
+            if isinstance(op, WRITES_DATA) and path != INDEX_LABEL:
                 size = source_size(path)
                 copied.append((path, -1 if size is None else size))
             else:
@@ -240,11 +250,12 @@ class CostMeter:
         known = frozenset(entry.ino for entry in (*before.values(), *index.values()))
         result = self.session.perform(op)
         after = read_upper(upper_dir)
+        index_after = read_index(self.work_dir)
 
         def source_size(path: str) -> int | None:
             return lower_file_size(self.lowers_top_first, lower_path(upper_dir, path))
 
-        copied = measured_copied(op, {**index, **before}, after, known, source_size)
+        copied = measured_copied(op, {**index, **before}, after, known, source_size, index_after)
         return result, Cost(copied=copied, created=measured_created(before, after))
 
 

@@ -27,7 +27,7 @@ from cowcheck.machines.strategies import layer_stacks, ops, view_of
 from cowspec.formats.trace import Trace, build_layers, decode_trace
 from cowspec.fs.build import LayerEntry
 from cowspec.fs.calls import Op
-from cowspec.fs.cost import Cost
+from cowspec.fs.cost import INDEX_LABEL, Cost
 from cowspec.fs.features import DOCKER_OVERLAY2, Features
 from cowspec.fs.observe import merged_tree
 from cowspec.fs.operations import step
@@ -173,6 +173,21 @@ CASES: dict[str, tuple[list[list[dict[str, Any]]], list[dict[str, Any]], dict[st
         ],
         {"index": True, **META},
     ),
+    "index-unlink-image-hardlink": (
+        [[f("/a", BIG), h("/b", "/a")]],
+        [op("unlink", path="/a"), op("chmod", path="/b", mode=0o600)],
+        {"index": True},
+    ),
+    "index-rename-over-image-hardlink": (
+        [[f("/a", BIG), h("/b", "/a"), f("/n", "1")]],
+        [op("create", path="/c", mode=0o644), op("rename", src="/c", dst="/a"), op("append", path="/b", data="q")],
+        {"index": True},
+    ),
+    "index-unlink-every-name": (
+        [[f("/a", BIG), h("/b", "/a")]],
+        [op("unlink", path="/a"), op("unlink", path="/b")],
+        {"index": True},
+    ),
     "index-metacopy-hardlinks": (
         [[d("/p"), f("/p/a", BIG), h("/p/b", "/p/a")]],
         [
@@ -221,6 +236,16 @@ def test_a_wrong_prediction_is_reported(kernel: KernelOverlay) -> None:
     (only,) = trace_costs(trace_of([[f("/a", "12345")]], [op("chmod", path="/a", mode=0o600)], {}), kernel)
     wrong = StepCost(only.op, only.expected, only.observed, Cost(), only.measured)
     assert len(cost_differences([wrong])) == 1
+
+
+@pytest.mark.parametrize("name", ["index-unlink-image-hardlink", "index-rename-over-image-hardlink"])
+def test_index_copy_of_a_removed_name_is_measured(name: str, kernel: KernelOverlay) -> None:
+    """[COST-2][COST-5] With index on, removing a name of a hardlinked image file copies the 70000 bytes into the
+    work directory's index, which no upper name shows: the meter reads the index after the op and counts it."""
+    steps = trace_costs(trace_of(*CASES[name]), kernel)
+    removal, later = steps[-2], steps[-1]
+    assert removal.measured.copied == ((INDEX_LABEL, 70000),)
+    assert later.measured.bytes_copied == 0, "the other name links to the index copy"
 
 
 def test_meter_reads_redirects_and_layers(kernel: KernelOverlay) -> None:

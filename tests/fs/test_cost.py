@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from cowspec.formats.trace import build_layers, decode_trace
-from cowspec.fs.cost import FREE, Cost, created_entries, is_metacopy, moved_from, step_cost
+from cowspec.fs.cost import FREE, INDEX_LABEL, Cost, created_entries, is_metacopy, moved_from, step_cost
 from cowspec.fs.entries import FileInode
 from cowspec.fs.layer import empty_layer, new_name
 from cowspec.fs.operations import step
@@ -201,6 +201,38 @@ def test_index_links_the_second_name_to_the_first_copy() -> None:
     first, second = costs(layers, [op("chmod", path="/a", mode=0o600), op("chmod", path="/b", mode=0o600)], index=True)
     assert first == Cost(copied=(("/a", 5000),), created=("/a",))
     assert second == Cost(created=("/b",))
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [op("unlink", path="/a")],
+        [op("create", path="/c", mode=0o644), op("rename", src="/c", dst="/a")],
+    ],
+    ids=["unlink", "rename-over"],
+)
+def test_index_removing_one_name_of_an_image_hardlink_copies_it_into_the_index(calls: list[dict[str, Any]]) -> None:
+    """[COST-2][COST-5] With index on, removing a name of a hardlinked image file copies the file whole into the
+    index (no upper name shows it), so that its other names stay one inode; the copy counts under ``(index)``."""
+    layers = [[f("/a", BIG), h("/b", "/a")]]
+    found = costs(layers, [*calls, op("chmod", path="/b", mode=0o600)], index=True)
+    removed, later = found[-2], found[-1]
+    assert removed.copied == ((INDEX_LABEL, 5000),) and removed.bytes_copied == 5000
+    assert later == Cost(created=("/b",)), "the other name links to the index copy: no data"
+
+
+def test_index_removing_every_name_copies_once() -> None:
+    """[COST-2] The second name's unlink finds the copy in the index already: nothing more is copied."""
+    first, second = costs(
+        [[f("/a", BIG), h("/b", "/a")]], [op("unlink", path="/a"), op("unlink", path="/b")], index=True
+    )
+    assert first.copied == ((INDEX_LABEL, 5000),) and second == Cost(created=("/b",))
+
+
+def test_without_index_removing_a_name_copies_nothing() -> None:
+    """[COST-2] With index off the whiteout alone is left."""
+    (cost,) = costs([[f("/a", BIG), h("/b", "/a")]], [op("unlink", path="/a")])
+    assert cost == Cost(created=("/a",))
 
 
 def test_moved_from_maps_a_moved_subtree_back() -> None:

@@ -6,7 +6,7 @@ so that the cost can be predicted from the model and measured exactly on a
 real implementation (``cowcheck.copy_cost``) [COST-1]:
 
 - *bytes copied up*: the data a step copies from the image layers into
-  the writable layer. A data copy-up copies a regular file whole, its size
+  the writable layer. A data copy-up copies a regular file whole, its logical size
   at the time, whatever the call then does to it (a ``truncate`` to 0
   copies the file first). Directories and symlinks copy no data; neither
   does a metadata-only copy-up (``metacopy``), until the first call that
@@ -21,7 +21,9 @@ hold whatever path the step took. Which inodes are metadata-only copies
 is asked of ``is_metacopy`` alone, the one place the metacopy feature
 enters here; with ``index`` on, the second name of an image inode copied
 up links to the first one's copy, which is no new inode and copies
-nothing.
+nothing, and removing a name of a hardlinked image file copies the file
+into the index first (its other names must stay one inode): a data copy
+no upper name shows, listed as ``INDEX_LABEL``.
 """
 
 from dataclasses import dataclass
@@ -61,6 +63,10 @@ class Cost:
 
 
 FREE = Cost()
+
+INDEX_LABEL = "(index)"
+"""The path a copy is listed under when no name of the writable layer shows it: with ``index`` on, removing one
+name of a hardlinked image file copies the file into the work directory's index alone [COST-2]."""
 
 
 def is_metacopy(inode: Inode) -> bool:
@@ -112,7 +118,9 @@ def copied_data(before: Container, after: Container) -> tuple[tuple[str, int], .
     A new inode that came from an image layer (it has an ``origin``) is a
     copy-up: its data was copied unless it is a metadata-only copy. An
     inode that was a metadata-only copy before and is not any more had its
-    data copied now.
+    data copied now. An inode no name of the writable layer shows (an
+    index entry alone, left by removing one name of a hardlinked image
+    file with ``index`` on) is listed as ``INDEX_LABEL``.
     """
     names = first_names(after.upper)
     copied: list[tuple[str, int]] = []
@@ -120,9 +128,7 @@ def copied_data(before: Container, after: Container) -> tuple[tuple[str, int], .
         if not isinstance(inode, FileInode) or is_metacopy(inode):
             continue
         previous = before.upper.inodes.get(ino)
-        name = names.get(ino)
-        if name is None:
-            continue  # an index entry no name of the writable layer shows: not in the upper directory
+        name = names.get(ino, INDEX_LABEL)  # no name: a copy in the index alone, still copied
         if previous is None and inode.origin is not None:
             copied.append((name, source_size(before, inode.origin)))
         elif isinstance(previous, FileInode) and is_metacopy(previous):
