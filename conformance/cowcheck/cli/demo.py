@@ -162,27 +162,26 @@ def side_by_side(rows: list[tuple[str, list[str]]], drivers: list[str]) -> list[
     return lines
 
 
-def demo_rows(results: list[dict[str, Any]], model: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """The rows of the side-by-side table: the model's overlay2 figures first, then each driver's."""
-    everyone = [model, *results]
+def demo_rows(results: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """The rows of the side-by-side table, a column per driver's result."""
     steps = seed_trace(True)["steps"]
     rows: list[tuple[str, list[str]]] = []
     for index, step in enumerate(steps):
         label = f"step {index} {step['step']} {step.get('container') or step.get('name')}"
-        rows.append((label, [step_words(result["steps"][index]) for result in everyone]))
+        rows.append((label, [step_words(result["steps"][index]) for result in results]))
     for name in ("acme/my-base-image:1.0", "acme/my-final-image:1.0"):
-        rows.append((f"image {name} SIZE", [human(result["images"][name]["size"]) for result in everyone]))
+        rows.append((f"image {name} SIZE", [human(result["images"][name]["size"]) for result in results]))
         rows.append(("  history", [",".join(str(each) for each in result["images"][name]["history"])
-                                    for result in everyone]))  # fmt: skip
+                                   for result in results]))  # fmt: skip
     for name in CONTAINERS:
-        rows.append((f"{name} SIZE", [str(result["containers"][name]["size"]) for result in everyone]))
-        rows.append(("  virtual", [str(result["containers"][name]["virtual_size"]) for result in everyone]))
-        rows.append(("  disk bytes", [disk_words(result.get("disk"), name) for result in everyone]))
-        rows.append(("  docker diff", ["-"] + [result["diff"][name] for result in results]))
-    rows.append(("images total", [str(result["images_total"]) for result in everyone]))
-    rows.append(("layers stored", [str(result["layers"]) for result in everyone]))
-    layer_bytes = [str(sum(result["layer_disk"].values())) for result in results]
-    rows.append(("layers' blocks (bytes)", ["-", *layer_bytes]))
+        rows.append((f"{name} SIZE", [str(result["containers"][name]["size"]) for result in results]))
+        rows.append(("  virtual", [str(result["containers"][name]["virtual_size"]) for result in results]))
+        rows.append(("  disk bytes", [disk_words(result.get("disk"), name) for result in results]))
+        rows.append(("  docker diff", [result.get("diff", {}).get(name, "-") for result in results]))
+    rows.append(("images total", [str(result["images_total"]) for result in results]))
+    rows.append(("layers stored", [str(result["layers"]) for result in results]))
+    rows.append(("layers' blocks (bytes)", [str(sum(result.get("layer_disk", {}).values()) or "-")
+                                            for result in results]))  # fmt: skip
     return rows
 
 
@@ -204,9 +203,11 @@ def disk_words(disk: dict[str, Any] | None, name: str) -> str:
 def storage_driver_demo(names: Sequence[str]) -> int:
     """The walk-through (five containers, each appending a line) on each storage driver, side by side.
 
-    The first column is the model's (overlay2); each other is a private
-    engine's with that storage driver. A driver that cannot run here is
-    said in one line and the command fails, before any engine starts.
+    Each column is a private engine's with that storage driver; the last row
+    says whether the model, configured with the same driver, gives every
+    figure the engine gave (the differences follow the table; exit 1). A
+    driver that cannot run here is said in one line and the command fails
+    (exit 2), before any engine starts.
     """
     from cowcheck.drivers.engines import storage_driver_unavailable
 
@@ -220,7 +221,9 @@ def storage_driver_demo(names: Sequence[str]) -> int:
         if reason is not None:
             print(f"cowspec: storage driver {name} cannot run here: {reason}", file=sys.stderr)
             return 2
+    from cowcheck.cli.store_check import model_config
     from cowcheck.drivers.protocol import DriverError, DriverUnavailable
+    from cowcheck.store_compare import storage_differences
 
     print("== five containers from acme/my-final-image:1.0, each appends a line to /app/hello.sh")
     results = []
@@ -231,6 +234,13 @@ def storage_driver_demo(names: Sequence[str]) -> int:
         except (DriverUnavailable, DriverError) as error:
             print(f"cowspec: storage driver {name}: {error}", file=sys.stderr)
             return 2
-    model = run_store_model(decode_store_trace(seed_trace(True)))
-    print("\n".join(side_by_side(demo_rows(results, model), ["model (overlay2)", *drivers])))
-    return 0
+    steps = decode_store_trace(seed_trace(True))
+    differences = [storage_differences(run_store_model(steps, model_config(name)), result)
+                   for name, result in zip(drivers, results, strict=True)]  # fmt: skip
+    rows = demo_rows(results)
+    rows.append(("the model, same driver", ["agrees" if not each else f"{len(each)} differ" for each in differences]))
+    print("\n".join(side_by_side(rows, drivers)))
+    for name, lines in zip(drivers, differences, strict=True):
+        for line in lines:
+            print(f"-- {name}: model and engine differ: {line}")
+    return 1 if any(differences) else 0

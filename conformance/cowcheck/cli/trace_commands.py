@@ -15,7 +15,6 @@ from cowcheck.compare import (
     commit_result,
     compare_commit,
     compare_run,
-    compare_store,
     model_commit,
 )
 from cowcheck.drivers import registry
@@ -27,14 +26,18 @@ from cowspec.formats.oracle import model_run, observed_results, oracle
 from cowspec.formats.store_trace import STORE_TRACE_FORMAT, decode_store_trace, run_store_model
 from cowspec.formats.trace import Trace, build_layers, decode_trace, encode_trace
 from cowspec.fs.observe import Entry
+from cowspec.store.drivers import OVERLAY2, StoreConfig, storage_driver
 from cowspec.store.steps import Step
 
 
 @dataclass(frozen=True)
 class StoreTrace:
-    """A decoded ``cowspec-store-trace/1`` document."""
+    """A decoded ``cowspec-store-trace/1`` document: its steps, the engine it describes, and which of the
+    engine's fields it names itself (``store_check.trace_engine``)."""
 
     steps: tuple[Step, ...]
+    config: StoreConfig = OVERLAY2
+    named: frozenset[str] = frozenset()
 
 
 AnyTrace = Trace | StoreTrace
@@ -63,7 +66,9 @@ def load_trace(name: str) -> AnyTrace:
     """Read and decode one trace file (``-`` is standard input)."""
     document = read_json(name)
     if isinstance(document, dict) and document.get("format") == STORE_TRACE_FORMAT:
-        return StoreTrace(decode_store_trace(document))
+        from cowcheck.cli.store_check import trace_engine
+
+        return StoreTrace(decode_store_trace(document), *trace_engine(document))
     return decode_trace(document)
 
 
@@ -92,10 +97,22 @@ def _levels(arguments: argparse.Namespace) -> tuple[registry.Level, ...]:
     return registry.levels_of(arguments.driver)
 
 
+def oracle_config(arguments: argparse.Namespace, trace: StoreTrace) -> StoreConfig:
+    """The engine the oracle answers a store trace for: the trace's, its storage driver ``--storage-driver``'s
+    where the trace names none (both, and different: a usage error)."""
+    from dataclasses import replace
+
+    from cowcheck.cli.store_check import chosen_storage_driver
+
+    in_trace = trace.config.driver if "storage_driver" in trace.named else None
+    name = chosen_storage_driver(in_trace, getattr(arguments, "storage_driver", None))
+    return replace(trace.config, driver=storage_driver(name))
+
+
 def command_oracle(arguments: argparse.Namespace) -> int:
     def answer(_name: str, trace: AnyTrace) -> tuple[Entry, int]:
         if isinstance(trace, StoreTrace):
-            return run_store_model(trace.steps), 0
+            return run_store_model(trace.steps, oracle_config(arguments, trace)), 0
         if arguments.commit:
             from cowcheck.compare import COMMIT_RESULT_FORMAT, model_commit
 
@@ -113,7 +130,11 @@ def run_any(arguments: argparse.Namespace, trace: AnyTrace) -> Entry:
                 f"a store trace (cowspec-store-trace/1) needs a store driver; --driver {arguments.driver} serves the"
                 f" {' and '.join(_levels(arguments))} level"
             )
-        return registry.store_driver(arguments.driver).run(trace.steps)
+        from cowcheck.cli.store_check import run_config, run_on_engine
+
+        driver = registry.store_driver(arguments.driver)
+        config = run_config(driver, trace.config, trace.named, getattr(arguments, "storage_driver", None))
+        return run_on_engine(driver, trace.steps, config)
     if "filesystem" not in _levels(arguments):
         committer = committer_of(registry.layer_driver(arguments.driver)) if "layer" in _levels(arguments) else None
         if committer is not None:
@@ -140,7 +161,7 @@ def command_check(arguments: argparse.Namespace) -> int:
             from cowcheck.cli.generate import generated_check  # Hypothesis is imported only to generate
 
             return generated_check(registry.filesystem_driver(arguments.driver), arguments)
-        if arguments.driver == "docker":
+        if arguments.driver in ("docker", "docker-vfs", "docker-btrfs", "docker-fuse-overlayfs"):
             from cowcheck.cli.store_check import generated_store_check
 
             return generated_store_check(arguments)
@@ -167,7 +188,16 @@ def command_check(arguments: argparse.Namespace) -> int:
     def check_one(name: str, trace: AnyTrace) -> tuple[Entry, int]:
         observed = run_any(arguments, trace)
         if isinstance(trace, StoreTrace):
-            differences = compare_store(run_store_model(trace.steps), observed)
+            from cowcheck.cli.store_check import run_config
+            from cowcheck.store_compare import compare_store_result
+
+            config = run_config(
+                registry.store_driver(arguments.driver),
+                trace.config,
+                trace.named,
+                getattr(arguments, "storage_driver", None),
+            )
+            differences = compare_store_result(run_store_model(trace.steps, config), observed)
             document: Entry | None = None
         elif observed.get("format") == COMMIT_RESULT_FORMAT:
             # A commit is compared with the model's commit after the same ops, each op's first outcome taken.

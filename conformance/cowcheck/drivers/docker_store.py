@@ -66,6 +66,7 @@ from cowspec.store.steps import (
     Commit,
     CreateContainer,
     CreateVolume,
+    Diff,
     Instruction,
     LoadImage,
     Refusal,
@@ -169,6 +170,20 @@ def perform_step(docker: Dockerd, step: Step) -> Entry:
             return _done(docker.docker("rmi", step.name))
         case Build():
             return build(docker, step)
+        case Diff():
+            return docker_diff(docker, step.container)
+
+
+def docker_diff(docker: Dockerd, container: str) -> Entry:
+    """``docker diff``: each change's kind (``A``, ``C``, ``D``) and path, sorted by path [DRIVER-2]."""
+    listed = docker.docker("diff", container)
+    if listed.returncode != 0:
+        return _done(listed)
+    changes = sorted(
+        (line.split(" ", 1) for line in listed.stdout.decode("utf-8", "surrogateescape").splitlines() if line),
+        key=lambda pair: pair[1],
+    )
+    return {"ok": True, "changes": [{"kind": kind, "path": path} for kind, path in changes]}
 
 
 INIT_PATHS = (
@@ -577,12 +592,21 @@ def directory_size(parent: str) -> int:
         os.rmdir(probe)
 
 
-def disk_usage(docker: Dockerd) -> Entry:
-    """Each container's writable layer on disk, by name: ``apparent`` and ``exclusive`` bytes [DRIVER-7].
+def block_size(parent: str) -> int:
+    """The block a file's data takes on the filesystem of ``parent`` (``statvfs``'s fragment size) [DRIVER-7]."""
+    return os.statvfs(parent).f_frsize
 
-    ``apparent``: ``apparent_bytes`` of its own directory (``own_directory``);
-    ``exclusive``: the same, but on btrfs ``btrfs_exclusive`` of its
-    subvolume, which shares with its image every extent it did not rewrite.
+
+def disk_usage(docker: Dockerd) -> Entry:
+    """Bytes on disk [DRIVER-7]: each container's writable layer by name, and every stored layer together.
+
+    A container's figures are of its own directory (``own_directory``):
+    ``apparent`` (``apparent_bytes``), ``exclusive`` (the same, but on
+    btrfs ``btrfs_exclusive`` of its subvolume, which shares with its image
+    every extent it did not rewrite) and ``allocated`` (``allocated_bytes``).
+    ``layers``: the ``allocated`` bytes of every image layer's own directory,
+    summed (commits' DiffIDs are the engine's own, so the sum is what the
+    model can name).
     """
     database = layerdb(docker)
     containers: dict[str, Entry] = {}
@@ -592,8 +616,15 @@ def disk_usage(docker: Dockerd) -> Entry:
         where = own_directory(docker, _read(os.path.join(database, "mounts", each["Id"], "mount-id")))
         apparent = apparent_bytes(where)
         exclusive = btrfs_exclusive(docker, where) if docker.storage_driver == "btrfs" else apparent
-        containers[each["Names"][0].lstrip("/")] = {"apparent": apparent, "exclusive": exclusive}
-    return {"containers": dict(sorted(containers.items()))}
+        containers[each["Names"][0].lstrip("/")] = {
+            "apparent": apparent,
+            "exclusive": exclusive,
+            "allocated": allocated_bytes(where),
+        }
+    return {
+        "containers": dict(sorted(containers.items())),
+        "layers": {"allocated": sum(layer_disk_usage(docker).values())},
+    }
 
 
 def layer_disk_usage(docker: Dockerd) -> dict[str, int]:

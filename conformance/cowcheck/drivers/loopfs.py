@@ -38,6 +38,8 @@ DEFAULT_SIZE = 1 << 30
 """A sparse file of 1 GiB: far more than a test's images, and it costs only what btrfs writes."""
 MINIMUM_SIZE = 256 << 20
 """mkfs.btrfs refuses much smaller filesystems (it wants room for its duplicated metadata)."""
+BTRFS_BLOCK_SIZE = 4096
+"""The sector size ``mkfs.btrfs`` gives on this machine's 4 KiB pages: a file's data takes whole blocks of it."""
 LOOPFS_PREFIX = "cowspec-loopfs-"
 """The name of a ``LoopFilesystem``'s directory begins so (then its owner: ``cleanup.owned_directory``)."""
 
@@ -82,7 +84,7 @@ def make_image(path: str, size: int = DEFAULT_SIZE) -> str:
     with open(path, "wb") as handle:
         handle.truncate(max(size, MINIMUM_SIZE))
     made = subprocess.run(
-        [program("mkfs.btrfs"), "--quiet", "--force", path],
+        [program("mkfs.btrfs"), "--quiet", "--force", "--sectorsize", str(BTRFS_BLOCK_SIZE), path],
         capture_output=True,
         timeout=120,
         check=False,

@@ -15,17 +15,18 @@ from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from cowcheck.compare import store_differences
 from cowcheck.drivers.docker_store import figures, layerdb, perform_step
 from cowcheck.drivers.engines import Dockerd
 from cowcheck.machines.strategies import layer_entries, ops, view_of
-from cowspec.formats.store_trace import apply_step, store_result
+from cowcheck.store_compare import storage_differences
+from cowspec.formats.store_trace import apply_step, run_store_model
 from cowspec.fs.build import LayerEntry
 from cowspec.fs.calls import Op
 from cowspec.fs.observe import Entry, merged_tree
 from cowspec.fs.operations import step
 from cowspec.fs.stack import Container, new_container
-from cowspec.store.state import HistoryRow, Store
+from cowspec.store.drivers import OVERLAY2, StoreConfig
+from cowspec.store.state import HistoryRow, new_store
 from cowspec.store.steps import (
     Build,
     Commit,
@@ -41,11 +42,12 @@ from cowspec.store.steps import (
 
 
 class StoreDivergence(AssertionError):
-    """The engine and the model disagree; ``steps`` reproduce it as a store trace."""
+    """The engine and the model disagree; ``steps`` on an engine ``config`` describes reproduce it as a store trace."""
 
-    def __init__(self, message: str, steps: tuple[Step, ...]) -> None:
+    def __init__(self, message: str, steps: tuple[Step, ...], config: StoreConfig = OVERLAY2) -> None:
         super().__init__(message)
         self.steps = steps
+        self.config = config
 
 
 found: list[StoreDivergence] = []
@@ -98,13 +100,19 @@ def draw_ops(data: st.DataObject, filesystem: Container, count: int) -> tuple[tu
     return tuple(drawn), filesystem
 
 
-def store_machine_for(docker: Dockerd) -> type:
-    """A state machine class holding ``docker`` to the store model."""
+def store_machine_for(docker: Dockerd, config: StoreConfig = OVERLAY2) -> type:
+    """A state machine class holding ``docker`` to the store model configured with ``config`` (its storage driver).
+
+    After each step the engine's figures are held to what the model says of
+    the whole run so far (``run_store_model``: on a naive-diff driver, any
+    set of figures the clock allows), steps and bytes on disk included
+    (``store_compare.storage_differences``).
+    """
 
     class StoreMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.store = Store()
+            self.store = new_store(config)
             self.steps: list[Step] = []
             self.items: list[Entry] = []
             self.real_items: list[Entry] = []
@@ -201,11 +209,11 @@ def store_machine_for(docker: Dockerd) -> type:
         def same_figures(self) -> None:
             if not self.steps:
                 return
-            expected = store_result(self.store, self.items)
+            expected = run_store_model(tuple(self.steps), config)
             observed = figures(docker, self.real_items)
-            lines = store_differences(expected, observed)
+            lines = storage_differences(expected, observed)
             if lines:
-                failure = StoreDivergence("; ".join(lines), tuple(self.steps))
+                failure = StoreDivergence("; ".join(lines), tuple(self.steps), config)
                 found.append(failure)
                 raise failure
 
