@@ -132,17 +132,34 @@ def test_renaming_a_directory_of_the_image(driver: str, outcome: dict[str, Any])
 
 
 @pytest.mark.parametrize(
-    ("driver", "seen"), [("overlay2", "abc"), ("fuse-overlayfs", "abc"), ("vfs", "abcd"), ("btrfs", "abcd")]
+    ("driver", "seen"), [("overlay2", "abc"), ("fuse-overlayfs", "abcd"), ("vfs", "abcd"), ("btrfs", "abcd")]
 )
 def test_appending_to_one_name_of_an_image_pair(driver: str, seen: str) -> None:
     """[DRIVER-3] overlay2's copy-up parts the pair; vfs and btrfs keep it (issue 12's runs; H3's vfs and btrfs
-    runs, storage-facts.md 06:40: /h2 reads abcd, SizeRw 4). fuse-overlayfs shows abcd through /h2 only in the
-    mount that made the copy; its upper directory holds /h1 alone, so a new mount reads abc (H3's fuse-overlayfs
-    run, 06:50: after a remount /h2 reads abc; SizeRw 4, docker diff lists /h1 alone)."""
+    runs, storage-facts.md 06:40: /h2 reads abcd, SizeRw 4). fuse-overlayfs shows abcd through /h2 in the mount
+    that made the copy, an ``ops`` step (H3's and H4's fuse-overlayfs runs: abcd, nlink 2)."""
     result = run(driver, ops({"op": "append", "path": "/h1", "data": data("d")}, {"op": "read", "path": "/h2"}))
     assert results(result, 2)[1] == {"ok": True, "value": data(seen)}
     # Naive SIZE: both names modified, one inode, counted once (4); overlay2 and fuse-overlayfs: the copy of /h1.
     assert result["containers"]["c1"]["size"] == 4
+
+
+def test_fuse_overlayfs_parts_the_pair_when_its_mount_ends() -> None:
+    """[DRIVER-3] The upper directory holds /h1 alone: the next ``ops`` step (a new mount) reads the old data
+    through /h2, SIZE is /h1's copy, ``docker diff`` lists /h1 alone, and the upper directory is the root and
+    /h1 (H3's fuse-overlayfs run, storage-facts.md: after a remount /h2 reads abc; SizeRw 4; diff [/h1 C];
+    upper du 4100)."""
+    result = run(
+        "fuse-overlayfs",
+        ops({"op": "append", "path": "/h1", "data": data("d")}, {"op": "stat", "path": "/h2"}),
+        ops({"op": "read", "path": "/h2"}, {"op": "read", "path": "/h1"}),
+        {"step": "diff", "container": "c1"},
+    )
+    assert results(result, 2)[1]["value"]["nlink"] == 2
+    assert results(result, 3) == [{"ok": True, "value": data("abc")}, {"ok": True, "value": data("abcd")}]
+    assert result["steps"][4]["changes"] == [{"kind": "C", "path": "/h1"}]
+    assert result["containers"]["c1"]["size"] == 4
+    assert result["disk"]["containers"]["c1"]["apparent"] == {"min": 4100, "max": 4100}
 
 
 def test_fuse_overlayfs_refuses_before_it_looks_at_the_target() -> None:
@@ -626,3 +643,30 @@ def test_a_hardlinked_symlink_in_a_copy(driver: str, symlink_bytes: int) -> None
         else 2 * len("st.dockerenvdevetcprocsys" + "consoleptsshm" + "hostnamehostsmtabresolv.conf")
     )
     assert apparent == directories + symlink_bytes + len("/proc/mounts")
+
+
+@pytest.mark.parametrize("driver", STORAGE_DRIVERS)
+def test_a_volume_s_first_filling_splits_a_hardlinked_symlink(driver: str) -> None:
+    """[STORE-9] Docker fills an empty volume keeping hardlinks between regular files only: each name of a
+    hardlinked symlink is a symlink of its own there. Found by H4's store machine on fuse-overlayfs and measured
+    on overlay2 too (storage-facts.md; /tmp/helpers/h4-volume-hardlinked-symlink.json: volume size real 2, model 1)."""
+    image = {
+        "step": "image",
+        "name": "base",
+        "layers": [
+            [
+                {"path": "/a", "type": "dir", "mode": 0o755},
+                {"path": "/a/b", "type": "symlink", "target": "/"},
+                {"path": "/a/a", "type": "hardlink", "target": "/a/b"},
+                {"path": "/a/f", "type": "file", "mode": 0o644, "data": data("xyz")},
+                {"path": "/a/g", "type": "hardlink", "target": "/a/f"},
+            ]
+        ],
+    }
+    document = {
+        "format": "cowspec-store-trace/1",
+        "storage_driver": driver,
+        "steps": [image, {"step": "create", "container": "c1", "image": "base", "volumes": {"/a": "v1"}}],
+    }
+    result: dict[str, Any] = run_store_model(decode_store_trace(document), decode_store_config(document))
+    assert result["volumes"]["v1"] == {"size": 2 * len("/") + 3, "containers": 1}

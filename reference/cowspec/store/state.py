@@ -35,13 +35,14 @@ from immutables import Map
 from cowspec.errors import Errno, ModelError, SpecError
 from cowspec.fs.build import EntryType, LayerEntry, build_layer
 from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename
-from cowspec.fs.entries import Dir, Name
+from cowspec.fs.entries import Dir, FileInode, Name
+from cowspec.fs.features import DOCKER_OVERLAY2, Features
 from cowspec.fs.layer import Layer, empty_layer, link, new_name, put
 from cowspec.fs.operations import step as fs_step
 from cowspec.fs.paths import ROOT, fold, is_inside, parent_of
 from cowspec.fs.resolve import resolve, resolve_final
 from cowspec.fs.sizes import layer_size
-from cowspec.fs.stack import Container, Found, inode_of, lookup, new_container, visible_children
+from cowspec.fs.stack import NO_INDEX, Container, Found, inode_of, lookup, new_container, visible_children
 from cowspec.oci.identity import chain_ids, digest
 from cowspec.oci.layer_tar import LayerTar
 from cowspec.store.disk import DiskUsage, disk_usage, layer_allocated
@@ -333,7 +334,7 @@ def copied_tree(filesystem: Container, directory: Found) -> Layer:
     if not isinstance(directory.node, Dir):
         raise ModelError(f"{directory.path}: only a directory is copied into a volume")
     layer = empty_layer(replace(directory.node, opaque=False))
-    copies: dict[tuple[int, int], int] = {}  # hardlinks stay hardlinks, as the copy keeps them
+    copies: dict[tuple[int, int], int] = {}  # hardlinks between files stay hardlinks, as the copy keeps them
     pending = [directory]
     while pending:
         current = pending.pop()
@@ -344,10 +345,11 @@ def copied_tree(filesystem: Container, directory: Found) -> Layer:
                 pending.append(child)
                 continue
             key = (child.layer, child.node.ino)
-            if key in copies:
+            inode = inode_of(filesystem, child)
+            if key in copies and isinstance(inode, FileInode):
+                # Only regular files stay linked; a symlink is made again per name [STORE-9].
                 layer = link(layer, inside, copies[key])
                 continue
-            inode = inode_of(filesystem, child)
             layer = new_name(layer, inside, replace(inode, nlink=1, touched=False, origin=None))
             name = layer.get(inside)
             if not isinstance(name, Name):
@@ -491,6 +493,29 @@ def at_mounts(store: Store, record: ContainerRecord, op: Rename | Link) -> Outco
     if replaced is not None and moving != replaced:
         return "ENOTDIR" if moving == "dir" else "EISDIR"
     return "EBUSY"
+
+
+FUSE_SESSION = Features(index=True)
+"""How fuse-overlayfs behaves within one mount: as the kernel's overlay with ``index`` on, the names of an
+image inode stay one inode when one of them is copied up [DRIVER-3][INDEX-1]."""
+
+
+def fuse_session(filesystem: Container) -> Container:
+    """A fuse-overlayfs container as one mount shows it, from what its directories hold [DRIVER-3]."""
+    return replace(filesystem, features=FUSE_SESSION)
+
+
+def fuse_parted(filesystem: Container) -> Container:
+    """What a fuse-overlayfs mount leaves in its directories: the upper directory holds each copy under
+    the names made there alone, so the next mount sees the other names of an image pair apart again
+    [DRIVER-3]. The index goes; a copy no name holds any more goes with it; link counts are the names."""
+    upper = filesystem.upper
+    names: dict[int, int] = {}
+    for node in upper.entries.values():
+        if isinstance(node, Name):
+            names[node.ino] = names.get(node.ino, 0) + 1
+    inodes = Map({ino: replace(upper.inode(ino), nlink=count) for ino, count in names.items()})
+    return replace(filesystem, upper=replace(upper, inodes=inodes), features=DOCKER_OVERLAY2, index=NO_INDEX)
 
 
 def with_filesystem(store: Store, name: str, filesystem: Container) -> Store:

@@ -33,12 +33,15 @@ from cowspec.store.state import (
     create_volume,
     driver_container,
     ensure_volumes,
+    fuse_parted,
+    fuse_session,
     load,
     remove_container,
     remove_image,
     remove_volume,
     run_op,
     stamp,
+    with_filesystem,
 )
 
 
@@ -220,11 +223,17 @@ def perform(store: Store, step: Step) -> tuple[Store, StepResult]:
         case RemoveVolume():
             return remove_volume(store, step.name), DONE
         case RunOps():
-            store.container(step.container)
+            record = store.container(step.container)
+            fuse = store.config.driver == "fuse-overlayfs"
+            if fuse:
+                # One mount for the step [DRIVER-3].
+                store = with_filesystem(store, step.container, fuse_session(record.filesystem))
             results: list[Outcome] = []
             for op in step.ops:
                 store, outcome = run_op(store, step.container, op)
                 results.append(outcome)
+            if fuse:
+                store = with_filesystem(store, step.container, fuse_parted(store.containers[step.container].filesystem))
             return store, Done(tuple(results))
         case Commit():
             record = store.container(step.container)
@@ -280,8 +289,11 @@ def build(store: Store, step: Build) -> Store:
             continue
         filesystem, image_view = driver_container(store.config, tuple(contents))
         if instruction.command == "RUN":
+            fuse = store.config.driver == "fuse-overlayfs"
+            filesystem = fuse_session(filesystem) if fuse else filesystem
             for op in instruction.ops:
                 filesystem = fs_step(filesystem, op).container
+            filesystem = fuse_parted(filesystem) if fuse else filesystem
         else:
             filesystem = copied(filesystem, instruction.entries)
         layer = written_layer(store, filesystem, image_view)
