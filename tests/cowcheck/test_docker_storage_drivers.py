@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from cowcheck.drivers.engines import STORAGE_DRIVERS, Dockerd
+from cowcheck.drivers.engines import STORAGE_DRIVERS, Dockerd, storage_driver_unavailable
 from cowcheck.drivers.protocol import DriverUnavailable
 
 pytestmark = pytest.mark.kernel
@@ -273,3 +273,90 @@ def test_scenarios_figure_by_figure(engine: Dockerd, scenario: str) -> None:
     # The measured fact itself, so that the model and the engine cannot drift together.
     assert observed["containers"]["ctr"]["size"] == sizes[engine.storage_driver], dump(observed)
     assert all(item.get("ok") for item in observed["steps"]), dump(observed["steps"])
+
+
+def test_docker_diff_is_a_step(engine: Dockerd) -> None:
+    """[DRIVER-2] ``docker diff`` as a store step: each change's kind and path, sorted; a missing container refused."""
+    from cowcheck.drivers.docker_store import perform_step
+    from cowcheck.machines.store_machine import clean
+    from cowspec.formats.store_trace import decode_store_trace
+
+    steps = [IMAGE, CREATE, in_container(op("chmod", path="/app/f", mode=0o600), op("unlink", path="/app/sub/g")),
+             {"step": "diff", "container": "ctr"}, {"step": "diff", "container": "nothere"}]  # fmt: skip
+    clean(engine)
+    items = [perform_step(engine, each) for each in decode_store_trace({"format": "cowspec-store-trace/1",
+                                                                         "steps": steps})]  # fmt: skip
+    assert items[3] == {"ok": True, "changes": [
+        {"kind": "C", "path": "/app"}, {"kind": "C", "path": "/app/f"},
+        {"kind": "C", "path": "/app/sub"}, {"kind": "D", "path": "/app/sub/g"},
+    ]}  # fmt: skip
+    assert items[4]["refusal"] == "no-such-container"
+
+
+def test_storage_driver_choice_is_one_line() -> None:
+    """[DRIVER-1] The trace's storage driver, --storage-driver's and the driver's own must agree, else one line."""
+    from cowcheck.cli.output import UsageError
+    from cowcheck.cli.store_check import chosen_storage_driver, run_config
+    from cowcheck.drivers.docker_store import DockerStore, DockerVfsStore
+    from cowspec.store.drivers import StoreConfig
+
+    assert chosen_storage_driver(None, None) == "overlay2"
+    assert chosen_storage_driver("vfs", None) == chosen_storage_driver(None, "vfs") == "vfs"
+    assert chosen_storage_driver("btrfs", "btrfs", "btrfs") == "btrfs"
+    with pytest.raises(UsageError, match=r"^--storage-driver names storage driver btrfs, but the trace names vfs$"):
+        chosen_storage_driver("vfs", "btrfs")
+    with pytest.raises(UsageError, match=r"^the trace names storage driver btrfs, but --driver names vfs$"):
+        run_config(DockerVfsStore(), StoreConfig("btrfs"), frozenset({"storage_driver"}), None)
+    with pytest.raises(UsageError, match="unknown"):
+        chosen_storage_driver(None, "zfs")
+    # The trace's own sizes win over the machine's; the storage driver comes from the option.
+    config = run_config(DockerStore(), StoreConfig("overlay2", 111, 1024), frozenset({"directory_size"}), "vfs")
+    assert (config.driver, config.directory_size) == ("vfs", 111) and config.block_size != 1024
+
+
+def test_the_demo_side_by_side_on_every_driver(capsys: pytest.CaptureFixture[str]) -> None:
+    """[DRIVER-1..7] ``cowspec demo --storage-driver all``: a column per driver, each agreeing with the model."""
+    from cowcheck.cli.demo import run_demo
+
+    for name in STORAGE_DRIVERS:
+        if (reason := storage_driver_unavailable(name)) is not None:
+            unavailable(reason)
+    assert run_demo(False, ["all"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.split()[:4] == list(STORAGE_DRIVERS))
+    assert header.split() == list(STORAGE_DRIVERS)
+    rows = {line[: header.index(STORAGE_DRIVERS[0])].strip(): line[header.index(STORAGE_DRIVERS[0]):].split("  ")
+            for line in lines if line.startswith(("my_container_1 SIZE", "the model"))}  # fmt: skip
+    assert [cell for cell in rows["my_container_1 SIZE"] if cell.strip()] == ["37"] * 4
+    assert [cell.strip() for cell in rows["the model, same driver"] if cell.strip()] == ["agrees"] * 4
+    disk = next(line for line in lines if line.strip().startswith("disk bytes")).split()[2:]
+    assert int(disk[1]) > 4 * int(disk[0])  # vfs keeps a whole copy; overlay2 only the copied-up file
+
+
+def test_the_demo_refuses_an_unknown_driver_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown storage driver: one line on standard error, exit 2, no engine started."""
+    from cowcheck.cli.demo import run_demo
+
+    assert run_demo(False, ["vfs", "zfs"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "unknown storage driver 'zfs'" in captured.err
+
+
+@pytest.mark.parametrize("storage_driver", STORAGE_DRIVERS)
+def test_a_short_generated_run_per_driver(
+    storage_driver: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """[DRIVER-1..7] ``cowspec check --driver docker --storage-driver NAME`` with no trace: the store machine agrees."""
+    import argparse
+
+    from cowcheck.cli.store_check import generated_store_check
+
+    if (reason := storage_driver_unavailable(storage_driver)) is not None:
+        unavailable(reason)
+    arguments = argparse.Namespace(
+        driver="docker", storage_driver=storage_driver, examples=3, steps=5, save=str(tmp_path)
+    )
+    status = generated_store_check(arguments)
+    out = capsys.readouterr().out
+    assert f"storage driver {storage_driver}" in out
+    assert status == 0, out
