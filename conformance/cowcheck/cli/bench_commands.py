@@ -28,14 +28,24 @@ once per point, on the disk under ``--work`` (not a tmpfs); nothing is
 dropped from the page cache, so the image file is read from memory after
 the first sample.
 
-The JSON names the machine (CPU model, kernel, the filesystem under the
-layers), the date and every sample; the PNGs show the medians with their
-interquartile spread. Everything is written under ``--out``; the work
-directory is removed at the end.
+The JSON names the machine (CPU model and architecture, kernel, the
+filesystem under the layers), the date and every sample; the PNGs show the
+medians with their interquartile spread. Everything is written under
+``--out``. The work directory (``cowspec-bench-PID.START-*`` under
+``--work``, named for its owner by ``cleanup.owned_directory``) is removed
+at the end, also after an error, a Ctrl-C or a ``SIGTERM``; one a run
+killed outright left is removed by the next run (``cleanup.sweep_stale``).
+The mounts are made in a private mount namespace the process enters first,
+so they go with it whatever happens. A failure of the run (a mount refused,
+no space left) is one line and exit status 3.
 """
 
 import argparse
+import contextlib
+import ctypes
+import ctypes.util
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -44,7 +54,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,6 +61,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cowcheck.cli.output import UsageError, say
+from cowcheck.drivers.cleanup import owned_directory, sweep_stale
+from cowcheck.drivers.fuse_overlay import FuseSession
+from cowspec.fs.features import Features
 
 OPS = ("write", "append", "truncate", "chmod", "rename")
 SERIES = ("size", "layers", "depth")
@@ -65,6 +77,15 @@ DEFAULT_OUT = os.path.join("docs", "copy-up-cost")
 FIXED_SIZE = 1 * MIB
 """The file's size in the layers and depth series."""
 UNITS = {"": 1, "K": KIB, "M": MIB, "G": GIB}
+WORK_PREFIX = "cowspec-bench-"
+"""The work directory's name begins so, then its owner (``cleanup.owned_directory``): a run killed outright leaves
+it behind, and the next run removes it (``cleanup.sweep_stale``)."""
+SPACE_FACTOR = 3
+"""Free space asked of ``--work``, in largest files: the image layer's copy, the upper copy, and room to spare."""
+BTRFS_SPACE_FACTOR = 2
+"""More largest files asked with btrfs: its image layer and the snapshot's blocks, in the sparse file."""
+SPACE_MARGIN = 16 * MIB
+"""Free space asked on top: the layers and depth series' files, the directories, the metadata."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +137,9 @@ class Sample:
     later: list[float] = field(default_factory=list)
     lookup: float = 0.0
     """Seconds of the first ``stat`` of the file on the fresh mount, made before the first change."""
-    upper_bytes: int = 0
-    """Bytes the file's copy takes in the upper directory after the first change (``st_blocks`` * 512)."""
+    upper_bytes: int | None = 0
+    """Bytes the file's copy takes in the upper directory after the first change (``st_blocks`` * 512); None for
+    btrfs, whose snapshot shares the file's blocks with the image layer (its ``st_blocks`` counts them all)."""
 
 
 def parse_size(text: str) -> int:
@@ -246,6 +268,31 @@ KERNEL_OPTIONS = {
 # -- mounts ----------------------------------------------------------------------------
 
 
+class FuseMount(FuseSession):
+    """fuse-overlayfs mounted by ``FuseSession``'s own code (``_mount``: the daemon tied to this process, its
+    standard error kept for the message of a failure; ``_unmount``: unmount, then see the daemon gone), without
+    the layers and the container process of a session, which the benchmark does not use."""
+
+    def __init__(self, merged_dir: str) -> None:  # no session: FuseSession.__init__ is left out on purpose
+        self.merged_dir = merged_dir
+        self.mounted = False
+        self.daemon = None
+        self.errors = None
+
+    def start(self, lowers_top_first: list[str], upper: str, work: str) -> None:
+        """Mount; the daemon is stopped again if the mount fails."""
+        try:
+            self._mount(lowers_top_first, upper, work, Features())
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Unmount (if mounted) and see the daemon gone."""
+        self._unmount()
+        self.mounted = False
+
+
 class Mounted:
     """One mount of a driver over the image layers, with a fresh upper directory, in ``base``."""
 
@@ -254,59 +301,41 @@ class Mounted:
         self.base = base
         self.merged = os.path.join(base, "m")
         self.upper = os.path.join(base, "u")
-        self.daemon: subprocess.Popen[bytes] | None = None
-        for name in ("u", "w"):
-            os.mkdir(os.path.join(base, name))
-        options = f"lowerdir={':'.join(lowers_top_first)},upperdir=u,workdir=w"
-        if driver == "fuse-overlayfs":
-            self._start_fuse(options)
-        else:
-            self._mount_kernel(options, KERNEL_OPTIONS[driver])
+        self.fuse: FuseMount | None = None
+        try:
+            for name in ("u", "w"):
+                os.mkdir(os.path.join(base, name))
+            here = os.getcwd()
+            os.chdir(self.base)  # the layers are named relative to it (the daemon starts there too)
+            try:
+                if driver == "fuse-overlayfs":
+                    self.fuse = FuseMount(self.merged)
+                    self.fuse.start(lowers_top_first, "u", "w")
+                else:
+                    self._mount_kernel(lowers_top_first, KERNEL_OPTIONS[driver])
+            finally:
+                os.chdir(here)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the failure to mount is the error to report
+                self.close()
+            raise
 
-    def _mount_kernel(self, options: str, features: str) -> None:
+    def _mount_kernel(self, lowers_top_first: list[str], features: str) -> None:
         from cowcheck.drivers.namespace import mount
 
-        here = os.getcwd()
-        os.chdir(self.base)  # the layers are named relative to it
-        try:
-            mount("overlay", self.merged, "overlay", f"{options},{features}")
-        finally:
-            os.chdir(here)
-
-    def _start_fuse(self, options: str) -> None:
-        from cowcheck.drivers.cleanup import die_with_parent, mount_points
-        from cowcheck.drivers.fuse_overlay import MOUNT_TABLE, MOUNT_TIMEOUT, PROGRAM
-
-        self.daemon = subprocess.Popen(
-            [PROGRAM, "-f", "-o", options, "m"],
-            cwd=self.base,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent(signal.SIGKILL),
-        )
-        deadline = time.monotonic() + MOUNT_TIMEOUT
-        while self.merged not in mount_points(MOUNT_TABLE):
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"fuse-overlayfs did not mount {self.merged}")
-            time.sleep(0.002)
+        options = f"lowerdir={':'.join(lowers_top_first)},upperdir=u,workdir=w,{features}"
+        mount("overlay", self.merged, "overlay", options)
 
     def close(self) -> None:
         """Unmount, see fuse-overlayfs gone, remove the upper and work directories."""
         from cowcheck.drivers.cleanup import mount_points
         from cowcheck.drivers.namespace import umount
 
+        if self.fuse is not None:
+            fuse, self.fuse = self.fuse, None
+            fuse.stop()
         if self.merged in mount_points():
             umount(self.merged)
-        if self.daemon is not None:
-            try:
-                self.daemon.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
-            self.daemon = None
         for name in ("u", "w"):
             shutil.rmtree(os.path.join(self.base, name), ignore_errors=True)
 
@@ -328,8 +357,16 @@ class BtrfsImage:
     def __init__(self, root: str, point: Point) -> None:
         self.root = root
         self.layers: list[str] = []
+        try:
+            self._make(point)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the failure to make it is the error to report
+                self.close()
+            raise
+
+    def _make(self, point: Point) -> None:
         for index in range(point.layers):
-            here = os.path.join(root, f"l{index}")
+            here = os.path.join(self.root, f"l{index}")
             if index == 0:
                 btrfs("subvolume", "create", here)
                 os.makedirs(here + point.directory, exist_ok=True)
@@ -343,6 +380,21 @@ class BtrfsImage:
         """Delete every layer's subvolume, the top first."""
         while self.layers:
             btrfs("subvolume", "delete", self.layers.pop())
+
+
+@contextmanager
+def cleaning_up(*cleanups: Callable[[], None]) -> Iterator[None]:
+    """Run ``cleanups`` in order when the block ends. When the block raised, a cleanup that fails too is passed
+    over (the block's error is the one to report); when it did not, a failing cleanup raises."""
+    try:
+        yield
+    except BaseException:
+        for cleanup in cleanups:
+            with contextlib.suppress(Exception):
+                cleanup()
+        raise
+    for cleanup in cleanups:
+        cleanup()
 
 
 class Snapshot:
@@ -418,54 +470,110 @@ def timed(call: Callable[[], None]) -> float:
 def measure_point(base: str, btrfs_root: str | None, point: Point, plan: Plan, drivers: Sequence[str]) -> list[Sample]:
     """Every sample of one image: for each driver and call, ``plan.repeat`` fresh mounts (or snapshots)."""
     overlays = [driver for driver in drivers if driver != "btrfs"]
-    lowers = lay_out_point(base, point) if overlays else []
-    os.mkdir(os.path.join(base, "m"))
-    image = BtrfsImage(btrfs_root, point) if btrfs_root is not None and "btrfs" in drivers else None
+    images: list[BtrfsImage] = []
+
+    def remove_image() -> None:
+        shutil.rmtree(os.path.join(base, "l"), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(os.path.join(base, "m"))
+        while images:
+            images.pop().close()
+
     samples: list[Sample] = []
-    try:
+    with cleaning_up(remove_image):
+        lowers = lay_out_point(base, point) if overlays else []
+        os.mkdir(os.path.join(base, "m"))
+        if btrfs_root is not None and "btrfs" in drivers:
+            images.append(BtrfsImage(btrfs_root, point))
         for _ in range(plan.repeat):
             for driver in drivers:
                 for op in plan.ops:
-                    container: Mounted | Snapshot
-                    container = Snapshot(image) if driver == "btrfs" and image else Mounted(driver, base, lowers)
-                    directory = container.merged + point.directory
-                    try:
-                        # The path is looked up once first: the first change then times its copy-up, not the walk.
-                        lookup = timed(look_up(os.path.join(directory, "f")))
-                        first = timed(change(op, directory, point.size, 0))
-                        copy = os.lstat(os.path.join(container.upper + point.directory, "g" if op == "rename" else "f"))
-                        later = [
-                            timed(change(op, directory, point.size, number)) for number in range(1, plan.later + 1)
-                        ]
-                    finally:
-                        container.close()
-                    os.sync()
-                    sample = Sample(driver, point.series, point.x, op, point.size, point.layers, point.depth, first)
-                    sample.later = [round(seconds, 9) for seconds in later]
-                    sample.first, sample.lookup = round(first, 9), round(lookup, 9)
-                    sample.upper_bytes = copy.st_blocks * 512
-                    samples.append(sample)
-    finally:
-        if image is not None:
-            image.close()
-        os.rmdir(os.path.join(base, "m"))
-        shutil.rmtree(os.path.join(base, "l"), ignore_errors=True)
+                    samples.append(measure_once(driver, op, point, plan, base, lowers, images))
     return samples
+
+
+def measure_once(
+    driver: str, op: str, point: Point, plan: Plan, base: str, lowers: list[str], images: list[BtrfsImage]
+) -> Sample:
+    """One sample: a fresh mount (or snapshot), the first change timed, then the later ones, and away again."""
+    container: Mounted | Snapshot
+    container = Snapshot(images[0]) if driver == "btrfs" else Mounted(driver, base, lowers)
+    directory = container.merged + point.directory
+    with cleaning_up(container.close):
+        # The path is looked up once first: the first change then times its copy-up, not the walk.
+        lookup = timed(look_up(os.path.join(directory, "f")))
+        first = timed(change(op, directory, point.size, 0))
+        copy = os.lstat(os.path.join(container.upper + point.directory, "g" if op == "rename" else "f"))
+        later = [timed(change(op, directory, point.size, number)) for number in range(1, plan.later + 1)]
+    os.sync()
+    sample = Sample(driver, point.series, point.x, op, point.size, point.layers, point.depth, round(first, 9))
+    sample.later = [round(seconds, 9) for seconds in later]
+    sample.lookup = round(lookup, 9)
+    # A btrfs snapshot shares the image's blocks: st_blocks counts them all, not what the change copied.
+    sample.upper_bytes = None if driver == "btrfs" else copy.st_blocks * 512
+    return sample
 
 
 # -- the machine --------------------------------------------------------------------------
 
 
+ARM_IMPLEMENTERS = {
+    "0x41": "ARM",
+    "0x42": "Broadcom",
+    "0x43": "Cavium",
+    "0x46": "Fujitsu",
+    "0x48": "HiSilicon",
+    "0x4e": "NVIDIA",
+    "0x50": "APM",
+    "0x51": "Qualcomm",
+    "0x61": "Apple",
+    "0xc0": "Ampere",
+}
+"""The ``CPU implementer`` codes of ``/proc/cpuinfo`` on ARM (the MIDR's implementer field), for a CPU without a
+``model name``."""
+
+
+def fields_of(text: str) -> dict[str, str]:
+    """The first value of each ``Key: value`` line of ``/proc/cpuinfo`` or ``lscpu``'s output."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon and key.strip() not in fields and value.strip():
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_name(cpuinfo: str, lscpu: str = "") -> str:
+    """The CPU's model, from ``/proc/cpuinfo`` (x86's ``model name``), else ``lscpu``'s ``Vendor ID`` and ``Model
+    name`` (which name ARM parts), else ARM's ``CPU implementer`` and ``CPU part`` codes; ``unknown`` if none."""
+    info, listed = fields_of(cpuinfo), fields_of(lscpu)
+    if "model name" in info:
+        return info["model name"]
+    model, vendor = listed.get("Model name", "-"), listed.get("Vendor ID", "")
+    if model not in ("-", ""):
+        return model if not vendor or vendor in model else f"{vendor} {model}"
+    if "CPU implementer" in info:
+        implementer = info["CPU implementer"].lower()
+        name = ARM_IMPLEMENTERS.get(implementer, f"implementer {implementer}")
+        return f"{name} part {info.get('CPU part', '?')}"
+    return info.get("Hardware") or info.get("Processor") or "unknown"
+
+
 def cpu_model() -> str:
-    """The CPU's model name, as ``/proc/cpuinfo`` gives it."""
+    """This machine's CPU model (``cpu_name`` of ``/proc/cpuinfo`` and of ``lscpu``, when it is there)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as table:
-            for line in table:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            cpuinfo = table.read()
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        cpuinfo = ""
+    lscpu = ""
+    if "model name" not in cpuinfo:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            done = subprocess.run(
+                ["lscpu"], capture_output=True, text=True, timeout=10, check=False, env={**os.environ, "LC_ALL": "C"}
+            )
+            lscpu = done.stdout
+    return cpu_name(cpuinfo, lscpu)
 
 
 def filesystem_of(path: str) -> str:
@@ -675,14 +783,17 @@ def lookup_table(rows: list[dict[str, Any]], series: str, low: int, high: int) -
 # -- the command ------------------------------------------------------------------------------
 
 
-def check_out(out: str) -> None:
-    """Make ``out`` if needed and make sure a file can be written there (one line, exit 2, if not)."""
+def check_out(out: str) -> bool:
+    """Make ``out`` if needed and make sure a file can be written there (one line, exit 2, if not); True if this
+    made it (a command that then refuses to run removes it again)."""
+    made = not os.path.lexists(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--out {out}: cannot make the directory ({error.strerror})") from None
     if not os.path.isdir(out) or not os.access(out, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out}: not a writable directory")
+    return made
 
 
 def available(drivers: tuple[str, ...], explicit: bool) -> tuple[str, ...]:
@@ -719,7 +830,9 @@ def previous_runs(path: str, keep: bool, machine: dict[str, Any]) -> dict[str, A
         raise UsageError(f"--add: cannot read {path} ({error})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise UsageError(f"--add: {path} is not a {FORMAT} document")
-    theirs = {key: document["machine"].get(key) for key in ("cpu", "kernel", "filesystem")}
+    # The architecture is compared when the earlier run named it (older documents do not).
+    keys = ("cpu", "kernel", "filesystem", *(("arch",) if "arch" in document["machine"] else ()))
+    theirs = {key: document["machine"].get(key) for key in keys}
     if theirs != {key: machine[key] for key in theirs}:
         raise UsageError(f"--add: {path} was measured on another machine ({theirs})")
     return document
@@ -737,29 +850,95 @@ def btrfs_root(base: str, wanted: bool, largest: int) -> Iterator[str | None]:
         yield filesystem.mount_point
 
 
+def enter_private_mount_namespace() -> None:
+    """Move this process into a mount namespace of its own, propagation private: the mounts of the run are seen
+    by no one else, and go with the process if it is killed. (``namespace.scratch_root`` does the same and also
+    mounts a scratch tmpfs, which the benchmark does not use: its layers belong on a disk.)"""
+    from cowcheck.drivers.namespace import CLONE_NEWNS, MS_PRIVATE, MS_REC, mount
+    from cowcheck.drivers.protocol import DriverUnavailable
+
+    if os.geteuid() != 0:
+        raise DriverUnavailable("it needs root (mount -t overlay)")
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.unshare.argtypes = [ctypes.c_int]
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise DriverUnavailable(f"cannot enter a private mount namespace: {os.strerror(ctypes.get_errno())}")
+    try:
+        mount("none", "/", None, None, MS_REC | MS_PRIVATE)
+    except OSError as error:
+        raise DriverUnavailable(f"cannot make the mounts private: {error}") from None
+
+
+def space_needed(plan: Plan, drivers: Sequence[str]) -> int:
+    """Bytes of free space the run needs under ``--work`` (``SPACE_FACTOR``, ``BTRFS_SPACE_FACTOR``)."""
+    largest = max(point.size for point in points_of(plan))
+    factor = SPACE_FACTOR + (BTRFS_SPACE_FACTOR if "btrfs" in drivers else 0)
+    return factor * largest + SPACE_MARGIN
+
+
+def free_space(path: str) -> int:
+    """Bytes an unprivileged writer could still put in the filesystem of ``path``."""
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
+
+
+def reason_of(error: BaseException) -> str:
+    """One line for a failure of the run: the OS's words and the file, or the error's own message."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return str(error)
+
+
 def command_bench_copy_up(arguments: argparse.Namespace) -> int:
     """Run the benchmark the command line asks for; write the JSON and the PNGs into ``--out``."""
     plan = plan_of(arguments)
+    if importlib.util.find_spec("matplotlib") is None:  # said before anything is measured
+        raise UsageError("bench copy-up draws its plots with matplotlib: pip install 'cowspec[bench]'")
+    made_out = check_out(arguments.out)
     try:
-        import matplotlib  # noqa: F401  (the plots need it; said before anything is measured)
-    except ImportError:
-        raise UsageError("bench copy-up draws its plots with matplotlib: pip install 'cowspec[bench]'") from None
-    check_out(arguments.out)
+        status = run_bench(arguments, plan)
+    except BaseException:
+        remove_if_empty(arguments.out, made_out)
+        raise
+    if status != 0:
+        remove_if_empty(arguments.out, made_out)
+    return status
+
+
+def remove_if_empty(path: str, made: bool) -> None:
+    """Remove the directory ``path`` if this command made it and left it empty."""
+    if made:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+def run_bench(arguments: argparse.Namespace, plan: Plan) -> int:
+    """The run itself, once the command line is checked and ``--out`` is there; the exit status."""
+    from cowcheck.drivers.protocol import DriverUnavailable
+
     work_parent = arguments.work or "/var/tmp"
     if not os.path.isdir(work_parent) or not os.access(work_parent, os.W_OK):
         raise UsageError(f"--work {work_parent}: not a writable directory")
-    from cowcheck.drivers.namespace import scratch_root
-    from cowcheck.drivers.protocol import DriverUnavailable
-
+    filesystem = filesystem_of(work_parent)
+    if filesystem.split()[0] == "tmpfs":
+        say(f"bench copy-up: warning: --work {work_parent} is on a tmpfs: the layers are in memory, not on a disk")
     try:
-        scratch_root()  # a private mount namespace: the mounts below are seen by no one else
+        enter_private_mount_namespace()
     except DriverUnavailable as error:
         say(f"bench copy-up: cannot mount here: {error}")
         return 3
     drivers = available(plan.drivers, explicit=arguments.drivers != ",".join(DRIVERS))
-    filesystem = filesystem_of(work_parent)
+    needed, free = space_needed(plan, drivers), free_space(work_parent)
+    if free < needed:
+        say(
+            f"bench copy-up: --work {work_parent} has {free // MIB} MiB free, the run needs about {needed // MIB} MiB"
+            " (lower --max-size or choose another --work)"
+        )
+        return 3
     machine = {
         "cpu": cpu_model(),
+        "arch": platform.machine(),
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "filesystem": filesystem,
@@ -768,20 +947,58 @@ def command_bench_copy_up(arguments: argparse.Namespace) -> int:
     }
     json_path = os.path.join(arguments.out, JSON_NAME)
     earlier = previous_runs(json_path, arguments.add, machine)
-    base = tempfile.mkdtemp(prefix="cowspec-bench-", dir=work_parent)
+    sweep_stale(WORK_PREFIX, work_parent)  # what runs killed outright (SIGKILL) left
+    base = owned_directory(WORK_PREFIX, work_parent)
+    # A SIGTERM ends the run as a Ctrl-C does: through the ``finally`` below, which removes the work directory.
+    old_handler = signal.signal(signal.SIGTERM, interrupt)
+    old_config = os.environ.get("MPLCONFIGDIR")
+    os.environ["MPLCONFIGDIR"] = os.path.join(base, "matplotlib")  # no cache of matplotlib's left in ~/.cache
     started = time.monotonic()
     samples: list[Sample] = []
     try:
-        with btrfs_root(base, "btrfs" in drivers, max(point.size for point in points_of(plan))) as root:
-            if root is not None:
-                machine["btrfs"] = "btrfs in a sparse file under the work directory, on a loop device"
-            for point in points_of(plan):
-                samples += measure_point(base, root, point, plan, drivers)
-    except (DriverUnavailable, RuntimeError) as error:
-        say(f"bench copy-up: a driver failed: {error}")
+        try:
+            with btrfs_root(base, "btrfs" in drivers, max(point.size for point in points_of(plan))) as root:
+                if root is not None:
+                    machine["btrfs"] = "btrfs in a sparse file under the work directory, on a loop device"
+                for point in points_of(plan):
+                    samples += measure_point(base, root, point, plan, drivers)
+        except (DriverUnavailable, RuntimeError, OSError) as error:
+            say(f"bench copy-up: {reason_of(error)} (--work {work_parent})")
+            return 3
+        seconds = round(time.monotonic() - started, 1)
+        written = report(arguments, plan, drivers, machine, earlier, samples, seconds)
+    except OSError as error:
+        say(f"bench copy-up: cannot write the results: {reason_of(error)} (--out {arguments.out})")
         return 3
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        signal.signal(signal.SIGTERM, old_handler)
+        if old_config is None:
+            os.environ.pop("MPLCONFIGDIR", None)
+        else:
+            os.environ["MPLCONFIGDIR"] = old_config
+        from cowcheck.drivers.cleanup import remove_tree
+
+        with contextlib.suppress(OSError):
+            remove_tree(base)
+    print(f"cowspec bench copy-up: {len(samples)} samples in {seconds} s: {', '.join(written)}")
+    return 0
+
+
+def interrupt(number: int, _frame: object) -> None:
+    """A signal handler that ends the run like a Ctrl-C (``KeyboardInterrupt``)."""
+    raise KeyboardInterrupt(f"signal {number}")
+
+
+def report(
+    arguments: argparse.Namespace,
+    plan: Plan,
+    drivers: tuple[str, ...],
+    machine: dict[str, Any],
+    earlier: dict[str, Any] | None,
+    samples: list[Sample],
+    seconds: float,
+) -> list[str]:
+    """Write the JSON (with ``--add``, merged with ``earlier``) and the PNGs into ``--out``; their paths."""
     measured = {(driver, series) for driver in drivers for series in plan.series}
     kept = [] if earlier is None else earlier["samples"]
     all_samples = [sample for sample in kept if (sample["driver"], sample["series"]) not in measured]
@@ -790,7 +1007,7 @@ def command_bench_copy_up(arguments: argparse.Namespace) -> int:
     run = {
         "date": date,
         "plan": asdict(plan) | {"drivers": list(drivers), "quick": arguments.quick, "fixed_size": FIXED_SIZE},
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": seconds,
     }
     if earlier is not None:  # what an earlier run found out and this one did not ask (fuse-overlayfs's version)
         machine = earlier["machine"] | {key: value for key, value in machine.items() if value is not None}
@@ -803,8 +1020,10 @@ def command_bench_copy_up(arguments: argparse.Namespace) -> int:
         "summary": rows,
         "samples": all_samples,
     }
+    json_path = os.path.join(arguments.out, JSON_NAME)
     write_document(json_path, document)
-    label = f"{machine['cpu']}, Linux {machine['kernel']}, overlay layers on {filesystem.split()[0]}"
+    arch = f" ({machine['arch']})" if machine.get("arch") else ""
+    label = f"{machine['cpu']}{arch}, Linux {machine['kernel']}, overlay layers on {machine['filesystem'].split()[0]}"
     if any(sample["driver"] == "btrfs" for sample in all_samples):
         label += ", btrfs on a loop device"
     written = [json_path]
@@ -813,8 +1032,7 @@ def command_bench_copy_up(arguments: argparse.Namespace) -> int:
             path = os.path.join(arguments.out, f"copy-up-{series}.png")
             plot(rows, series, path, label)
             written.append(path)
-    print(f"cowspec bench copy-up: {len(samples)} samples in {run['seconds']} s: {', '.join(written)}")
-    return 0
+    return written
 
 
 def write_document(path: str, document: dict[str, Any]) -> None:
@@ -844,7 +1062,9 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         "--out", default=DEFAULT_OUT, metavar="DIR", help=f"where the JSON and PNGs go (default {DEFAULT_OUT})"
     )
     sub.add_argument("--work", metavar="DIR", help="where the image layers are written, on disk (default /var/tmp)")
-    sub.add_argument("--quick", action="store_true", help="a small run of a few seconds: two points a series")
+    sub.add_argument(
+        "--quick", action="store_true", help="a small run, two points a series (about ten seconds, most of it plotting)"
+    )
     sub.add_argument("--ops", default=",".join(OPS), help=f"calls to time, comma-separated (default {','.join(OPS)})")
     sub.add_argument(
         "--drivers",
