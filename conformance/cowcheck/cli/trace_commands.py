@@ -161,13 +161,16 @@ def command_check(arguments: argparse.Namespace) -> int:
             from cowcheck.cli.generate import generated_check  # Hypothesis is imported only to generate
 
             return generated_check(registry.filesystem_driver(arguments.driver), arguments)
-        if arguments.driver in ("docker", "docker-vfs", "docker-btrfs", "docker-fuse-overlayfs"):
-            from cowcheck.cli.store_check import generated_store_check
+        if "store" in levels:
+            from cowcheck.drivers.docker_store import DockerStore
 
-            return generated_store_check(arguments)
+            if isinstance(registry.store_driver(arguments.driver), DockerStore):
+                from cowcheck.cli.store_check import generated_store_check
+
+                return generated_store_check(arguments)
         raise UsageError(
             f"--driver {arguments.driver} serves the {' and '.join(levels)} level: give it traces or vectors"
-            " (generated cases run at the filesystem level, and at the store level on --driver docker)"
+            " (generated cases run at the filesystem level, and at the store level on --driver docker and docker-*)"
         )
 
     if arguments.report:
