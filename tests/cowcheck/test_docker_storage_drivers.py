@@ -23,8 +23,6 @@ import pytest
 from cowcheck.drivers.engines import STORAGE_DRIVERS, Dockerd, storage_driver_unavailable
 from cowcheck.drivers.protocol import DriverUnavailable
 
-pytestmark = pytest.mark.kernel
-
 
 def unavailable(reason: str) -> None:
     """Skip where the driver cannot run; fail loudly in CI, where it must."""
@@ -71,6 +69,7 @@ def assert_nothing_left(base: str) -> None:
         assert base not in table.read()
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("storage_driver", STORAGE_DRIVERS)
 def test_each_driver_starts_and_stops_cleanly(storage_driver: str) -> None:
     """[DRIVER-1] The engine runs the driver asked for, and leaves nothing behind when it stops."""
@@ -117,6 +116,7 @@ os.kill(os.getpid(), 9)
 """
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("storage_driver", ["btrfs", "fuse-overlayfs"])
 def test_a_killed_harness_leaves_no_engine_mount_or_loop_device(storage_driver: str) -> None:
     """[DRIVER-1] SIGKILL of cowspec: the engine's namespace dies, its mounts with it, the loop device detaches."""
@@ -137,6 +137,7 @@ def test_a_killed_harness_leaves_no_engine_mount_or_loop_device(storage_driver: 
     assert not os.path.exists(base)
 
 
+@pytest.mark.kernel
 def test_a_loop_filesystem_is_btrfs_and_is_gone_after() -> None:
     """loopfs: a btrfs directory for a block; then no mount and no loop device, also when the block raises."""
     from cowcheck.drivers.loopfs import LoopFilesystem
@@ -253,6 +254,7 @@ SCENARIOS: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
 the copy-ups overlay2 counts and the naive diff (vfs, btrfs, fuse-overlayfs) does not [DRIVER-2][DRIVER-3]."""
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_scenarios_figure_by_figure(engine: Dockerd, scenario: str) -> None:
     """[DRIVER-1..7][STORE-1..5] Every step's result and every figure, bytes on disk included, as the model says."""
@@ -275,6 +277,7 @@ def test_scenarios_figure_by_figure(engine: Dockerd, scenario: str) -> None:
     assert all(item.get("ok") for item in observed["steps"]), dump(observed["steps"])
 
 
+@pytest.mark.kernel
 def test_docker_diff_is_a_step(engine: Dockerd) -> None:
     """[DRIVER-2] ``docker diff`` as a store step: each change's kind and path, sorted; a missing container refused."""
     from cowcheck.drivers.docker_store import perform_step
@@ -314,6 +317,7 @@ def test_storage_driver_choice_is_one_line() -> None:
     assert (config.driver, config.directory_size) == ("vfs", 111) and config.block_size != 1024
 
 
+@pytest.mark.kernel
 def test_the_demo_side_by_side_on_every_driver(capsys: pytest.CaptureFixture[str]) -> None:
     """[DRIVER-1..7] ``cowspec demo --storage-driver all``: a column per driver, each agreeing with the model."""
     from cowcheck.cli.demo import run_demo
@@ -342,6 +346,7 @@ def test_the_demo_refuses_an_unknown_driver_in_one_line(capsys: pytest.CaptureFi
     assert captured.err.count("\n") == 1 and "unknown storage driver 'zfs'" in captured.err
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("storage_driver", STORAGE_DRIVERS)
 def test_a_short_generated_run_per_driver(
     storage_driver: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
