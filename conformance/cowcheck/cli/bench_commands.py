@@ -58,12 +58,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cowcheck.cli.output import UsageError, say
 from cowcheck.drivers.cleanup import owned_directory, sweep_stale
-from cowcheck.drivers.fuse_overlay import FuseSession
-from cowspec.fs.features import Features
 
 OPS = ("write", "append", "truncate", "chmod", "rename")
 SERIES = ("size", "layers", "depth")
@@ -268,29 +266,39 @@ KERNEL_OPTIONS = {
 # -- mounts ----------------------------------------------------------------------------
 
 
-class FuseMount(FuseSession):
-    """fuse-overlayfs mounted by ``FuseSession``'s own code (``_mount``: the daemon tied to this process, its
-    standard error kept for the message of a failure; ``_unmount``: unmount, then see the daemon gone), without
-    the layers and the container process of a session, which the benchmark does not use."""
-
-    def __init__(self, merged_dir: str) -> None:  # no session: FuseSession.__init__ is left out on purpose
-        self.merged_dir = merged_dir
-        self.mounted = False
-        self.daemon = None
-        self.errors = None
-
-    def start(self, lowers_top_first: list[str], upper: str, work: str) -> None:
-        """Mount; the daemon is stopped again if the mount fails."""
-        try:
-            self._mount(lowers_top_first, upper, work, Features())
-        except BaseException:
-            self.stop()
-            raise
+class FuseMount(Protocol):
+    """What the benchmark uses of a fuse-overlayfs mount (``fuse_mount``)."""
 
     def stop(self) -> None:
         """Unmount (if mounted) and see the daemon gone."""
-        self._unmount()
-        self.mounted = False
+
+
+def fuse_mount(merged_dir: str, lowers_top_first: list[str], upper: str, work: str) -> FuseMount:
+    """fuse-overlayfs mounted on ``merged_dir`` by ``FuseSession``'s own code (``_mount``: the daemon tied to this
+    process, its standard error kept for the message of a failure; ``_unmount``: unmount, then see the daemon
+    gone), without the layers and the container process of a session, which the benchmark does not use.
+    (Imported here, not at the top: every ``cowspec`` command loads this module to list its options.)"""
+    from cowcheck.drivers.fuse_overlay import FuseSession
+    from cowspec.fs.features import Features
+
+    class Mount(FuseSession):
+        def __init__(self) -> None:  # no session: FuseSession.__init__ is left out on purpose
+            self.merged_dir = merged_dir
+            self.mounted = False
+            self.daemon = None
+            self.errors = None
+
+        def stop(self) -> None:
+            self._unmount()
+            self.mounted = False
+
+    mount = Mount()
+    try:
+        mount._mount(lowers_top_first, upper, work, Features())
+    except BaseException:
+        mount.stop()
+        raise
+    return mount
 
 
 class Mounted:
@@ -309,8 +317,7 @@ class Mounted:
             os.chdir(self.base)  # the layers are named relative to it (the daemon starts there too)
             try:
                 if driver == "fuse-overlayfs":
-                    self.fuse = FuseMount(self.merged)
-                    self.fuse.start(lowers_top_first, "u", "w")
+                    self.fuse = fuse_mount(self.merged, lowers_top_first, "u", "w")
                 else:
                     self._mount_kernel(lowers_top_first, KERNEL_OPTIONS[driver])
             finally:
