@@ -124,7 +124,7 @@ def command_conformance_report(arguments: argparse.Namespace) -> int:
 def command_demo(arguments: argparse.Namespace) -> int:
     from cowcheck.cli.demo import run_demo
 
-    return run_demo(arguments.engine)
+    return run_demo(arguments.engine, arguments.storage_driver or ())
 
 
 def image_command(
@@ -160,6 +160,22 @@ def image_command(
     )
     sub.set_defaults(handler=handler, driver="")
     return sub
+
+
+STORAGE_DRIVERS = ("overlay2", "fuse-overlayfs", "vfs", "btrfs")
+"""Docker's storage drivers the store model states (``cowspec.store.drivers.STORAGE_DRIVERS``; a test ties them)."""
+
+
+def storage_driver_option(sub: argparse.ArgumentParser) -> None:
+    """``--storage-driver`` of ``oracle``, ``run`` and ``check``: the storage driver for store traces naming none."""
+    sub.add_argument(
+        "--storage-driver",
+        choices=STORAGE_DRIVERS,
+        metavar="NAME",
+        help="for store traces (and generated store cases): the Docker storage driver the engine runs and the model"
+        f" states, where a trace names none ({', '.join(STORAGE_DRIVERS)}; default overlay2); a trace naming"
+        " another is refused",
+    )
 
 
 EXIT_CODES = """exit status:
@@ -216,10 +232,12 @@ def parser() -> argparse.ArgumentParser:
         help="the layer a commit of the container gives after the ops (cowspec-commit-result/1), as a layer"
         " driver that commits must give it",
     )
+    storage_driver_option(sub)
     sub.set_defaults(handler=command_oracle, driver="")
     sub = command("run", "run traces on a real implementation")
     sub.add_argument("--driver", required=True, metavar="DRIVER", help=DRIVER_HELP)
     sub.add_argument("traces", nargs="+", metavar="TRACE.json", help=trace_help)
+    storage_driver_option(sub)
     sub.set_defaults(handler=command_run)
     sub = command(
         "check",
@@ -227,6 +245,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--driver", required=True, metavar="DRIVER", help=DRIVER_HELP)
     sub.add_argument("traces", nargs="*", metavar="TRACE.json", help=trace_help + " (none: generated cases)")
+    storage_driver_option(sub)
     sub.add_argument(
         "--profile",
         choices=PROFILES,
@@ -350,6 +369,14 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument(flag, dive_flag, metavar="LIMIT", help=f"with --ci (default {default}, as dive's)")
     sub = command("demo", "the seed's walk-through: two images, five containers, their sizes")
     sub.add_argument("--engine", action="store_true", help="also run it on a private Docker engine, side by side")
+    sub.add_argument(
+        "--storage-driver",
+        action="append",
+        choices=(*STORAGE_DRIVERS, "all"),
+        metavar="NAME",
+        help="run it on a private Docker engine with this storage driver instead, one column a driver (again for"
+        f" several; all: every one): {', '.join(STORAGE_DRIVERS)}",
+    )
     sub.set_defaults(handler=command_demo, driver="docker")
     sub = command("matrix", "run the layer cases through docker, umoci and podman")
     sub.add_argument("--out", default="-", help="where to write the Markdown matrix (default: standard output)")
