@@ -7,7 +7,7 @@ import sys
 from cowcheck.cli.main import STORAGE_DRIVERS, parser
 from cowspec.store import drivers
 
-SEED = {
+SEED: dict[str, object] = {
     "format": "cowspec-store-trace/1",
     "steps": [
         {
