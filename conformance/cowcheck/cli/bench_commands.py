@@ -42,8 +42,6 @@ no space left) is one line and exit status 3.
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
 import datetime
 import importlib.util
 import json
@@ -859,21 +857,11 @@ def btrfs_root(base: str, wanted: bool, largest: int) -> Iterator[str | None]:
 
 def enter_private_mount_namespace() -> None:
     """Move this process into a mount namespace of its own, propagation private: the mounts of the run are seen
-    by no one else, and go with the process if it is killed. (``namespace.scratch_root`` does the same and also
-    mounts a scratch tmpfs, which the benchmark does not use: its layers belong on a disk.)"""
-    from cowcheck.drivers.namespace import CLONE_NEWNS, MS_PRIVATE, MS_REC, mount
-    from cowcheck.drivers.protocol import DriverUnavailable
+    by no one else, and go with the process if it is killed (without the scratch tmpfs ``namespace.scratch_root``
+    adds: the benchmark's layers belong on a disk)."""
+    from cowcheck.drivers.namespace import private_namespace
 
-    if os.geteuid() != 0:
-        raise DriverUnavailable("it needs root (mount -t overlay)")
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.unshare.argtypes = [ctypes.c_int]
-    if libc.unshare(CLONE_NEWNS) != 0:
-        raise DriverUnavailable(f"cannot enter a private mount namespace: {os.strerror(ctypes.get_errno())}")
-    try:
-        mount("none", "/", None, None, MS_REC | MS_PRIVATE)
-    except OSError as error:
-        raise DriverUnavailable(f"cannot make the mounts private: {error}") from None
+    private_namespace()
 
 
 def space_needed(plan: Plan, drivers: Sequence[str]) -> int:

@@ -70,11 +70,15 @@ def detach(target: str) -> None:
     _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
 
 
-def scratch_root() -> str:
-    """A tmpfs in this process's private mount namespace (made on first use)."""
-    global _scratch
-    if _scratch is not None:
-        return _scratch
+_private = False
+
+
+def private_namespace() -> None:
+    """Move this process into a mount namespace of its own, propagation private (once; later calls do nothing):
+    what it mounts is seen by no one else and goes with the process, even one killed by ``kill -9``."""
+    global _private
+    if _private:
+        return
     if os.geteuid() != 0:
         raise DriverUnavailable("the kernel overlay driver needs root (mount -t overlay)")
     if _libc.unshare(CLONE_NEWNS) != 0:
@@ -82,6 +86,18 @@ def scratch_root() -> str:
         raise DriverUnavailable(f"cannot enter a private mount namespace: {os.strerror(err)}")
     try:
         _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    except OSError as error:
+        raise DriverUnavailable(f"cannot make the mounts private: {error}") from None
+    _private = True
+
+
+def scratch_root() -> str:
+    """A tmpfs in this process's private mount namespace (made on first use)."""
+    global _scratch
+    if _scratch is not None:
+        return _scratch
+    private_namespace()
+    try:
         sweep_stale(SCRATCH_PREFIX)
         base = owned_directory(SCRATCH_PREFIX)
         mount("cowcheck", base, "tmpfs", "mode=0755")
@@ -106,8 +122,9 @@ def _release(base: str) -> None:
 def forget() -> None:
     """Forget the scratch space this process inherited (a forked worker): its first use makes its own,
     in a mount namespace of its own. What the parent made stays the parent's to remove."""
-    global _scratch
+    global _scratch, _private
     _scratch = None
+    _private = False
 
 
 def release() -> None:
