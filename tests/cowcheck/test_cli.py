@@ -66,7 +66,7 @@ def test_several_traces_give_json_lines(tmp_path: Path, capsys: pytest.CaptureFi
             '{"format": "cowspec-trace/1", "layers": [[{"path": "/a/../b", "type": "file"}]]}',
             "not absolute and normalised",
         ),
-        ('{"format": "cowspec-trace/1", "features": {"metacopy": true}}', "feature 'metacopy' is not modelled"),
+        ('{"format": "cowspec-trace/1", "features": {"metacopy": true}}', "feature 'metacopy' needs 'redirect_dir' on"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, content: str, message: str) -> None:

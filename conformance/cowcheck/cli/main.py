@@ -304,7 +304,8 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help="an overlay feature to turn on for generated cases (redirect_dir); the driver must support it",
+        help="an overlay feature to turn on for generated cases (redirect_dir, index, metacopy; again for several;"
+        " metacopy needs redirect_dir, as the kernel does); the driver must support it",
     )
     sub.set_defaults(handler=command_check)
     sub = command(
