@@ -443,6 +443,14 @@ def _docker_build(docker: Dockerd, base: str, lines: list[str], context: str) ->
 
 
 def _write_context(context: str, instruction: Instruction) -> None:
+    """A ``COPY``'s entries as a build context, every one of them (and the directories made for them) with
+    modification time 0, as the image layers cowspec loads have them.
+
+    ``COPY`` keeps a context file's modification time in the layer it makes:
+    two copies of the same entries written a moment apart would otherwise be
+    two different layers, where the model, which has no clock for files,
+    has one [STORE-8].
+    """
     for entry in sorted(instruction.entries, key=lambda each: each.path.count("/")):
         real = context + entry.path
         os.makedirs(os.path.dirname(real), exist_ok=True)
@@ -455,6 +463,10 @@ def _write_context(context: str, instruction: Instruction) -> None:
             os.chmod(real, entry.mode)
         else:
             os.symlink(entry.target, real)
+    for folder, directories, names in os.walk(context, topdown=False):
+        for name in names + directories:
+            os.utime(os.path.join(folder, name), ns=(0, 0), follow_symlinks=False)
+    os.utime(context, ns=(0, 0))
 
 
 def build(docker: Dockerd, step: Build) -> Entry:
@@ -628,12 +640,11 @@ def disk_usage(docker: Dockerd) -> Entry:
 
 
 def layer_disk_usage(docker: Dockerd) -> dict[str, int]:
-    """Each image layer's ``allocated_bytes`` of its own directory, by diff ID (for the demo: not a model figure)."""
+    """Each stored layer's ``allocated_bytes`` of its own directory, by ChainID (two layers of the same content on
+    different parents are two)."""
     database = os.path.join(layerdb(docker), "sha256")
     return {
-        _read(os.path.join(database, chain, "diff")): allocated_bytes(
-            own_directory(docker, _read(os.path.join(database, chain, "cache-id")))
-        )
+        chain: allocated_bytes(own_directory(docker, _read(os.path.join(database, chain, "cache-id"))))
         for chain in (sorted(os.listdir(database)) if os.path.isdir(database) else [])
     }
 
