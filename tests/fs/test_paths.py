@@ -5,7 +5,7 @@ import pytest
 from cowspec.errors import SpecError
 from cowspec.formats.trace import decode_op
 from cowspec.fs.paths import ancestors, fold, is_inside, is_normalised, join, name_of, parent_of, rebase
-from tests.support import OK, Scenario, d, err, f, op, s, scenario_tests, val
+from tests.support import OK, Scenario, d, err, f, model_result, op, s, scenario_tests, val
 
 
 @pytest.mark.parametrize(
@@ -34,6 +34,12 @@ def test_op_paths_outside_the_spec_are_rejected(path: str) -> None:
     with pytest.raises(SpecError, match="path"):
         decode_op({"op": "stat", "path": path}, "op 0")
 
+
+LONG = "n" * 256
+"""A name one byte longer than Linux's NAME_MAX."""
+DOTTED_4094 = "/" + "./" * 2046 + "a"
+DOTTED_4096 = "/" + "./" * 2047 + "a"
+"""The path /a written 4094 bytes long, and one of PATH_MAX (4096) bytes, one too many with the closing NUL."""
 
 SCENARIOS = [
     Scenario(
@@ -161,6 +167,77 @@ SCENARIOS = [
             val(["a"]),
         ],
     ),
+    Scenario(
+        "names-and-paths-too-long-for-linux",
+        "[PATH-2][PATH-5]",
+        [[f("/a", "A"), d("/d"), s("/far", "d/" + LONG)]],
+        [
+            op("stat", path="/" + LONG),
+            op("stat", path="/missing/" + LONG),
+            op("stat", path="/a/" + LONG),
+            op("create", path="/d/" + LONG, mode=0o644),
+            op("create", path="/" + "\u00e9" * 128, mode=0o644),
+            op("create", path="/" + "m" * 255, mode=0o644),
+            op("mkdir", path="/" + LONG + "/x", mode=0o755),
+            op("unlink", path="/" + LONG),
+            op("read", path="/far"),
+            op("stat", path=DOTTED_4094),
+            op("stat", path=DOTTED_4096),
+            op("symlink", target="x" * 4095, path="/s"),
+            op("symlink", target="x" * 4096, path="/missing/s"),
+            op("link", src="/missing", dst=DOTTED_4096),
+            op("link", src="/a", dst="/" + LONG),
+        ],
+        results=[
+            err("ENAMETOOLONG"),
+            err("ENOENT"),
+            err("ENOTDIR"),
+            err("ENAMETOOLONG"),
+            err("ENAMETOOLONG"),
+            OK,
+            err("ENAMETOOLONG"),
+            err("ENAMETOOLONG"),
+            err("ENAMETOOLONG"),
+            val({"type": "file", "mode": 0o644, "uid": 0, "gid": 0, "size": 1, "nlink": 1}),
+            err("ENAMETOOLONG"),
+            OK,
+            err("ENAMETOOLONG"),
+            err("ENOENT"),
+            err("ENAMETOOLONG"),
+        ],
+    ),
+    Scenario(
+        "rename-looks-up-both-last-names-after-both-parents",
+        "[PATH-2][RENAME-1]",
+        [[f("/a", "A"), d("/d")]],
+        [
+            op("rename", src="/missing", dst="/" + LONG),
+            op("rename", src="/a", dst="/" + LONG),
+            op("rename", src="/" + LONG, dst="/a"),
+            op("rename", src="/" + LONG, dst="/missing/x"),
+            op("rename", src="/missing", dst=DOTTED_4096),
+            op("rename", src="/d", dst="/d/" + LONG),
+        ],
+        results=[
+            err("ENOENT"),
+            err("ENAMETOOLONG"),
+            err("ENAMETOOLONG"),
+            err("ENOENT"),
+            err("ENAMETOOLONG"),
+            err("ENAMETOOLONG"),
+        ],
+    ),
 ]
 
 test_model, test_kernel = scenario_tests(SCENARIOS)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [f("/" + LONG), d("/d/" + LONG), f("/" + "d/" * 2048 + "f"), s("/l", "x" * 4096)],
+    ids=["long-name", "long-dir-name", "long-path", "long-target"],
+)
+def test_a_layer_no_linux_file_system_holds_is_rejected(entry: dict[str, object]) -> None:
+    """[TRACE-2] a name over NAME_MAX, a path or a symlink target of PATH_MAX bytes: one line, no model."""
+    with pytest.raises(SpecError, match="layer 0 entry 0"):
+        model_result({"format": "cowspec-trace/1", "layers": [[entry]], "ops": []})

@@ -14,7 +14,7 @@ from typing import Literal
 from cowspec.errors import SpecError
 from cowspec.fs.entries import DEFAULT_DIR_MODE, Dir, FileInode, Inode, Name, Node, SymlinkInode, Whiteout
 from cowspec.fs.layer import Layer, frozen_layer
-from cowspec.fs.paths import ROOT, parent_of
+from cowspec.fs.paths import ROOT, name_too_long, parent_of, path_too_long
 
 EntryType = Literal["dir", "file", "symlink", "hardlink", "whiteout"]
 ENTRY_TYPES = ("dir", "file", "symlink", "hardlink", "whiteout")
@@ -39,10 +39,16 @@ def build_layer(entries: tuple[LayerEntry, ...], where: str) -> Layer:
 
     Missing parents are implied directories (0o755, 0:0). Rejected: two
     entries for one path, an entry below a non-directory of the same layer,
-    and a hardlink whose target is not a non-directory of the same layer.
+    a hardlink whose target is not a non-directory of the same layer, and
+    what no Linux file system can hold: a name longer than ``NAME_MAX``
+    bytes, a path or symlink target of ``PATH_MAX`` bytes or more.
     """
     by_path: dict[str, LayerEntry] = {}
     for number, entry in enumerate(entries):
+        if path_too_long(entry.path) or any(name_too_long(name) for name in entry.path.split("/")):
+            raise SpecError(f"{where} entry {number}: path too long for Linux (NAME_MAX 255, PATH_MAX 4096 bytes)")
+        if entry.type == "symlink" and path_too_long(entry.target):
+            raise SpecError(f"{where} entry {number}: symlink target of PATH_MAX (4096) bytes or more")
         if entry.path in by_path:
             raise SpecError(f"{where} entry {number}: duplicate path {entry.path!r}")
         by_path[entry.path] = entry

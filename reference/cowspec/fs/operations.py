@@ -73,8 +73,18 @@ from cowspec.fs.copy_up import (
 from cowspec.fs.entries import SETGID, SETUID, Dir, FileInode, Name, SymlinkInode, Whiteout, add_written, cut_written
 from cowspec.fs.features import opaque_new_dirs
 from cowspec.fs.layer import link, move, new_name, put, remove, set_inode
-from cowspec.fs.paths import ROOT, is_inside, name_of, parent_of
-from cowspec.fs.resolve import Denied, Resolved, absent, find, resolve, resolve_final, symlink_target, walk
+from cowspec.fs.paths import ROOT, is_inside, name_of, name_too_long, parent_of, path_too_long
+from cowspec.fs.resolve import (
+    NAME_TOO_LONG,
+    Denied,
+    Resolved,
+    absent,
+    find,
+    resolve,
+    resolve_final,
+    symlink_target,
+    walk,
+)
 from cowspec.fs.stack import (
     Container,
     Found,
@@ -560,6 +570,8 @@ def check_symlink(container: Container, op: Symlink) -> Denied | None:
     # CHECK: the target, before the path is looked at
     if op.target == "":
         return Denied("ENOENT", "SYMLINK-1")
+    if path_too_long(op.target):
+        return Denied(NAME_TOO_LONG, "PATH-2")
     # RESOLVE
     point = walk(container, op.path, follow=False)
     if isinstance(point, Denied):
@@ -721,11 +733,12 @@ class RenamePlan:
 
 
 def resolve_rename(container: Container, op: Rename) -> tuple[Resolved, Resolved] | Denied:
-    """The walks of ``rename``: the source's, then the destination's [RENAME-1]."""
-    source = walk(container, op.src, follow=False)
+    """The walks of ``rename``: the source's, then the destination's, their last names looked up later, in
+    ``plan_rename`` [RENAME-1][PATH-2]."""
+    source = walk(container, op.src, follow=False, look_up_last=False)
     if isinstance(source, Denied):
         return source
-    target = walk(container, op.dst, follow=False)
+    target = walk(container, op.dst, follow=False, look_up_last=False)
     if isinstance(target, Denied):
         return target
     return source, target
@@ -737,9 +750,14 @@ def plan_rename(container: Container, source: Resolved, target: Resolved) -> Ren
     # The walk's own errors, then the ancestry traps [RENAME-1]
     if source.name == "" or target.name == "":
         return Denied("EBUSY", "RENAME-1")
+    # The last names are looked up once both parents are walked: the source's, then the destination's [PATH-2]
+    if name_too_long(source.name):
+        return Denied(NAME_TOO_LONG, "PATH-2")
     moving = source.found
     if moving is None:
         return absent(container, source)
+    if name_too_long(target.name):
+        return Denied(NAME_TOO_LONG, "PATH-2")
     if is_inside(target.parent.path, source.path) or target.parent.path == source.path:
         return Denied("EINVAL", "RENAME-1")
     if is_inside(source.parent.path, target.path) or source.parent.path == target.path:

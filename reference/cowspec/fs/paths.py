@@ -9,6 +9,28 @@ resolver in ``resolve.py`` walks those as the kernel does.
 
 ROOT = "/"
 
+NAME_MAX = 255
+"""The longest name a lookup takes, in bytes (Linux's ``NAME_MAX``): a longer component gives ``ENAMETOOLONG``."""
+
+PATH_MAX = 4096
+"""Linux's ``PATH_MAX``, in bytes with the closing NUL: a path given to a call must be shorter."""
+
+
+def byte_length(text: str) -> int:
+    """How many bytes ``text`` takes as the kernel sees it (UTF-8; undecodable bytes kept as they were)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def name_too_long(name: str) -> bool:
+    """True if a lookup of the component ``name`` fails with ``ENAMETOOLONG`` [PATH-2]."""
+    return len(name) > NAME_MAX // 4 and byte_length(name) > NAME_MAX
+
+
+def path_too_long(path: str) -> bool:
+    """True if a call given ``path`` (or a symlink target) refuses it with ``ENAMETOOLONG`` before any lookup
+    [PATH-2]."""
+    return len(path) >= PATH_MAX // 4 and byte_length(path) >= PATH_MAX
+
 
 def is_normalised(path: str) -> bool:
     """True if ``path`` is an absolute, normalised path [PATH-1]."""

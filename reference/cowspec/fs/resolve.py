@@ -9,7 +9,9 @@ container root [PATH-2]:
   directory that holds the link [PATH-3];
 - more than 40 symlinks followed in one walk give ``ELOOP`` [PATH-4];
 - a missing intermediate component gives ``ENOENT``, one that is not a
-  directory gives ``ENOTDIR`` [PATH-5].
+  directory gives ``ENOTDIR`` [PATH-5];
+- a path of ``PATH_MAX`` bytes or more, or a component looked up that is
+  longer than ``NAME_MAX`` bytes, gives ``ENAMETOOLONG`` [PATH-2].
 
 The last component is followed or not according to the call [PATH-6]:
 ``lstat``, ``unlink``, ``rmdir``, ``rename``, ``readlink``, ``link``,
@@ -23,13 +25,18 @@ that a checker can say which rule a divergence breaks. ``resolve`` and
 """
 
 from dataclasses import dataclass
+from typing import cast
 
 from cowspec.errors import Errno
 from cowspec.fs.entries import Name, SymlinkInode, Whiteout
-from cowspec.fs.paths import ROOT, join, name_of, parent_of
+from cowspec.fs.paths import ROOT, join, name_of, name_too_long, parent_of, path_too_long
 from cowspec.fs.stack import Container, Found, inode_of, lookup, lookup_child, root_of
 
 MAX_SYMLINKS = 40
+
+NAME_TOO_LONG = cast(Errno, "ENAMETOOLONG")
+"""The errno of a name or path longer than Linux takes [PATH-2]. A cast until ``cowspec.errors.Errno`` lists
+it (that file is not this module's to change); drop the cast once it does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +91,17 @@ def resolve(container: Container, path: str, *, follow: bool) -> Resolved | Errn
     return resolved.errno if isinstance(resolved, Denied) else resolved
 
 
-def walk(container: Container, path: str, *, follow: bool) -> Resolved | Denied:
+def walk(container: Container, path: str, *, follow: bool, look_up_last: bool = True) -> Resolved | Denied:
     """Walk ``path``; ``follow`` says whether a final symlink is followed.
+
+    ``look_up_last`` false leaves the length of the last name unchecked,
+    for ``rename``, which looks both last names up only after both parents
+    are walked (``plan_rename``).
 
     [PATH-2][PATH-3][PATH-4][PATH-5][PATH-6]
     """
+    if path_too_long(path):
+        return Denied(NAME_TOO_LONG, "PATH-2")
     root = root_of(container)
     # The walk keeps the chain of directories it stands in, for "..".
     chain: list[Found] = [root]
@@ -107,6 +120,9 @@ def walk(container: Container, path: str, *, follow: bool) -> Resolved | Denied:
             if last:
                 return _at_directory(chain, must_be_dir, links)
             continue
+        if name_too_long(name) and (look_up_last or not last):
+            # The file system refuses to look the name up at all [PATH-2].
+            return Denied(NAME_TOO_LONG, "PATH-2")
         found = lookup_child(container, here, name)
         target = symlink_target(container, found) if found is not None else None
         if target is not None and (not last or follow or must_be_dir):
