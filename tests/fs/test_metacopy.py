@@ -228,6 +228,25 @@ SCENARIOS = [
         features=METACOPY,
     ),
     Scenario(
+        "a-name-too-long-is-refused-before-any-copy-up",
+        "[PATH-2][METACOPY-1][INDEX-3]",
+        [[f("/h", "hh"), h("/g", "/h"), d("/dir")]],
+        [
+            op("rename", src="/h", dst="/dir/" + "n" * 256),
+            op("link", src="/g", dst="/" + "n" * 256),
+            op("rename", src="/dir", dst="/" + "m" * 256),
+            op("stat", path="/g"),
+        ],
+        results=[
+            {"errno": "ENAMETOOLONG"},
+            {"errno": "ENAMETOOLONG"},
+            {"errno": "ENAMETOOLONG"},
+            val({"type": "file", "mode": 0o644, "uid": 0, "gid": 0, "size": 2, "nlink": 2}),
+        ],
+        then=lambda result: None if result["upper"] == [] else (_ for _ in ()).throw(AssertionError(result["upper"])),
+        features=EVERYTHING,
+    ),
+    Scenario(
         "chmod-then-truncate-to-the-same-size",
         "[METACOPY-2]",
         [[f("/t", "tt")]],
