@@ -17,6 +17,7 @@ Errno = Literal[
     "EINVAL",
     "EISDIR",
     "ELOOP",
+    "ENAMETOOLONG",
     "ENOENT",
     "ENOTDIR",
     "ENOTEMPTY",

@@ -25,7 +25,6 @@ that a checker can say which rule a divergence breaks. ``resolve`` and
 """
 
 from dataclasses import dataclass
-from typing import cast
 
 from cowspec.errors import Errno
 from cowspec.fs.entries import Name, SymlinkInode, Whiteout
@@ -34,9 +33,8 @@ from cowspec.fs.stack import Container, Found, inode_of, lookup, lookup_child, r
 
 MAX_SYMLINKS = 40
 
-NAME_TOO_LONG = cast(Errno, "ENAMETOOLONG")
-"""The errno of a name or path longer than Linux takes [PATH-2]. A cast until ``cowspec.errors.Errno`` lists
-it (that file is not this module's to change); drop the cast once it does."""
+NAME_TOO_LONG: Errno = "ENAMETOOLONG"
+"""The errno of a name or path longer than Linux takes [PATH-2]."""
 
 
 @dataclass(frozen=True, slots=True)
