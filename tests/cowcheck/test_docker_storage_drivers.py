@@ -259,6 +259,12 @@ SCENARIOS: dict[str, tuple[list[dict[str, Any]], dict[str, int]]] = {
          {"step": "create", "container": "ctr", "image": "second:1"}],
         {"overlay2": 0, "vfs": 0, "fuse-overlayfs": 0, "btrfs": 0},
     ),
+    "a-volume-and-a-symlink-to-a-directory": (
+        [{"step": "create", "container": "ctr", "image": "base:1", "volumes": {"/app/sub": "v1"}},
+         in_container(op("create", path="/app/sub/new", mode=0o644), op("symlink", target="sub", path="/app/to-sub"),
+                      op("rename", src="/app/f", dst="/app/f2"), op("readdir", path="/app/to-sub"))],
+        {"overlay2": 103, "vfs": 103, "fuse-overlayfs": 103, "btrfs": 103},
+    ),
 }  # fmt: skip
 """The issue's scenarios, each run on every storage driver, with the container SIZE measured on Docker 20.10.24:
 the copy-ups overlay2 counts and the naive diff (vfs, btrfs, fuse-overlayfs) does not [DRIVER-2][DRIVER-3]."""

@@ -329,7 +329,7 @@ def run_ops(docker: Dockerd, step: RunOps) -> Entry:
     record = ContainerRecord(
         step.container, "", new_container(()), tuple((mount["Destination"], mount["Name"]) for mount in volumes)
     )
-    sources = {mount["Destination"]: mount["Source"] for mount in volumes}
+    sources = {mount["Destination"]: docker.host_path(mount["Source"]) for mount in volumes}
     sessions: dict[str | None, Session] = {}
     try:
         results: list[Entry] = []
@@ -353,7 +353,7 @@ def run_ops(docker: Dockerd, step: RunOps) -> Entry:
                         sessions[None] = container_rootfs(docker, details)
                     else:
                         place = next(mount["Source"] for mount in volumes if mount.get("Name") == volume)
-                        sessions[volume] = KernelSession.in_directory(place)
+                        sessions[volume] = KernelSession.in_directory(docker.host_path(place))
                 results.append(sessions[volume].perform(inner))
         return {"ok": True, "results": results}
     finally:
@@ -561,26 +561,43 @@ def apparent_bytes(top: str) -> int:
 
 
 def allocated_bytes(top: str) -> int:
-    """``st_blocks`` x 512 of every non-directory under ``top``, each inode once: the blocks its data takes."""
+    """``st_blocks`` x 512 of every non-directory under ``top``, each inode once: the blocks its data takes.
+
+    A symlink counts its own blocks, whatever it points to (``os.walk`` would
+    list one that points to a directory among the directories).
+    """
     seen: set[tuple[int, int]] = set()
     total = 0
-    for folder, _, names in os.walk(top):
-        for name in names:
-            info = os.lstat(os.path.join(folder, name))
-            if (info.st_dev, info.st_ino) not in seen:
-                seen.add((info.st_dev, info.st_ino))
-                total += info.st_blocks * 512
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                info = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif (info.st_dev, info.st_ino) not in seen:
+                    seen.add((info.st_dev, info.st_ino))
+                    total += info.st_blocks * 512
     return total
+
+
+def btrfs_sync(docker: Dockerd) -> None:
+    """Write out what btrfs holds in memory, so that every extent and inline block is counted where it will be."""
+    from cowcheck.drivers.loopfs import program
+
+    synced = run([program("btrfs"), "filesystem", "sync", docker.host_path(docker.data_root)])
+    if synced.returncode != 0:
+        raise DriverError(f"btrfs filesystem sync: {first_line(synced.stderr)}")
 
 
 def btrfs_exclusive(docker: Dockerd, path: str) -> int:
     """The bytes of data extents only ``path`` (a subvolume) refers to: ``btrfs filesystem du``'s Exclusive column.
 
-    The filesystem is synced first: data not yet written has no extent.
+    The filesystem must have been synced (``btrfs_sync``): data not yet written has no extent.
     """
     from cowcheck.drivers.loopfs import program
 
-    run([program("btrfs"), "filesystem", "sync", docker.host_path(docker.data_root)])
     done = run([program("btrfs"), "filesystem", "du", "-s", "--raw", path])
     lines = done.stdout.decode().split("\n")
     if done.returncode != 0 or len(lines) < 2 or len(lines[1].split()) < 4:
@@ -620,6 +637,8 @@ def disk_usage(docker: Dockerd) -> Entry:
     summed (commits' DiffIDs are the engine's own, so the sum is what the
     model can name).
     """
+    if docker.storage_driver == "btrfs":
+        btrfs_sync(docker)
     database = layerdb(docker)
     containers: dict[str, Entry] = {}
     listed = engine_api(docker, "/containers/json?all=1")
