@@ -670,3 +670,102 @@ def test_a_volume_s_first_filling_splits_a_hardlinked_symlink(driver: str) -> No
     }
     result: dict[str, Any] = run_store_model(decode_store_trace(document), decode_store_config(document))
     assert result["volumes"]["v1"] == {"size": 2 * len("/") + 3, "containers": 1}
+
+
+# Found by H6's hand scenarios on private dockerd 20.10.24 engines (one per storage driver, every figure compared;
+# traces /tmp/h6/s/*.json, facts in /tmp/helpers/storage-facts.md "H6"). The image: /app/data (50 bytes) and
+# /app/link one inode, /app/s70 a symlink with a 69-byte target, /app/f 100 bytes, /app/empty 0 bytes.
+
+PAIR_IMAGE = {
+    "step": "image",
+    "name": "pair",
+    "layers": [
+        [
+            {"path": "/app", "type": "dir", "mode": 0o755},
+            {"path": "/app/data", "type": "file", "mode": 0o644, "data": data("d" * 50)},
+            {"path": "/app/link", "type": "hardlink", "target": "/app/data"},
+            {"path": "/app/third", "type": "hardlink", "target": "/app/data"},
+            {"path": "/app/s70", "type": "symlink", "target": "/" + "y" * 68},
+            {"path": "/app/f", "type": "file", "mode": 0o644, "data": data("a" * 100)},
+            {"path": "/app/empty", "type": "file", "mode": 0o644, "data": ""},
+        ]
+    ],
+}
+
+
+def run_on_pair(driver: str, *each: dict[str, Any]) -> dict[str, Any]:
+    """The model's result on ``driver``: PAIR_IMAGE, container ``c1``, one ops step of ``each``, a diff."""
+    document = {
+        "format": "cowspec-store-trace/1",
+        "storage_driver": driver,
+        "steps": [
+            PAIR_IMAGE,
+            {"step": "create", "container": "c1", "image": "pair"},
+            {"step": "ops", "container": "c1", "ops": list(each)},
+            {"step": "diff", "container": "c1"},
+        ],
+    }
+    return run_store_model(decode_store_trace(document), decode_store_config(document))
+
+
+@pytest.mark.parametrize(
+    ("unlinked", "apparent"),
+    [
+        (["/app/link"], 2 * 4096 + 50),
+        (["/app/link", "/app/data"], 2 * 4096 + 50),
+        (["/app/link", "/app/data", "/app/third"], 2 * 4096),
+    ],
+    ids=["one-name", "two-names", "every-name"],
+)
+def test_fuse_overlayfs_keeps_a_copy_when_one_name_of_an_image_file_goes(unlinked: list[str], apparent: int) -> None:
+    """[DRIVER-3][DRIVER-7] Unlinking a name of an image file with several leaves the whiteout AND a copy of the
+    file under a name that stays, kept time and all (so SIZE and docker diff do not see it). Engine (H6, dockerd
+    fuse-overlayfs, /tmp/h6/s/one-unlink-pair-one.json, pair data/link): upper du 8242, allocated 4096, SizeRw 0,
+    diff [C /app, D /app/link]; fuse-overlayfs run by hand on three names: one copy for one or two names gone,
+    none when every name went."""
+    result = run_on_pair("fuse-overlayfs", *({"op": "unlink", "path": path} for path in unlinked))
+    disk = result["disk"]["containers"]["c1"]
+    assert disk["apparent"] == {"min": apparent, "max": apparent}
+    blocks = 4096 if apparent % 4096 else 0
+    assert disk["allocated"] == {"min": blocks, "max": blocks}
+    assert result["containers"]["c1"]["size"] == 0
+    assert result["steps"][3]["changes"] == [{"kind": "C", "path": "/app"}] + [
+        {"kind": "D", "path": path} for path in sorted(unlinked)
+    ]
+
+
+@pytest.mark.parametrize("driver", NAIVE)
+def test_a_link_to_an_image_symlink(driver: str) -> None:
+    """[DRIVER-2] fuse-overlayfs copies a symlink up without its time, so the walk finds the old name changed
+    too; vfs and btrfs link the symlink in place. Engine (H6, /tmp/h6/s/one-link-symlink.json): fuse-overlayfs
+    diff [C /app, C /app/s70, A /app/s70b]; vfs, btrfs [C /app, A /app/s70b]; SizeRw 69 on all three."""
+    result = run_on_pair(driver, {"op": "link", "src": "/app/s70", "dst": "/app/s70b"})
+    changed = [{"kind": "C", "path": "/app/s70"}] if driver == "fuse-overlayfs" else []
+    assert result["steps"][3]["changes"] == [
+        {"kind": "C", "path": "/app"},
+        *changed,
+        {"kind": "A", "path": "/app/s70b"},
+    ]
+    assert result["containers"]["c1"]["size"] == 69
+
+
+@pytest.mark.parametrize(("driver", "size"), [("vfs", 100), ("btrfs", 0)])
+def test_truncate_to_the_same_size(driver: str, size: int) -> None:
+    """[DRIVER-2] btrfs leaves the time of a file truncated to its own size, ext4 (under vfs) moves it. Engine
+    (H6, /tmp/h6/s/one-truncate-same.json, then two commits): vfs SizeRw 100, diff [C /app, C /app/f], history
+    [100, ...]; btrfs SizeRw 0, diff [], history [0, ...], no layer made."""
+    result = run_on_pair(driver, {"op": "truncate", "path": "/app/f", "size": 100})
+    assert result["containers"]["c1"]["size"] == size
+    assert result["steps"][3]["changes"] == (
+        [{"kind": "C", "path": "/app"}, {"kind": "C", "path": "/app/f"}] if size else []
+    )
+
+
+def test_btrfs_a_file_grown_by_truncate_holds_no_extent() -> None:
+    """[DRIVER-7] A file grown from nothing by truncate is a hole: btrfs's exclusive bytes stay 0. Engine (H6,
+    /tmp/h6/s/one-truncate.json: /app/f truncated to 0, /app/empty to 5000): Exclusive 0, SizeRw 5000."""
+    result = run_on_pair(
+        "btrfs", {"op": "truncate", "path": "/app/f", "size": 0}, {"op": "truncate", "path": "/app/empty", "size": 5000}
+    )
+    assert result["disk"]["containers"]["c1"]["exclusive"] == {"min": 0, "max": 0}
+    assert result["containers"]["c1"]["size"] == 5000

@@ -219,7 +219,8 @@ def btrfs_exclusive(inode: FileInode, original: int | None) -> tuple[int, int]:
 
     ``original`` is the length of the image's file it was copied from (None
     for a file made in the container). A file whose data was not written
-    shares its extents (0). A file of at most 2048 bytes written without
+    shares its extents (0), and so does a file that is all hole (grown by
+    ``truncate`` from nothing: no extent at all). A file of at most 2048 bytes written without
     holes is inline in btrfs's metadata (0). A file written without holes
     that had no extent before (made in the container, or an inline file of
     the image grown past 2048 bytes) has its own extents, in 4 KiB blocks.
@@ -229,7 +230,10 @@ def btrfs_exclusive(inode: FileInode, original: int | None) -> tuple[int, int]:
     if not inode.touched:
         return 0, 0
     size = len(inode.data)
-    whole = written_ranges(inode) in (((0, size),), ()) if size else True
+    ranges = written_ranges(inode)
+    if size and not ranges:
+        return 0, 0
+    whole = ranges == ((0, size),) if size else True
     blocks = -(-size // BLOCK) * BLOCK
     if whole and size <= BTRFS_MAX_INLINE:
         return 0, 0

@@ -34,15 +34,25 @@ from immutables import Map
 
 from cowspec.errors import Errno, ModelError, SpecError
 from cowspec.fs.build import EntryType, LayerEntry, build_layer
-from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename
-from cowspec.fs.entries import Dir, FileInode, Name
+from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename, Truncate
+from cowspec.fs.entries import Dir, FileInode, Name, SymlinkInode
 from cowspec.fs.features import DOCKER_OVERLAY2, Features
-from cowspec.fs.layer import Layer, empty_layer, link, new_name, put
+from cowspec.fs.layer import Layer, empty_layer, link, new_name, put, set_inode
+from cowspec.fs.operations import Transition
 from cowspec.fs.operations import step as fs_step
-from cowspec.fs.paths import ROOT, fold, is_inside, parent_of
+from cowspec.fs.paths import ROOT, ancestors, fold, is_inside, parent_of
 from cowspec.fs.resolve import resolve, resolve_final
 from cowspec.fs.sizes import layer_size
-from cowspec.fs.stack import NO_INDEX, Container, Found, inode_of, lookup, new_container, visible_children
+from cowspec.fs.stack import (
+    NO_INDEX,
+    Container,
+    Found,
+    inode_of,
+    lookup,
+    new_container,
+    root_of,
+    visible_children,
+)
 from cowspec.oci.identity import chain_ids, digest
 from cowspec.oci.layer_tar import LayerTar
 from cowspec.store.disk import DiskUsage, disk_usage, layer_allocated
@@ -401,10 +411,28 @@ def run_op(store: Store, name: str, op: Op) -> tuple[Store, Outcome]:
         raise ModelError(f"{op} spans two mounts but no mount rule answered it")
     volume, inner = where
     if volume is None:
-        transition = fs_step(record.filesystem, op)
+        transition = driver_step(store.config, record.filesystem, op)
         return with_filesystem(store, name, transition.container), transition.outcome
     transition = fs_step(store.volumes[volume], inner)
     return replace(store, volumes=store.volumes.set(volume, transition.container)), transition.outcome
+
+
+def driver_step(config: StoreConfig, filesystem: Container, op: Op) -> Transition:
+    """``op`` on a container's root filesystem, with what the driver's filesystem does to a file's times:
+    btrfs leaves the modification time alone when ``truncate`` keeps the size (ext4, which holds vfs's
+    copies here, moves it), so the naive walk finds no change there [DRIVER-2]."""
+    transition = fs_step(filesystem, op)
+    if config.driver != "btrfs" or not isinstance(op, Truncate) or not isinstance(transition.outcome, Ok):
+        return transition
+    before = lookup(filesystem, op.path)
+    if before is None or not isinstance(before.node, Name) or before.layer != 0:
+        return transition
+    had = filesystem.upper.inode(before.node.ino)
+    after = transition.container.upper.inodes.get(before.node.ino)
+    if not isinstance(had, FileInode) or had.touched or len(had.data) != op.size or not isinstance(after, FileInode):
+        return transition
+    upper = set_inode(transition.container.upper, before.node.ino, replace(after, touched=False))
+    return replace(transition, container=replace(transition.container, upper=upper))
 
 
 def _place(store: Store, record: ContainerRecord, path: str) -> tuple[str | None, Container, str]:
@@ -508,14 +536,56 @@ def fuse_session(filesystem: Container) -> Container:
 def fuse_parted(filesystem: Container) -> Container:
     """What a fuse-overlayfs mount leaves in its directories: the upper directory holds each copy under
     the names made there alone, so the next mount sees the other names of an image pair apart again
-    [DRIVER-3]. The index goes; a copy no name holds any more goes with it; link counts are the names."""
-    upper = filesystem.upper
+    [DRIVER-3]. The index goes; a copy no name holds any more goes with it, unless the image inode
+    still has a visible name: fuse-overlayfs, unlinking one name of an image file with several, copies
+    the file up under a name that stays (which one follows the directory's order on disk; every figure
+    is the same whichever); link counts are the names. A symlink fuse-overlayfs copies up gets a new
+    modification time (it copies a regular file's times, not a symlink's), so the naive walk finds it
+    changed [DRIVER-2]."""
+    upper = _kept_copies(filesystem)
+    for ino, inode in upper.inodes.items():
+        if isinstance(inode, SymlinkInode) and inode.origin is not None and not inode.touched:
+            upper = set_inode(upper, ino, replace(inode, touched=True))
     names: dict[int, int] = {}
     for node in upper.entries.values():
         if isinstance(node, Name):
             names[node.ino] = names.get(node.ino, 0) + 1
     inodes = Map({ino: replace(upper.inode(ino), nlink=count) for ino, count in names.items()})
     return replace(filesystem, upper=replace(upper, inodes=inodes), features=DOCKER_OVERLAY2, index=NO_INDEX)
+
+
+def _visible_names(filesystem: Container) -> list[Found]:
+    """Every visible non-directory of ``filesystem``, sorted by path."""
+    found: list[Found] = []
+    pending = [root_of(filesystem)]
+    while pending:
+        directory = pending.pop()
+        for child in visible_children(filesystem, directory).values():
+            (pending if child.is_dir else found).append(child)
+    return sorted(found, key=lambda each: each.path)
+
+
+def _kept_copies(filesystem: Container) -> Layer:
+    """The upper layer with each copy that only the index holds put under a name of its image inode
+    that is still visible (the last by path), its directories copied up first [DRIVER-3]."""
+    upper = filesystem.upper
+    named = {node.ino for node in upper.entries.values() if isinstance(node, Name)}
+    orphans = {key: entry.ino for key, entry in filesystem.index.items() if entry.ino not in named}
+    if not orphans:
+        return upper
+    remaining: dict[tuple[int, int], Found] = {}
+    for found in _visible_names(filesystem):
+        if found.layer > 0 and isinstance(found.node, Name) and (found.layer, found.node.ino) in orphans:
+            remaining[(found.layer, found.node.ino)] = found
+    for key, found in sorted(remaining.items(), key=lambda item: item[1].path):
+        for directory in ancestors(found.path):
+            if directory != ROOT and not isinstance(upper.entries.get(directory), Dir):
+                seen = lookup(filesystem, directory)
+                if seen is None or not isinstance(seen.node, Dir):
+                    raise ModelError(f"{directory}: the directory of a visible name is not visible")
+                upper = put(upper, directory, replace(seen.node, opaque=False, redirect=None))
+        upper = link(upper, found.path, orphans[key])
+    return upper
 
 
 def with_filesystem(store: Store, name: str, filesystem: Container) -> Store:

@@ -32,6 +32,7 @@ from cowspec.store.state import (
     create,
     create_volume,
     driver_container,
+    driver_step,
     ensure_volumes,
     fuse_parted,
     fuse_session,
@@ -292,7 +293,7 @@ def build(store: Store, step: Build) -> Store:
             fuse = store.config.driver == "fuse-overlayfs"
             filesystem = fuse_session(filesystem) if fuse else filesystem
             for op in instruction.ops:
-                filesystem = fs_step(filesystem, op).container
+                filesystem = driver_step(store.config, filesystem, op).container
             filesystem = fuse_parted(filesystem) if fuse else filesystem
         else:
             filesystem = copied(filesystem, instruction.entries)
