@@ -384,3 +384,95 @@ def test_a_short_generated_run_per_driver(
     out = capsys.readouterr().out
     assert f"storage driver {storage_driver}" in out
     assert status == 0, out
+
+
+HOST_NAMES = ("/hostname", "/hosts", "/mtab", "/resolv.conf")
+"""What a put-back of Docker's init layer that followed a container's symlink to ``/`` would make on the host."""
+REPLACED_ETC = {
+    "etc-renamed": [op("rename", src="/etc", dst="/old")],
+    "etc-renamed-then-a-symlink-to-the-root": [op("rename", src="/etc", dst="/old"),
+                                                op("symlink", target="/", path="/etc")],
+}  # fmt: skip
+"""Ops that take away the image directory (``/etc``) where Docker's init layer put entries of its own."""
+
+
+def make_tree(root: str, entries: dict[str, str | None]) -> None:
+    """A directory tree: each path a directory (None), an empty file ("") or a symlink (its target)."""
+    for path, target in entries.items():
+        if target is None:
+            os.makedirs(root + path, exist_ok=True)
+        elif target == "":
+            open(root + path, "w").close()
+        else:
+            os.symlink(target, root + path)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("case", sorted(REPLACED_ETC))
+def test_init_entries_are_put_back_inside_the_container_or_refused(kernel: object, tmp_path: Any, case: str) -> None:
+    """[STORE-13] vfs/btrfs: the init layer's entries go back only through the container's own directories.
+
+    The ops move the image's /etc (which the init layer filled) away, and may
+    leave a symlink where it was, pointing out of the container (here to a
+    trap directory of the host): nothing lands outside, the entries that have
+    a place go back, the rest is one line, and the aside is removed.
+    """
+    from cowcheck.drivers.docker_store import DirectorySession
+    from cowcheck.drivers.protocol import DriverError
+    from cowspec.formats.trace import decode_op
+
+    own, image, aside, trap = (str(tmp_path / name) for name in ("own", "image", "aside", "trap"))
+    os.mkdir(trap)
+    make_tree(image, {"": None, "/etc": None, "/etc/passwd": ""})
+    init = {"/.dockerenv": "", "/dev": None, "/dev/console": "", "/etc/hostname": "", "/etc/hosts": "",
+            "/etc/mtab": "/proc/mounts", "/etc/resolv.conf": ""}  # fmt: skip
+    make_tree(own, {"": None, "/etc": None, "/etc/passwd": "", **init})
+    session = DirectorySession(own, image, aside)
+    assert sorted(os.listdir(own)) == ["etc"] and os.listdir(own + "/etc") == ["passwd"]
+    ops = [dict(each, target=trap) if each.get("target") == "/" else each for each in REPLACED_ETC[case]]
+    assert [session.perform(decode_op(each, "op")) for each in ops] == [{"ok": True}] * len(ops)
+    with pytest.raises(DriverError) as raised:
+        session.close()
+    message = str(raised.value)
+    assert "\n" not in message and "/etc/hostname, /etc/hosts, /etc/mtab, /etc/resolv.conf" in message, message
+    assert os.listdir(trap) == []
+    assert not os.path.exists(aside)
+    left = [".dockerenv", "dev", "etc", "old"] if "symlink" in case else [".dockerenv", "dev", "old"]
+    assert sorted(os.listdir(own)) == left
+    assert os.listdir(own + "/old") == ["passwd"] and os.listdir(own + "/dev") == ["console"]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("case", sorted(REPLACED_ETC))
+def test_ops_replacing_an_init_directory_leave_the_host_alone(engine: Dockerd, case: str) -> None:
+    """[STORE-13] On a real engine: /etc renamed (and a symlink to / made in its place) writes nothing on the host.
+
+    vfs and btrfs: the container's directory held the init layer's /etc
+    entries, which the harness cannot place as Docker would (they went with
+    /etc): one line, no traceback, no aside left. overlay2, fuse-overlayfs:
+    an image directory is not renamed (EXDEV) and /etc stays.
+    """
+    from cowcheck.drivers.docker_store import perform_step
+    from cowcheck.drivers.protocol import DriverError
+    from cowcheck.machines.store_machine import clean
+    from cowspec.formats.store_trace import decode_store_trace
+
+    passwd = {"path": "/etc/passwd", "type": "file", "mode": 0o644, "data": text("root:x:0:0\n")}
+    layer = [{"path": "/etc", "type": "dir", "mode": 0o755}, passwd]
+    image = {"step": "image", "name": "etc:1", "history": [{"created_by": "COPY"}], "layers": [layer]}
+    steps = [image, {"step": "create", "container": "ctr", "image": "etc:1"}, in_container(*REPLACED_ETC[case])]
+    assert not any(os.path.lexists(name) for name in HOST_NAMES)
+    clean(engine)
+    trace = decode_store_trace({"format": "cowspec-store-trace/1", "steps": steps})
+    items = [perform_step(engine, each) for each in trace[:2]]
+    assert items == [{"ok": True}] * 2
+    if engine.storage_driver in ("vfs", "btrfs"):
+        with pytest.raises(DriverError) as raised:
+            perform_step(engine, trace[2])
+        assert "\n" not in str(raised.value) and "Docker's init layer" in str(raised.value)
+    else:
+        done: dict[str, Any] = perform_step(engine, trace[2])
+        assert done["results"][0] == {"errno": "EXDEV"}, done
+    assert not any(os.path.lexists(name) for name in HOST_NAMES)
+    root = engine.host_path(engine.data_root)
+    assert [name for name in os.listdir(root) if name.startswith("cowspec-aside-")] == []

@@ -42,6 +42,7 @@ import itertools
 import json
 import os
 import shutil
+import stat
 import tempfile
 from typing import Any, cast
 
@@ -58,6 +59,7 @@ from cowspec.fs.paths import ROOT, is_inside, parent_of
 from cowspec.fs.stack import new_container
 from cowspec.oci.commit import layer_tar_of
 from cowspec.oci.layer_tar import encode_layer
+from cowspec.store.disk import INIT_ENTRIES
 from cowspec.store.state import ContainerRecord, routed
 from cowspec.store.steps import (
     DONE,
@@ -186,11 +188,9 @@ def docker_diff(docker: Dockerd, container: str) -> Entry:
     return {"ok": True, "changes": [{"kind": kind, "path": path} for kind, path in changes]}
 
 
-INIT_PATHS = (
-    "/.dockerenv", "/dev", "/dev/console", "/dev/pts", "/dev/shm", "/etc", "/etc/hostname", "/etc/hosts",
-    "/etc/mtab", "/etc/resolv.conf", "/proc", "/sys",
-)  # fmt: skip
-"""What Docker's init layer makes where the image has nothing (moby ``daemon/initlayer``), parents first."""
+INIT_PATHS = tuple(path for path, _kind, _size in INIT_ENTRIES)
+"""What Docker's init layer makes where the image has nothing (moby ``daemon/initlayer``), parents first:
+the model's list (``cowspec.store.disk.INIT_ENTRIES``), whose disk figures count the same entries [STORE-13]."""
 
 
 def layerdb(docker: Dockerd) -> str:
@@ -221,13 +221,51 @@ def container_directories(docker: Dockerd, container_id: str) -> tuple[str, str]
     return own, image
 
 
+def real_directory(root: str, path: str) -> bool:
+    """True if ``path`` of a tree rooted at ``root`` is a directory reached through directories alone.
+
+    Each name on the way is ``lstat``-ed in turn, so no symlink is followed:
+    then ``root + path`` names that very directory, inside the tree. A
+    container's ops may have made any name of a path a symlink (to ``/``,
+    say), which the host would follow out of the tree.
+    """
+    current = root
+    for name in (part for part in path.split("/") if part):
+        current = os.path.join(current, name)
+        try:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def entry_at(root: str, path: str) -> bool:
+    """True if ``path`` names an entry of the tree at ``root``, every directory above it real (``real_directory``)."""
+    return real_directory(root, parent_of(path)) and os.path.lexists(root + path)
+
+
 class DirectorySession:
     """Ops in a vfs or btrfs container's own directory, Docker's init layer moved aside meanwhile [STORE-13].
 
-    An init entry is moved only where the image has nothing at its path (the
-    init layer made it); a directory moved takes what is under it. ``close``
-    puts each back where it was (the ops cannot have made those paths: the
-    model's container does not have them either) and removes the aside.
+    On vfs and btrfs the container's directory is a copy of its init layer
+    (moby ``layerStore.CreateRWLayer``: the init layer ``<id>-init`` is made
+    on the image, ``initlayer.Setup`` fills it, and the container's layer is
+    ``CreateReadWrite(id, initID)``: vfs copies it, btrfs snapshots it), so
+    the init entries are plain entries there, which a process in the
+    container would see and carry along. The model leaves them out of ops,
+    so they are moved aside for the ops: an entry only where the image has
+    nothing at its path (the init layer made it); a directory moved takes
+    what is under it.
+
+    ``close`` puts each back where it was, through real directories only
+    (``entry_at``: never through a symlink the ops made, which would lead out
+    of the container). The ops cannot have made those paths, since the
+    model's container does not have them either; a path they made there, or
+    a directory holding init entries that they removed or replaced (Docker
+    would have carried the entries along with it, to where the harness
+    cannot tell), is a ``DriverError`` in one line, after the rest is put
+    back and the aside removed.
     """
 
     def __init__(self, own: str, image: str, aside: str) -> None:
@@ -240,14 +278,15 @@ class DirectorySession:
             for path in INIT_PATHS:
                 if any(is_inside(path, done) for done in self.moved):
                     continue
-                if os.path.lexists(own + path) and not (image and os.path.lexists(image + path)):
+                if entry_at(own, path) and not (image and entry_at(image, path)):
                     self._remember_times(path)
                     os.makedirs(os.path.dirname(aside + path), exist_ok=True)
                     shutil.move(own + path, aside + path)
                     self.moved.append(path)
             self.session = KernelSession.in_directory(own)
         except BaseException:
-            self._put_back()
+            with contextlib.suppress(DriverError, OSError):
+                self._put_back()
             raise
 
     def perform(self, op: Op) -> Entry:
@@ -260,33 +299,51 @@ class DirectorySession:
             self._put_back()
 
     def _remember_times(self, path: str) -> None:
-        """The access and change times of ``path``, of what is under it and of its parent, before it moves."""
+        """The access and modification times of ``path``, of what is under it and of its parent, before it moves."""
+        places = [path, parent_of(path)]
         top = self.own + path
-        places = [top, os.path.dirname(top)]
         if os.path.isdir(top) and not os.path.islink(top):
-            places += [os.path.join(folder, name) for folder, dirs, files in os.walk(top) for name in dirs + files]
+            places += [
+                path + os.path.join(folder, name)[len(top) :]
+                for folder, dirs, files in os.walk(top)
+                for name in dirs + files
+            ]
         for place in places:
-            info = os.lstat(place)
+            info = os.lstat(self.own + place)
             self.times.setdefault(place, (info.st_atime_ns, info.st_mtime_ns))
 
     def _put_back(self) -> None:
-        """Each moved entry where it was, with its times as they were.
+        """Each moved entry where it was, with its times as they were; the aside removed, whatever happens.
 
         Across btrfs subvolumes a move is a copy (a new inode, a new modification
         time): Docker's diff, which compares modification times, would see the
         init layer's files changed. Deepest first, so that a directory's time is
         set after its entries are back.
         """
-        for path in reversed(self.moved):
-            if os.path.lexists(self.own + path):
-                raise DriverError(f"an op made {path}, where Docker's init layer has an entry")
-            shutil.move(self.aside + path, self.own + path)
-        for place in sorted(self.times, key=lambda each: -each.count("/")):
-            if os.path.lexists(place):
-                os.utime(place, ns=self.times[place], follow_symlinks=False)
-        self.moved = []
-        self.times = {}
-        remove_tree(self.aside)
+        made: list[str] = []
+        homeless: list[str] = []
+        try:
+            for path in self.moved:
+                if not real_directory(self.own, parent_of(path)):
+                    homeless.append(path)
+                elif os.path.lexists(self.own + path):
+                    made.append(path)
+                else:
+                    shutil.move(self.aside + path, self.own + path)
+            for place in sorted(self.times, key=lambda each: -each.count("/")):
+                if place == ROOT or entry_at(self.own, place):
+                    os.utime(self.own + place, ns=self.times[place], follow_symlinks=False)
+        finally:
+            self.moved = []
+            self.times = {}
+            remove_tree(self.aside)
+        if made:
+            raise DriverError(f"an op made {', '.join(made)}, where Docker's init layer has an entry")
+        if homeless:
+            raise DriverError(
+                f"the ops removed or replaced the directory holding {', '.join(homeless)} of Docker's init layer,"
+                " which a container on this driver carries along; the harness cannot tell where (STORE-13)"
+            )
 
 
 Session = KernelSession | DirectorySession
