@@ -476,3 +476,37 @@ def test_ops_replacing_an_init_directory_leave_the_host_alone(engine: Dockerd, c
     assert not any(os.path.lexists(name) for name in HOST_NAMES)
     root = engine.host_path(engine.data_root)
     assert [name for name in os.listdir(root) if name.startswith("cowspec-aside-")] == []
+
+
+def test_the_demo_on_a_driver_that_cannot_run_here_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cowspec demo --storage-driver btrfs`` without btrfs here: one line, exit 3 (unavailable), no engine started."""
+    from cowcheck.cli.main import main
+    from cowcheck.cli.output import EXIT_UNAVAILABLE
+    from cowcheck.drivers import engines, loopfs
+
+    reason = "mkfs.btrfs is not installed (apt-get install btrfs-progs)"
+    monkeypatch.setattr(loopfs, "unavailable_reason", lambda: reason)
+    monkeypatch.setattr(engines.Dockerd, "__enter__", lambda self: pytest.fail("an engine was started"))
+    assert main(["demo", "--storage-driver", "vfs", "--storage-driver", "btrfs"]) == EXIT_UNAVAILABLE
+    captured = capsys.readouterr()
+    assert captured.err == f"cowspec: storage driver btrfs cannot run here: {reason}\n"
+    assert captured.out == ""
+
+
+def test_the_demo_says_an_engine_failure_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An engine that fails as the demo runs (it did not start, a step it could not make): one line, exit 3."""
+    from cowcheck.cli import demo
+    from cowcheck.cli.main import main
+    from cowcheck.cli.output import EXIT_UNAVAILABLE
+    from cowcheck.drivers.protocol import DriverError
+
+    def failing(storage_driver: str) -> dict[str, Any]:
+        raise DriverError(f"dockerd ({storage_driver}) did not start: no space left")
+
+    monkeypatch.setattr(demo, "driver_column", failing)
+    assert main(["demo", "--storage-driver", "vfs"]) == EXIT_UNAVAILABLE
+    assert capsys.readouterr().err == "cowspec: storage driver vfs: dockerd (vfs) did not start: no space left\n"

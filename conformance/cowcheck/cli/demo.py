@@ -205,22 +205,24 @@ def storage_driver_demo(names: Sequence[str]) -> int:
 
     Each column is a private engine's with that storage driver; the last row
     says whether the model, configured with the same driver, gives every
-    figure the engine gave (the differences follow the table; exit 1). A
-    driver that cannot run here is said in one line and the command fails
-    (exit 2), before any engine starts.
+    figure the engine gave (the differences follow the table; exit 1). An
+    unknown driver is a usage error (exit 2); a driver that cannot run here
+    is said in one line before any engine starts, and an engine that fails
+    as it runs likewise (exit 3, as every command says it).
     """
+    from cowcheck.cli.output import EXIT_REJECTED, EXIT_UNAVAILABLE
     from cowcheck.drivers.engines import storage_driver_unavailable
 
     try:
         drivers = chosen_drivers(names)
     except ValueError as error:
         print(f"cowspec: --storage-driver: {error}", file=sys.stderr)
-        return 2
+        return EXIT_REJECTED
     for name in drivers:
         reason = storage_driver_unavailable(name)
         if reason is not None:
             print(f"cowspec: storage driver {name} cannot run here: {reason}", file=sys.stderr)
-            return 2
+            return EXIT_UNAVAILABLE
     from cowcheck.cli.store_check import model_config
     from cowcheck.drivers.protocol import DriverError, DriverUnavailable
     from cowcheck.store_compare import storage_differences
@@ -233,7 +235,7 @@ def storage_driver_demo(names: Sequence[str]) -> int:
             results.append(driver_column(name))
         except (DriverUnavailable, DriverError) as error:
             print(f"cowspec: storage driver {name}: {error}", file=sys.stderr)
-            return 2
+            return EXIT_UNAVAILABLE
     steps = decode_store_trace(seed_trace(True))
     differences = [storage_differences(run_store_model(steps, model_config(name)), result)
                    for name, result in zip(drivers, results, strict=True)]  # fmt: skip
