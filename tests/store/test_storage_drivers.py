@@ -769,3 +769,44 @@ def test_btrfs_a_file_grown_by_truncate_holds_no_extent() -> None:
     )
     assert result["disk"]["containers"]["c1"]["exclusive"] == {"min": 0, "max": 0}
     assert result["containers"]["c1"]["size"] == 5000
+
+
+@pytest.mark.parametrize(("length", "outcome"), [(251, {"ok": True}), (252, {"errno": "ENAMETOOLONG"})])
+@pytest.mark.parametrize("make", ["create", "mkdir"])
+def test_fuse_overlayfs_takes_names_of_251_bytes_at_most(make: str, length: int, outcome: dict[str, Any]) -> None:
+    """[DRIVER-3] fuse-overlayfs probes ``.wh.NAME``, so a new name over 251 bytes is too long for it. Engine (H6,
+    /tmp/h6/s2/big-longnames.json: create of a 255-byte name -> ENAMETOOLONG on fuse-overlayfs, ok elsewhere);
+    fuse-overlayfs 1.10 by hand: touch and mkdir of 250 and 251 bytes ok, 252 and 255 ENAMETOOLONG."""
+    path = "/app/" + "z" * length
+    each = (
+        {"op": "create", "path": path, "mode": 0o644}
+        if make == "create"
+        else {"op": "mkdir", "path": path, "mode": 0o755}
+    )
+    assert results(run_on_pair("fuse-overlayfs", each), 2) == [outcome]
+    assert results(run_on_pair("vfs", each), 2) == [{"ok": True}]
+
+
+def test_fuse_overlayfs_counts_the_names_it_shows() -> None:
+    """[DRIVER-3] fuse-overlayfs's link count of an image file is the number of its names the merged tree shows:
+    a name a higher layer covers is not counted. Engine (H6, /tmp/h6/s2/chain3.json: /app/data of a pair replaced by
+    a commit, then stat /app/link -> nlink 1 on fuse-overlayfs, 2 on overlay2, vfs and btrfs keep 2 as well)."""
+    document = {
+        "format": "cowspec-store-trace/1",
+        "storage_driver": "fuse-overlayfs",
+        "steps": [
+            PAIR_IMAGE,
+            {"step": "create", "container": "c1", "image": "pair"},
+            {"step": "ops", "container": "c1", "ops": [{"op": "chmod", "path": "/app/data", "mode": 0o640}]},
+            {"step": "commit", "container": "c1", "name": "next"},
+            {"step": "create", "container": "c2", "image": "next"},
+            {
+                "step": "ops",
+                "container": "c2",
+                "ops": [{"op": "stat", "path": "/app/link"}, {"op": "stat", "path": "/app/third"}],
+            },
+        ],
+    }
+    result = run_store_model(decode_store_trace(document), decode_store_config(document))
+    assert [item["value"]["nlink"] for item in results(result, 5)] == [2, 2]
+    assert [item["value"]["mode"] for item in results(result, 5)] == [0o644, 0o644]

@@ -34,7 +34,7 @@ from immutables import Map
 
 from cowspec.errors import Errno, ModelError, SpecError
 from cowspec.fs.build import EntryType, LayerEntry, build_layer
-from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename, Truncate
+from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename, Stat, StatValue, Truncate
 from cowspec.fs.entries import Dir, FileInode, Name, SymlinkInode
 from cowspec.fs.features import DOCKER_OVERLAY2, Features
 from cowspec.fs.layer import Layer, empty_layer, link, new_name, put, set_inode
@@ -411,10 +411,62 @@ def run_op(store: Store, name: str, op: Op) -> tuple[Store, Outcome]:
         raise ModelError(f"{op} spans two mounts but no mount rule answered it")
     volume, inner = where
     if volume is None:
+        fuse = store.config.driver == "fuse-overlayfs"
+        if fuse and any(fuse_name_too_long(record.filesystem, path) for path in op_paths(op)):
+            return store, "ENAMETOOLONG"
         transition = driver_step(store.config, record.filesystem, op)
-        return with_filesystem(store, name, transition.container), transition.outcome
+        outcome = transition.outcome
+        if fuse and isinstance(op, Stat):
+            outcome = fuse_stat(transition.container, op.path, outcome)
+        return with_filesystem(store, name, transition.container), outcome
     transition = fs_step(store.volumes[volume], inner)
     return replace(store, volumes=store.volumes.set(volume, transition.container)), transition.outcome
+
+
+FUSE_NAME_MAX = 251
+"""The longest name fuse-overlayfs looks up: it probes ``.wh.NAME`` in every layer, and a longer name makes that
+probe too long for the filesystem (255 bytes), so a name that is not there gives ENAMETOOLONG [DRIVER-3]."""
+
+
+def op_paths(op: Op) -> tuple[str, ...]:
+    """The paths ``op`` looks up (a symlink's target is not one)."""
+    if isinstance(op, Rename | Link):
+        return (op.src, op.dst)
+    return (op.path,)
+
+
+def fuse_name_too_long(filesystem: Container, path: str) -> bool:
+    """True if fuse-overlayfs refuses to look ``path`` up: its first name that is not there, under a directory
+    that is, is longer than ``FUSE_NAME_MAX`` bytes (and not over NAME_MAX, which every driver refuses) [DRIVER-3]."""
+    current = ROOT
+    for part in [each for each in fold(path).split("/") if each]:
+        here = current.rstrip("/") + "/" + part
+        found = lookup(filesystem, here)
+        if found is None:
+            return FUSE_NAME_MAX < len(part.encode()) <= 255
+        if not found.is_dir:
+            return False
+        current = here
+    return False
+
+
+def fuse_stat(filesystem: Container, path: str, outcome: Outcome) -> Outcome:
+    """What fuse-overlayfs's ``lstat`` says of an image file: its link count is the number of its names the
+    merged tree still shows (a name a higher layer covers is not counted), not the layer's [DRIVER-3]."""
+    if not isinstance(outcome, Ok) or not isinstance(outcome.value, StatValue) or outcome.value.nlink is None:
+        return outcome
+    found = lookup(filesystem, fold(path))
+    if found is None or found.layer == 0 or not isinstance(found.node, Name):
+        return outcome
+    key = (found.layer, found.node.ino)
+    if filesystem.index and key in filesystem.index:
+        return outcome
+    names = sum(
+        1
+        for each in _visible_names(filesystem)
+        if each.layer == key[0] and isinstance(each.node, Name) and each.node.ino == key[1]
+    )
+    return Ok(replace(outcome.value, nlink=max(names, 1)))
 
 
 def driver_step(config: StoreConfig, filesystem: Container, op: Op) -> Transition:
