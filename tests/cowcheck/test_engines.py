@@ -205,3 +205,87 @@ def test_a_dockerd_dies_with_the_process_that_started_it(tmp_path: Path) -> None
         if os.path.exists(f"/proc/{pid}"):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def losetup_fails(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """Make ``losetup`` missing (``program`` raises), failing (``/bin/false``) or hanging (its run times out)."""
+    import subprocess as processes
+
+    from cowcheck.drivers import loopfs
+
+    real = loopfs.program
+
+    def program(name: str) -> str:
+        if name != "losetup":
+            return real(name)
+        if how == "missing":
+            raise DriverUnavailable("losetup is not installed (apt-get install btrfs-progs mount)")
+        return "/bin/false"
+
+    def hanging(command: list[str], **options: object) -> object:
+        raise processes.TimeoutExpired(command, 30)
+
+    monkeypatch.setattr(loopfs, "program", program)
+    if how == "hanging":
+        monkeypatch.setattr(processes, "run", hanging)
+
+
+@pytest.mark.parametrize("how", ["missing", "failing", "hanging"])
+def test_a_losetup_that_cannot_answer_is_not_no_device_left(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """``devices_backed_by`` says in one line that losetup failed; an empty answer would read as "none left"."""
+    from cowcheck.drivers.loopfs import devices_backed_by
+    from cowcheck.drivers.protocol import DriverError
+
+    losetup_fails(monkeypatch, how)
+    with pytest.raises((DriverError, DriverUnavailable), match="losetup") as raised:
+        devices_backed_by("/nowhere/btrfs.img")
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("how", ["missing", "failing", "hanging"])
+@pytest.mark.parametrize("owner", ["engine", "loopfs"])
+def test_an_engine_whose_loop_device_cannot_be_checked_still_removes_its_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str, owner: str
+) -> None:
+    """A btrfs engine's (or a ``LoopFilesystem``'s) exit with losetup missing, failing or hanging.
+
+    Its directory goes whatever happens; the losetup failure is said in one
+    line when nothing else went wrong, and does not hide the error of the
+    ``with`` block when something did.
+    """
+    from cowcheck.drivers.cleanup import owned_directory
+    from cowcheck.drivers.loopfs import LoopFilesystem
+    from cowcheck.drivers.protocol import DriverError
+
+    losetup_fails(monkeypatch, how)
+    for first in (None, RuntimeError("the block's own error")):
+        holder: Dockerd | LoopFilesystem
+        if owner == "engine":
+            holder = Dockerd.__new__(Dockerd)
+            holder.storage_driver, holder.process, holder.init_pid = "btrfs", None, 0
+        else:
+            holder = LoopFilesystem()
+        holder.base = owned_directory("cowspec-test-", str(tmp_path))
+        holder.image = os.path.join(holder.base, "btrfs.img")
+        Path(holder.image).write_bytes(b"")
+        base = holder.base
+        if first is None:
+            with pytest.raises((DriverError, DriverUnavailable), match="losetup") as raised:
+                holder.__exit__(None, None, None)
+            assert "\n" not in str(raised.value)
+        else:
+            holder.__exit__(RuntimeError, first, None)  # returns: the block's error is the one raised
+        assert not os.path.exists(base)
+        assert holder.base == "" and holder.image == ""
+
+
+@pytest.mark.kernel
+def test_btrfs_needs_losetup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without losetup (which checks that no loop device is left) btrfs is unavailable, said before anything starts."""
+    from cowcheck.drivers.engines import storage_driver_unavailable
+    from cowcheck.drivers.loopfs import unavailable_reason
+
+    if (reason := unavailable_reason()) is not None:
+        unavailable(reason)
+    losetup_fails(monkeypatch, "missing")
+    assert storage_driver_unavailable("btrfs") == "losetup is not installed (apt-get install btrfs-progs mount)"

@@ -113,7 +113,7 @@ def run_demo(engine: bool, storage_drivers: Sequence[str] = ()) -> int:
 
 def chosen_drivers(names: Sequence[str]) -> list[str]:
     """The storage drivers named (``all``: every one), each once, in order; ``ValueError`` for an unknown name."""
-    from cowcheck.drivers.engines import STORAGE_DRIVERS
+    from cowspec.store.drivers import STORAGE_DRIVERS
 
     chosen: list[str] = []
     for name in names:

@@ -20,13 +20,13 @@ from hypothesis.reporting import with_reporter
 from hypothesis.stateful import run_state_machine_as_test
 
 from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError
-from cowcheck.drivers.engines import STORAGE_DRIVERS, Dockerd, engine_parent
+from cowcheck.drivers.engines import Dockerd, engine_parent
 from cowcheck.drivers.protocol import DriverError, DriverUnavailable, StoreDriver
 from cowcheck.machines import profiles
 from cowcheck.machines import store_machine as machine
 from cowspec.formats.store_trace import encode_store_trace
 from cowspec.fs.observe import Entry
-from cowspec.store.drivers import StoreConfig, storage_driver
+from cowspec.store.drivers import STORAGE_DRIVERS, StoreConfig, storage_driver
 from cowspec.store.steps import Step
 
 

@@ -38,11 +38,12 @@ from cowcheck.drivers.cleanup import (
     start_time,
     sweep_stale,
 )
-from cowcheck.drivers.protocol import DriverUnavailable
+from cowcheck.drivers.protocol import DriverError, DriverUnavailable
+from cowspec.store.drivers import DEFAULT_DRIVER, STORAGE_DRIVERS
 
-STORAGE_DRIVERS = ("overlay2", "vfs", "fuse-overlayfs", "btrfs")
-"""The storage drivers a private engine runs with (``overlay2`` unless told): Docker 20.10's own graphdrivers."""
-DEFAULT_STORAGE_DRIVER = "overlay2"
+DEFAULT_STORAGE_DRIVER: str = DEFAULT_DRIVER
+"""A private engine runs one of the storage drivers the model states (``STORAGE_DRIVERS``, Docker 20.10's own
+graphdrivers), ``overlay2`` unless told."""
 
 DOCKERD_PREFIX = "cowspec-dockerd-"
 """The name of a private engine's directory begins so (then its owner: ``cleanup.owned_directory``)."""
@@ -302,14 +303,16 @@ class Dockerd:
         """Run the docker client against this engine."""
         return run(self.docker_command(*args), stdin)
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, *exception: object) -> None:
         """Stop the engine: SIGTERM to its init (dockerd stops its containers and containerd), then kill what is left.
 
         ``unshare`` itself holds SIGTERM blocked while its child runs, so the
         signal goes to the namespace's init. Whatever still runs after 30 s,
         or after a clean stop, is killed with its whole tree; then the
         directory is removed (no mount of the engine is visible here: they
-        were in its own namespace, gone with it).
+        were in its own namespace, gone with it), whatever happens. A btrfs
+        loop device that cannot be checked or detached is a ``DriverError``,
+        unless the ``with`` block raised: its error is the one said.
         """
         if self.process is not None:
             if self.process.poll() is None:
@@ -324,27 +327,32 @@ class Dockerd:
                 self.process.wait(timeout=30)
         self.process = None
         self.init_pid = 0
-        if self.image:
-            self._wait_for_loop_device()
+        try:
+            if self.image:
+                self._wait_for_loop_device()
+        except (DriverError, DriverUnavailable):
+            if exception[0] is None:
+                raise
+        finally:
             self.image = ""
-        if self.base:
-            with contextlib.suppress(OSError):
-                remove_tree(self.base)
-            self.base = ""
+            if self.base:
+                with contextlib.suppress(OSError):
+                    remove_tree(self.base)
+                self.base = ""
 
     def _wait_for_loop_device(self) -> None:
         """Wait (10 s at most) until the btrfs file's loop device has detached itself, the engine's namespace gone.
 
         The kernel frees it as the namespace's mounts go; one still attached
-        after that is detached here, so that none is ever left behind.
+        after that is detached here, so that none is ever left behind
+        (``DriverError`` if one stays, or if ``losetup`` cannot tell).
         """
-        from cowcheck.drivers.loopfs import devices_backed_by, program
+        from cowcheck.drivers.loopfs import detach_devices, devices_backed_by
 
         deadline = time.monotonic() + 10
         while devices_backed_by(self.image) and time.monotonic() < deadline:
             time.sleep(0.1)
-        for device in devices_backed_by(self.image):
-            run([program("losetup"), "--detach", device], timeout=30)
+        detach_devices(self.image)
 
 
 class Podman:

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 
 from cowcheck.drivers.cleanup import die_with_parent, mount_points, owned_directory, remove_tree, sweep_stale
 from cowcheck.drivers.namespace import scratch_root, umount
-from cowcheck.drivers.protocol import DriverUnavailable
+from cowcheck.drivers.protocol import DriverError, DriverUnavailable
 
 DEFAULT_SIZE = 1 << 30
 """A sparse file of 1 GiB: far more than a test's images, and it costs only what btrfs writes."""
@@ -68,7 +68,7 @@ def unavailable_reason() -> str | None:
         return "the kernel has no btrfs filesystem (/proc/filesystems)"
     if not os.path.exists("/dev/loop-control"):
         return "no loop devices here (/dev/loop-control is missing)"
-    for name in ("mkfs.btrfs", "mount", "btrfs"):
+    for name in ("mkfs.btrfs", "mount", "losetup", "btrfs"):
         try:
             program(name)
         except DriverUnavailable as error:
@@ -110,14 +110,29 @@ def mount_prefix(image: str, target: str) -> list[str]:
 
 
 def devices_backed_by(path: str) -> list[str]:
-    """The loop devices attached to the file ``path`` (``losetup -j``), to check that none is left."""
-    found = subprocess.run(
-        [program("losetup"), "--associated", path, "--noheadings", "--output", "NAME", "--list"],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    """The loop devices attached to the file ``path`` (``losetup -j``), to check that none is left.
+
+    ``DriverError`` (one line) if ``losetup`` fails: its silence is not "none left".
+    """
+    command = [program("losetup"), "--associated", path, "--noheadings", "--output", "NAME", "--list"]
+    try:
+        found = subprocess.run(command, capture_output=True, timeout=30, check=False, preexec_fn=die_with_parent())
+    except (OSError, subprocess.SubprocessError) as error:
+        raise DriverError(f"losetup --associated {path}: {error}") from error
+    if found.returncode != 0:
+        message = found.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise DriverError(f"losetup --associated {path}: {message[-1] if message else f'exit {found.returncode}'}")
     return [line.strip() for line in found.stdout.decode().splitlines() if line.strip()]
+
+
+def detach_devices(path: str) -> None:
+    """Detach every loop device still attached to ``path`` (``losetup -d``); ``DriverError`` if one stays."""
+    for device in devices_backed_by(path):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run([program("losetup"), "--detach", device], capture_output=True, timeout=30, check=False)
+    left = devices_backed_by(path)
+    if left:
+        raise DriverError(f"loop device {', '.join(left)} of {path} is still attached (losetup --detach failed)")
 
 
 class LoopFilesystem:
@@ -168,18 +183,26 @@ class LoopFilesystem:
             raise
         return self
 
-    def __exit__(self, *_: object) -> None:
-        """Unmount, detach a device still attached, remove the file and the directory."""
-        if self.mounted and self.mount_point in mount_points():
-            umount(self.mount_point)
-        self.mounted = False
-        if self.image and os.path.exists(self.image):
-            for device in devices_backed_by(self.image):
-                subprocess.run([program("losetup"), "--detach", device], capture_output=True, timeout=30, check=False)
-        if self.base:
-            with contextlib.suppress(OSError):
-                remove_tree(self.base)
-        self.base = self.image = self.mount_point = ""
+    def __exit__(self, *exception: object) -> None:
+        """Unmount, detach a device still attached, remove the file and the directory (this last whatever happens).
+
+        A device that cannot be checked or detached is a ``DriverError``,
+        unless the block itself raised: its error is the one said.
+        """
+        try:
+            if self.mounted and self.mount_point in mount_points():
+                umount(self.mount_point)
+            self.mounted = False
+            if self.image and os.path.exists(self.image):
+                detach_devices(self.image)
+        except (DriverError, DriverUnavailable, OSError):
+            if exception[0] is None:
+                raise
+        finally:
+            if self.base:
+                with contextlib.suppress(OSError):
+                    remove_tree(self.base)
+            self.base = self.image = self.mount_point = ""
 
 
 @contextlib.contextmanager
