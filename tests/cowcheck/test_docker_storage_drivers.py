@@ -332,6 +332,15 @@ def test_storage_driver_choice_is_one_line() -> None:
         run_config(DockerVfsStore(), StoreConfig("btrfs"), frozenset({"storage_driver"}), None)
     with pytest.raises(UsageError, match="unknown"):
         chosen_storage_driver(None, "zfs")
+    # The store driver itself (``cowspec run``'s path) checks the same way, before any engine starts.
+    from cowcheck.drivers.protocol import DriverError
+
+    with pytest.raises(DriverError, match=r"^the run names storage driver btrfs, but docker-vfs names vfs$"):
+        DockerVfsStore().run((), "btrfs")
+    with pytest.raises(
+        DriverError, match=r"^storage driver zfs: unknown \(known: overlay2, fuse-overlayfs, vfs, btrfs\)$"
+    ):
+        DockerStore().run((), "zfs")
     # The trace's own sizes win over the machine's; the storage driver comes from the option.
     config = run_config(DockerStore(), StoreConfig("overlay2", 111, 1024), frozenset({"directory_size"}), "vfs")
     assert (config.driver, config.directory_size) == ("vfs", 111) and config.block_size != 1024
@@ -512,3 +521,27 @@ def test_the_demo_says_an_engine_failure_in_one_line(
     monkeypatch.setattr(demo, "driver_column", failing)
     assert main(["demo", "--storage-driver", "vfs"]) == EXIT_UNAVAILABLE
     assert capsys.readouterr().err == "cowspec: storage driver vfs: dockerd (vfs) did not start: no space left\n"
+
+
+def test_tree_bytes_are_du_s(tmp_path: Any) -> None:
+    """[DRIVER-7] One walk gives ``du --apparent-size --bytes -s`` and ``du -s -B1`` (less the directories' blocks):
+    a hardlinked inode once, a symlink (even to a directory) its own size, directories at their ``st_size``."""
+    from cowcheck.drivers.docker_store import tree_bytes
+
+    top = tmp_path / "tree"
+    (top / "sub" / "deeper").mkdir(parents=True)
+    (top / "big").write_bytes(b"b" * 10000)
+    (top / "small").write_bytes(b"s" * 7)
+    os.link(top / "big", top / "sub" / "big-again")
+    os.symlink("sub", top / "to-sub")
+    os.symlink("x" * 80, top / "sub" / "deeper" / "long-link")
+
+    def du(*options: str) -> int:
+        done = subprocess.run(["du", "-s", *options, str(top)], capture_output=True, text=True, check=True)
+        return int(done.stdout.split()[0])
+
+    directories = [top, top / "sub", top / "sub" / "deeper"]
+    measured = tree_bytes(str(top))
+    assert measured.apparent == du("--apparent-size", "--bytes")
+    assert measured.allocated == du("-B1") - sum(os.lstat(each).st_blocks * 512 for each in directories)
+    assert measured.allocated >= 10000  # the big file's data, once

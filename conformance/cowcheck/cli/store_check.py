@@ -26,7 +26,7 @@ from cowcheck.machines import profiles
 from cowcheck.machines import store_machine as machine
 from cowspec.formats.store_trace import encode_store_trace
 from cowspec.fs.observe import Entry
-from cowspec.store.drivers import STORAGE_DRIVERS, StoreConfig, storage_driver
+from cowspec.store.drivers import StoreConfig, storage_driver
 from cowspec.store.steps import Step
 
 
@@ -50,17 +50,15 @@ def model_config(name: str) -> StoreConfig:
 def chosen_storage_driver(in_trace: str | None, asked: str | None, fixed: str | None = None) -> str:
     """The storage driver of a run: the driver's own (``docker-vfs``...), the trace's, or ``--storage-driver``'s.
 
-    Any two of them naming different drivers is a usage error (one line).
+    Any two of them naming different drivers, or an unknown name, is a usage
+    error (one line): ``docker_store.chosen_storage_driver``'s words.
     """
-    named = [(where, name) for where, name in (("--driver", fixed), ("the trace", in_trace),
-                                               ("--storage-driver", asked)) if name is not None]  # fmt: skip
-    for where, name in named[1:]:
-        if name != named[0][1]:
-            raise UsageError(f"{where} names storage driver {name}, but {named[0][0]} names {named[0][1]}")
-    chosen = named[0][1] if named else "overlay2"
-    if chosen not in STORAGE_DRIVERS:
-        raise UsageError(f"storage driver {chosen}: unknown (known: {', '.join(STORAGE_DRIVERS)})")
-    return chosen
+    from cowcheck.drivers.docker_store import chosen_storage_driver as chosen
+
+    try:
+        return chosen([("--driver", fixed), ("the trace", in_trace), ("--storage-driver", asked)])
+    except DriverError as error:
+        raise UsageError(str(error)) from None
 
 
 ENGINE_FIELDS = ("storage_driver", "directory_size", "block_size")

@@ -44,7 +44,8 @@ import os
 import shutil
 import stat
 import tempfile
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
 
 from cowcheck.drivers.cleanup import remove_tree
 from cowcheck.drivers.engines import DEFAULT_STORAGE_DRIVER, Dockerd, engine_api, first_line, run
@@ -60,6 +61,7 @@ from cowspec.fs.stack import new_container
 from cowspec.oci.commit import layer_tar_of
 from cowspec.oci.layer_tar import encode_layer
 from cowspec.store.disk import INIT_ENTRIES
+from cowspec.store.drivers import STORAGE_DRIVERS
 from cowspec.store.state import ContainerRecord, routed
 from cowspec.store.steps import (
     DONE,
@@ -592,16 +594,28 @@ def docker_cli_reclaimable(df: dict[str, Any]) -> int:
     return total - in_use
 
 
-def apparent_bytes(top: str) -> int:
-    """``du --apparent-size --bytes -s top``: the ``st_size`` of every inode under ``top`` once, ``top`` included.
+class TreeBytes(NamedTuple):
+    """The bytes of a directory tree, both ways ``tree_bytes`` counts them [DRIVER-7]."""
 
-    A regular file counts its length, a symlink its target's, a whiteout (a
-    character device) 0, a directory its ``st_size`` (the backing
-    filesystem's: 4096 on ext4, on btrfs twice its names' lengths); a
-    hardlinked inode counts once. Symlinks are not followed [DRIVER-7].
+    apparent: int
+    """``du --apparent-size --bytes -s``: every inode's ``st_size`` once, directories (the top included) too."""
+    allocated: int
+    """``st_blocks`` x 512 of every non-directory, each inode once: the blocks its data takes."""
+
+
+def tree_bytes(top: str) -> TreeBytes:
+    """The apparent and allocated bytes under ``top``, in one walk (``TreeBytes``).
+
+    Apparent: a regular file counts its length, a symlink its target's, a
+    whiteout (a character device) 0, a directory its ``st_size`` (the
+    backing filesystem's: 4096 on ext4, on btrfs twice its names' lengths).
+    Allocated: a non-directory's blocks; a directory's are the backing
+    filesystem's, not counted. A hardlinked inode counts once in both. No
+    symlink is followed (``os.walk`` would list one that points to a
+    directory among the directories): a symlink counts its own size and blocks.
     """
     seen: set[tuple[int, int]] = set()
-    total = os.lstat(top).st_size
+    apparent, allocated = os.lstat(top).st_size, 0
     pending = [top]
     while pending:
         directory = pending.pop()
@@ -610,33 +624,12 @@ def apparent_bytes(top: str) -> int:
                 info = entry.stat(follow_symlinks=False)
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
-                    total += info.st_size
+                    apparent += info.st_size
                 elif (info.st_dev, info.st_ino) not in seen:
                     seen.add((info.st_dev, info.st_ino))
-                    total += info.st_size
-    return total
-
-
-def allocated_bytes(top: str) -> int:
-    """``st_blocks`` x 512 of every non-directory under ``top``, each inode once: the blocks its data takes.
-
-    A symlink counts its own blocks, whatever it points to (``os.walk`` would
-    list one that points to a directory among the directories).
-    """
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    pending = [top]
-    while pending:
-        directory = pending.pop()
-        with os.scandir(directory) as listing:
-            for entry in listing:
-                info = entry.stat(follow_symlinks=False)
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-                elif (info.st_dev, info.st_ino) not in seen:
-                    seen.add((info.st_dev, info.st_ino))
-                    total += info.st_blocks * 512
-    return total
+                    apparent += info.st_size
+                    allocated += info.st_blocks * 512
+    return TreeBytes(apparent, allocated)
 
 
 def btrfs_sync(docker: Dockerd) -> None:
@@ -687,9 +680,9 @@ def disk_usage(docker: Dockerd) -> Entry:
     """Bytes on disk [DRIVER-7]: each container's writable layer by name, and every stored layer together.
 
     A container's figures are of its own directory (``own_directory``):
-    ``apparent`` (``apparent_bytes``), ``exclusive`` (the same, but on
-    btrfs ``btrfs_exclusive`` of its subvolume, which shares with its image
-    every extent it did not rewrite) and ``allocated`` (``allocated_bytes``).
+    ``apparent`` and ``allocated`` (``tree_bytes``), ``exclusive`` (the
+    apparent bytes, but on btrfs ``btrfs_exclusive`` of its subvolume, which
+    shares with its image every extent it did not rewrite).
     ``layers``: the ``allocated`` bytes of every image layer's own directory,
     summed (commits' DiffIDs are the engine's own, so the sum is what the
     model can name).
@@ -702,12 +695,12 @@ def disk_usage(docker: Dockerd) -> Entry:
     assert isinstance(listed, list)
     for each in listed:
         where = own_directory(docker, _read(os.path.join(database, "mounts", each["Id"], "mount-id")))
-        apparent = apparent_bytes(where)
-        exclusive = btrfs_exclusive(docker, where) if docker.storage_driver == "btrfs" else apparent
+        measured = tree_bytes(where)
+        exclusive = btrfs_exclusive(docker, where) if docker.storage_driver == "btrfs" else measured.apparent
         containers[each["Names"][0].lstrip("/")] = {
-            "apparent": apparent,
+            "apparent": measured.apparent,
             "exclusive": exclusive,
-            "allocated": allocated_bytes(where),
+            "allocated": measured.allocated,
         }
     return {
         "containers": dict(sorted(containers.items())),
@@ -716,11 +709,11 @@ def disk_usage(docker: Dockerd) -> Entry:
 
 
 def layer_disk_usage(docker: Dockerd) -> dict[str, int]:
-    """Each stored layer's ``allocated_bytes`` of its own directory, by ChainID (two layers of the same content on
-    different parents are two)."""
+    """Each stored layer's allocated bytes (``tree_bytes``) of its own directory, by ChainID (two layers of the same
+    content on different parents are two)."""
     database = os.path.join(layerdb(docker), "sha256")
     return {
-        chain: allocated_bytes(own_directory(docker, _read(os.path.join(database, chain, "cache-id"))))
+        chain: tree_bytes(own_directory(docker, _read(os.path.join(database, chain, "cache-id")))).allocated
         for chain in (sorted(os.listdir(database)) if os.path.isdir(database) else [])
     }
 
@@ -785,14 +778,27 @@ class DockerStore:
     storage_driver: str | None = None
 
     def run(self, steps: tuple[Step, ...], storage_driver: str | None = None) -> Entry:
-        return run_store_docker(steps, chosen_storage_driver(self.storage_driver, storage_driver))
+        return run_store_docker(
+            steps, chosen_storage_driver([(self.name, self.storage_driver), ("the run", storage_driver)])
+        )
 
 
-def chosen_storage_driver(fixed: str | None, asked: str | None) -> str:
-    """The storage driver a run uses: the driver's own, or the one asked for; both and different is an error."""
-    if fixed is not None and asked is not None and fixed != asked:
-        raise DriverError(f"this driver runs Docker with {fixed}, and the run asks for {asked}")
-    return fixed or asked or DEFAULT_STORAGE_DRIVER
+def chosen_storage_driver(named: Sequence[tuple[str, str | None]]) -> str:
+    """The storage driver a run uses, from the places that may name one (``(where, name)``, first first; a name of
+    None names nothing): the one they name, else ``overlay2``.
+
+    Two places naming different drivers, or a name that is not one of
+    ``STORAGE_DRIVERS``, is a ``DriverError`` in one line (the command line
+    says it as a usage error: ``cli.store_check.chosen_storage_driver``).
+    """
+    given = [(where, name) for where, name in named if name is not None]
+    for where, name in given[1:]:
+        if name != given[0][1]:
+            raise DriverError(f"{where} names storage driver {name}, but {given[0][0]} names {given[0][1]}")
+    chosen = given[0][1] if given else DEFAULT_STORAGE_DRIVER
+    if chosen not in STORAGE_DRIVERS:
+        raise DriverError(f"storage driver {chosen}: unknown (known: {', '.join(STORAGE_DRIVERS)})")
+    return chosen
 
 
 class DockerVfsStore(DockerStore):
