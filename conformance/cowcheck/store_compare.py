@@ -8,7 +8,9 @@ layer, in two seconds two: the model lists each allowed set,
 (``disk_differences``). Here the steps are compared as ``compare_step``
 compares them; the figures as a whole against each allowed set, the first
 set that agrees winning (none agreeing: the differences from the model's own
-set); then the bytes on disk of the chosen set; and the storage driver.
+set); then the bytes on disk of the chosen set, always when the engine gives
+them (an engine result with no ``disk`` at all is a difference: every Docker
+storage driver's harness measures them); and the storage driver.
 """
 
 from cowcheck.compare import STORE_FIGURE_RULES, Difference, compare_step, step_differences
@@ -16,6 +18,8 @@ from cowspec.formats.store_trace import allowed_figures, disk_differences
 from cowspec.fs.observe import Entry
 
 DEFAULT = "overlay2"
+NO_DISK = "disk: the engine's result gives no bytes on disk (the harness measures them on every Docker storage driver)"
+"""The difference said when an engine's result has no ``disk`` at all: never a silent pass [DRIVER-7]."""
 
 
 def _figure_differences(allowed: Entry, observed: Entry) -> list[Difference]:
@@ -25,8 +29,11 @@ def _figure_differences(allowed: Entry, observed: Entry) -> list[Difference]:
         for key, rule in STORE_FIGURE_RULES.items()
         if allowed.get(key) != observed.get(key)
     ]
-    for line in disk_differences(allowed.get("disk"), observed.get("disk")):
-        differences.append(Difference("disk", "", line, None, "DRIVER-7"))
+    if "disk" in observed:
+        for line in disk_differences(allowed.get("disk"), observed["disk"]):
+            differences.append(Difference("disk", "", line, None, "DRIVER-7"))
+    elif "disk" in allowed:
+        differences.append(Difference("disk", "", NO_DISK, None, "DRIVER-7"))
     return differences
 
 

@@ -545,3 +545,25 @@ def test_tree_bytes_are_du_s(tmp_path: Any) -> None:
     assert measured.apparent == du("--apparent-size", "--bytes")
     assert measured.allocated == du("-B1") - sum(os.lstat(each).st_blocks * 512 for each in directories)
     assert measured.allocated >= 10000  # the big file's data, once
+
+
+def test_bytes_on_disk_are_never_skipped_silently() -> None:
+    """[DRIVER-7] An engine result's ``disk`` is always compared; one with none at all is a difference, not a pass."""
+    import copy
+
+    from cowcheck.store_compare import compare_store_result, storage_differences
+    from cowspec.formats.store_trace import decode_store_trace, run_store_model
+    from cowspec.store.drivers import StoreConfig
+
+    trace = decode_store_trace({"format": "cowspec-store-trace/1", "steps": [IMAGE, CREATE]})
+    expected = run_store_model(trace, StoreConfig("vfs"))
+    agreeing = copy.deepcopy(expected)
+    assert storage_differences(expected, agreeing) == []
+    without = {key: value for key, value in agreeing.items() if key != "disk"}
+    lines = storage_differences(expected, without)
+    assert len(lines) == 1 and "no bytes on disk" in lines[0], lines
+    assert [(each.field, each.rule) for each in compare_store_result(expected, without)] == [("disk", "DRIVER-7")]
+    bigger = copy.deepcopy(agreeing)
+    figure = bigger["disk"]["containers"]["ctr"]["apparent"]
+    bigger["disk"]["containers"]["ctr"]["apparent"] = figure["max"] + 1
+    assert [line.startswith("disk ctr apparent") for line in storage_differences(expected, bigger)] == [True]
