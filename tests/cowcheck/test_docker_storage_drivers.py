@@ -563,7 +563,7 @@ def test_bytes_on_disk_are_never_skipped_silently() -> None:
     lines = storage_differences(expected, without)
     assert len(lines) == 1 and "no bytes on disk" in lines[0], lines
     assert [(each.field, each.rule) for each in compare_store_result(expected, without)] == [("disk", "DRIVER-7")]
-    bigger = copy.deepcopy(agreeing)
+    bigger: dict[str, Any] = copy.deepcopy(agreeing)
     figure = bigger["disk"]["containers"]["ctr"]["apparent"]
     bigger["disk"]["containers"]["ctr"]["apparent"] = figure["max"] + 1
     assert [line.startswith("disk ctr apparent") for line in storage_differences(expected, bigger)] == [True]
