@@ -810,3 +810,26 @@ def test_fuse_overlayfs_counts_the_names_it_shows() -> None:
     result = run_store_model(decode_store_trace(document), decode_store_config(document))
     assert [item["value"]["nlink"] for item in results(result, 5)] == [2, 2]
     assert [item["value"]["mode"] for item in results(result, 5)] == [0o644, 0o644]
+
+
+def test_fuse_overlayfs_counts_its_copy_as_the_image_file() -> None:
+    """[DRIVER-3] In a later mount, a copy fuse-overlayfs made of one name of an image pair still counts as that
+    file: every name reports them all (three here). Engine (H6, /tmp/h6/s/two-ops-steps.json: append to /app/data, then in the
+    next ops step stat /app/data -> nlink 2; H4: stat of the other name -> nlink 2) and fuse-overlayfs 1.10 by hand
+    (either name looked up first: 2 and 2)."""
+    document = {
+        "format": "cowspec-store-trace/1",
+        "storage_driver": "fuse-overlayfs",
+        "steps": [
+            PAIR_IMAGE,
+            {"step": "create", "container": "c1", "image": "pair"},
+            {"step": "ops", "container": "c1", "ops": [{"op": "append", "path": "/app/data", "data": data("x")}]},
+            {
+                "step": "ops",
+                "container": "c1",
+                "ops": [{"op": "stat", "path": "/app/data"}, {"op": "stat", "path": "/app/link"}],
+            },
+        ],
+    }
+    result = run_store_model(decode_store_trace(document), decode_store_config(document))
+    assert [item["value"]["nlink"] for item in results(result, 3)] == [3, 3]

@@ -451,22 +451,31 @@ def fuse_name_too_long(filesystem: Container, path: str) -> bool:
 
 
 def fuse_stat(filesystem: Container, path: str, outcome: Outcome) -> Outcome:
-    """What fuse-overlayfs's ``lstat`` says of an image file: its link count is the number of its names the
-    merged tree still shows (a name a higher layer covers is not counted), not the layer's [DRIVER-3]."""
+    """What fuse-overlayfs's ``lstat`` says of a file: its link count is the number of names the merged tree
+    shows of the same object, where a copy fuse-overlayfs made of an image file still counts as that file (it
+    keeps the image inode's identity); a name a higher image layer covers is not counted [DRIVER-3]."""
     if not isinstance(outcome, Ok) or not isinstance(outcome.value, StatValue) or outcome.value.nlink is None:
         return outcome
     found = lookup(filesystem, fold(path))
-    if found is None or found.layer == 0 or not isinstance(found.node, Name):
+    if found is None or not isinstance(found.node, Name):
         return outcome
-    key = (found.layer, found.node.ino)
-    if filesystem.index and key in filesystem.index:
+    identity = _fuse_identity(filesystem, found)
+    if filesystem.index and identity in filesystem.index:
         return outcome
-    names = sum(
-        1
-        for each in _visible_names(filesystem)
-        if each.layer == key[0] and isinstance(each.node, Name) and each.node.ino == key[1]
-    )
+    names = sum(1 for each in _visible_names(filesystem) if _fuse_identity(filesystem, each) == identity)
     return Ok(replace(outcome.value, nlink=max(names, 1)))
+
+
+def _fuse_identity(filesystem: Container, found: Found) -> tuple[int, int]:
+    """The object a visible non-directory is to fuse-overlayfs: (layer from the top, inode), a writable-layer
+    copy of an image file standing for that file [DRIVER-3]."""
+    if not isinstance(found.node, Name):
+        raise ModelError(f"{found.path}: a directory has no inode of its own here")
+    if found.layer == 0:
+        inode = filesystem.upper.inode(found.node.ino)
+        if isinstance(inode, FileInode) and inode.lower is not None:
+            return inode.lower
+    return (found.layer, found.node.ino)
 
 
 def driver_step(config: StoreConfig, filesystem: Container, op: Op) -> Transition:
