@@ -814,9 +814,9 @@ def test_fuse_overlayfs_counts_the_names_it_shows() -> None:
 
 def test_fuse_overlayfs_counts_its_copy_as_the_image_file() -> None:
     """[DRIVER-3] In a later mount, a copy fuse-overlayfs made of one name of an image pair still counts as that
-    file: every name reports them all (three here). Engine (H6, /tmp/h6/s/two-ops-steps.json: append to /app/data, then in the
-    next ops step stat /app/data -> nlink 2; H4: stat of the other name -> nlink 2) and fuse-overlayfs 1.10 by hand
-    (either name looked up first: 2 and 2)."""
+    file: every name reports them all (three here). Engine (H6, /tmp/h6/s/two-ops-steps.json: append to
+    /app/data, then in the next ops step stat /app/data -> nlink 2; H4: stat of the other name -> nlink 2) and
+    fuse-overlayfs 1.10 by hand (either name looked up first: 2 and 2)."""
     document = {
         "format": "cowspec-store-trace/1",
         "storage_driver": "fuse-overlayfs",
@@ -833,3 +833,44 @@ def test_fuse_overlayfs_counts_its_copy_as_the_image_file() -> None:
     }
     result = run_store_model(decode_store_trace(document), decode_store_config(document))
     assert [item["value"]["nlink"] for item in results(result, 3)] == [3, 3]
+
+
+@pytest.mark.parametrize("driver", NAIVE)
+def test_a_remade_etc_hides_the_init_layer_on_fuse_overlayfs(driver: str) -> None:
+    """[DRIVER-2] fuse-overlayfs walks the container against Docker's init layer: an ``/etc`` removed and made
+    again in the container is opaque in its upper directory and hides the init layer's /etc entries, which
+    ``docker diff`` lists as deleted. Engine (H6, /tmp/h6/s3/two-opaque-rmdir-mkdir.json): fuse-overlayfs
+    [C /etc, A /etc/again, D /etc/hostname, D /etc/hosts, D /etc/mtab, D /etc/new, D /etc/resolv.conf];
+    vfs and btrfs [C /etc, A /etc/again, D /etc/new]."""
+    image = {
+        "step": "image",
+        "name": "etc",
+        "layers": [
+            [{"path": "/etc", "type": "dir", "mode": 0o755}, {"path": "/etc/new", "type": "file", "mode": 0o644}]
+        ],
+    }
+    document = {
+        "format": "cowspec-store-trace/1",
+        "storage_driver": driver,
+        "steps": [
+            image,
+            {"step": "create", "container": "c1", "image": "etc"},
+            {
+                "step": "ops",
+                "container": "c1",
+                "ops": [
+                    {"op": "unlink", "path": "/etc/new"},
+                    {"op": "rmdir", "path": "/etc"},
+                    {"op": "mkdir", "path": "/etc", "mode": 0o700},
+                    {"op": "create", "path": "/etc/again", "mode": 0o600},
+                ],
+            },
+            {"step": "diff", "container": "c1"},
+        ],
+    }
+    result = run_store_model(decode_store_trace(document), decode_store_config(document))
+    hidden = ["/etc/hostname", "/etc/hosts", "/etc/mtab"] if driver == "fuse-overlayfs" else []
+    expected = [("C", "/etc"), ("A", "/etc/again"), *(("D", path) for path in hidden), ("D", "/etc/new")]
+    if driver == "fuse-overlayfs":
+        expected.append(("D", "/etc/resolv.conf"))
+    assert [(change["kind"], change["path"]) for change in result["steps"][3]["changes"]] == expected

@@ -35,7 +35,7 @@ from immutables import Map
 from cowspec.errors import Errno, ModelError, SpecError
 from cowspec.fs.build import EntryType, LayerEntry, build_layer
 from cowspec.fs.calls import Link, Ok, Op, Outcome, Rename, Stat, StatValue, Truncate
-from cowspec.fs.entries import Dir, FileInode, Name, SymlinkInode
+from cowspec.fs.entries import Dir, FileInode, Name, SymlinkInode, Whiteout
 from cowspec.fs.features import DOCKER_OVERLAY2, Features
 from cowspec.fs.layer import Layer, empty_layer, link, new_name, put, set_inode
 from cowspec.fs.operations import Transition
@@ -55,7 +55,7 @@ from cowspec.fs.stack import (
 )
 from cowspec.oci.identity import chain_ids, digest
 from cowspec.oci.layer_tar import LayerTar
-from cowspec.store.disk import DiskUsage, disk_usage, layer_allocated
+from cowspec.store.disk import INIT_ENTRIES, DiskUsage, disk_usage, layer_allocated
 from cowspec.store.drivers import OVERLAY2, StoreConfig
 from cowspec.store.naive import (
     NaiveChange,
@@ -747,7 +747,32 @@ def container_changes(store: Store, name: str) -> tuple[NaiveChange, ...]:
     image = record.image_view
     if image is None:
         image = new_container(tuple(store.layers[chain].content for chain in store.images[record.image].chain))
-    return naive_changes(image, record.filesystem)
+    changes = naive_changes(image, record.filesystem)
+    if store.config.driver != "fuse-overlayfs":
+        return changes
+    return tuple(sorted((*changes, *_hidden_init_entries(record.filesystem, changes)), key=lambda each: each.path))
+
+
+def _hidden_init_entries(filesystem: Container, changes: tuple[NaiveChange, ...]) -> list[NaiveChange]:
+    """The entries of Docker's init layer (STORE-13) that a fuse-overlayfs container's upper directory hides
+    (an opaque directory or a whiteout at or above them), which its naive walk, made against the init layer,
+    finds deleted: ``rmdir /etc`` and ``mkdir /etc`` in the container lose ``/etc/hostname`` and the rest
+    [DRIVER-2]."""
+    deleted = {change.path for change in changes if change.kind == "D"}
+    found: list[NaiveChange] = []
+    for path, _, _ in INIT_ENTRIES:
+        if lookup(filesystem, path) is not None or any(above in deleted for above in (*ancestors(path), path)):
+            continue
+        places = [*(above for above in ancestors(path) if above != ROOT), path]
+        if any(_hides(filesystem.upper.entries.get(place)) for place in places):
+            found.append(NaiveChange("D", path))
+            deleted.add(path)
+    return found
+
+
+def _hides(node: object) -> bool:
+    """True if a writable-layer entry hides what lies below it: a whiteout, or an opaque directory."""
+    return isinstance(node, Whiteout) or (isinstance(node, Dir) and node.opaque)
 
 
 def layers_allocated(store: Store) -> int:
