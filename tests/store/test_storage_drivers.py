@@ -835,13 +835,13 @@ def test_fuse_overlayfs_counts_its_copy_as_the_image_file() -> None:
     assert [item["value"]["nlink"] for item in results(result, 3)] == [3, 3]
 
 
-@pytest.mark.parametrize("driver", NAIVE)
-def test_a_remade_etc_hides_the_init_layer_on_fuse_overlayfs(driver: str) -> None:
+@pytest.mark.parametrize("driver", STORAGE_DRIVERS)
+def test_a_remade_etc_hides_the_init_layer_on_the_overlays(driver: str) -> None:
     """[DRIVER-2] fuse-overlayfs walks the container against Docker's init layer: an ``/etc`` removed and made
     again in the container is opaque in its upper directory and hides the init layer's /etc entries, which
     ``docker diff`` lists as deleted. Engine (H6, /tmp/h6/s3/two-opaque-rmdir-mkdir.json): fuse-overlayfs
-    [C /etc, A /etc/again, D /etc/hostname, D /etc/hosts, D /etc/mtab, D /etc/new, D /etc/resolv.conf];
-    vfs and btrfs [C /etc, A /etc/again, D /etc/new]."""
+    [C /etc, A /etc/again, D /etc/hostname, D /etc/hosts, D /etc/mtab, D /etc/new, D /etc/resolv.conf], and
+    overlay2 the same; vfs and btrfs [C /etc, A /etc/again, D /etc/new]."""
     image = {
         "step": "image",
         "name": "etc",
@@ -869,8 +869,9 @@ def test_a_remade_etc_hides_the_init_layer_on_fuse_overlayfs(driver: str) -> Non
         ],
     }
     result = run_store_model(decode_store_trace(document), decode_store_config(document))
-    hidden = ["/etc/hostname", "/etc/hosts", "/etc/mtab"] if driver == "fuse-overlayfs" else []
+    overlay = driver in ("overlay2", "fuse-overlayfs")
+    hidden = ["/etc/hostname", "/etc/hosts", "/etc/mtab"] if overlay else []
     expected = [("C", "/etc"), ("A", "/etc/again"), *(("D", path) for path in hidden), ("D", "/etc/new")]
-    if driver == "fuse-overlayfs":
+    if overlay:
         expected.append(("D", "/etc/resolv.conf"))
     assert [(change["kind"], change["path"]) for change in result["steps"][3]["changes"]] == expected

@@ -748,16 +748,16 @@ def container_changes(store: Store, name: str) -> tuple[NaiveChange, ...]:
     if image is None:
         image = new_container(tuple(store.layers[chain].content for chain in store.images[record.image].chain))
     changes = naive_changes(image, record.filesystem)
-    if store.config.driver != "fuse-overlayfs":
+    if store.config.driver not in ("overlay2", "fuse-overlayfs"):
         return changes
     return tuple(sorted((*changes, *_hidden_init_entries(record.filesystem, changes)), key=lambda each: each.path))
 
 
 def _hidden_init_entries(filesystem: Container, changes: tuple[NaiveChange, ...]) -> list[NaiveChange]:
-    """The entries of Docker's init layer (STORE-13) that a fuse-overlayfs container's upper directory hides
-    (an opaque directory or a whiteout at or above them), which its naive walk, made against the init layer,
-    finds deleted: ``rmdir /etc`` and ``mkdir /etc`` in the container lose ``/etc/hostname`` and the rest
-    [DRIVER-2]."""
+    """The entries of Docker's init layer (STORE-13) that an overlay2 or fuse-overlayfs container's upper
+    directory hides (an opaque directory or a whiteout at or above them), which ``docker diff`` finds deleted
+    (the init layer lies under the upper directory): ``rmdir /etc`` and ``mkdir /etc`` in the container lose
+    ``/etc/hostname`` and the rest [DRIVER-2]."""
     deleted = {change.path for change in changes if change.kind == "D"}
     found: list[NaiveChange] = []
     for path, _, _ in INIT_ENTRIES:
