@@ -313,31 +313,35 @@ def test_a_planted_bug_fails_the_vectors(
 
 
 class NoRedirectKernel(KernelOverlay):
-    """The kernel overlay driver declaring no optional feature, as a driver without ``redirect_dir`` would."""
+    """The kernel overlay driver declaring no optional feature, as a driver of Docker's configuration alone would."""
 
     features: frozenset[str] = frozenset()
 
 
 @pytest.mark.kernel
-def test_a_driver_without_redirect_dir_skips_those_vectors_and_passes_the_rest(
+def test_a_driver_without_optional_features_skips_those_vectors_and_passes_the_rest(
     kernel: KernelOverlay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """[FEATURE-1] The traces that turn redirect_dir on are skipped, each said so; every other one runs and agrees."""
+    """[FEATURE-1] The traces that turn a feature on are skipped, each said so with the features it needs; every
+    other one runs and agrees."""
     files = export(tmp_path / "set")
-    needing = {
-        f"fs/{name}"
-        for name in fs_names()
-        if json.loads(files[f"fs/{name}.trace.json"]).get("features", {}).get("redirect_dir") is True
-    }
+    needing: dict[str, list[str]] = {}
+    for name in fs_names():
+        wanted = json.loads(files[f"fs/{name}.trace.json"]).get("features", {})
+        on = sorted(feature for feature, value in wanted.items() if value is True)
+        if on and "rejected" not in name:
+            needing[f"fs/{name}"] = on
     capsys.readouterr()
     assert main(["verify", "--driver", f"{__name__}:NoRedirectKernel", str(tmp_path / "set")]) == 0
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.splitlines()]
-    skipped = [line for line in lines if "skipped" in line]
-    assert {line["vector"] for line in skipped} == needing and 4 <= len(needing) < len(lines) // 4
-    assert {line["skipped"] for line in skipped} == {
-        "needs the overlay feature redirect_dir, which the driver does not declare"
-    }
+    skipped = {line["vector"]: line["skipped"] for line in lines if "skipped" in line}
+    assert set(skipped) == set(needing) and 8 <= len(needing) < len(lines) // 4
+    for vector, features in needing.items():
+        noun = "feature" if len(features) == 1 else "features"
+        assert skipped[vector] == f"needs the overlay {noun} {', '.join(features)}, which the driver does not declare"
+    assert any("index" in features for features in needing.values())
+    assert any("metacopy" in features for features in needing.values())
     ran = [line for line in lines if "skipped" not in line]
     assert len(ran) == len(fs_names()) - len(needing) and all(line["agrees"] for line in ran)
     assert f"{len(ran)} agree, 0 diverge, {len(needing)} skipped" in captured.err
@@ -515,9 +519,15 @@ def test_a_trace_needing_an_unsupported_feature_is_skipped() -> None:
     ]
     lines = list(verify_set(files, manifest, {"filesystem": Unused}, [f"fs/{name}" for name in needing], frozenset()))
     assert len(needing) >= 4 and [line["vector"] for line in lines] == [f"fs/{name}" for name in needing]
-    assert all(
-        line["skipped"] == "needs the overlay feature redirect_dir, which the driver does not declare" for line in lines
-    )
+    for line in lines:
+        features = sorted(
+            feature
+            for feature, on in json.loads(files[f"{line['vector']}.trace.json"])["features"].items()
+            if on is True
+        )
+        noun = "feature" if len(features) == 1 else "features"
+        assert "redirect_dir" in features
+        assert line["skipped"] == f"needs the overlay {noun} {', '.join(features)}, which the driver does not declare"
     # A trace the spec rejects is never run, so it needs no feature: it is refused, not skipped.
     rejected = list(verify_set(files, manifest, {"filesystem": Unused}, ["fs/rejected-feature-*"], frozenset()))
     assert len(rejected) == 2 and all(line["agrees"] for line in rejected)

@@ -204,7 +204,9 @@ _EXISTING_WAYS = st.sampled_from(("fitting",) * 6 + ("any", "astray"))
 _LINKED_FIRST = st.sampled_from((False, False, True))
 """A call on a file takes one with several names one time in three, if there is one."""
 _NEW_WAYS = st.sampled_from(("free",) * 5 + ("removed", "taken", "astray"))
-_ASTRAY_WAYS = st.sampled_from(("below", "missing", "alphabet"))
+_ASTRAY_WAYS = st.sampled_from(("below", "missing", "alphabet", "below", "missing", "alphabet", "too long"))
+TOO_LONG = "n" * 256
+"""A name one byte over Linux's ``NAME_MAX``: ``ENAMETOOLONG`` when the walk reaches it [PATH-2]."""
 _TARGET_WAYS = st.sampled_from(("by hand", "existing", "beside"))
 
 
@@ -268,14 +270,17 @@ def free_name(draw: st.DrawFn, view: View) -> str:
 
 def astray(draw: st.DrawFn, view: View) -> str:
     """A path that may well not resolve: below a file (``ENOTDIR``) or a
-    symlink (followed), below a missing directory, or drawn from the
-    alphabet, sometimes with ``.`` or ``..``."""
+    symlink (followed), below a missing directory, drawn from the
+    alphabet, sometimes with ``.`` or ``..``, or, one time in seven, a name
+    too long for Linux in an existing directory (``ENAMETOOLONG``)."""
     way = draw(_ASTRAY_WAYS)
     non_dirs = view.files + view.symlinks
     if way == "below" and non_dirs:
         return join(pick(draw, non_dirs), draw(names))
     if way == "missing":
         return join(free_name(draw, view), draw(names))
+    if way == "too long":
+        return join(pick(draw, (*view.dirs, ROOT)), TOO_LONG)
     return draw(_op_paths())
 
 
