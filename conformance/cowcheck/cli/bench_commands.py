@@ -51,7 +51,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -1078,11 +1077,3 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         help="keep the samples of the JSON in --out of the drivers and series this run does not measure",
     )
     sub.set_defaults(handler=command_bench_copy_up, driver="")
-
-
-if __name__ == "__main__":
-    from cowcheck.cli.main import main
-
-    top = argparse.ArgumentParser(prog="cowspec")
-    register(top.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    sys.exit(main(arguments=top.parse_args(["bench", *sys.argv[1:]])))

@@ -192,15 +192,14 @@ def command_check(arguments: argparse.Namespace) -> int:
         observed = run_any(arguments, trace)
         if isinstance(trace, StoreTrace):
             from cowcheck.cli.store_check import run_config
+            from cowcheck.drivers.docker_store import DockerStore
             from cowcheck.store_compare import compare_store_result
 
-            config = run_config(
-                registry.store_driver(arguments.driver),
-                trace.config,
-                trace.named,
-                getattr(arguments, "storage_driver", None),
+            store_driver = registry.store_driver(arguments.driver)
+            config = run_config(store_driver, trace.config, trace.named, getattr(arguments, "storage_driver", None))
+            differences = compare_store_result(
+                run_store_model(trace.steps, config), observed, disk_required=isinstance(store_driver, DockerStore)
             )
-            differences = compare_store_result(run_store_model(trace.steps, config), observed)
             document: Entry | None = None
         elif observed.get("format") == COMMIT_RESULT_FORMAT:
             # A commit is compared with the model's commit after the same ops, each op's first outcome taken.
