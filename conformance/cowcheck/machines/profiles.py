@@ -87,9 +87,11 @@ def planted_bug_search() -> settings:
     """The budget of a search for a bug planted in a test driver, to show
     the machine finds one: derandomized under every profile, so that the
     test asserting it is found is not flaky, and bounded in case a change
-    makes the bug rare."""
+    makes the bug rare (600: a plain directory storing whiteouts, listed,
+    came within 300 examples until the layers drew hardlinks more often and
+    names too long for Linux; it comes at about 400 now)."""
     return settings(
-        max_examples=300, stateful_step_count=20, database=None, deadline=None, derandomize=True, phases=PHASES
+        max_examples=600, stateful_step_count=20, database=None, deadline=None, derandomize=True, phases=PHASES
     )
 
 
