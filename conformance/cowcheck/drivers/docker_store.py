@@ -528,12 +528,19 @@ def _write_context(context: str, instruction: Instruction) -> None:
     os.utime(context, ns=(0, 0))
 
 
+_RUN_CACHE: dict[tuple[str, str, str], str] = {}
+"""The image each ``RUN`` of a build made: (engine, parent image, ops) to image ID, the builder's cache [STORE-8]."""
+
+
 def build(docker: Dockerd, step: Build) -> Entry:
     """A build, one instruction at a time, as the legacy builder does it [STORE-8].
 
     ``COPY`` and the metadata instructions go through ``docker build``;
     ``RUN`` is a container of the image so far, whose ops are made as in an
-    ``ops`` step, then committed. Only the last image is tagged.
+    ``ops`` step, then committed (the images have no shell to run). The
+    legacy builder answers a ``RUN`` it made before on the same image from
+    its cache, the very image it made then; so does this, while that image
+    is still in the engine (``_RUN_CACHE``). Only the last image is tagged.
     """
     # Asked first, so that a missing base is the engine's "No such image", not a pull attempt.
     base = docker.docker("image", "inspect", "--format", "{{.Id}}", step.base)
@@ -542,6 +549,14 @@ def build(docker: Dockerd, step: Build) -> Entry:
     current = step.base
     for number, instruction in enumerate(step.instructions):
         if instruction.command == "RUN":
+            parent = docker.docker("image", "inspect", "--format", "{{.Id}}", current)
+            if parent.returncode != 0:
+                return _done(parent)
+            key = (docker.base, parent.stdout.decode().strip(), repr(instruction.ops))
+            cached = _RUN_CACHE.get(key)
+            if cached is not None and docker.docker("image", "inspect", "--format", "{{.Id}}", cached).returncode == 0:
+                current = cached
+                continue
             name = f"cowspec-build-{os.getpid()}-{number}"
             created = docker.docker("create", "--name", name, "--network", "none", current, "/none")
             if created.returncode != 0:
@@ -554,6 +569,7 @@ def build(docker: Dockerd, step: Build) -> Entry:
                 if committed.returncode != 0:
                     return _done(committed)
                 current = committed.stdout.decode().strip()
+                _RUN_CACHE[key] = current
             finally:
                 docker.docker("rm", name)
             continue

@@ -42,6 +42,7 @@ from cowspec.store.state import (
     remove_volume,
     run_op,
     stamp,
+    stamp_second,
     with_filesystem,
 )
 
@@ -302,7 +303,9 @@ def build(store: Store, step: Build) -> Store:
         if not (changes.entries or changes.whiteouts or changes.opaque):
             rows.append(HistoryRow(instruction.command, empty_layer=True))
             continue
-        store, identity = archive_id(store, Image(tuple(diff_ids), ()).chain, changes)
+        so_far = Image(tuple(diff_ids), tuple(rows), unique=image.unique).id
+        cache_key = digest(repr((so_far, instruction)).encode())
+        store, identity = archive_id(store, Image(tuple(diff_ids), ()).chain, changes, cache_key)
         diff_ids.append(identity)
         rows.append(HistoryRow(instruction.command))
         contents.append(layer)
@@ -323,20 +326,26 @@ def written_layer(store: Store, filesystem: Container, image_view: Container | N
     return changes_layer(image_view, filesystem)
 
 
-def archive_id(store: Store, parent: tuple[str, ...], changes: LayerTar) -> tuple[Store, str]:
-    """The DiffID of a commit's (or a build step's) archive, and the store after it [DRIVER-6].
+def archive_id(
+    store: Store, parent: tuple[str, ...], changes: LayerTar, cached: str | None = None
+) -> tuple[Store, str]:
+    """The DiffID of a commit's archive, and the store after it [DRIVER-6].
 
     On a naive driver each deletion marker carries the second the archive
     was made, so an archive holding one is a new layer unless an archive of
     the same changes on the same parent was made in the same second (the
-    store's ``stamps`` say which seconds). A ``RUN`` the builder's cache
-    answers makes no new archive, which is the same-second outcome: it is
-    among those the spec allows.
+    store's ``stamps`` say which seconds). A build step the builder's cache
+    answers (``cached``: the same instruction on the same image, STORE-8)
+    makes no archive: it is the layer that step made before.
     """
     plain = diff_id(encode_layer(changes))
     if not (store.config.naive and changes.whiteouts):
         return store, plain
-    store, second = stamp(store, f"{parent[-1] if parent else ''} {plain}")
+    if cached is not None and f"build {cached}" in store.stamped:
+        second = stamp_second(store, store.stamped.index(f"build {cached}"))
+        return store, digest(f"{plain} stamped {second}".encode())
+    key = f"build {cached}" if cached is not None else f"{parent[-1] if parent else ''} {plain}"
+    store, second = stamp(store, key)
     return store, digest(f"{plain} stamped {second}".encode())
 
 
