@@ -232,3 +232,31 @@ def test_an_old_result_allows_its_own_figures_only() -> None:
     old = {"format": "cowspec-store-trace-result/1", "steps": [], "layers": 1, "images": {}, "containers": {},
            "images_total": 0, "reclaimable": 0, "volumes": {}}  # fmt: skip
     assert allowed_figures(old) == [{key: old[key] for key in FIGURES if key in old}]
+
+
+def test_disk_figures_missing_out_of_range_or_malformed() -> None:
+    """[DRIVER-7] Once an engine gives its bytes on disk, every figure the model states is compared: one it leaves
+    out is a difference, a range must lie within the model's at both ends, and a malformed one is one line."""
+    from cowspec.errors import SpecError
+    from cowspec.formats.store_trace import disk_differences
+
+    model = {
+        "containers": {"c1": {"apparent": {"min": 10, "max": 20}}},
+        "layers": {"allocated": {"min": 4096, "max": 4096}},
+    }
+    agreeing = {"containers": {"c1": {"apparent": 15}}, "layers": {"allocated": {"min": 4096, "max": 4096}}}
+    assert disk_differences(model, agreeing) == []
+    assert disk_differences(model, {"containers": {}, "layers": {"allocated": 4096}}) == [
+        "disk c1 apparent: model 10..20, real (none)"
+    ]
+    assert disk_differences(model, {"containers": {"C1": {"apparent": 15}}, "layers": {"allocated": 4096}}) == [
+        "disk c1 apparent: model 10..20, real (none)"
+    ]
+    wide = {"containers": {"c1": {"apparent": {"min": 15, "max": 99}}}, "layers": {"allocated": 4096}}
+    assert disk_differences(model, wide) == ["disk c1 apparent: model 10..20, real 15..99"]
+    assert disk_differences(model, {"containers": {"c1": {"apparent": 15}}}) == [
+        "disk (layers) allocated: model 4096..4096, real (none)"
+    ]
+    for malformed in ({"containers": {"c1": 5}}, {"containers": []}, {"containers": {"c1": {"apparent": "x"}}}, [1]):
+        with pytest.raises(SpecError):
+            disk_differences(model, malformed)

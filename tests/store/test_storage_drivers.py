@@ -386,10 +386,10 @@ def test_disk_figures_agree_within_their_range() -> None:
     """[DRIVER-7] An engine's figure agrees anywhere in the range, and not outside it."""
     expected = {"containers": {"c": {"apparent": {"min": 10, "max": 10}, "exclusive": {"min": 0, "max": 20}}}}
     assert disk_differences(expected, {"containers": {"c": {"apparent": 10, "exclusive": 20}}}) == []
-    assert disk_differences(expected, {"containers": {"c": {"apparent": {"min": 11, "max": 11}}}}) == [
+    assert disk_differences(expected, {"containers": {"c": {"apparent": {"min": 11, "max": 11}, "exclusive": 5}}}) == [
         "disk c apparent: model 10..10, real 11"
     ]
-    assert disk_differences(expected, {"containers": {"c": {"exclusive": 21}}}) == [
+    assert disk_differences(expected, {"containers": {"c": {"apparent": 10, "exclusive": 21}}}) == [
         "disk c exclusive: model 0..20, real 21"
     ]
 

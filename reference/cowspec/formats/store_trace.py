@@ -419,27 +419,60 @@ def allowed_figures(expected: Entry) -> list[Entry]:
 
 
 def disk_differences(expected: object, observed: object) -> list[str]:
-    """One line per container whose disk figure an engine gives outside the model's range [DRIVER-7].
+    """One line per disk figure an engine gives outside the model's range, or does not give [DRIVER-7].
 
     ``expected`` is a model result's ``disk``; ``observed`` an engine's,
-    which gives each figure as ``{"min": n, "max": n}`` or as a plain number.
-    A figure the engine did not measure is not compared.
+    which gives each figure as ``{"min": n, "max": n}`` (both ends must lie
+    in the model's range) or as a plain number. Once an engine gives
+    ``disk`` at all, every container and figure the model states must be
+    there: one missing is a difference, never a pass. An engine's ``disk``
+    that is not made of objects and numbers is rejected (``SpecError``).
     """
+    want = _disk_owners(expected, "the model's disk")
+    got = _disk_owners(observed, "the engine's disk")
     lines: list[str] = []
-    want = dict(cast(dict[str, dict[str, dict[str, dict[str, int]]]], expected or {}).get("containers", {}))
-    got = dict(cast(dict[str, dict[str, dict[str, object]]], observed or {}).get("containers", {}))
-    # The store's layers, all together, compared as one more owner of figures.
-    layers_want = cast(dict[str, dict[str, dict[str, int]]], expected or {}).get("layers")
-    layers_got = cast(dict[str, dict[str, object]], observed or {}).get("layers")
-    if isinstance(layers_want, dict) and isinstance(layers_got, dict):
-        want["(layers)"], got["(layers)"] = layers_want, layers_got
     for name, figures in sorted(want.items()):
         for key, bounds in sorted(figures.items()):
-            value = got.get(name, {}).get(key)
-            if isinstance(value, dict):
-                value = cast(dict[str, object], value).get("min")
-            if not isinstance(value, int):
+            low, high = _disk_bounds(bounds, f"the model's disk {name} {key}")
+            given = got.get(name, {}).get(key)
+            if given is None:
+                lines.append(f"disk {name} {key}: model {low}..{high}, real (none)")
                 continue
-            if not bounds["min"] <= value <= bounds["max"]:
-                lines.append(f"disk {name} {key}: model {bounds['min']}..{bounds['max']}, real {value}")
+            first, last = _disk_bounds(given, f"the engine's disk {name} {key}")
+            if not (low <= first and last <= high):
+                real = str(first) if first == last else f"{first}..{last}"
+                lines.append(f"disk {name} {key}: model {low}..{high}, real {real}")
     return lines
+
+
+def _disk_owners(disk: object, what: str) -> dict[str, dict[str, object]]:
+    """A result's ``disk`` as owner to figures: each container, and the store's layers as ``(layers)``."""
+    if disk is None:
+        return {}
+    if not isinstance(disk, dict):
+        raise SpecError(f"{what} is not an object")
+    owners: dict[str, dict[str, object]] = {}
+    containers = disk.get("containers", {})
+    if not isinstance(containers, dict):
+        raise SpecError(f"{what}'s containers is not an object")
+    for name, figures in containers.items():
+        if not isinstance(figures, dict):
+            raise SpecError(f"{what} of container {name!r} is not an object")
+        owners[str(name)] = figures
+    layers = disk.get("layers")
+    if layers is not None:
+        if not isinstance(layers, dict):
+            raise SpecError(f"{what}'s layers is not an object")
+        owners["(layers)"] = layers
+    return owners
+
+
+def _disk_bounds(figure: object, what: str) -> tuple[int, int]:
+    """A disk figure's (min, max): a number of bytes is both."""
+    if isinstance(figure, int) and not isinstance(figure, bool):
+        return figure, figure
+    if isinstance(figure, dict):
+        low, high = figure.get("min"), figure.get("max")
+        if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool) and not isinstance(high, bool):
+            return low, high
+    raise SpecError(f'{what} is neither a number of bytes nor {{"min", "max"}}')
