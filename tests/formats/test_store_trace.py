@@ -260,3 +260,24 @@ def test_disk_figures_missing_out_of_range_or_malformed() -> None:
     for malformed in ({"containers": {"c1": 5}}, {"containers": []}, {"containers": {"c1": {"apparent": "x"}}}, [1]):
         with pytest.raises(SpecError):
             disk_differences(model, malformed)
+
+
+def test_the_clock_is_tried_where_it_matters_however_long_the_trace() -> None:
+    """[DRIVER-6] Twelve commits of different deletions, then a thirteenth of the same deletion as the twelfth on
+    the same parent: the last two are one layer if made within one second, whatever came before (the oracle
+    used to try only the first ten gaps, and missed it)."""
+    from cowspec.formats.store_trace import decode_store_config, decode_store_trace, run_store_model
+
+    files = [{"path": f"/f{number}", "type": "file", "mode": 420, "data": "eA=="} for number in range(12)]
+    steps: list[dict[str, object]] = [{"step": "image", "name": "base:1", "layers": [files]}]
+    for number in range(13):
+        deleted = f"/f{min(number, 11)}"
+        steps += [
+            {"step": "create", "container": f"c{number}", "image": "base:1"},
+            {"step": "ops", "container": f"c{number}", "ops": [{"op": "unlink", "path": deleted}]},
+            {"step": "commit", "container": f"c{number}", "name": f"s{number}:1"},
+        ]
+    document = {"format": "cowspec-store-trace/1", "storage_driver": "vfs", "steps": steps}
+    result = run_store_model(decode_store_trace(document), decode_store_config(document))
+    assert result["layers"] == 14
+    assert [each["layers"] for each in result["alternatives"]] == [13]

@@ -370,7 +370,8 @@ def store_figures(store: Store) -> Entry:
 
 
 MAX_CLOCK_CHOICES = 10
-"""How many seconds between stamped archives the oracle tries both ways (2**10 runs at most) [DRIVER-6]."""
+"""How many gaps between stamped archives the oracle tries both ways (2**10 runs at most) [DRIVER-6]: only
+gaps between two archives of the same changes on the same parent are tried, the first ten of them."""
 
 
 def _run(steps: tuple[Step, ...], config: StoreConfig, stamps: tuple[int, ...]) -> tuple[Store, list[Entry]]:
@@ -395,13 +396,19 @@ def run_store_model(steps: tuple[Step, ...], config: StoreConfig = OVERLAY2) -> 
     keys = store.stamped
     if len(set(keys)) == len(keys):
         return result  # no two archives could be the same layer: the clock changes nothing
-    choices = min(len(keys) - 1, MAX_CLOCK_CHOICES)
+    # Only a gap between two archives of the same changes on the same parent can make them one layer: the
+    # seconds never go back, so those two share one only if every gap between them is none. Other gaps tick.
+    spanned = sorted(
+        {gap for first in range(len(keys)) for last in range(first + 1, len(keys)) if keys[first] == keys[last]
+         for gap in range(first, last)}
+    )  # fmt: skip
+    choices = spanned[:MAX_CLOCK_CHOICES]
     seen = [store_figures(store)]
-    for pattern in range(2**choices):
+    for pattern in range(2 ** len(choices)):
+        same = {gap for bit, gap in enumerate(choices) if not pattern >> bit & 1}
         stamps = [0]
-        for bit in range(len(keys) - 1):
-            tick = bit >= choices or bool(pattern >> bit & 1)
-            stamps.append(stamps[-1] + tick)
+        for gap in range(len(keys) - 1):
+            stamps.append(stamps[-1] + (gap not in same))
         later, _ = _run(steps, config, tuple(stamps))
         figures = store_figures(later)
         if figures not in seen:
