@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, UsageError, emit, say, write_report
+from cowcheck.cli.output import EXIT_DIVERGED, EXIT_REJECTED, EXIT_UNAVAILABLE, UsageError, emit, say, write_report
 from cowcheck.compare import (
     COMMIT_RESULT_FORMAT,
     commit_result,
@@ -18,7 +18,7 @@ from cowcheck.compare import (
     model_commit,
 )
 from cowcheck.drivers import registry
-from cowcheck.drivers.protocol import committer_of
+from cowcheck.drivers.protocol import DriverError, committer_of
 from cowcheck.drivers.runner import run_real
 from cowcheck.report import ReportedDivergence, RuleTally, started_now
 from cowspec.errors import SpecError
@@ -86,6 +86,14 @@ def for_each_trace(files: Sequence[str], handle: Callable[[str, AnyTrace], tuple
             if len(files) > 1:
                 emit({"trace": name, "error": f"{name}: {error}"})
             status = max(status, EXIT_REJECTED)
+            continue
+        except DriverError as error:
+            if len(files) == 1:
+                raise
+            # One trace the implementation failed on, in a batch: said, and the others still run.
+            print(f"cowspec: {name}: {error}", file=sys.stderr)
+            emit({"trace": name, "error": f"{name}: {error}"})
+            status = max(status, EXIT_UNAVAILABLE)
             continue
         emit(document)
         status = max(status, code)
