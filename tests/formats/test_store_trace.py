@@ -257,7 +257,13 @@ def test_disk_figures_missing_out_of_range_or_malformed() -> None:
     assert disk_differences(model, {"containers": {"c1": {"apparent": 15}}}) == [
         "disk (layers) allocated: model 4096..4096, real (none)"
     ]
-    for malformed in ({"containers": {"c1": 5}}, {"containers": []}, {"containers": {"c1": {"apparent": "x"}}}, [1]):
+    malformed_ones: list[object] = [
+        {"containers": {"c1": 5}},
+        {"containers": []},
+        {"containers": {"c1": {"apparent": "x"}}},
+        [1],
+    ]
+    for malformed in malformed_ones:
         with pytest.raises(SpecError):
             disk_differences(model, malformed)
 
@@ -280,4 +286,6 @@ def test_the_clock_is_tried_where_it_matters_however_long_the_trace() -> None:
     document = {"format": "cowspec-store-trace/1", "storage_driver": "vfs", "steps": steps}
     result = run_store_model(decode_store_trace(document), decode_store_config(document))
     assert result["layers"] == 14
-    assert [each["layers"] for each in result["alternatives"]] == [13]
+    alternatives = result["alternatives"]
+    assert isinstance(alternatives, list)
+    assert [each["layers"] for each in alternatives] == [13]

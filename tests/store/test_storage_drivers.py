@@ -874,4 +874,6 @@ def test_a_remade_etc_hides_the_init_layer_on_the_overlays(driver: str) -> None:
     expected = [("C", "/etc"), ("A", "/etc/again"), *(("D", path) for path in hidden), ("D", "/etc/new")]
     if overlay:
         expected.append(("D", "/etc/resolv.conf"))
-    assert [(change["kind"], change["path"]) for change in result["steps"][3]["changes"]] == expected
+    steps = result["steps"]
+    assert isinstance(steps, list)
+    assert [(change["kind"], change["path"]) for change in steps[3]["changes"]] == expected
