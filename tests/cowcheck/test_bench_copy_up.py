@@ -38,7 +38,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def bench(*arguments: str) -> subprocess.CompletedProcess[str]:
     """``cowspec bench copy-up ARGUMENTS`` in a process of its own."""
     return subprocess.run(
-        [sys.executable, "-m", "cowcheck.cli.bench_commands", "copy-up", *arguments],
+        [sys.executable, "-m", "cowcheck.cli", "bench", "copy-up", *arguments],
         capture_output=True,
         text=True,
         timeout=300,
@@ -164,7 +164,7 @@ def in_own_mounts(script: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
         check=False,
-        env={**os.environ, "BENCH": f"{sys.executable} -m cowcheck.cli.bench_commands copy-up"},
+        env={**os.environ, "BENCH": f"{sys.executable} -m cowcheck.cli bench copy-up"},
     )
 
 
